@@ -1,0 +1,38 @@
+# The two commands the README names: `make report` (the main job) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PLAN   ?= quick
+# torch from the PyTorch index/PyPI; pinned so every machine measures the same library.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: all install test report smoke bench lab clean-report
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	@touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q tests
+
+report: install
+	$(VENV)/bin/simpleclr plan run $(PLAN)
+
+smoke:
+	$(MAKE) report PLAN=smoke
+
+bench: install
+	$(VENV)/bin/simpleclr bench
+
+lab: install
+	$(PY) -m pip install --quiet -e '.[lab]' && $(VENV)/bin/jupyter lab notebooks/
+
+clean-report:
+	rm -rf report/report.html

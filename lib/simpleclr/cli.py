@@ -1,0 +1,149 @@
+"""The ``simpleclr`` command: parse, build a config, call one library function.
+
+Stage options are generated from the config dataclasses (``--batch-size``, ``--temperature``, ...),
+so the CLI, the notebooks' parameters and config.json share one set of names.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from .config import (ConfigError, LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig,
+                     add_config_arguments, config_from_args)
+
+
+def _load_config_file(path: Optional[str]) -> dict:
+    if not path:
+        return {}
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+
+        return yaml.safe_load(text) or {}
+    return json.loads(text)
+
+
+def _stage_parser(sub, name: str, cls: type[StageConfig], help: str) -> None:
+    p = sub.add_parser(name, help=help, description=help)
+    p.add_argument("--out", required=True, help="run folder to write (resumed if it exists)")
+    p.add_argument("--config", help="YAML or JSON file of config fields; options override it")
+    add_config_arguments(p, cls)
+    p.set_defaults(stage_cls=cls, stage_name=name)
+
+
+def _run_stage(ns: argparse.Namespace) -> int:
+    cfg = config_from_args(ns.stage_cls, ns, _load_config_file(ns.config))
+    if ns.stage_name == "finetune" and not cfg.init:
+        raise ConfigError('finetune needs --init ("imagenet", a run folder or a checkpoint path)')
+    if ns.stage_cls is PretrainConfig:
+        from .train import pretrain_simclr as fn
+    elif ns.stage_cls is SupervisedConfig:
+        from .train import train_supervised as fn
+    else:
+        from .evaluate import linear_eval as fn
+    result = fn(cfg, ns.out)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _data(ns: argparse.Namespace) -> int:
+    from . import data
+
+    if ns.data_cmd == "list":
+        print("\n".join(data.available_datasets()))
+        return 0
+    if ns.data_cmd == "info":
+        print(json.dumps(data.info(ns.name, root=ns.data_dir, accept_checksum=ns.accept_checksum),
+                         indent=2, default=str))
+        return 0
+    for name in ns.names:
+        out = data.prepare(name, root=ns.data_dir, accept_checksum=ns.accept_checksum,
+                           download=not ns.no_download, image_size=ns.image_size)
+        print(json.dumps(out, default=str))
+    return 0
+
+
+def _plan(ns: argparse.Namespace) -> int:
+    from . import plans
+
+    if ns.plan_cmd == "show":
+        return plans.show_plan(ns.plan, outputs=ns.outputs)
+    return plans.run_plan(ns.plan, outputs=ns.outputs, report_dir=ns.report_dir, only=ns.only)
+
+
+def _bench(ns: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.main(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simpleclr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="list, prepare (download/verify/extract/cache) and describe datasets")
+    dsub = d.add_subparsers(dest="data_cmd", required=True)
+    dsub.add_parser("list", help="the dataset names this version knows")
+    for name, help in (("prepare", "download, verify, extract and cache datasets"),
+                       ("info", "print a dataset's splits, counts, classes, location and checksum status")):
+        p = dsub.add_parser(name, help=help)
+        if name == "prepare":
+            p.add_argument("names", nargs="+", metavar="NAME")
+            p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+            p.add_argument("--image-size", type=int, default=None, help="also cache at this size")
+        else:
+            p.add_argument("name", metavar="NAME")
+        p.add_argument("--data-dir", default=None, help="data folder (default: $SIMPLECLR_DATA or ./data)")
+        p.add_argument("--accept-checksum", default=None, metavar="MD5|SHA256|any",
+                       help="accept a re-packed archive with this checksum (recorded as unofficial)")
+    d.set_defaults(func=_data)
+
+    _stage_parser(sub, "pretrain", PretrainConfig, "SimCLR pretraining")
+    _stage_parser(sub, "supervised", SupervisedConfig, "supervised training from scratch")
+    _stage_parser(sub, "finetune", SupervisedConfig, "supervised fine-tuning from an encoder (--init)")
+    _stage_parser(sub, "linear-eval", LinearEvalConfig, "linear probe on frozen features")
+    for name in ("pretrain", "supervised", "finetune", "linear-eval"):
+        sub.choices[name].set_defaults(func=_run_stage)
+
+    pl = sub.add_parser("plan", help="run or show an experiment plan (papermill)")
+    psub = pl.add_subparsers(dest="plan_cmd", required=True)
+    for name, help in (("run", "execute a plan's runs, then render the report"),
+                       ("show", "list a plan's runs with their status and the time left")):
+        p = psub.add_parser(name, help=help)
+        p.add_argument("plan", help="plan name (smoke, quick, full) or a YAML file")
+        p.add_argument("--outputs", default="outputs", help="folder holding the run folders")
+        if name == "run":
+            p.add_argument("--report-dir", default="report", help="where report.html is written")
+            p.add_argument("--only", nargs="*", default=None, help="run only these runs (and their needs)")
+    pl.set_defaults(func=_plan)
+
+    b = sub.add_parser("bench", help="measure training, augmentation and feature-extraction speed")
+    from .bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(b)
+    b.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .runs import RunConflict
+
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns)
+    except (ConfigError, RunConflict) as e:
+        print(f"simpleclr: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a data-layer or weights error: one line, no traceback
+        if type(e).__name__ in ("DataError", "WeightsError", "PlanError"):
+            print(f"simpleclr: error: {e}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print("simpleclr: interrupted; finished work and checkpoints are kept, run again to resume",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,347 @@
+"""One frozen dataclass per stage, validated on construction.
+
+The same field names are the notebook's ``parameters`` cell, the CLI's options (generated from the
+fields by :func:`add_config_arguments`) and the keys of ``config.json`` in a run folder, so the
+three cannot drift apart. Every check raises :class:`ConfigError` with one line naming the field,
+the value and what is allowed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar
+
+T = TypeVar("T", bound="StageConfig")
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+STEMS = ("cifar", "imagenet")
+OPTIMIZERS = ("lars", "sgd", "adamw")
+LR_SCALINGS = ("linear", "sqrt", "none")
+# Fields that change how fast a run goes, never what it computes: a finished run is still
+# "the same run" when only these differ (see :meth:`StageConfig.fingerprint`).
+RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_threads", "launcher"})
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line saying what is wrong and what to do."""
+
+
+def _fail(cfg: Any, name: str, allowed: str) -> None:
+    value = getattr(cfg, name)
+    raise ConfigError(f"{type(cfg).__name__}.{name}={value!r} is invalid: {allowed}")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Fields and checks every stage shares: data, seed, device and numerics."""
+
+    stage: ClassVar[str] = "stage"
+
+    dataset: str = "cifar100"
+    data_dir: Optional[str] = None
+    image_size: Optional[int] = None
+    accept_checksum: Optional[str] = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    num_threads: Optional[int] = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            self._check_type(f)
+        if not self.dataset.strip():
+            _fail(self, "dataset", "name a dataset, e.g. cifar100 (see `simpleclr data list`)")
+        if self.image_size is not None and not 8 <= self.image_size <= 512:
+            _fail(self, "image_size", "use None (native size) or an integer in [8, 512]")
+        if self.seed < 0:
+            _fail(self, "seed", "use an integer >= 0")
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            _fail(self, "device", f"use one of {DEVICES} or cuda:N")
+        if self.precision not in PRECISIONS:
+            _fail(self, "precision", f"use one of {PRECISIONS}")
+        if self.num_threads is not None and self.num_threads < 1:
+            _fail(self, "num_threads", "use None (all cores) or an integer >= 1")
+        self.validate()
+
+    def validate(self) -> None:
+        """Stage-specific checks; subclasses override."""
+
+    def _check_type(self, f: dataclasses.Field) -> None:
+        value = getattr(self, f.name)
+        hint = typing.get_type_hints(type(self))[f.name]
+        origin = typing.get_origin(hint)
+        args = typing.get_args(hint)
+        if origin is typing.Union and type(None) in args:
+            if value is None:
+                return
+            hint = next(a for a in args if a is not type(None))
+            origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if origin in (tuple, Tuple):
+            if not isinstance(value, (tuple, list)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+            ):
+                _fail(self, f.name, "use a list of numbers")
+            object.__setattr__(self, f.name, tuple(float(v) for v in value))
+            return
+        if hint is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(self, f.name, float(value))
+            return
+        if hint is bool and not isinstance(value, bool):
+            _fail(self, f.name, "use true or false")
+        if hint is int and (not isinstance(value, int) or isinstance(value, bool)):
+            _fail(self, f.name, "use an integer")
+        if hint is float and not isinstance(value, float):
+            _fail(self, f.name, "use a number")
+        if hint is str and not isinstance(value, str):
+            _fail(self, f.name, "use a string")
+
+    # ---- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls: Type[T], d: dict) -> T:
+        """Build from a dict (a notebook's parameters, a plan row, a config.json); unknown keys fail."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(
+                f"{cls.__name__} has no field {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}"
+            )
+        return cls(**d)
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)
+
+    def fingerprint(self) -> str:
+        """Hash of what the run computes (runtime-only fields left out): equal means "same run"."""
+        d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        return hashlib.sha256(json.dumps([self.stage, d], sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class PretrainConfig(StageConfig):
+    """SimCLR pretraining (Chen et al. 2020), defaults after the paper's CIFAR recipe."""
+
+    stage: ClassVar[str] = "pretrain"
+
+    split: str = "train"
+    subset_fraction: float = 1.0
+    subset_seed: int = 0
+    stem: str = "cifar"
+    proj_hidden: int = 2048
+    proj_out: int = 128
+    proj_bn: bool = True
+    epochs: int = 100
+    steps: Optional[int] = None  # when set, train for exactly this many steps (size study)
+    batch_size: int = 512
+    optimizer: str = "lars"
+    lr: float = 0.3  # per 256 images under the linear rule (SimCLR: 0.3 x B/256)
+    lr_scaling: str = "linear"
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    warmup_epochs: float = 10.0
+    temperature: float = 0.5
+    jitter_strength: float = 1.0
+    crop_scale_min: float = 0.08
+    blur_prob: Optional[float] = None  # None: 0 below 64 px, 0.5 at 64 px and up
+    grad_clip: Optional[float] = None
+    knn_every: int = 10  # epochs between kNN monitor evaluations; 0 turns it off
+    knn_k: int = 200
+    knn_temperature: float = 0.1
+    knn_max_bank: int = 10000
+    val_fraction: float = 0.1  # held-out part of the training split for the kNN monitor
+    checkpoint_every: int = 1
+    sync_bn: Optional[bool] = None  # None: on when world size > 1
+
+    def validate(self) -> None:
+        _check_common_training(self)
+        if self.stem not in STEMS:
+            _fail(self, "stem", f"use one of {STEMS}")
+        if not 0.0 < self.subset_fraction <= 1.0:
+            _fail(self, "subset_fraction", "use a fraction in (0, 1]")
+        if self.proj_hidden < 1 or self.proj_out < 1:
+            _fail(self, "proj_hidden" if self.proj_hidden < 1 else "proj_out", "use an integer >= 1")
+        if self.steps is not None and self.steps < 1:
+            _fail(self, "steps", "use None (train for `epochs`) or an integer >= 1")
+        if self.batch_size < 2:
+            _fail(self, "batch_size", "SimCLR needs negatives: use an integer >= 2")
+        if not 0.01 <= self.temperature <= 10.0:
+            _fail(self, "temperature", "use a value in [0.01, 10]")
+        if not 0.0 <= self.jitter_strength <= 2.0:
+            _fail(self, "jitter_strength", "use a value in [0, 2]")
+        if not 0.0 < self.crop_scale_min <= 1.0:
+            _fail(self, "crop_scale_min", "use a value in (0, 1]")
+        if self.blur_prob is not None and not 0.0 <= self.blur_prob <= 1.0:
+            _fail(self, "blur_prob", "use None (automatic) or a probability in [0, 1]")
+        if self.knn_every < 0 or self.knn_k < 1 or self.knn_max_bank < 1:
+            _fail(self, "knn_every" if self.knn_every < 0 else "knn_k", "use non-negative integers (knn_k >= 1)")
+        if not 0.0 < self.knn_temperature <= 10.0:
+            _fail(self, "knn_temperature", "use a value in (0, 10]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            _fail(self, "val_fraction", "use a fraction in [0, 1)")
+
+
+@dataclass(frozen=True)
+class SupervisedConfig(StageConfig):
+    """Supervised training from scratch, or fine-tuning when ``init`` names an encoder."""
+
+    stage: ClassVar[str] = "supervised"
+
+    split: str = "train"
+    subset_fraction: float = 1.0
+    subset_seed: int = 0
+    stem: str = "cifar"
+    init: Optional[str] = None  # None (from scratch), "imagenet", or a run folder / checkpoint path
+    encoder_lr_scale: float = 1.0  # fine-tuning: encoder lr = lr x this
+    epochs: int = 100
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.1  # per 256 images under the linear rule
+    lr_scaling: str = "linear"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    nesterov: bool = True
+    warmup_epochs: float = 5.0
+    label_smoothing: float = 0.0
+    crop_padding: int = 4
+    val_fraction: float = 0.1  # held out from train, evaluated every epoch; test only at the end
+    grad_clip: Optional[float] = None
+    checkpoint_every: int = 1
+    sync_bn: Optional[bool] = None
+
+    def validate(self) -> None:
+        _check_common_training(self)
+        if self.stem not in STEMS:
+            _fail(self, "stem", f"use one of {STEMS}")
+        if not 0.0 < self.subset_fraction <= 1.0:
+            _fail(self, "subset_fraction", "use a fraction in (0, 1]")
+        if not 0.0 <= self.encoder_lr_scale <= 10.0:
+            _fail(self, "encoder_lr_scale", "use a value in [0, 10] (0 freezes the encoder)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            _fail(self, "label_smoothing", "use a value in [0, 1)")
+        if not 0 <= self.crop_padding <= 16:
+            _fail(self, "crop_padding", "use an integer in [0, 16]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            _fail(self, "val_fraction", "use a fraction in [0, 1)")
+
+
+@dataclass(frozen=True)
+class LinearEvalConfig(StageConfig):
+    """The linear classification protocol on frozen features."""
+
+    stage: ClassVar[str] = "linear_eval"
+
+    encoder: str = "random"  # "random", "imagenet", or a run folder / checkpoint path
+    stem: str = "cifar"  # for "random" only; others read it from the checkpoint
+    label_fraction: float = 1.0
+    label_seed: int = 0
+    val_fraction: float = 0.1
+    weight_decays: Tuple[float, ...] = (0.0, 1e-6, 1e-5, 1e-4, 1e-3)
+    epochs: int = 100
+    batch_size: int = 1024
+    lr: float = 0.1
+    feature_batch_size: int = 512
+    save_features: bool = True
+
+    def validate(self) -> None:
+        if not self.encoder.strip():
+            _fail(self, "encoder", 'use "random", "imagenet" or a run folder / checkpoint path')
+        if self.stem not in STEMS:
+            _fail(self, "stem", f"use one of {STEMS}")
+        if not 0.0 < self.label_fraction <= 1.0:
+            _fail(self, "label_fraction", "use a fraction in (0, 1]")
+        if not 0.0 < self.val_fraction < 1.0:
+            _fail(self, "val_fraction", "use a fraction in (0, 1): weight decay is chosen on it, never on test")
+        if not self.weight_decays or any(w < 0 for w in self.weight_decays):
+            _fail(self, "weight_decays", "use a non-empty list of values >= 0")
+        if self.epochs < 1 or self.batch_size < 1 or self.feature_batch_size < 1:
+            _fail(self, "epochs", "epochs, batch_size and feature_batch_size must be >= 1")
+        if not self.lr > 0:
+            _fail(self, "lr", "use a value > 0")
+
+
+def _check_common_training(cfg: Any) -> None:
+    if cfg.epochs < 1:
+        _fail(cfg, "epochs", "use an integer >= 1")
+    if cfg.batch_size < 1:
+        _fail(cfg, "batch_size", "use an integer >= 1")
+    if cfg.optimizer not in OPTIMIZERS:
+        _fail(cfg, "optimizer", f"use one of {OPTIMIZERS}")
+    if cfg.lr_scaling not in LR_SCALINGS:
+        _fail(cfg, "lr_scaling", f"use one of {LR_SCALINGS}")
+    if not 0.0 < cfg.lr <= 100.0:
+        _fail(cfg, "lr", "use a value in (0, 100]")
+    if not 0.0 <= cfg.weight_decay <= 1.0:
+        _fail(cfg, "weight_decay", "use a value in [0, 1]")
+    if not 0.0 <= cfg.momentum < 1.0:
+        _fail(cfg, "momentum", "use a value in [0, 1)")
+    if cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
+        _fail(cfg, "warmup_epochs", f"use a value in [0, epochs={cfg.epochs}]")
+    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
+        _fail(cfg, "grad_clip", "use None (off) or a value > 0")
+    if cfg.checkpoint_every < 1:
+        _fail(cfg, "checkpoint_every", "use an integer >= 1 (epochs)")
+
+
+STAGES: dict[str, Type[StageConfig]] = {
+    c.stage: c for c in (PretrainConfig, SupervisedConfig, LinearEvalConfig)
+}
+
+
+def config_from_dict(stage: str, d: dict) -> StageConfig:
+    """The config of ``stage`` ("pretrain", "supervised", "linear_eval") from a dict."""
+    if stage not in STAGES:
+        raise ConfigError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+    return STAGES[stage].from_dict(d)
+
+
+# ---- CLI options generated from the fields ------------------------------------------------
+def _parse_optional(kind: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null", "") else kind(text)
+
+    return parse
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: Type[StageConfig]) -> None:
+    """Add one ``--field-name`` option per config field (default: the dataclass default)."""
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) is typing.Union and type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hint
+        flag = "--" + f.name.replace("_", "-")
+        if typing.get_origin(base) in (tuple, Tuple):
+            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS)
+            continue
+        kind = {bool: _parse_bool, int: int, float: float, str: str}[base]
+        if optional:
+            kind = _parse_optional(kind)
+        parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
+                            help=f"(default: {f.default!r})")
+
+
+def config_from_args(cls: Type[T], ns: argparse.Namespace, base: Optional[dict] = None) -> T:
+    """A config from parsed options laid over ``base`` (e.g. a YAML/JSON file's contents)."""
+    d = dict(base or {})
+    d.update({f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
+    return cls.from_dict(d)

@@ -1,0 +1,106 @@
+"""Choosing the device and the fastest correct numerics for it (bf16 autocast, channels_last).
+
+Every stage and the benchmark go through :func:`resolve_runtime`, so "auto" means the same thing
+everywhere: bf16 autocast where the hardware computes it natively (recent x86 CPUs with AVX512-BF16
+or AMX, Ampere+ GPUs), fp16 with a gradient scaler on older GPUs, fp32 otherwise.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+
+from .config import ConfigError
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]  # None: plain fp32
+    channels_last: bool
+    use_grad_scaler: bool
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "precision": self.precision,
+                "channels_last": self.channels_last, "threads": torch.get_num_threads()}
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX), where autocast pays."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        flags = ""
+    if "avx512_bf16" in flags or "amx_bf16" in flags:
+        return True
+    try:  # oneDNN's own answer where /proc/cpuinfo is absent (e.g. macOS on Apple silicon)
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and not flags
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} was asked for but no CUDA GPU is visible: use device='auto' or 'cpu'")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device='mps' was asked for but MPS is not available: use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def resolve_runtime(device: str = "auto", precision: str = "auto", channels_last: bool = True,
+                    num_threads: Optional[int] = None) -> Runtime:
+    """The device and numerics a stage runs with; "auto" picks the fastest correct choice."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    dev = resolve_device(device)
+    if precision == "auto":
+        if dev.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        elif dev.type == "cpu":
+            precision = "bf16" if cpu_supports_bf16() else "fp32"
+        else:
+            precision = "fp32"
+    if precision == "fp16" and dev.type == "cpu":
+        raise ConfigError("precision='fp16' is not supported on CPU: use 'bf16' or 'fp32' (or 'auto')")
+    dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return Runtime(device=dev, amp_dtype=dtype, channels_last=channels_last and dev.type != "mps",
+                   use_grad_scaler=dtype is torch.float16)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a torch generator for the stage's own draws."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``module`` in eval() for the block and restore its previous mode afterwards."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)

@@ -1,0 +1,231 @@
+"""The run folder: config, provenance, metrics, checkpoints and result, written so that no
+failure or interruption leaves a half-written file behind.
+
+Layout of one run folder::
+
+    config.json     {"stage", "fingerprint", "config", "provenance", "data"}
+    metrics.jsonl   one JSON object per line (per epoch), appended and flushed
+    result.json     the final figures; its presence (with a matching fingerprint) means "done"
+    checkpoints/    last.pt (for resume) and final.pt (the model), each written atomically
+    features.pt     evaluation only: frozen test features for the report's t-SNE
+    notebook.ipynb  the executed notebook, when the run came from a plan
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+class RunConflict(RuntimeError):
+    """A run folder already holds a different run."""
+
+
+# ---- atomic writes ----------------------------------------------------------------------
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """``torch.save`` through a temporary file and a rename: a crash never leaves a torn checkpoint."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: PathLike) -> Optional[dict]:
+    path = Path(path)
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+# ---- provenance -------------------------------------------------------------------------
+def git_commit(cwd: Optional[PathLike] = None) -> Optional[str]:
+    """The commit of the source tree (with ``+dirty`` when it has uncommitted changes), or None."""
+    where = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware() -> dict:
+    """What the run ran on: CPU, core count, GPU name if any."""
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                            "cpu_count": os.cpu_count(), "hostname": socket.gethostname()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        info["cpu"] = platform.processor()
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+    except ImportError:
+        pass
+    return info
+
+
+def library_versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for name in ("simpleclr", "torch", "torchvision", "numpy", "papermill", "scikit-learn"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def provenance(device: Optional[str] = None) -> dict:
+    """Everything needed to trace a number back to what produced it."""
+    return {"git_commit": git_commit(), "versions": library_versions(), "hardware": hardware(),
+            "device": device, "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+# ---- the run folder ---------------------------------------------------------------------
+class RunDir:
+    """One stage's output folder. Only one process (rank 0) should write through it."""
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+        self.config_path = self.path / "config.json"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self.result_path = self.path / "result.json"
+        self.checkpoint_dir = self.path / "checkpoints"
+        self.features_path = self.path / "features.pt"
+        self.notebook_path = self.path / "notebook.ipynb"
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # status ------------------------------------------------------------------------------
+    def read_config(self) -> Optional[dict]:
+        return read_json(self.config_path)
+
+    def read_result(self) -> Optional[dict]:
+        return read_json(self.result_path)
+
+    def status(self, fingerprint: Optional[str] = None) -> str:
+        """"done", "partial" (started, can resume), "todo", or "stale" (holds another config)."""
+        cfg = self.read_config()
+        if cfg is None:
+            return "todo"
+        if fingerprint is not None and cfg.get("fingerprint") != fingerprint:
+            return "stale"
+        return "done" if self.result_path.exists() else "partial"
+
+    def start(self, cfg: Any, data: Optional[dict] = None, device: Optional[str] = None) -> str:
+        """Claim the folder for ``cfg`` (a StageConfig) and return its status before this call.
+
+        A folder holding another config is never overwritten: that raises :class:`RunConflict`.
+        """
+        fp = cfg.fingerprint()
+        status = self.status(fp)
+        if status == "stale":
+            old = (self.read_config() or {}).get("fingerprint")
+            raise RunConflict(
+                f"{self.path} holds a run with another config (fingerprint {old}, this one {fp}): "
+                "choose a new output folder, or delete that one to redo it"
+            )
+        if status == "todo":
+            self.path.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.config_path, {"stage": cfg.stage, "fingerprint": fp,
+                                                 "config": cfg.to_dict(), "data": data or {},
+                                                 "provenance": provenance(device)})
+        return status
+
+    # metrics -----------------------------------------------------------------------------
+    def log_metrics(self, row: dict) -> None:
+        """Append one JSON line and flush it to disk."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(row, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        rows = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a kill: drop it
+                continue
+        return rows
+
+    def truncate_metrics(self, keep: Iterable[dict]) -> None:
+        """Rewrite metrics to ``keep`` (on resume: drop rows past the checkpoint)."""
+        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+
+    # checkpoints -------------------------------------------------------------------------
+    def checkpoint_path(self, name: str = "last") -> Path:
+        return self.checkpoint_dir / f"{name}.pt"
+
+    def save_checkpoint(self, state: dict, name: str = "last") -> Path:
+        path = self.checkpoint_path(name)
+        atomic_torch_save(state, path)
+        return path
+
+    def load_checkpoint(self, name: str = "last", map_location: Any = "cpu") -> Optional[dict]:
+        import torch
+
+        path = self.checkpoint_path(name)
+        if not path.exists():
+            return None
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+    # result ------------------------------------------------------------------------------
+    def write_result(self, result: dict) -> None:
+        """Write result.json last: its presence marks the run as finished."""
+        cfg = self.read_config() or {}
+        atomic_write_json(self.result_path, {"stage": cfg.get("stage"),
+                                             "fingerprint": cfg.get("fingerprint"), **result})
