@@ -131,7 +131,8 @@ class LoopbackServer(http.server.ThreadingHTTPServer):
 @contextmanager
 def loopback_server() -> Iterator[LoopbackServer]:
     server = LoopbackServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
     thread.start()
     try:
         yield server

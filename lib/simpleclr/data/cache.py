@@ -43,30 +43,30 @@ def read_meta(folder: Path) -> Optional[dict]:
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std (in [0, 1]) of uint8 ``(N, 3, H, W)`` images, in exact integer sums."""
-    n = 0
-    s = np.zeros(3, dtype=np.float64)
-    ss = np.zeros(3, dtype=np.float64)
+    """Per-channel mean and std (in [0, 1]) of uint8 ``(N, 3, H, W)`` images, exact: computed from
+    per-channel histograms of the 256 pixel values (fast, and no float accumulation error)."""
+    hist = np.zeros((3, 256), dtype=np.int64)
     for i in range(0, len(images), STAT_CHUNK):
         chunk = np.asarray(images[i:i + STAT_CHUNK])
-        wide = chunk.astype(np.int32)
-        s += wide.sum(axis=(0, 2, 3), dtype=np.int64)
-        ss += (wide * wide).sum(axis=(0, 2, 3), dtype=np.int64)
-        n += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
-    if n == 0:
+        for c in range(3):
+            hist[c] += np.bincount(chunk[:, c].ravel(), minlength=256)
+    n = hist.sum(axis=1)
+    if n.min() == 0:
         return [0.0] * 3, [1.0] * 3
-    mean = s / n
-    var = np.maximum(ss / n - mean * mean, 0.0)
+    values = np.arange(256, dtype=np.float64)
+    mean = hist @ values / n
+    var = np.maximum(hist @ (values * values) / n - mean * mean, 0.0)
     return [float(v) for v in mean / 255.0], [float(v) for v in np.sqrt(var) / 255.0]
 
 
-def resize_images(images: np.ndarray, size: int, out: np.ndarray, chunk: int = 1024) -> None:
-    """Write ``images`` (uint8 NCHW) resized to ``size`` into ``out`` (antialiased bilinear)."""
+def resize_images(images: np.ndarray, size: int, out: np.ndarray, chunk: int = 2048) -> None:
+    """Write ``images`` (uint8 NCHW) resized to ``size`` into ``out``: antialiased bilinear, done by
+    torch's uint8 kernel (the one torchvision's Resize uses; about 8x faster than through float)."""
     for i in range(0, len(images), chunk):
-        x = torch.from_numpy(np.array(images[i:i + chunk], dtype=np.float32))
+        x = torch.from_numpy(np.array(images[i:i + chunk], dtype=np.uint8))
         y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear",
                                             antialias=True, align_corners=False)
-        out[i:i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8).numpy()
+        out[i:i + chunk] = y.contiguous().numpy()
 
 
 def _write_split(tmp: Path, name: str, split: RawSplit, size: int) -> np.ndarray:

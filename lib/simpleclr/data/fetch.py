@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import http.client
 import hashlib
 import json
 import os
@@ -168,7 +169,7 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
                 while block := resp.read(CHUNK):
                     f.write(block)
                     bar.update(len(block))
-            except (OSError, ValueError) as e:  # connection reset, timeout, short read
+            except (OSError, ValueError, http.client.HTTPException) as e:  # reset, timeout, short read
                 raise DataError(f"download of {url} stopped at {f.tell()} bytes ({e}): run again "
                                 f"to resume from {part}") from e
             f.flush()
