@@ -5,11 +5,13 @@ values, so a tampered archive cannot run code when it is loaded.
 """
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import pickle
 import tarfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -104,12 +106,21 @@ def read_cifar10(folder: Path) -> RawDataset:
 
 # ---- writing (for generated stand-ins and tests) ------------------------------------------------
 def _add(tar: tarfile.TarFile, name: str, obj: dict) -> None:
-    data = pickle.dumps(obj, protocol=2)
+    data = pickle.dumps(obj, protocol=4)
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mtime = 0
     info.mode = 0o644
     tar.addfile(info, io.BytesIO(data))
+
+
+@contextlib.contextmanager
+def _targz(path: Path) -> Iterator[tarfile.TarFile]:
+    """A gzipped tar with a fixed gzip time stamp: the same contents give the same bytes."""
+    with open(path, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        yield tar
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
@@ -127,7 +138,7 @@ def write_cifar100_archive(path: Path, train: tuple[np.ndarray, np.ndarray, np.n
     ``train``/``test`` are ``(images (N, 3, 32, 32) uint8, fine_labels, coarse_labels)``.
     """
     path = Path(path)
-    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+    with _targz(path) as tar:
         _add(tar, f"{CIFAR100_FOLDER}/meta", {"fine_label_names": list(fine_names),
                                               "coarse_label_names": list(coarse_names)})
         for split, (images, fine, coarse) in (("train", train), ("test", test)):
@@ -144,7 +155,7 @@ def write_cifar10_archive(path: Path, train: tuple[np.ndarray, np.ndarray],
     path = Path(path)
     images, labels = train
     chunks = np.array_split(np.arange(len(images)), 5)
-    with tarfile.open(path, "w:gz", compresslevel=1) as tar:
+    with _targz(path) as tar:
         _add(tar, f"{CIFAR10_FOLDER}/batches.meta", {"label_names": list(names),
                                                      "num_cases_per_batch": len(chunks[0]),
                                                      "num_vis": 3072})

@@ -46,6 +46,18 @@ def class_patterns(num_classes: int) -> list[ClassPattern]:
     return out
 
 
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Boolean ``(n, H, W)`` mask of ``shape`` with radius ``r``, from offsets to its centre."""
+    ax, ay = np.abs(dx), np.abs(dy)
+    if shape == "disc":
+        return dx * dx + dy * dy < r * r
+    if shape == "square":
+        return np.maximum(ax, ay) < 0.85 * r
+    if shape == "cross":
+        return ((ax < 0.3 * r) & (ay < r)) | ((ay < 0.3 * r) & (ax < r))
+    return np.abs(np.sqrt(dx * dx + dy * dy) - 0.75 * r) < 0.22 * r  # ring
+
+
 def render(labels: np.ndarray, size: int, num_classes: int, rng: np.random.Generator,
            chunk: int = 2048) -> np.ndarray:
     """uint8 ``(N, size, size, 3)`` images of the given class ``labels``."""
@@ -66,19 +78,18 @@ def render(labels: np.ndarray, size: int, num_classes: int, rng: np.random.Gener
         grating = np.sin(2 * np.pi * freq * (x * np.cos(theta) + y * np.sin(theta)) + phase)
         cx, cy = col(rng.uniform(-0.18, 0.18, n)), col(rng.uniform(-0.18, 0.18, n))
         r = col(rng.uniform(0.17, 0.25, n))
-        dx, dy = np.abs(x - cx), np.abs(y - cy)
-        d = np.sqrt(dx * dx + dy * dy)
-        masks = np.stack([d < r, np.maximum(dx, dy) < 0.85 * r,
-                          ((dx < 0.3 * r) & (dy < r)) | ((dy < 0.3 * r) & (dx < r)),
-                          np.abs(d - 0.75 * r) < 0.22 * r])
-        mask = masks[shape_c[lab], np.arange(n)]
+        mask = np.empty((n, size, size), dtype=bool)
+        kinds = shape_c[lab]
+        for k in np.unique(kinds):  # each image only computes its own class's shape
+            sel = kinds == k
+            mask[sel] = _shape_mask(SHAPES[k], x - cx[sel], y - cy[sel], r[sel])
         fill = col(rng.choice([-1.0, 1.0], n))
-        lum = np.where(mask, 0.5 + 0.45 * fill, 0.5 + 0.32 * grating)
+        lum = np.where(mask, 0.5 + 0.45 * fill, 0.5 + 0.32 * grating)[..., None]
         bright = rng.uniform(0.55, 1.0, (n, 1, 1, 3)).astype(np.float32)
         dark = rng.uniform(0.0, 0.35, (n, 1, 1, 3)).astype(np.float32)
-        rgb = lum[..., None] * bright + (1 - lum[..., None]) * dark
-        rgb += rng.normal(0, 0.04, rgb.shape).astype(np.float32)
-        out[s:s + n] = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+        rgb = dark + lum * (bright - dark)
+        rgb += 0.04 * rng.standard_normal(rgb.shape, dtype=np.float32)
+        out[s:s + n] = np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8)
     return out
 
 

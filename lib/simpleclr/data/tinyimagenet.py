@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -93,20 +93,24 @@ def write_tiny_imagenet_zip(path: Path, train: Mapping[str, Sequence[np.ndarray]
     """
     path = Path(path)
     root = TINY_FOLDER
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as z:
-        z.writestr(f"{root}/wnids.txt", "".join(f"{w}\n" for w in train))
-        z.writestr(f"{root}/words.txt", "".join(f"{w}\t{n}\n" for w, n in words.items()))
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        def put(name: str, data: Union[str, bytes]) -> None:  # fixed time stamps: same bytes
+            zf.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                        compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
+
+        put(f"{root}/wnids.txt", "".join(f"{w}\n" for w in train))
+        put(f"{root}/words.txt", "".join(f"{w}\t{n}\n" for w, n in words.items()))
         for wnid, images in train.items():
             boxes = []
             for i, img in enumerate(images):
-                z.writestr(f"{root}/train/{wnid}/images/{wnid}_{i}.JPEG", _jpeg(img))
+                put(f"{root}/train/{wnid}/images/{wnid}_{i}.JPEG", _jpeg(img))
                 boxes.append(f"{wnid}_{i}.JPEG\t0\t0\t{img.shape[1] - 1}\t{img.shape[0] - 1}\n")
-            z.writestr(f"{root}/train/{wnid}/{wnid}_boxes.txt", "".join(boxes))
+            put(f"{root}/train/{wnid}/{wnid}_boxes.txt", "".join(boxes))
         ann = []
         for i, (img, wnid) in enumerate(val):
-            z.writestr(f"{root}/val/images/val_{i}.JPEG", _jpeg(img))
+            put(f"{root}/val/images/val_{i}.JPEG", _jpeg(img))
             ann.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t{img.shape[1] - 1}\t{img.shape[0] - 1}\n")
-        z.writestr(f"{root}/val/val_annotations.txt", "".join(ann))
+        put(f"{root}/val/val_annotations.txt", "".join(ann))
         for i, img in enumerate(test):
-            z.writestr(f"{root}/test/images/test_{i}.JPEG", _jpeg(img))
+            put(f"{root}/test/images/test_{i}.JPEG", _jpeg(img))
     return path
