@@ -263,3 +263,19 @@ def test_concurrent_processes_build_once(tmp_path):
     assert [r[0] for r in results] == [{"train": 20, "test": 8}] * 2
     assert sorted(r[1] for r in results) == [0, 1]
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("has_filter", [True, False])
+def test_archive_with_a_path_escaping_member_is_refused(tmp_path, monkeypatch, has_filter):
+    import io
+    import tarfile
+
+    if not has_filter:
+        monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    with tarfile.open(tmp_path / ARCHIVE, "w:gz") as tar:
+        info_ = tarfile.TarInfo("../escaped.txt")
+        info_.size = 2
+        tar.addfile(info_, io.BytesIO(b"hi"))
+    with pytest.raises(DataError, match="unsafe"):
+        load_split("cifar100", root=tmp_path, accept_checksum="any", download=False)
+    assert not (tmp_path.parent / "escaped.txt").exists() and leftovers(tmp_path) == []

@@ -189,3 +189,24 @@ def test_synthetic_classes_are_learnable_without_colour_or_phase(tmp_path):
                            ftr.T @ targets)
     acc = ((fte @ w).argmax(1) == te.labels).double().mean().item()
     assert acc > 0.8, acc  # chance is 0.05
+
+
+def test_generated_archives_are_byte_identical_for_the_same_arguments(tmp_path):
+    from simpleclr.data import write_synthetic_cifar100, write_synthetic_tiny_imagenet
+
+    args = dict(num_classes=3, n_train_per_class=2, seed=4)
+    a = write_synthetic_cifar100(tmp_path / "a.tar.gz", n_test_per_class=1, **args).read_bytes()
+    b = write_synthetic_cifar100(tmp_path / "b.tar.gz", n_test_per_class=1, **args).read_bytes()
+    c = write_synthetic_cifar100(tmp_path / "c.tar.gz", n_test_per_class=1,
+                                 **{**args, "seed": 5}).read_bytes()
+    assert a == b != c
+    z1 = write_synthetic_tiny_imagenet(tmp_path / "1.zip", n_val_per_class=1, **args).read_bytes()
+    z2 = write_synthetic_tiny_imagenet(tmp_path / "2.zip", n_val_per_class=1, **args).read_bytes()
+    assert z1 == z2
+
+
+def test_split_subset_accepts_tensors_lists_and_arrays(tmp_path):
+    s = load_split("synthetic-cifar100:classes=3,train=2,test=1", root=tmp_path)
+    for idx in (torch.tensor([5, 0]), [5, 0], np.array([5, 0])):
+        sub = s.subset(idx)
+        assert torch.equal(sub.images, s.images[[5, 0]]) and torch.equal(sub.labels, s.labels[[5, 0]])

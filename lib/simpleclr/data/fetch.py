@@ -29,6 +29,21 @@ except ImportError:  # Windows: no advisory locks; atomic renames still keep fil
 CHUNK = 1 << 20
 MARKER = ".simpleclr-source.json"
 CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
+FILTER_ERROR = getattr(tarfile, "FilterError", ())  # Python >= 3.10.12 / 3.11.4
+
+
+def _safe_extractall(tar: tarfile.TarFile, dest: Path, archive: Path) -> None:
+    """Extract with the "data" filter (no absolute paths, links out, devices); on an older Python
+    without it, refuse such members by hand."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    members = tar.getmembers()
+    for m in members:
+        if m.name.startswith("/") or ".." in Path(m.name).parts or not (m.isfile() or m.isdir()):
+            raise DataError(f"{archive} holds an unsafe member {m.name!r}: refusing to extract it; "
+                            "delete the archive")
+    tar.extractall(dest, members=members)
 
 
 # ---- checksums ----------------------------------------------------------------------------------
@@ -93,7 +108,7 @@ def extract(archive: Path, dest: Path, folder: str, marker: dict, required: Sequ
                 z.extractall(tmp)
         else:
             with tarfile.open(archive, "r:*") as tar:
-                tar.extractall(tmp, filter="data")
+                _safe_extractall(tar, tmp, archive)
         src = tmp / folder
         if not src.is_dir():
             found = sorted(p.name for p in tmp.iterdir())[:5]
@@ -108,6 +123,9 @@ def extract(archive: Path, dest: Path, folder: str, marker: dict, required: Sequ
             shutil.rmtree(target)
         os.rename(src, target)
         return target
+    except FILTER_ERROR as e:
+        raise DataError(f"{archive} holds an unsafe member ({e}): refusing to extract it; delete "
+                        "the archive") from e
     except CORRUPT as e:
         what = "removed it: run again to download it again" if remove_archive_if_corrupt else \
             "delete or replace it"
@@ -115,9 +133,6 @@ def extract(archive: Path, dest: Path, folder: str, marker: dict, required: Sequ
             archive.unlink(missing_ok=True)
         raise DataError(f"archive {archive} is truncated or corrupt ({type(e).__name__}: {e}); "
                         f"{what}") from e
-    except tarfile.FilterError as e:
-        raise DataError(f"{archive} holds an unsafe member ({e}): refusing to extract it; delete "
-                        "the archive") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
@@ -50,12 +51,17 @@ def decode_images(paths: Sequence[Path], size: int, threads: Optional[int] = Non
             img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
         out[i] = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
+    from tqdm.auto import tqdm
+
     workers = threads or min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(paths) < 64:
-        for i in range(len(paths)):
-            one(i)
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            for _ in pool.map(one, range(len(paths)), chunksize=64):
-                pass
+    with tqdm(total=len(paths), desc="decoding images", unit="img", file=sys.stderr,
+              disable=None if len(paths) >= 5000 else True) as bar:
+        if workers <= 1 or len(paths) < 64:
+            for i in range(len(paths)):
+                one(i)
+                bar.update()
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                for _ in pool.map(one, range(len(paths))):
+                    bar.update()
     return out

@@ -60,7 +60,8 @@ class Split:
 
     def subset(self, indices: IndexLike) -> "Split":
         """The images and labels at ``indices`` (copied); everything else is shared."""
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long).to(self.images.device)
+        idx = indices if isinstance(indices, torch.Tensor) else torch.as_tensor(np.asarray(indices))
+        idx = idx.to(device=self.images.device, dtype=torch.long)
         return replace(self, images=self.images[idx], labels=self.labels[idx.to(self.labels.device)],
                        coarse_labels=None if self.coarse_labels is None
                        else self.coarse_labels[idx.to(self.coarse_labels.device)])
