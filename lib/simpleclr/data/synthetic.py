@@ -4,6 +4,9 @@ Each class is an oriented sinusoidal grating (orientation x spatial frequency) w
 (disc, square, cross, ring) laid over it. Phase, position, shape size, two colours and pixel noise
 are drawn per image, so the class is carried by geometry (orientation, frequency, shape) that
 survives random crops, colour jitter and grayscale, not by a colour a model could shortcut on.
+Classes are mirror-symmetric, as real object classes are: a class's orientation theta in [0, 90]
+is drawn as theta or 180 - theta per image, so a horizontal flip never turns one class into
+another (the shapes are symmetric too).
 Generation is vectorised numpy and seeded: the same arguments give the same bytes.
 """
 from __future__ import annotations
@@ -33,15 +36,15 @@ class ClassPattern:
 
 
 def class_patterns(num_classes: int) -> list[ClassPattern]:
-    """Distinct (orientation, frequency, shape) per class; orientation varies fastest, so
-    neighbouring classes differ only in orientation (five of them form one coarse group)."""
+    """Distinct (orientation in [0, 90], frequency, shape) per class; orientation varies fastest,
+    so neighbouring classes differ only in orientation (five of them form one coarse group)."""
     n_orient = max(4, math.ceil(num_classes / (len(CYCLES) * len(SHAPES))))
     if num_classes > n_orient * len(CYCLES) * len(SHAPES):
         raise ValueError(f"num_classes={num_classes} is too many")
     out = []
     for c in range(num_classes):
         o, rest = c % n_orient, c // n_orient
-        out.append(ClassPattern(180.0 * o / n_orient, CYCLES[rest % len(CYCLES)],
+        out.append(ClassPattern(90.0 * o / (n_orient - 1), CYCLES[rest % len(CYCLES)],
                                 SHAPES[rest // len(CYCLES) % len(SHAPES)]))
     return out
 
@@ -72,7 +75,9 @@ def render(labels: np.ndarray, size: int, num_classes: int, rng: np.random.Gener
         lab = np.asarray(labels[s:s + chunk])
         n = len(lab)
         col = lambda v: v.astype(np.float32)[:, None, None]  # noqa: E731  (per-image scalars)
-        theta = col(theta_c[lab] + rng.normal(0, np.deg2rad(3.0), n))
+        mirror = rng.random(n) < 0.5  # theta or its horizontal mirror image, 180 - theta
+        theta = col(np.where(mirror, np.pi - theta_c[lab], theta_c[lab])
+                    + rng.normal(0, np.deg2rad(2.0), n))
         freq = col(cycles_c[lab] * rng.uniform(0.9, 1.1, n))
         phase = col(rng.uniform(0, 2 * np.pi, n))
         grating = np.sin(2 * np.pi * freq * (x * np.cos(theta) + y * np.sin(theta)) + phase)
