@@ -1,6 +1,7 @@
 """Each on-disk format's loader, on generated archives whose pixels encode their labels."""
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,7 +147,8 @@ def test_synthetic_tiny_imagenet_is_a_real_layout_zip(tmp_path):
     v = load_split("synthetic-tiny-imagenet:classes=6,train=4,val=2", "val", root=tmp_path)
     assert s.images.shape == (24, 3, 64, 64) and len(v) == 12 and s.num_classes == 6
     assert s.provenance["source"] == "generated" and s.provenance["generator"]["classes"] == 6
-    archive = tmp_path / "synthetic-tiny-imagenet-classes6-train4-val2" / "tiny-imagenet-200.zip"
+    archive = Path(s.provenance["archive"])
+    assert archive.name == "tiny-imagenet-200.zip" and archive.parent.parent == tmp_path
     names = set(zipfile.ZipFile(archive).namelist())
     wnid = "n90000000"
     for member in ("wnids.txt", "words.txt", "val/val_annotations.txt", "val/images/val_0.JPEG",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import sys
 import urllib.error
 from pathlib import Path

@@ -18,7 +18,7 @@ from .cifar import CIFAR10_FILES, CIFAR10_FOLDER, CIFAR100_FILES, CIFAR100_FOLDE
 from .errors import DataError
 from .raw import RawDataset
 from .stl10 import STL_FILES, STL_FOLDER, STL_SIZE, read_stl10
-from .synthetic import write_synthetic_cifar100, write_synthetic_tiny_imagenet
+from .synthetic import GENERATOR_VERSION, write_synthetic_cifar100, write_synthetic_tiny_imagenet
 from .tinyimagenet import TINY_FILES, TINY_FOLDER, TINY_SIZE, read_tiny_imagenet
 
 IMAGEFOLDER_PREFIX = "imagefolder:"
@@ -114,7 +114,7 @@ def _synthetic(name: str) -> DatasetSpec:
     if not 2 <= params["classes"] <= 1000:
         raise DataError(f"{name!r}: classes must be in [2, 1000]")
     changed = {k: v for k, v in sorted(params.items()) if v != defaults[k]}
-    key = base + "".join(f"-{k}{v}" for k, v in changed.items())
+    key = base + "".join(f"-{k}{v}" for k, v in changed.items()) + f"-v{GENERATOR_VERSION}"
     canonical = base + (":" + ",".join(f"{k}={v}" for k, v in changed.items()) if changed else "")
     counts = ", ".join(f"{params[k]} {k}" for k in argnames if k not in ("classes", "seed"))
     return replace(
@@ -123,7 +123,7 @@ def _synthetic(name: str) -> DatasetSpec:
                     f"(oriented grating + shape), {counts} images per class, "
                     f"{like.native_size}x{like.native_size}, seed {params['seed']}",
         generator=partial(_generate, generator, {argnames[k]: v for k, v in params.items()}),
-        params=params)
+        params={**params, "version": GENERATOR_VERSION})
 
 
 def _generate(generator: Callable[..., Path], kwargs: dict, path: Path) -> Path:

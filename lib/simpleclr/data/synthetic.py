@@ -20,6 +20,8 @@ import numpy as np
 from .cifar import write_cifar100_archive
 from .tinyimagenet import write_tiny_imagenet_zip
 
+# Bumped whenever the pictures change, so data folders never mix stand-ins of two versions.
+GENERATOR_VERSION = 2
 SHAPES = ("disc", "square", "cross", "ring")
 CYCLES = (2.0, 3.0, 4.5, 6.5, 9.0)  # grating cycles across the image
 
