@@ -169,6 +169,29 @@ def test_gather_and_where_paths_agree() -> None:
     assert not torch.allclose(a, x)
 
 
+def test_accelerator_path_gives_the_same_views(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The where() path GPUs take (no host syncs) must produce the CPU path's views, blur included.
+    x = images(12, 32)
+    aug = SimCLRAugment(32, MEAN, STD, blur_prob=0.5)
+    p = aug.sample_params(24, 32, 32, torch.Generator().manual_seed(8))
+    cpu_path = aug.apply(x, p)
+    monkeypatch.setattr(A, "_use_gather", lambda device: False)
+    assert torch.allclose(aug.apply(x, p), cpu_path, atol=1e-5)
+
+
+def test_autocast_region_does_not_lower_precision() -> None:
+    x = images(6, 64)
+    aug = SimCLRAugment(32, MEAN, STD)
+    sup = SupervisedAugment(32, MEAN, STD)
+    p = aug.sample_params(6, 64, 64, torch.Generator().manual_seed(0))
+    q = sup.sample_params(6, 64, 64, torch.Generator().manual_seed(0))
+    plain = aug.apply(x, p), sup.apply(x, q), normalize(x, MEAN, STD, size=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        amp = aug.apply(x, p), sup.apply(x, q), normalize(x, MEAN, STD, size=32)
+    for a, b in zip(plain, amp):
+        assert b.dtype == torch.float32 and torch.equal(a, b)
+
+
 def torchvision_crops(n: int, h: int, w: int, scale, ratio) -> torch.Tensor:
     torch.manual_seed(0)
     img = torch.zeros(3, h, w)

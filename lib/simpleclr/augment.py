@@ -69,6 +69,18 @@ def _check_size(size: int) -> int:
     return size
 
 
+def _no_autocast(device: torch.device) -> torch.autocast:
+    """Augmentation is float32 arithmetic even when called inside an autocast region (bf16 matmuls
+    would cost more than 1/255 of accuracy in the resize)."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
+def _use_gather(device: torch.device) -> bool:
+    """Apply per-sample branches to the selected samples only (CPU), or to all samples followed by
+    ``where`` (accelerators: no host sync, fixed shapes)."""
+    return device.type == "cpu"
+
+
 def _affine(mean: tuple[float, ...], std: tuple[float, ...], scale: float,
             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (a, b) with ``x * a + b == (x * scale - mean) / std``: normalisation in one pass."""
@@ -86,20 +98,20 @@ def resize_weights(start: torch.Tensor, length: torch.Tensor, in_size: int, out_
     a triangle filter whose support widens by the scale factor when downscaling, cut at the span's
     edges and renormalised, which for upscaling is exactly plain bilinear with edge clamping.
     """
-    start = start.to(torch.float64)
-    length = length.to(torch.float64)
+    start = start.to(torch.float32)
+    length = length.to(torch.float32)
     scale = (length / out_size)[:, None, None]  # (n, 1, 1)
     down = scale >= 1.0
     support = torch.where(down, scale, torch.ones_like(scale))
     inv = torch.where(down, 1.0 / scale, torch.ones_like(scale))
-    i = torch.arange(out_size, dtype=torch.float64, device=start.device)[None, :, None]
+    i = torch.arange(out_size, dtype=torch.float32, device=start.device)[None, :, None]
     center = scale * (i + 0.5)  # (n, out, 1), in span coordinates
     lo = torch.trunc(center - support + 0.5).clamp(min=0)
     hi = torch.minimum(torch.trunc(center + support + 0.5), length[:, None, None])
-    q = torch.arange(in_size, dtype=torch.float64, device=start.device)[None, None, :] - start[:, None, None]
-    w = (1.0 - ((q - center + 0.5) * inv).abs()).clamp(min=0.0)
-    w = w * ((q >= lo) & (q < hi))
-    return (w / w.sum(dim=2, keepdim=True)).to(torch.float32)
+    q = torch.arange(in_size, dtype=torch.float32, device=start.device)[None, None, :] - start[:, None, None]
+    w = (1.0 - ((q - center + 0.5) * inv).abs()).clamp_(min=0.0)
+    w = w.mul_((q >= lo) & (q < hi))
+    return w.div_(w.sum(dim=2, keepdim=True))
 
 
 def _separable(x: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> torch.Tensor:
@@ -322,13 +334,17 @@ class SimCLRAugment:
         ``k*B + b`` comes from image ``b``."""
         _check_images(x, "SimCLRAugment")
         k = _image_size_of(params, x, "SimCLRAugment", "simclr")
+        with _no_autocast(x.device):
+            return self._apply(x, params, k)
+
+    def _apply(self, x: torch.Tensor, params: Params, k: int) -> torch.Tensor:
         p = {key: t.to(x.device) for key, t in params.items() if key not in ("image_size", "kind")}
         b, _, height, width = x.shape
         wy = resize_weights(p["top"], p["height"], height, self.size) * (1.0 / 255.0)
         wx = resize_weights(p["left"], p["width"], width, self.size)
         wx = torch.where(p["flip"].view(-1, 1, 1), wx.flip(1), wx)
         out = _separable(x.to(torch.float32), wy.view(k, b, *wy.shape[1:]), wx.view(k, b, *wx.shape[1:]))
-        gather = x.device.type == "cpu"
+        gather = _use_gather(x.device)
         out = color_jitter(out, p, gather=gather)
         out = _masked(out, p["gray"], lambda y: _gray(y).expand_as(y).contiguous(), gather=gather)
         if self.blur_prob > 0:
@@ -410,7 +426,8 @@ class SupervisedAugment:
         wy = self._axis(top, height)
         wx = self._axis(left, width)
         wx = torch.where(flip.view(-1, 1, 1), wx.flip(1), wx)
-        out = _separable(x.to(torch.float32), wy.view(k, b, *wy.shape[1:]), wx.view(k, b, *wx.shape[1:]))
+        with _no_autocast(x.device):
+            out = _separable(x.to(torch.float32), wy.view(k, b, *wy.shape[1:]), wx.view(k, b, *wx.shape[1:]))
         a, c = _affine(self.mean, self.std, 1.0 / 255.0, x.device)
         return out.mul_(a).add_(c)
 
@@ -427,6 +444,7 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
     mean_t, std_t = _check_stats(mean, std)
     out = x.to(torch.float32).div_(255.0)
     if size is not None and tuple(out.shape[-2:]) != (_check_size(size),) * 2:
-        out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        with _no_autocast(x.device):
+            out = F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     a, c = _affine(mean_t, std_t, 1.0, x.device)
     return out.mul_(a).add_(c)
