@@ -77,7 +77,21 @@ def _plan(ns: argparse.Namespace) -> int:
 def _bench(ns: argparse.Namespace) -> int:
     from . import bench
 
+    if hasattr(ns, "rest"):  # options were not parsed up front (argv did not name bench)
+        p = argparse.ArgumentParser(prog="simpleclr bench")
+        bench.add_arguments(p)
+        ns = p.parse_args(ns.rest)
     return bench.main(ns)
+
+
+def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """The bench options, without importing torch for every other subcommand."""
+    if "bench" in sys.argv[1:3] or "--help" in sys.argv or "-h" in sys.argv:
+        from .bench import add_arguments
+
+        add_arguments(p)
+    else:  # parsed later by bench itself when the subcommand is bench after all
+        p.add_argument("rest", nargs=argparse.REMAINDER)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,9 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_plan)
 
     b = sub.add_parser("bench", help="measure training, augmentation and feature-extraction speed")
-    from .bench import add_arguments as add_bench_arguments
-
-    add_bench_arguments(b)
+    _add_bench_arguments(b)
     b.set_defaults(func=_bench)
     return parser
 
