@@ -1,0 +1,758 @@
+"""Experiment plans: YAML files listing runs, executed as papermill notebooks into run folders.
+
+A plan (``plans/<name>.yaml``) names its runs, the notebook (= stage) each one executes, its
+parameters and what the report does with it. :func:`load_plan` validates the whole plan up front
+(unknown notebook, missing need, cycle, bad reference, invalid config value: one line each) so no
+compute starts on a broken plan; :func:`run_plan` executes the runs in dependency order, skipping
+finished ones and resuming partial ones, then renders the report; :func:`show_plan` lists status
+and an estimate of the time left.
+
+Plan file::
+
+    name: smoke                       # outputs/<name>/<run>/ (default: the file name)
+    description: one paragraph for the report
+    standins: [imagenet_weights]      # generated files the plan may reference (smoke only)
+    defaults:                         # merged under every run's params
+      all: {device: auto}             #   every stage (keys must be a field of some stage)
+      pretrain: {epochs: 2}           #   one stage
+    report: {title: ..., tsne_points: 1000}
+    runs:
+      - name: selfsuper-pretrain
+        notebook: pretrain            # pretrain | supervised | linear_eval
+        params: {dataset: cifar100}
+      - name: selfsuper
+        notebook: linear_eval
+        params: {encoder: "{runs.selfsuper-pretrain}"}   # that run's folder; implies needs
+        report: {row: selfsuper}
+      - name: hp-t{temperature}-s{seed}                  # one run per combination
+        matrix: {temperature: [0.2, 0.5], seed: [0, 1]}
+        notebook: pretrain
+        params: {temperature: "{temperature}", seed: "{seed}"}
+
+References: ``{runs.<name>}`` (a run folder), ``{standin.imagenet_weights}`` (the generated
+stand-in file), ``{env.<VARIABLE>}`` (an environment variable, None when unset, e.g. for
+``accept_checksum``), ``{<matrix key>}`` (a whole-string placeholder keeps the value's type).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from .config import STAGES, ConfigError, StageConfig, config_from_dict
+from .runs import RunDir, atomic_write_json, git_commit, read_json
+
+PathLike = Union[str, os.PathLike]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = ("pretrain", "supervised", "linear_eval")
+REPORT_NOTEBOOK = "report"
+MANIFEST = "plan.json"
+STANDIN_FILES = {"imagenet_weights": "standin-imagenet-resnet18.pth"}
+
+# The main table's rows, in the order the report shows them: (name, representation, evaluation).
+MAIN_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("selfsuper-transfer", "SimCLR pretrained on Tiny ImageNet-200 (no labels)", "linear probe"),
+    ("selfsuper", "SimCLR pretrained on CIFAR-100 train (no labels)", "linear probe"),
+    ("super-transfer", "supervised on Tiny ImageNet-200", "linear probe"),
+    ("imagenet-super", "torchvision ResNet-18 ImageNet-1k weights", "linear probe"),
+    ("super", "supervised from scratch on CIFAR-100", "tested directly"),
+    ("random", "randomly initialised encoder", "linear probe (the floor)"),
+)
+ROW_NAMES = tuple(r[0] for r in MAIN_ROWS)
+# What a run's ``report:`` mapping may say, and which notebooks may say it.
+ROLES: dict[str, tuple[str, ...]] = {
+    "row": ("linear_eval", "supervised"),          # a main-table row (supervised only for "super")
+    "finetune": ("supervised",),                   # fine-tuned from this row's encoder
+    "label_efficiency": ("linear_eval", "supervised"),  # a point of this row's label curve
+    "size_study": ("linear_eval",),                # probe of an encoder pretrained on a subset
+    "hparam": ("linear_eval",),                    # probe of a pretraining hparam cell
+    "features": ("linear_eval",),                  # t-SNE features for a row tested directly
+}
+REPORT_PARAMS = ("title", "tsne_points", "tsne_seed", "tsne_perplexity")  # report.ipynb's parameters
+PLAN_KEYS = {"name", "description", "defaults", "report", "runs", "standins", "estimate"}
+RUN_KEYS = {"name", "notebook", "params", "needs", "report", "matrix"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
+
+
+class PlanError(ValueError):
+    """A plan that cannot run; the message is one line saying what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a plan, fully resolved: its config is what the notebook will build."""
+
+    name: str
+    notebook: str
+    config: StageConfig
+    path: Path
+    needs: tuple[str, ...] = ()
+    report: dict = field(default_factory=dict)
+
+    @property
+    def params(self) -> dict:
+        """The notebook's parameters: every config field plus ``out_dir``."""
+        return {**self.config.to_dict(), "out_dir": str(self.path)}
+
+    def status(self) -> str:
+        return RunDir(self.path).status(self.config.fingerprint())
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    source: Path
+    description: str
+    outputs: Path  # the plan's folder: <outputs>/<name>
+    runs: dict[str, RunSpec]  # in an order where every run follows its needs
+    report: dict = field(default_factory=dict)
+    standins: tuple[str, ...] = ()
+    estimate: str = ""
+
+    def standin_path(self, kind: str) -> Path:
+        return self.outputs / STANDIN_FILES[kind]
+
+    def closure(self, names: Iterable[str]) -> list[str]:
+        """``names`` and everything they need, in execution order."""
+        want: set[str] = set()
+        stack = list(names)
+        while stack:
+            n = stack.pop()
+            if n not in self.runs:
+                raise PlanError(f"plan {self.name}: no run named {n!r}; runs: {', '.join(self.runs)}")
+            if n not in want:
+                want.add(n)
+                stack.extend(self.runs[n].needs)
+        return [n for n in self.runs if n in want]
+
+
+# ---- loading and validation ---------------------------------------------------------------
+def find_plan_file(plan: PathLike) -> Path:
+    """A plan file from a path or a name (``plans/<name>.yaml`` here, then in the repository)."""
+    p = Path(plan)
+    if p.suffix in (".yaml", ".yml", ".json") or p.is_file():
+        if not p.is_file():
+            raise PlanError(f"plan file {p} does not exist")
+        return p
+    for base in (Path.cwd() / "plans", REPO_ROOT / "plans"):
+        for ext in (".yaml", ".yml"):
+            if (base / f"{plan}{ext}").is_file():
+                return base / f"{plan}{ext}"
+    known = sorted({q.stem for q in (REPO_ROOT / "plans").glob("*.yaml")})
+    raise PlanError(f"no plan named {str(plan)!r}: use one of {', '.join(known) or '(none found)'} "
+                    "or the path of a YAML file")
+
+
+def _substitute(obj: Any, values: dict) -> Any:
+    """Replace ``{key}`` for the keys of ``values`` in every string inside ``obj``."""
+    if isinstance(obj, str):
+        m = _REF.fullmatch(obj)
+        if m and m.group(1) in values:
+            return values[m.group(1)]
+        return _REF.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), obj)
+    if isinstance(obj, list):
+        return [_substitute(v, values) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _substitute(v, values) for k, v in obj.items()}
+    return obj
+
+
+def _expand(raw: dict, where: str) -> list[dict]:
+    """One entry per combination of the run's ``matrix`` (itself when it has none)."""
+    matrix = raw.get("matrix")
+    if matrix is None:
+        return [raw]
+    if not isinstance(matrix, dict) or not matrix or not all(isinstance(v, list) and v for v in matrix.values()):
+        raise PlanError(f"{where}: matrix must map each key to a non-empty list of values")
+    missing = [k for k in matrix if "{" + k + "}" not in str(raw.get("name", ""))]
+    if missing:
+        raise PlanError(f"{where}: the run name must contain {{{missing[0]}}} so each matrix run gets its own folder")
+    body = {k: v for k, v in raw.items() if k != "matrix"}
+    return [_substitute(body, dict(zip(matrix, combo))) for combo in itertools.product(*matrix.values())]
+
+
+def _references(obj: Any) -> list[str]:
+    if isinstance(obj, str):
+        return _REF.findall(obj)
+    if isinstance(obj, list):
+        return [r for v in obj for r in _references(v)]
+    if isinstance(obj, dict):
+        return [r for v in obj.values() for r in _references(v)]
+    return []
+
+
+def _order(deps: dict[str, list[str]], plan_name: str) -> list[str]:
+    """Runs in file order, each moved after its needs; a cycle is an error naming it."""
+    done: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(n: str, path: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = path[path.index(n):] + [n]
+            raise PlanError(f"plan {plan_name}: runs need each other in a cycle: {' -> '.join(cycle)}")
+        state[n] = 1
+        for d in deps[n]:
+            visit(d, path + [n])
+        state[n] = 2
+        done.append(n)
+
+    for n in deps:
+        visit(n, [])
+    return done
+
+
+def _merge_defaults(defaults: Any, where: str) -> dict[str, dict]:
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, dict):
+        raise PlanError(f"{where}: defaults must be a mapping of all/{'/'.join(NOTEBOOKS)} to parameters")
+    unknown = sorted(set(defaults) - {"all", *NOTEBOOKS})
+    if unknown:
+        raise PlanError(f"{where}: defaults has unknown section {unknown[0]!r}; use all, {', '.join(NOTEBOOKS)}")
+    every = {f.name for cls in STAGES.values() for f in fields(cls)}
+    bad = sorted(set(defaults.get("all") or {}) - every)
+    if bad:
+        raise PlanError(f"{where}: defaults.all has {bad[0]!r}, a field of no stage")
+    out = {}
+    for nb in NOTEBOOKS:
+        names = {f.name for f in fields(STAGES[nb])}
+        out[nb] = {k: v for k, v in (defaults.get("all") or {}).items() if k in names}
+        out[nb].update(defaults.get(nb) or {})
+    return out
+
+
+def _check_role(role: Any, run: str, notebook: str, where: str) -> dict:
+    if role is None:
+        return {}
+    if not isinstance(role, dict):
+        raise PlanError(f"{where}: report must be a mapping such as {{row: selfsuper}}")
+    for key, value in role.items():
+        if key not in ROLES:
+            raise PlanError(f"{where}: report key {key!r} is unknown; use one of {', '.join(ROLES)}")
+        if notebook not in ROLES[key]:
+            raise PlanError(f"{where}: report.{key} needs a {' or '.join(ROLES[key])} run, not {notebook}")
+        if key in ("row", "finetune", "label_efficiency", "features") and value not in ROW_NAMES:
+            raise PlanError(f"{where}: report.{key}={value!r} is not a main-table row; use one of {', '.join(ROW_NAMES)}")
+        if key == "row" and notebook == "supervised" and value != "super":
+            raise PlanError(f"{where}: only the 'super' row is tested directly; probe the others with linear_eval")
+        if key == "hparam":
+            names = {f.name for f in fields(STAGES["pretrain"])}
+            if not isinstance(value, list) or not value or not set(value) <= names:
+                raise PlanError(f"{where}: report.hparam must list pretrain fields, e.g. [temperature, batch_size]")
+    return dict(role)
+
+
+def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
+    """Read and validate a plan; every error is a :class:`PlanError` with one line."""
+    import yaml
+
+    source = find_plan_file(plan)
+    try:
+        raw = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise PlanError(f"plan file {source} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise PlanError(f"plan file {source} must hold a mapping with a 'runs' list")
+    name = str(raw.get("name") or source.stem)
+    where = f"plan {name} ({source})"
+    if not _NAME.match(name):
+        raise PlanError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-'")
+    unknown = sorted(set(raw) - PLAN_KEYS)
+    if unknown:
+        raise PlanError(f"{where}: unknown key {unknown[0]!r}; use {', '.join(sorted(PLAN_KEYS))}")
+    standins = tuple(raw.get("standins") or ())
+    bad = [s for s in standins if s not in STANDIN_FILES]
+    if bad:
+        raise PlanError(f"{where}: unknown stand-in {bad[0]!r}; use {', '.join(STANDIN_FILES)}")
+    defaults = _merge_defaults(raw.get("defaults"), where)
+    bad = [r for r in _references(raw.get("defaults") or {}) if not r.startswith("env.")]
+    if bad:
+        raise PlanError(f"{where}: defaults may only reference {{env.<VARIABLE>}}, not {{{bad[0]}}}")
+    runs_raw = raw.get("runs")
+    if not isinstance(runs_raw, list) or not runs_raw:
+        raise PlanError(f"{where}: 'runs' must be a non-empty list of runs")
+
+    plan_dir = Path(outputs) / name
+    entries: list[dict] = []
+    for i, r in enumerate(runs_raw):
+        w = f"{where}: run #{i + 1}"
+        if not isinstance(r, dict) or "name" not in r:
+            raise PlanError(f"{w}: each run is a mapping with at least name and notebook")
+        w = f"{where}: run {r['name']!r}"
+        extra = sorted(set(r) - RUN_KEYS)
+        if extra:
+            raise PlanError(f"{w}: unknown key {extra[0]!r}; use {', '.join(sorted(RUN_KEYS))}")
+        entries.extend(_expand(r, w))
+
+    seen: dict[str, dict] = {}
+    for r in entries:
+        n = str(r["name"])
+        w = f"{where}: run {n!r}"
+        if not _NAME.match(n):
+            raise PlanError(f"{w}: a run name must be letters, digits, '.', '_' or '-' (it names a folder)")
+        if n in seen:
+            raise PlanError(f"{w}: the name is used twice; run names must be unique")
+        if r.get("notebook") not in NOTEBOOKS:
+            raise PlanError(f"{w}: unknown notebook {r.get('notebook')!r}; use one of {', '.join(NOTEBOOKS)}")
+        if not isinstance(r.get("params") or {}, dict):
+            raise PlanError(f"{w}: params must be a mapping of config fields to values")
+        seen[n] = r
+
+    deps: dict[str, list[str]] = {}
+    for n, r in seen.items():
+        w = f"{where}: run {n!r}"
+        needs = list(r.get("needs") or [])
+        for ref in _references(r.get("params") or {}):
+            kind, _, target = ref.partition(".")
+            if kind == "runs" and target:
+                needs.append(target)
+            elif kind == "standin" and target in standins:
+                continue
+            elif kind == "standin":
+                raise PlanError(f"{w}: {{{ref}}} names a stand-in the plan does not list under 'standins'")
+            elif kind == "env" and target:
+                continue
+            else:
+                raise PlanError(f"{w}: unknown reference {{{ref}}}; use {{runs.<run name>}}, "
+                               "{standin.<kind>}, {env.<VARIABLE>} or a matrix key")
+        for d in needs:
+            if d not in seen:
+                raise PlanError(f"{w}: needs {d!r}, which the plan does not define")
+            if d == n:
+                raise PlanError(f"{w}: a run cannot need itself")
+        deps[n] = list(dict.fromkeys(needs))
+
+    values = {f"runs.{n}": str(plan_dir / n) for n in seen}
+    values.update({f"standin.{k}": str(plan_dir / STANDIN_FILES[k]) for k in standins})
+    values.update({f"env.{ref[4:]}": os.environ.get(ref[4:]) or None for r in seen.values()
+                   for ref in _references(r.get("params") or {}) if ref.startswith("env.")})
+    values.update({f"env.{ref[4:]}": os.environ.get(ref[4:]) or None
+                   for ref in _references(raw.get("defaults") or {}) if ref.startswith("env.")})
+    runs: dict[str, RunSpec] = {}
+    for n in _order(deps, name):
+        r = seen[n]
+        w = f"{where}: run {n!r}"
+        params = _substitute({**copy.deepcopy(defaults.get(r["notebook"], {})),
+                              **copy.deepcopy(r.get("params") or {})}, values)
+        try:
+            cfg = config_from_dict(r["notebook"], params)
+        except ConfigError as e:
+            raise PlanError(f"{w}: {e}") from None
+        except TypeError as e:
+            raise PlanError(f"{w}: {e}") from None
+        runs[n] = RunSpec(name=n, notebook=r["notebook"], config=cfg, path=plan_dir / n,
+                          needs=tuple(deps[n]), report=_check_role(r.get("report"), n, r["notebook"], w))
+    report = raw.get("report") or {}
+    if not isinstance(report, dict):
+        raise PlanError(f"{where}: report must be a mapping of report notebook parameters")
+    extra = sorted(set(report) - set(REPORT_PARAMS))
+    if extra:
+        raise PlanError(f"{where}: report has unknown parameter {extra[0]!r}; use {', '.join(REPORT_PARAMS)}")
+    return Plan(name=name, source=source, description=str(raw.get("description") or "").strip(),
+                outputs=plan_dir, runs=runs, report=report, standins=standins,
+                estimate=str(raw.get("estimate") or "").strip())
+
+
+# ---- what a plan needs before it starts -----------------------------------------------------
+def _datasets(plan: Plan, names: Sequence[str]) -> list[tuple[str, Optional[str], Optional[str]]]:
+    out = []
+    for n in names:
+        c = plan.runs[n].config
+        key = (c.dataset, c.data_dir, c.accept_checksum)
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def check_data(plan: Plan, names: Sequence[str]) -> None:
+    """Make every dataset the runs use ready (cache, placed file or download) before any run.
+
+    Raises :class:`PlanError` with the data layer's own message and a pointer to the smoke plan,
+    so a machine without the data stops at once instead of after the first hour of runs.
+    """
+    from . import data
+
+    for name, root, accept in _datasets(plan, names):
+        try:
+            data.prepare(name, root=root, accept_checksum=accept, download=True)
+        except data.DataError as e:
+            hint = "" if name.startswith("synthetic-") else (
+                " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
+            raise PlanError(f"{e}{hint}") from None
+
+
+def _uses_imagenet(spec: RunSpec) -> bool:
+    c = spec.config
+    value = getattr(c, "encoder", None) or getattr(c, "init", None) or ""
+    return value == "imagenet"
+
+
+def check_imagenet_weights() -> Optional[str]:
+    """None when torchvision's ImageNet ResNet-18 file is cached or can be fetched, else why not."""
+    from .models import WeightsError, imagenet_encoder
+
+    try:
+        imagenet_encoder(progress=False)
+    except WeightsError as e:
+        return str(e)
+    return None
+
+
+def write_standins(plan: Plan) -> None:
+    from .models import write_standin_imagenet_weights
+
+    for kind in plan.standins:
+        path = plan.standin_path(kind)
+        if kind == "imagenet_weights" and not path.is_file():
+            write_standin_imagenet_weights(path, seed=0)
+
+
+# ---- the manifest the report reads ----------------------------------------------------------
+def manifest(plan: Plan, states: dict[str, dict]) -> dict:
+    """The plan as resolved (runs, roles, folders) plus what happened to each run."""
+    return {
+        "plan": plan.name, "source": str(plan.source), "description": plan.description,
+        "estimate": plan.estimate, "report": plan.report, "standins": {
+            k: str(plan.standin_path(k)) for k in plan.standins},
+        "git_commit": git_commit(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "main_rows": [list(r) for r in MAIN_ROWS], "order": list(plan.runs),
+        "runs": {n: {"notebook": s.notebook, "stage": s.config.stage, "path": str(s.path),
+                     "fingerprint": s.config.fingerprint(), "needs": list(s.needs),
+                     "report": s.report, **states.get(n, {"state": s.status(), "reason": None})}
+                 for n, s in plan.runs.items()},
+    }
+
+
+def write_manifest(plan: Plan, states: dict[str, dict]) -> Path:
+    path = plan.outputs / MANIFEST
+    atomic_write_json(path, manifest(plan, states))
+    return path
+
+
+# ---- execution -------------------------------------------------------------------------------
+def notebook_file(name: str) -> Path:
+    path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+    if not path.is_file():
+        raise PlanError(f"notebook {path} is missing: restore it from git (scripts/make_notebooks.py writes it)")
+    return path
+
+
+def kernel_name() -> str:
+    """The Jupyter kernel notebooks run in: ``$SIMPLECLR_KERNEL`` or ``python3``."""
+    return os.environ.get("SIMPLECLR_KERNEL", "python3")
+
+
+def _failure_reason(e: BaseException) -> str:
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}"
+    text = " ".join(text.split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def execute_notebook(name: str, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
+                     progress: bool = True) -> None:
+    """Run ``notebooks/<name>.ipynb`` with ``parameters`` through papermill into ``output``."""
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(str(notebook_file(name)), str(output), parameters=parameters,
+                        kernel_name=kernel_name(), progress_bar=progress, cwd=str(cwd or Path.cwd()),
+                        log_output=False)
+
+
+def _fmt_s(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "?"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+
+
+def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
+             only: Optional[Sequence[str]] = None, *, progress: bool = True) -> int:
+    """Execute a plan's runs, then render the report; the exit code is 1 when a run failed.
+
+    Finished runs with the same config are skipped, partial ones resume (the library resumes from
+    ``checkpoints/last.pt``). A failed run is reported with its executed notebook; runs that do not
+    need it go on, and the report still renders with that row marked missing.
+    """
+    p = load_plan(plan, outputs)
+    names = p.closure(only) if only else list(p.runs)
+    statuses = {n: p.runs[n].status() for n in p.runs}
+    stale = [n for n in names if statuses[n] == "stale"]
+    if stale:
+        raise PlanError(f"{p.runs[stale[0]].path} holds a run with another config than plan {p.name} "
+                        "gives it now: delete that folder to redo it, or use another --outputs folder")
+    todo = [n for n in names if statuses[n] != "done"]
+    check_data(p, todo)
+    write_standins(p)
+    unavailable: dict[str, str] = {}
+    if any(_uses_imagenet(p.runs[n]) for n in todo):
+        why = check_imagenet_weights()
+        if why:
+            print(f"note: ImageNet weights unavailable, their rows will be marked missing: {why}", flush=True)
+            unavailable = {n: f"ImageNet weights unavailable: {why}" for n in todo if _uses_imagenet(p.runs[n])}
+
+    states: dict[str, dict] = {}
+    write_manifest(p, states)
+    print(f"plan {p.name}: {len(names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
+    failed: list[str] = []
+    started = time.time()
+    width = len(str(len(names)))
+    for i, n in enumerate(names, 1):
+        spec = p.runs[n]
+        tag = f"[{i:>{width}}/{len(names)}] {n} ({spec.notebook})"
+        blocked = [d for d in spec.needs if states.get(d, {}).get("state") in ("failed", "blocked", "unavailable")]
+        if statuses[n] == "done":
+            res = RunDir(spec.path).read_result() or {}
+            states[n] = {"state": "done", "reason": None, "reused": True, "seconds": 0.0,
+                         "wall_time_s": res.get("wall_time_s")}
+            print(f"{tag}: done earlier with the same config, skipped", flush=True)
+            continue
+        if n in unavailable or blocked:
+            state = "unavailable" if n in unavailable or all(
+                states[d]["state"] == "unavailable" for d in blocked) else "blocked"
+            reason = unavailable.get(n) or f"needs {blocked[0]}, which did not finish ({states[blocked[0]]['reason']})"
+            states[n] = {"state": state, "reason": reason}
+            print(f"{tag}: not run: {reason}", flush=True)
+            write_manifest(p, states)
+            continue
+        verb = "resuming" if statuses[n] == "partial" else "running"
+        print(f"{tag}: {verb} -> {spec.path}", flush=True)
+        t0 = time.time()
+        try:
+            execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params, progress=progress)
+        except KeyboardInterrupt:
+            states[n] = {"state": "partial", "reason": "interrupted"}
+            write_manifest(p, states)
+            raise
+        except Exception as e:  # papermill's execution error, a dead kernel, ...
+            reason = _failure_reason(e)
+            states[n] = {"state": "failed", "reason": reason, "seconds": time.time() - t0}
+            failed.append(n)
+            print(f"{tag}: FAILED after {_fmt_s(time.time() - t0)}: {reason}\n"
+                  f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
+            write_manifest(p, states)
+            continue
+        res = RunDir(spec.path).read_result() or {}
+        states[n] = {"state": "done", "reason": None, "reused": False, "seconds": time.time() - t0,
+                     "wall_time_s": res.get("wall_time_s")}
+        print(f"{tag}: done in {_fmt_s(time.time() - t0)}", flush=True)
+        write_manifest(p, states)
+
+    print(f"plan {p.name}: runs finished in {_fmt_s(time.time() - started)}; rendering the report", flush=True)
+    try:
+        html = render_report(p, report_dir, progress=progress)
+        print(f"report: {html}", flush=True)
+    except Exception as e:
+        print(f"report: FAILED: {_failure_reason(e)}\n    executed notebook: {p.outputs / 'report.ipynb'}",
+              flush=True)
+        return 1
+    if failed:
+        print(f"plan {p.name}: {len(failed)} run(s) failed: {', '.join(failed)} "
+              "(their rows are marked missing in the report)", file=sys.stderr, flush=True)
+        return 1
+    blocked = [n for n, s in states.items() if s["state"] == "blocked"]
+    return 1 if blocked else 0
+
+
+def render_report(plan: Plan, report_dir: PathLike = "report", *, progress: bool = True) -> Path:
+    """Execute the report notebook on the plan's folder and export it as one HTML file."""
+    from .report import export_html
+
+    executed = plan.outputs / "report.ipynb"
+    execute_notebook(REPORT_NOTEBOOK, executed, {**plan.report, "plan_dir": str(plan.outputs)},
+                     progress=progress)
+    return export_html(executed, Path(report_dir) / "report.html")
+
+
+# ---- status and estimates --------------------------------------------------------------------
+def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
+    """Print each run's status (done / partial / todo / stale) and the time left on this machine."""
+    p = load_plan(plan, outputs)
+    est = Estimator(Path(outputs))
+    rows = []
+    total = 0.0
+    unknown = 0
+    for n, spec in p.runs.items():
+        status = spec.status()
+        seconds, basis = (0.0, "") if status == "done" else est.seconds(spec)
+        if seconds is None:
+            unknown += 1
+        else:
+            total += seconds
+        rows.append((n, spec.notebook, status, "-" if status == "done" else _fmt_s(seconds), basis))
+    w = [max(len(r[i]) for r in rows + [("run", "notebook", "status", "left", "")]) for i in range(4)]
+    print(f"plan {p.name} ({p.source}) -> {p.outputs}")
+    print(f"  {'run':<{w[0]}}  {'notebook':<{w[1]}}  {'status':<{w[2]}}  {'left':>{w[3]}}  basis")
+    for r in rows:
+        print(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}  {r[4]}")
+    counts = {s: sum(r[2] == s for r in rows) for s in ("done", "partial", "todo", "stale")}
+    left = f"about {_fmt_s(total)} left on this machine" + (f" (+{unknown} run(s) not estimated)" if unknown else "")
+    print(f"{counts['done']} done, {counts['partial']} partial, {counts['todo']} todo"
+          + (f", {counts['stale']} stale" if counts["stale"] else "") + f"; {left}")
+    print("  estimate: a finished run of the same config on this machine gives its recorded wall time; "
+          "otherwise seconds per image from finished runs of the stage here, else a short timing of "
+          "ResNet-18 steps now, times the images the run will process, plus notebook start-up")
+    return 0
+
+
+NATIVE_SIZE = {"cifar100": 32, "cifar10": 32, "synthetic-cifar100": 32, "tiny-imagenet": 64,
+               "synthetic-tiny-imagenet": 64, "stl10": 96}
+SIZES = {"cifar100": (50000, 10000), "cifar10": (50000, 10000), "tiny-imagenet": (100000, 10000),
+         "stl10": (5000, 8000)}
+
+
+def dataset_sizes(name: str) -> Optional[tuple[int, int]]:
+    """(train, test) image counts of a dataset name, without reading it; None when unknown."""
+    if name in SIZES:
+        return SIZES[name]
+    if name.startswith("synthetic-"):
+        from .data.registry import get_spec
+
+        try:
+            params = get_spec(name).params
+        except Exception:  # a bad name fails properly when the run reads its data
+            return None
+        held_out = params.get("test", params.get("val", 0))
+        return params["classes"] * params["train"], params["classes"] * held_out
+    return None
+NOTEBOOK_OVERHEAD_S = 8.0  # kernel start, imports and data loading per notebook (measured here: 5-10 s)
+
+
+def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> Optional[float]:
+    """Compute a run costs, in ResNet-18 training-image passes at 32 px (a forward pass: 1/3).
+
+    From the config alone: images seen per epoch times epochs (two views for SimCLR), the
+    probe's feature extraction, scaled by input area relative to 32 px (a quarter of it behind
+    the ImageNet stem, which downsamples by 4).
+    """
+    sizes = sizes or dataset_sizes(cfg.get("dataset", ""))
+    if sizes is None:
+        return None
+    n_train, n_test = sizes
+    size = cfg.get("image_size") or NATIVE_SIZE.get(cfg.get("dataset", "").split(":")[0], 32)
+    area = (size / (4 if cfg.get("stem") == "imagenet" else 1) / 32) ** 2
+    if stage == "pretrain":
+        per_epoch = n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
+        seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
+        return 2 * seen * area
+    if stage == "supervised":
+        per_epoch = n_train * cfg.get("subset_fraction", 1.0)
+        return (cfg["epochs"] * per_epoch + (n_test or 0) / 3) * area
+    if stage == "linear_eval":
+        return (n_train * cfg.get("label_fraction", 1.0) + (n_test or 0)) / 3 * area
+    return None
+
+
+class Estimator:
+    """Seconds a run will take on this machine, from what finished runs here recorded."""
+
+    def __init__(self, outputs: Path):
+        import socket
+
+        self.host = socket.gethostname()
+        self.finished: list[dict] = []
+        self._measured: Optional[float] = None
+        for cfg_path in sorted(Path(outputs).glob("*/*/config.json")):
+            cfg = read_json(cfg_path) or {}
+            res = read_json(cfg_path.parent / "result.json")
+            host = ((cfg.get("provenance") or {}).get("hardware") or {}).get("hostname")
+            if res and res.get("wall_time_s") and host == self.host and cfg.get("stage") in STAGES:
+                self.finished.append({"stage": cfg["stage"], "fingerprint": cfg.get("fingerprint"),
+                                      "config": cfg.get("config") or {}, "seconds": float(res["wall_time_s"]),
+                                      "sizes": self._sizes(cfg, res)})
+
+    @staticmethod
+    def _sizes(cfg: dict, res: dict) -> Optional[tuple[int, int]]:
+        data = cfg.get("data") or {}
+        if cfg.get("stage") == "pretrain" and data.get("n_train"):
+            c = cfg.get("config") or {}
+            full = data["n_train"] / max(c.get("subset_fraction", 1.0) * (1 - c.get("val_fraction", 0.0)), 1e-9)
+            return (round(full), 0)
+        if cfg.get("stage") == "linear_eval" and res.get("n_train") is not None:
+            frac = (cfg.get("config") or {}).get("label_fraction", 1.0)
+            return (round(res["n_train"] / frac), int(res.get("n_test") or 0))
+        return None
+
+    def _rate(self, stage: str) -> tuple[Optional[float], str]:
+        rates = []
+        for r in self.finished:
+            units = work_units(r["stage"], r["config"], r["sizes"])
+            if r["stage"] == stage and units:
+                rates.append(r["seconds"] / units)
+        if rates:
+            rates.sort()
+            return rates[len(rates) // 2], f"median of {len(rates)} finished {stage} run(s) here"
+        return None, ""
+
+    def measure(self) -> float:
+        """Seconds per 32-px training image of ResNet-18 on this machine, timed now (a few steps)."""
+        if self._measured is None:
+            import torch
+
+            from .device import resolve_runtime
+            from .models import resnet18_encoder
+
+            rt = resolve_runtime()
+            net = resnet18_encoder("cifar").to(rt.device)
+            opt = torch.optim.SGD(net.parameters(), lr=0.01)
+            x = torch.randn(32, 3, 32, 32, device=rt.device)
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                with rt.autocast():
+                    loss = net(x).float().square().mean()
+                loss.backward()
+                opt.step()
+                opt.zero_grad()
+                if rt.device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - t)
+            self._measured = min(times[1:]) / 32
+        return self._measured
+
+    def seconds(self, spec: RunSpec) -> tuple[Optional[float], str]:
+        """(seconds left, how it was estimated) for a run that is not done."""
+        fp = spec.config.fingerprint()
+        left = self._fraction_left(spec)
+        same = [r for r in self.finished if r["fingerprint"] == fp]
+        if same:
+            return NOTEBOOK_OVERHEAD_S + same[0]["seconds"] * left, "recorded wall time of the same config here"
+        cfg = spec.config.to_dict()
+        units = work_units(spec.config.stage, cfg)
+        if units is None:
+            return None, f"dataset {cfg.get('dataset')} has no known size"
+        rate, basis = self._rate(spec.config.stage)
+        if rate is None:
+            rate = self.measure() * (1.15 if spec.config.stage == "pretrain" else 1.0)
+            basis = f"timed ResNet-18 steps now ({1 / self.measure():.0f} img/s at 32 px)"
+        return NOTEBOOK_OVERHEAD_S + units * rate * left, f"{basis}; {units:,.0f} image passes"
+
+    @staticmethod
+    def _fraction_left(spec: RunSpec) -> float:
+        """1 for a run not started; for a partial one, the share of its epochs still to run."""
+        rows = RunDir(spec.path).read_metrics()
+        total = getattr(spec.config, "epochs", None)
+        if not rows or not total or spec.config.stage == "linear_eval":
+            return 1.0
+        done = max((r.get("epoch") or 0) for r in rows)
+        if getattr(spec.config, "steps", None):
+            return max(0.0, 1 - max((r.get("step") or 0) for r in rows) / spec.config.steps)
+        return max(0.0, 1 - done / total)

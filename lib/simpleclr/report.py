@@ -1,0 +1,879 @@
+"""The report's tables and figures, read from a plan's run folders alone.
+
+:func:`load_study` reads ``<outputs>/<plan>/plan.json`` (written by :mod:`simpleclr.plans`) and each
+run's ``config.json``, ``result.json``, ``metrics.jsonl`` and ``features.pt``; every other function
+turns that into a pandas table or a matplotlib figure. Nothing here trains or evaluates a model
+(t-SNE of saved features is the one computation, cached beside the plan). :func:`export_html`
+turns the executed report notebook into one self-contained HTML file.
+"""
+from __future__ import annotations
+
+import hashlib
+import html
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from .plans import MAIN_ROWS, MANIFEST, ROW_NAMES
+from .runs import RunDir, read_json
+
+PathLike = Union[str, Path]
+ROW_INFO = {name: (rep, ev) for name, rep, ev in MAIN_ROWS}
+FRACTION_LABELS = {0.01: "1%", 0.1: "10%", 1.0: "100%"}
+
+# Published figures for context, each verified against its source (see the URLs).
+REFERENCES: tuple[dict, ...] = (
+    {"what": "SimCLR ResNet-18 pretrained on CIFAR-100, linear classifier (solo-learn)",
+     "top1": 65.78, "top5": 89.04, "budget": "1000 epochs, batch 256, online linear head",
+     "source": "https://github.com/vturrisi/solo-learn (README, CIFAR-100 results table)"},
+    {"what": "ResNet-18 supervised from scratch on CIFAR-100 (pytorch-cifar100)",
+     "top1": 75.61, "top5": 93.05, "budget": "200 epochs, SGD, step schedule (top-1 error 24.39)",
+     "source": "https://github.com/weiaicunzai/pytorch-cifar100 (README, results table)"},
+)
+
+
+class ReportError(RuntimeError):
+    """The plan folder cannot be reported on; one line saying what to do."""
+
+
+@dataclass
+class RunInfo:
+    """One run as the report sees it: what the plan meant it to be and what its folder holds."""
+
+    name: str
+    notebook: str
+    stage: str
+    path: Path
+    role: dict
+    state: str
+    reason: Optional[str]
+    fingerprint: Optional[str]
+    config_json: Optional[dict] = None
+    result: Optional[dict] = None
+
+    @property
+    def config(self) -> dict:
+        return (self.config_json or {}).get("config") or {}
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None and self.result.get("fingerprint") == self.fingerprint
+
+    @property
+    def why_missing(self) -> str:
+        if self.done:
+            return ""
+        if self.reason:
+            return self.reason
+        return {"partial": "started but not finished (run the plan again to resume it)",
+                "stale": "its folder holds another config",
+                }.get(self.state, "not run yet")
+
+    def metrics(self) -> list[dict]:
+        return RunDir(self.path).read_metrics()
+
+
+@dataclass
+class Study:
+    plan_dir: Path
+    manifest: dict
+    runs: dict[str, RunInfo] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("plan", self.plan_dir.name)
+
+    def with_role(self, key: str, value: Any = None) -> list[RunInfo]:
+        return [r for r in self.runs.values()
+                if key in r.role and (value is None or r.role[key] == value)]
+
+    def by_path(self, spec: Optional[str]) -> Optional[RunInfo]:
+        """The plan's run whose folder a config value (encoder / init) names, if any."""
+        if not spec:
+            return None
+        for r in self.runs.values():
+            if str(r.path) == spec or r.path.name == Path(spec).name and r.path.parent.name == Path(spec).parent.name:
+                return r
+        return None
+
+    def source_run(self, run: RunInfo) -> Optional[RunInfo]:
+        """The training run whose encoder ``run`` probes or fine-tunes."""
+        return self.by_path(run.config.get("encoder") or run.config.get("init"))
+
+
+def resolve_plan_dir(plan_dir: PathLike) -> Path:
+    """``plan_dir`` as given, else relative to the repository (for notebooks opened by hand)."""
+    p = Path(plan_dir)
+    if (p / MANIFEST).is_file() or p.is_absolute():
+        return p
+    repo = Path(__file__).resolve().parents[2]
+    return repo / p if (repo / p / MANIFEST).is_file() else p
+
+
+def load_study(plan_dir: PathLike) -> Study:
+    """Everything the report shows, read from the plan folder and its run folders."""
+    plan_dir = resolve_plan_dir(plan_dir)
+    manifest = read_json(plan_dir / MANIFEST)
+    if manifest is None:
+        raise ReportError(f"{plan_dir / MANIFEST} does not exist: run the plan first "
+                          f"(e.g. `simpleclr plan run {plan_dir.name}`)")
+    study = Study(plan_dir=plan_dir, manifest=manifest)
+    runs = manifest.get("runs", {})
+    for name in manifest.get("order") or list(runs):
+        m = runs[name]
+        path = Path(m["path"])
+        if not path.is_absolute() and not path.exists():
+            path = plan_dir / name
+        rd = RunDir(path)
+        study.runs[name] = RunInfo(name=name, notebook=m["notebook"], stage=m.get("stage", m["notebook"]),
+                                   path=path, role=m.get("report") or {}, state=m.get("state", "todo"),
+                                   reason=m.get("reason"), fingerprint=m.get("fingerprint"),
+                                   config_json=rd.read_config(), result=rd.read_result())
+    return study
+
+
+# ---- aggregation ------------------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (NaN for one value) and count; NaNs for none."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return math.nan, math.nan, 0
+    arr = np.asarray(vals, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan, len(arr)
+
+
+def _metric_summary(runs: Sequence[RunInfo]) -> dict:
+    done = [r for r in runs if r.done]
+    t1 = mean_std([r.result.get("top1") for r in done])
+    t5 = mean_std([r.result.get("top5") for r in done])
+    missing = [r for r in runs if not r.done]
+    return {"top1": t1[0], "top1_std": t1[1], "top5": t5[0], "top5_std": t5[1], "n": t1[2],
+            "planned": len(runs),
+            "missing": "; ".join(f"{r.name}: {r.why_missing}" for r in missing)}
+
+
+def main_table(study: Study) -> pd.DataFrame:
+    """One row per main-table representation the plan has, in the issue's order.
+
+    Columns: representation, evaluation, top1/top5 (mean over seeds) and their std, n (seeds with
+    numbers) of planned, d_top1/d_top5 (difference to ``super``), input_size, missing (why not).
+    """
+    rows = []
+    for name in ROW_NAMES:
+        runs = study.with_role("row", name)
+        if not runs:
+            continue
+        rep, ev = ROW_INFO[name]
+        s = _metric_summary(runs)
+        sizes = sorted({r.result.get("input_size") for r in runs if r.done and r.result.get("input_size")})
+        rows.append({"row": name, "representation": rep, "evaluation": ev, **s,
+                     "input_size": ", ".join(str(x) for x in sizes)})
+    df = pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame(
+        columns=["representation", "evaluation", "top1", "top1_std", "top5", "top5_std", "n", "planned",
+                 "missing", "input_size"])
+    base = df.loc["super"] if "super" in df.index else None
+    df["d_top1"] = df["top1"] - base["top1"] if base is not None else math.nan
+    df["d_top5"] = df["top5"] - base["top5"] if base is not None else math.nan
+    return df
+
+
+def finetune_table(study: Study) -> pd.DataFrame:
+    """Fine-tuned accuracy per initial encoder, its gain over ``super`` and its linear probe."""
+    main = main_table(study)
+    rows = []
+    for name in ROW_NAMES:
+        runs = study.with_role("finetune", name)
+        if not runs:
+            continue
+        s = _metric_summary(runs)
+        probe = main.loc[name, "top1"] if name in main.index else math.nan
+        base = main.loc["super", "top1"] if "super" in main.index else math.nan
+        base5 = main.loc["super", "top5"] if "super" in main.index else math.nan
+        rows.append({"init": name, "representation": ROW_INFO[name][0], **s,
+                     "gain_top1": s["top1"] - base, "gain_top5": s["top5"] - base5, "probe_top1": probe})
+    return pd.DataFrame(rows).set_index("init") if rows else pd.DataFrame()
+
+
+def _fraction(run: RunInfo) -> Optional[float]:
+    if run.notebook == "linear_eval":
+        return run.config.get("label_fraction", (run.result or {}).get("label_fraction"))
+    return run.config.get("subset_fraction")
+
+
+def label_table(study: Study) -> pd.DataFrame:
+    """Long form: one row per (representation, label fraction) with top-1/top-5 mean and std.
+
+    The 100% points are the main-table rows themselves (their runs use every label).
+    """
+    groups: dict[tuple[str, float], list[RunInfo]] = {}
+    curve_rows = {r.role["label_efficiency"] for r in study.with_role("label_efficiency")}
+    for r in study.with_role("label_efficiency"):
+        groups.setdefault((r.role["label_efficiency"], float(_fraction(r) or 1.0)), []).append(r)
+    for name in curve_rows:
+        full = [r for r in study.with_role("row", name) if float(_fraction(r) or 1.0) == 1.0]
+        if full and (name, 1.0) not in groups:
+            groups[(name, 1.0)] = full
+    rows = [{"row": name, "fraction": frac, "labels_pct": 100 * frac, **_metric_summary(runs)}
+            for (name, frac), runs in groups.items()]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    df["order"] = df["row"].map({n: i for i, n in enumerate(ROW_NAMES)})
+    return df.sort_values(["order", "fraction"]).drop(columns="order").reset_index(drop=True)
+
+
+def _pretrain_of(study: Study, run: RunInfo) -> Optional[RunInfo]:
+    src = study.source_run(run)
+    return src if src is not None and src.stage == "pretrain" else None
+
+
+def size_table(study: Study) -> pd.DataFrame:
+    """Probe accuracy against the fraction (and count) of pretraining images, mean over seeds."""
+    groups: dict[float, list[tuple[RunInfo, Optional[RunInfo]]]] = {}
+    for r in study.with_role("size_study"):
+        pre = _pretrain_of(study, r)
+        frac = float(pre.config.get("subset_fraction", 1.0)) if pre and pre.config else math.nan
+        groups.setdefault(frac, []).append((r, pre))
+    rows = []
+    for frac, pairs in sorted(groups.items()):
+        pres = [p for _, p in pairs if p is not None and p.done]
+        n_images = [((p.config_json or {}).get("data") or {}).get("n_train") for p in pres]
+        first = pairs[0][1]
+        rows.append({"fraction": frac, "pct": 100 * frac,
+                     "n_images": int(np.nanmean([n for n in n_images if n])) if any(n_images) else math.nan,
+                     "dataset": first.config.get("dataset") if first else None,
+                     "steps": first.config.get("steps") if first else None,
+                     "epochs_equiv": np.nanmean([p.result.get("epochs") or math.nan for p in pres]) if pres else math.nan,
+                     **_metric_summary([r for r, _ in pairs])})
+    return pd.DataFrame(rows)
+
+
+def hparam_table(study: Study) -> pd.DataFrame:
+    """One row per pretraining hyperparameter cell: the axes, probe top-1/top-5, kNN, final loss."""
+    groups: dict[tuple, list[tuple[RunInfo, Optional[RunInfo]]]] = {}
+    axes: list[str] = []
+    for r in study.with_role("hparam"):
+        for a in r.role["hparam"]:
+            if a not in axes:
+                axes.append(a)
+    for r in study.with_role("hparam"):
+        pre = _pretrain_of(study, r)
+        key = tuple((pre.config.get(a) if pre and pre.config else None) for a in axes)
+        groups.setdefault(key, []).append((r, pre))
+    rows = []
+    for key, pairs in groups.items():
+        pres = [p for _, p in pairs if p is not None and p.done]
+        knn = mean_std([p.result.get("knn_top1") for p in pres])
+        loss = mean_std([p.result.get("final_loss") for p in pres])
+        rows.append({**dict(zip(axes, key)), **_metric_summary([r for r, _ in pairs]),
+                     "knn_top1": knn[0], "final_loss": loss[0]})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(axes).reset_index(drop=True)
+
+
+# ---- formatting -----------------------------------------------------------------------------
+def fmt_pm(mean: float, std: float = math.nan, digits: int = 1) -> str:
+    """``"65.2 ± 0.4"``, ``"65.2"`` for one seed, ``"—"`` when missing."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_seconds(seconds: Optional[float]) -> str:
+    """``"42 s"``, ``"3.5 min"``, ``"1.2 h"``; ``"—"`` when unknown."""
+    if seconds is None:
+        return "—"
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_delta(d: float, digits: int = 1) -> str:
+    if d is None or (isinstance(d, float) and math.isnan(d)):
+        return "—"
+    return f"{d:+.{digits}f}"
+
+
+def _delta_color(text: str) -> str:
+    if text.startswith("+") and text.strip("+0.") != "":
+        return "color: #1a7f37; font-weight: 600"
+    if text.startswith("-") and text.strip("-0.") != "":
+        return "color: #b42318; font-weight: 600"
+    return ""
+
+
+TABLE_STYLES = [
+    {"selector": "", "props": "border-collapse: collapse; font-size: 0.92em; margin: 0.5em 0;"},
+    {"selector": "th", "props": "background: #f3f4f6; padding: 6px 10px; text-align: left; "
+                                "border-bottom: 2px solid #d0d7de;"},
+    {"selector": "td", "props": "padding: 5px 10px; border-bottom: 1px solid #e5e7eb;"},
+    {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: 600; "
+                                     "padding: 4px 0; color: #374151;"},
+]
+
+
+def styled(df: pd.DataFrame, caption: str = "", delta_cols: Sequence[str] = (),
+           missing_col: Optional[str] = None) -> "pd.io.formats.style.Styler":
+    """A display table: strings as given, deltas green/red, rows without numbers greyed."""
+    sty = df.style.set_table_styles(TABLE_STYLES).hide(axis="index")
+    if caption:
+        sty = sty.set_caption(caption)
+    for c in delta_cols:
+        if c in df.columns:
+            sty = sty.map(_delta_color, subset=[c])
+    if missing_col and missing_col in df.columns:
+        def grey(row: pd.Series) -> list[str]:
+            return ["color: #6b7280; font-style: italic" if row[missing_col] else "" for _ in row]
+        sty = sty.apply(grey, axis=1)
+    return sty
+
+
+def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
+    """The main table as the reader sees it (strings, missing rows say why)."""
+    out = pd.DataFrame({
+        "Representation": [f"{n} — {r}" for n, r in zip(df.index, df["representation"])],
+        "Evaluation on CIFAR-100": df["evaluation"],
+        "Top-1 (%)": [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])],
+        "Top-5 (%)": [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])],
+        "Δ top-1 vs super": [fmt_delta(d) if n != "super" else "(baseline)" for n, d in zip(df.index, df["d_top1"])],
+        "Δ top-5 vs super": [fmt_delta(d) if n != "super" else "(baseline)" for n, d in zip(df.index, df["d_top5"])],
+        "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Input px": df["input_size"],
+        "Missing": df["missing"],
+    })
+    return out
+
+
+def finetune_display(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Initial encoder": [f"{n} — {r}" for n, r in zip(df.index, df["representation"])],
+        "Fine-tuned top-1 (%)": [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])],
+        "Fine-tuned top-5 (%)": [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])],
+        "Gain top-1": [fmt_delta(d) for d in df["gain_top1"]],
+        "Gain top-5": [fmt_delta(d) for d in df["gain_top5"]],
+        "Its linear probe top-1 (%)": [fmt_pm(p) for p in df["probe_top1"]],
+        "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Missing": df["missing"],
+    })
+
+
+def label_display(df: pd.DataFrame) -> pd.DataFrame:
+    """Representations as rows, label shares as columns, ``mean ± std`` cells."""
+    cells = df.assign(cell=[fmt_pm(m, s) if n else "missing" for m, s, n in
+                            zip(df["top1"], df["top1_std"], df["n"])])
+    wide = cells.pivot(index="row", columns="labels_pct", values="cell").fillna("—")
+    wide = wide.reindex([r for r in ROW_NAMES if r in wide.index])
+    wide.columns = [f"{c:g}% labels" for c in wide.columns]
+    return wide.reset_index().rename(columns={"row": "Representation"})
+
+
+def size_display(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Share of pretraining set": [f"{p:g}%" for p in df["pct"]],
+        "Images": ["—" if (isinstance(n, float) and math.isnan(n)) else f"{int(n):,}" for n in df["n_images"]],
+        "Steps": df["steps"].astype(object).where(df["steps"].notna(), "—"),
+        "Epochs (equivalent)": [fmt_pm(e) for e in df["epochs_equiv"]],
+        "Probe top-1 (%)": [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])],
+        "Probe top-5 (%)": [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])],
+        "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Missing": df["missing"],
+    })
+
+
+def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
+    axes = [c for c in df.columns if c not in {"top1", "top1_std", "top5", "top5_std", "n", "planned",
+                                                "missing", "knn_top1", "final_loss"}]
+    out = df[axes].copy()
+    out.columns = [a.replace("_", " ") for a in axes]
+    out["Probe top-1 (%)"] = [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])]
+    out["Probe top-5 (%)"] = [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])]
+    out["kNN monitor top-1 (%)"] = [fmt_pm(k) for k in df["knn_top1"]]
+    out["Final NT-Xent loss"] = [fmt_pm(v, digits=3) for v in df["final_loss"]]
+    out["Seeds"] = [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])]
+    out["Missing"] = df["missing"]
+    return out
+
+
+def style_main_table(df: pd.DataFrame) -> "pd.io.formats.style.Styler":
+    return styled(main_table_display(df),
+                  caption="Main table: CIFAR-100 test accuracy, mean ± std over seeds",
+                  delta_cols=("Δ top-1 vs super", "Δ top-5 vs super"), missing_col="Missing")
+
+
+# ---- figures ----------------------------------------------------------------------------------
+def setup_style() -> None:
+    """Seaborn's clean theme and a figure size that reads well in the HTML report."""
+    import matplotlib
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "figure.figsize": (7.5, 4.2),
+                                "axes.titleweight": "bold"})
+
+
+def show(fig: Any) -> None:
+    """Display a figure once (as an inline PNG) and close it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    display(fig)
+    plt.close(fig)
+
+
+def _errorbar(ax: Any, x: Sequence[float], y: Sequence[float], err: Sequence[float], **kw: Any) -> None:
+    err = [0.0 if (e is None or math.isnan(e)) else e for e in err]
+    ax.errorbar(x, y, yerr=err, capsize=3, marker="o", **kw)
+
+
+def plot_finetune(df: pd.DataFrame) -> Any:
+    """Bar chart of top-1 gain over training from scratch, per initial encoder."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * max(len(df), 1)))
+    d = df.dropna(subset=["gain_top1"]) if len(df) else df
+    colors = ["#1a7f37" if g >= 0 else "#b42318" for g in d["gain_top1"]] if len(d) else []
+    ax.barh(list(d.index), d["gain_top1"], color=colors,
+            xerr=[0 if math.isnan(s) else s for s in d["top1_std"]] if len(d) else None, capsize=3)
+    ax.axvline(0, color="black", lw=1)
+    ax.invert_yaxis()
+    ax.set_xlabel("top-1 gain over supervised from scratch (percentage points)")
+    ax.set_ylabel("initial encoder")
+    ax.set_title("Fine-tuning on CIFAR-100")
+    fig.tight_layout()
+    return fig
+
+
+def plot_label_efficiency(df: pd.DataFrame) -> Any:
+    """Top-1 against the share of CIFAR-100 labels used, one line per representation."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    for name, g in df.groupby("row", sort=False):
+        g = g.sort_values("fraction")
+        _errorbar(ax, g["labels_pct"], g["top1"], g["top1_std"], label=name)
+    ax.set_xscale("log")
+    ticks = sorted(df["labels_pct"].unique())
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}%" for t in ticks])
+    ax.set_xlabel("CIFAR-100 training labels used (%, log scale)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_title("Label efficiency")
+    ax.legend(title="representation", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Optional[float] = None) -> Any:
+    """Probe top-1 against the number of pretraining images (log x), with reference lines."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    x = df["n_images"] if df["n_images"].notna().all() else df["pct"]
+    _errorbar(ax, x, df["top1"], df["top1_std"], label="SimCLR probe (top-1)", color="#2563eb")
+    for xv, pct in zip(x, df["pct"]):
+        ax.annotate(f"{pct:g}%", (xv, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                    textcoords="offset points", ha="center", fontsize=8, color="#6b7280")
+    if floor is not None and not math.isnan(floor):
+        ax.axhline(floor, ls=":", color="#6b7280", label="random encoder (floor)")
+    if ceiling is not None and not math.isnan(ceiling):
+        ax.axhline(ceiling, ls="--", color="#b42318", label="supervised from scratch")
+    ax.set_xscale("log")
+    dataset = df["dataset"].dropna().iloc[0] if df["dataset"].notna().any() else "pretraining set"
+    ax.set_xlabel(f"{dataset} images used for SimCLR pretraining (count, log scale)"
+                  if x is df["n_images"] else f"share of {dataset} used (%, log scale)")
+    ax.set_ylabel("CIFAR-100 linear-probe top-1 (%)")
+    ax.set_title("Pretraining-set size (same number of optimisation steps)")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
+    """Heatmap(s) of probe top-1 over the first two hparam axes, one panel per other-axes cell."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    axes = [c for c in df.columns if c not in {"top1", "top1_std", "top5", "top5_std", "n", "planned",
+                                                "missing", "knn_top1", "final_loss"}]
+    if len(axes) == 1:
+        axes = axes + ["_"]
+        df = df.assign(_="")
+    rows_ax, cols_ax, rest = axes[0], axes[1], axes[2:]
+    panels = list(df.groupby(rest, sort=True)) if rest else [((), df)]
+    fig, axs = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1, 3.6), squeeze=False)
+    for ax, (key, g) in zip(axs[0], panels):
+        pivot = g.pivot_table(index=rows_ax, columns=cols_ax, values=value, aggfunc="mean")
+        sns.heatmap(pivot, annot=True, fmt=".1f", cmap="viridis", ax=ax,
+                    cbar_kws={"label": "probe top-1 (%)"})
+        ax.set_ylabel(rows_ax.replace("_", " "))
+        ax.set_xlabel(cols_ax.replace("_", " ") if cols_ax != "_" else "")
+        key = key if isinstance(key, tuple) else (key,)
+        ax.set_title(", ".join(f"{a}={k}" for a, k in zip(rest, key)) or "SimCLR hyperparameters")
+    fig.tight_layout()
+    return fig
+
+
+def curve_runs(study: Study) -> list[tuple[str, RunInfo]]:
+    """(label, training run) behind each main-table row, first seed only, in row order."""
+    out: list[tuple[str, RunInfo]] = []
+    seen: set[str] = set()
+    for name in ROW_NAMES:
+        for r in study.with_role("row", name):
+            src = r if r.stage in ("pretrain", "supervised") else study.source_run(r)
+            if src is not None and src.name not in seen and src.metrics():
+                out.append((name, src))
+                seen.add(src.name)
+                break
+    return out
+
+
+def plot_training_curves(curves: Sequence[tuple[str, RunInfo]]) -> Any:
+    """Loss per epoch (SimCLR and supervised apart) and the accuracy they were watched with."""
+    import matplotlib.pyplot as plt
+
+    fig, axs = plt.subplots(1, 3, figsize=(14, 3.8))
+    for label, run in curves:
+        m = pd.DataFrame(run.metrics())
+        if m.empty or "epoch" not in m:
+            continue
+        simclr = run.stage == "pretrain"
+        axs[0 if simclr else 1].plot(m["epoch"], m["loss"], marker=".", label=label)
+        acc = "knn_top1" if simclr else "val_top1"
+        if acc in m and m[acc].notna().any():
+            a = m.dropna(subset=[acc])
+            axs[2].plot(a["epoch"], a[acc], marker="o", ls="-" if simclr else "--",
+                        label=f"{label} ({'kNN' if simclr else 'val'})")
+    axs[0].set_title("SimCLR pretraining")
+    axs[0].set_ylabel("NT-Xent loss")
+    axs[1].set_title("Supervised training")
+    axs[1].set_ylabel("cross-entropy loss")
+    axs[2].set_title("Accuracy while training")
+    axs[2].set_ylabel("top-1 (%)")
+    for ax in axs:
+        ax.set_xlabel("epoch")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# ---- t-SNE ------------------------------------------------------------------------------------
+def tsne_sources(study: Study) -> list[tuple[str, RunInfo]]:
+    """(row, run with features.pt) per main-table row, first seed, in row order."""
+    out = []
+    for name in ROW_NAMES:
+        cands = [r for r in study.with_role("row", name) + study.with_role("features", name)
+                 if r.notebook == "linear_eval"]
+        cands = [r for r in cands if r.done and RunDir(r.path).features_path.is_file()]
+        if cands:
+            out.append((name, cands[0]))
+    return out
+
+
+def load_features(run: RunInfo) -> dict:
+    import torch
+
+    return torch.load(RunDir(run.path).features_path, map_location="cpu", weights_only=False)
+
+
+def stratified_points(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """A fixed, class-balanced choice of at most ``n`` indices (sorted), the same for every panel."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
+    take, i = [], 0
+    while len(take) < n:
+        for p in per:
+            if i < len(p) and len(take) < n:
+                take.append(p[i])
+        i += 1
+    return np.sort(np.asarray(take))
+
+
+def tsne_embedding(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """2-D t-SNE of L2-normalised features after PCA to at most 50 dimensions."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
+
+    x = np.asarray(features, dtype=np.float32)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    dims = min(50, x.shape[0] - 1, x.shape[1])
+    if dims >= 2:
+        x = PCA(n_components=dims, random_state=seed).fit_transform(x)
+    perplexity = min(perplexity, max(2.0, (x.shape[0] - 1) / 3))
+    # One OpenMP thread: Barnes-Hut's threads spin-wait, and on a busy 2-core machine two of them
+    # ran 8x slower than one (38 s against 4.7 s for 500 points).
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                    max_iter=600).fit_transform(x).astype(np.float32)
+
+
+def tsne_panels(study: Study, n_points: int = 1000, seed: int = 0, perplexity: float = 30.0) -> list[dict]:
+    """One panel per representation: 2-D points and coarse labels, cached in ``<plan>/.cache``."""
+    panels = []
+    idx = None
+    for name, run in tsne_sources(study):
+        feats = load_features(run)
+        labels = feats.get("coarse_labels")
+        classes = feats.get("coarse_classes")
+        if labels is None:  # no superclasses (not CIFAR-100): colour by class
+            labels, classes = feats["labels"], feats["classes"]
+        labels = np.asarray(labels)
+        if idx is None or len(idx) and idx.max() >= len(labels):
+            idx = stratified_points(labels, n_points, seed)
+        x = feats["features"].float().numpy()[idx]
+        key = hashlib.sha256(x.tobytes() + f"{seed}-{perplexity}".encode()).hexdigest()[:16]
+        cache = study.plan_dir / ".cache" / f"tsne-{name}-{key}.npy"
+        if cache.is_file():
+            emb = np.load(cache)
+        else:
+            emb = tsne_embedding(x, seed, perplexity)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npy")
+            np.save(tmp, emb)
+            tmp.replace(cache)
+        panels.append({"row": name, "xy": emb, "labels": labels[idx], "classes": list(classes),
+                       "source": (run.result or {}).get("encoder_source")})
+    return panels
+
+
+def plot_tsne(panels: Sequence[dict], n_cols: int = 3) -> Any:
+    """Side-by-side t-SNE panels coloured by the 20 CIFAR-100 superclasses, with one legend."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    n = len(panels)
+    cols = min(n_cols, n)
+    rows = math.ceil(n / cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(4.3 * cols + 2.6, 4.1 * rows), squeeze=False)
+    classes = panels[0]["classes"]
+    palette = sns.color_palette("tab20", len(classes)) if len(classes) <= 20 else \
+        sns.color_palette("husl", len(classes))
+    for ax, p in zip(axs.flat, panels):
+        colors = [palette[int(c) % len(palette)] for c in p["labels"]]
+        ax.scatter(p["xy"][:, 0], p["xy"][:, 1], c=colors, s=6, alpha=0.8, linewidths=0)
+        title = p["row"] + (" (stand-in weights)" if p.get("source") == "standin" else "")
+        ax.set_title(title, fontsize=11)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel("t-SNE 1 (no units)")
+        ax.set_ylabel("t-SNE 2 (no units)")
+    for ax in list(axs.flat)[n:]:
+        ax.axis("off")
+    if len(classes) <= 20:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([0], [0], marker="o", ls="", color=palette[i], label=c.replace("_", " "))
+                   for i, c in enumerate(classes)]
+        fig.legend(handles=handles, loc="center right", title="CIFAR-100 superclass", fontsize=8,
+                   title_fontsize=9, frameon=False)
+        fig.tight_layout(rect=(0, 0, 1 - 2.5 / (4.3 * cols + 2.6), 1))
+    else:
+        fig.tight_layout()
+    return fig
+
+
+# ---- text: headline, protocol, provenance --------------------------------------------------------
+def _datasets(study: Study) -> dict[str, dict]:
+    """Each dataset the runs read, with its provenance (source, checksum) from config.json."""
+    out: dict[str, dict] = {}
+    for r in study.runs.values():
+        data = (r.config_json or {}).get("data") or {}
+        parts = [data] if "source" in data else [v for v in data.values() if isinstance(v, dict)]
+        for d in parts:
+            if "source" not in d:
+                continue
+            name = d.get("name") or d.get("dataset") or r.config.get("dataset")
+            out.setdefault(name, {"dataset": name, "source": d.get("source"), "sha256": d.get("sha256"),
+                                  "url": d.get("url"), "file": d.get("path") or d.get("file")})
+    return out
+
+
+def standin_runs(study: Study) -> list[RunInfo]:
+    return [r for r in study.runs.values()
+            if r.done and ((r.result or {}).get("encoder_source") == "standin"
+                           or "standin" in str(r.config.get("init") or "")
+                           or "standin" in str(r.config.get("encoder") or ""))]
+
+
+def warnings(study: Study) -> list[str]:
+    """What a reader must know before trusting a number: stand-ins, unofficial data, gaps."""
+    out = []
+    sr = standin_runs(study)
+    if sr:
+        out.append("The <b>imagenet-super</b> rows use a <b>generated stand-in</b> file in torchvision's "
+                   "ResNet-18 format (random weights), not the real ImageNet weights: those numbers "
+                   f"only show the pipeline works ({', '.join(r.name for r in sr)}).")
+    for d in _datasets(study).values():
+        if d["source"] == "generated":
+            out.append(f"<b>{d['dataset']}</b> is generated stand-in data (synthetic patterns), "
+                       "not the real dataset: accuracies say nothing about real images.")
+        elif d["source"] not in ("official", None):
+            out.append(f"<b>{d['dataset']}</b> came from a file whose checksum is not the official one "
+                       f"(source: {d['source']}, sha256 {str(d['sha256'])[:16]}…).")
+    missing = [r for r in study.runs.values() if not r.done]
+    if missing:
+        out.append(f"{len(missing)} of {len(study.runs)} runs have no result; their rows are marked "
+                   "missing below with the reason.")
+    return out
+
+
+def _budget(study: Study) -> str:
+    parts = []
+    for name in ("selfsuper", "selfsuper-transfer", "super", "super-transfer"):
+        for r in study.with_role("row", name):
+            src = r if r.stage != "linear_eval" else study.source_run(r)
+            if src is None or not src.config:
+                continue
+            c = src.config
+            what = ("SimCLR" if src.stage == "pretrain" else "supervised")
+            steps = f"{c['steps']} steps" if c.get("steps") else f"{c.get('epochs')} epochs"
+            frac = c.get("subset_fraction", 1.0)
+            parts.append(f"{name}: {what} on {c.get('dataset')}"
+                         + (f" ({100 * frac:g}% subset)" if frac < 1 else "")
+                         + f", {steps}, batch {c.get('batch_size')}")
+            break
+    return "; ".join(parts)
+
+
+def headline(study: Study, title: str = "") -> str:
+    """The first thing a reader sees: title, plan, the verdict in one sentence, warnings."""
+    main = main_table(study)
+    title = title or f"SimCLR vs supervised ResNet-18 representations on CIFAR-100 — plan '{study.name}'"
+    lines = [f"<h1>{html.escape(title)}</h1>"]
+    done = main.dropna(subset=["top1"]) if len(main) else main
+    if len(done):
+        best = done["top1"].idxmax()
+        verdict = (f"Best CIFAR-100 top-1: <b>{best}</b> ({ROW_INFO[best][0]}) at "
+                   f"<b>{done.loc[best, 'top1']:.1f}%</b>")
+        if "super" in done.index and best != "super":
+            verdict += f", {done.loc[best, 'd_top1']:+.1f} points vs supervised from scratch ({done.loc['super', 'top1']:.1f}%)"
+        elif best == "super":
+            others = done.drop(index="super")
+            if len(others):
+                second = others["top1"].idxmax()
+                verdict += (f"; the best transferred representation, {second}, reaches "
+                            f"{others.loc[second, 'top1']:.1f}% ({others.loc[second, 'd_top1']:+.1f} points)")
+        lines.append(f"<p style='font-size:1.1em'>{verdict}.</p>")
+    else:
+        lines.append("<p>No run of this plan has finished yet.</p>")
+    n_done = sum(r.done for r in study.runs.values())
+    lines.append(f"<p>Plan <code>{html.escape(study.name)}</code>: {n_done} of {len(study.runs)} runs "
+                 f"finished; report written {time.strftime('%Y-%m-%d %H:%M')}.</p>")
+    warn = warnings(study)
+    if warn:
+        items = "".join(f"<li>{w}</li>" for w in warn)
+        lines.append("<div style='border-left:4px solid #d97706;background:#fffbeb;padding:6px 12px;'>"
+                     f"<b>Read with care</b><ul style='margin:4px 0'>{items}</ul></div>")
+    return "\n".join(lines)
+
+
+def protocol(study: Study) -> str:
+    """What was compared and how, in a few sentences (markdown), from the configs."""
+    desc = study.manifest.get("description") or ""
+    probe = next((r for r in study.runs.values() if r.notebook == "linear_eval" and r.config), None)
+    wds = ", ".join(f"{w:g}" for w in (probe.config.get("weight_decays") or [])) if probe else ""
+    datasets = _datasets(study)
+    data_line = ", ".join(f"{d['dataset']} ({d['source']})" for d in datasets.values())
+    devices = sorted({str(((r.config_json or {}).get("provenance") or {}).get("device")) for r in study.runs.values()
+                      if r.config_json})
+    total = sum(float((r.result or {}).get("wall_time_s") or 0) for r in study.runs.values())
+    text = [
+        desc,
+        "",
+        "**Protocol.** Every representation is a ResNet-18 encoder (torchvision's, 512-d output; the "
+        "CIFAR stem — 3×3 stride-1 first convolution, no max-pool — for encoders we train, the "
+        "ImageNet stem for torchvision's weights). Each is evaluated on CIFAR-100 by the linear "
+        "classification protocol: the encoder is frozen and in eval mode, features of un-augmented "
+        "images are extracted once, and a multinomial logistic regression is fitted on them with its "
+        f"weight decay chosen on a validation split carved from the training set (grid: {wds or 'n/a'}), "
+        "then refitted on the whole training set; top-1/top-5 are measured once on the test set. "
+        "`super` is trained and tested on CIFAR-100 directly; fine-tuning starts supervised training "
+        "from a pretrained encoder.",
+        "",
+        f"**Data.** {data_line or 'n/a'}.",
+        "",
+        f"**Budget.** {_budget(study) or 'n/a'}. Devices: {', '.join(devices) or 'n/a'}; total recorded "
+        f"run time {total / 60:.1f} min.",
+    ]
+    if study.manifest.get("estimate"):
+        text += ["", f"**Plan sizing.** {study.manifest['estimate']}"]
+    return "\n".join(text)
+
+
+def references_table() -> pd.DataFrame:
+    return pd.DataFrame([{"Published result": r["what"], "Top-1 (%)": f"{r['top1']:.2f}",
+                          "Top-5 (%)": f"{r['top5']:.2f}", "Budget": r["budget"],
+                          "Source": f"<a href='{r['source'].split(' ')[0]}'>{html.escape(r['source'])}</a>"}
+                         for r in REFERENCES])
+
+
+def provenance_table(study: Study) -> pd.DataFrame:
+    """Per run: state, wall time, device, commit, data checksum status, encoder source."""
+    rows = []
+    for r in study.runs.values():
+        cj = r.config_json or {}
+        prov = cj.get("provenance") or {}
+        hw = prov.get("hardware") or {}
+        data = _datasets(Study(study.plan_dir, {}, {r.name: r}))
+        src = (r.result or {}).get("encoder_source") if r.result else None
+        if r.config.get("init"):
+            src = "stand-in" if "standin" in str(r.config["init"]) else str(r.config["init"]).split("/")[-1]
+        rows.append({"run": r.name, "stage": r.stage, "state": "done" if r.done else r.state,
+                     "wall time": fmt_seconds((r.result or {}).get("wall_time_s")) if r.done else "—",
+                     "device": f"{prov.get('device') or '—'} ({hw.get('gpu') or hw.get('cpu') or '?'})",
+                     "git commit": str(prov.get("git_commit") or "—")[:12],
+                     "data (checksum status)": ", ".join(f"{d['dataset']}: {d['source']}" for d in data.values()) or "—",
+                     "encoder": "stand-in (not ImageNet)" if src == "standin" else (src or "—"),
+                     "missing": r.why_missing})
+    return pd.DataFrame(rows)
+
+
+def versions(study: Study) -> dict:
+    for r in study.runs.values():
+        v = ((r.config_json or {}).get("provenance") or {}).get("versions")
+        if v:
+            return v
+    from .runs import library_versions
+
+    return library_versions()
+
+
+def provenance_summary(study: Study) -> str:
+    m = study.manifest
+    v = versions(study)
+    return (f"<p>Plan <code>{html.escape(m.get('plan', ''))}</code> from <code>{html.escape(m.get('source', ''))}</code>; "
+            f"git commit <code>{html.escape(str(m.get('git_commit')))}</code>; "
+            f"versions: {html.escape(', '.join(f'{k} {val}' for k, val in v.items()))}.</p>")
+
+
+# ---- export -------------------------------------------------------------------------------------
+def export_html(executed: PathLike, html_path: PathLike) -> Path:
+    """The executed report notebook as one self-contained HTML file: code hidden, figures inline."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    from .runs import atomic_write_bytes
+
+    nb = nbformat.read(str(executed), as_version=4)
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True, embed_images=True)
+    body, _ = exporter.from_notebook_node(nb)
+    html_path = Path(html_path)
+    atomic_write_bytes(html_path, body.encode("utf-8"))
+    return html_path

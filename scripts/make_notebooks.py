@@ -1,0 +1,300 @@
+#!/usr/bin/env python
+"""Write notebooks/*.ipynb (without outputs) from the stage configs.
+
+The ``parameters`` cell of each stage notebook is generated from the config dataclass, so it
+lists exactly the config's fields (plus ``out_dir``) and cannot drift from it; the defaults are
+the dataclass defaults overlaid with small values that run in a couple of minutes on a laptop CPU
+on generated data. ``tests/test_notebooks.py`` checks the committed notebooks equal this output.
+
+Usage: python scripts/make_notebooks.py [--check]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from simpleclr.config import LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "notebooks"
+
+# By-hand defaults: generated CIFAR-100 stand-in, a few epochs on a subset (a couple of minutes
+# on a laptop CPU). Plans override every field.
+HAND = {
+    "pretrain": {"dataset": "synthetic-cifar100", "subset_fraction": 0.4, "epochs": 3, "batch_size": 128,
+                 "warmup_epochs": 1.0, "knn_every": 1, "knn_k": 20, "knn_max_bank": 2000,
+                 "proj_hidden": 512},
+    "supervised": {"dataset": "synthetic-cifar100", "subset_fraction": 0.4, "epochs": 3,
+                   "batch_size": 128, "warmup_epochs": 1.0},
+    "linear_eval": {"dataset": "synthetic-cifar100", "label_fraction": 0.4},
+}
+OUT_DIR = {k: f"../outputs/notebooks/{k}" for k in HAND}
+KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+
+
+def literal(value: object) -> str:
+    """A Python literal for a config value (tuples written as lists, as papermill passes them)."""
+    if isinstance(value, tuple):
+        value = list(value)
+    return repr(value)
+
+
+def parameters_cell(cls: type[StageConfig], stage: str) -> nbformat.NotebookNode:
+    lines = [f"# {cls.__name__} fields (simpleclr.config) and the run folder. A plan (papermill)",
+             "# overrides every one of them; these defaults are a small run on generated data."]
+    for f in fields(cls):
+        lines.append(f"{f.name} = {literal(HAND[stage].get(f.name, f.default))}")
+    lines.append(f"out_dir = {OUT_DIR[stage]!r}")
+    return new_code_cell("\n".join(lines), metadata={"tags": ["parameters"]})
+
+
+def md(text: str) -> nbformat.NotebookNode:
+    return new_markdown_cell(text.strip())
+
+
+def code(text: str) -> nbformat.NotebookNode:
+    return new_code_cell(text.strip())
+
+
+def notebook(cells: list) -> nbformat.NotebookNode:
+    nb = new_notebook(cells=cells, metadata={"kernelspec": KERNEL, "language_info": {"name": "python"}})
+    for i, c in enumerate(nb.cells):  # stable ids so regenerating gives identical files
+        c["id"] = f"cell-{i}"
+    return nb
+
+
+def pretrain() -> nbformat.NotebookNode:
+    return notebook([
+        md("""
+# SimCLR pretraining
+
+Trains a ResNet-18 encoder (CIFAR stem) with SimCLR (Chen et al., 2020): two augmented views per
+image, a projection head, the NT-Xent loss; LARS with per-iteration warm-up and cosine decay. A kNN
+monitor on a held-out part of the training split is only for watching, never for choosing a
+checkpoint. Running it again on the same `out_dir` resumes from `checkpoints/last.pt`; a finished
+run is not redone.
+"""),
+        parameters_cell(PretrainConfig, "pretrain"),
+        code("""
+from simpleclr import notebook as nb
+from simpleclr.config import PretrainConfig
+from simpleclr.report import setup_style, show
+from simpleclr.train import pretrain_simclr
+
+setup_style()
+cfg = nb.stage_config(PretrainConfig, globals())
+cfg
+"""),
+        code("result = pretrain_simclr(cfg, out_dir)"),
+        md("## Result"),
+        code("nb.result_table(result)"),
+        md("## Training curves\nNT-Xent loss per epoch and the kNN monitor's top-1 on the held-out split."),
+        code("show(nb.plot_run(out_dir))"),
+    ])
+
+
+def supervised() -> nbformat.NotebookNode:
+    return notebook([
+        md("""
+# Supervised training (from scratch, or fine-tuning)
+
+Trains ResNet-18 with cross-entropy (random crop with padding, flip; SGD with Nesterov momentum,
+warm-up and cosine decay) and tests it once on the test split at the end. With `init` set to
+`"imagenet"`, `"imagenet:<file>"` or a run folder, it fine-tunes that encoder instead
+(`encoder_lr_scale` scales the encoder's learning rate). Resumes from `checkpoints/last.pt`.
+"""),
+        parameters_cell(SupervisedConfig, "supervised"),
+        code("""
+from simpleclr import notebook as nb
+from simpleclr.config import SupervisedConfig
+from simpleclr.report import setup_style, show
+from simpleclr.train import train_supervised
+
+setup_style()
+cfg = nb.stage_config(SupervisedConfig, globals())
+cfg
+"""),
+        code("result = train_supervised(cfg, out_dir)"),
+        md("## Result\nTop-1 / top-5 on the test split (measured once, at the end)."),
+        code("nb.result_table(result)"),
+        md("## Training curves\nCross-entropy loss per epoch and top-1 on the validation split."),
+        code("show(nb.plot_run(out_dir))"),
+    ])
+
+
+def linear_eval() -> nbformat.NotebookNode:
+    return notebook([
+        md("""
+# Linear evaluation
+
+The linear classification protocol: the encoder (`"random"`, `"imagenet"`, `"imagenet:<file>"`, a
+run folder or a checkpoint) is frozen and in eval mode, features of un-augmented images are
+extracted once, and a multinomial logistic regression is fitted on them; its weight decay is chosen
+on a validation split carved from the training labels, then it is refitted on all of them and
+tested once. `label_fraction` keeps a class-balanced share of the labels (label efficiency). The
+test features are saved for the report's t-SNE. Set `encoder` to the pretraining notebook's
+`out_dir` (`"../outputs/notebooks/pretrain"`) to probe what it learnt.
+"""),
+        parameters_cell(LinearEvalConfig, "linear_eval"),
+        code("""
+from simpleclr import notebook as nb
+from simpleclr.config import LinearEvalConfig
+from simpleclr.evaluate import linear_eval
+from simpleclr.report import setup_style, show
+
+setup_style()
+cfg = nb.stage_config(LinearEvalConfig, globals())
+cfg
+"""),
+        code("result = linear_eval(cfg, out_dir)"),
+        md("## Result\nTop-1 / top-5 of the probe on the test split."),
+        code("nb.result_table(result)"),
+        md("## Choosing the weight decay"),
+        code("show(nb.plot_probe(out_dir))"),
+    ])
+
+
+def report() -> nbformat.NotebookNode:
+    params = "\n".join([
+        "# The plan folder (outputs/<plan>) to report on, and how the t-SNE is drawn.",
+        'plan_dir = "outputs/smoke"',
+        'title = ""',
+        "tsne_points = 1000",
+        "tsne_seed = 0",
+        "tsne_perplexity = 30.0",
+    ])
+    return notebook([
+        new_code_cell(params, metadata={"tags": ["parameters"]}),
+        code("""
+from IPython.display import HTML, Markdown, display
+
+from simpleclr import report as rp
+
+rp.setup_style()
+study = rp.load_study(plan_dir)
+main = rp.main_table(study)
+display(HTML(rp.headline(study, title)))
+"""),
+        md("## What was compared and how"),
+        code("display(Markdown(rp.protocol(study)))"),
+        md("""
+## Main table
+CIFAR-100 test accuracy of each representation (linear probe on frozen features, except `super`,
+which is the supervised network tested directly), mean ± std over seeds where the plan repeats
+runs, and the difference to `super` (training from scratch with labels) in percentage points.
+"""),
+        code("display(rp.style_main_table(main))"),
+        md("""
+## Fine-tuning gains and label efficiency
+Fine-tuning starts supervised training on CIFAR-100 from each pretrained encoder; the gain is its
+top-1 minus that of the same training from scratch (`super`). Label efficiency repeats the linear
+probe (and, for `super`, supervised training) with 1%, 10% and 100% of the CIFAR-100 labels
+(class-balanced subsets).
+"""),
+        code("""
+ft = rp.finetune_table(study)
+if len(ft):
+    display(rp.styled(rp.finetune_display(ft), "Fine-tuning on CIFAR-100: gain over training from scratch",
+                      delta_cols=("Gain top-1", "Gain top-5"), missing_col="Missing"))
+    rp.show(rp.plot_finetune(ft))
+else:
+    display(Markdown("_This plan has no fine-tuning runs._"))
+"""),
+        code("""
+le = rp.label_table(study)
+if len(le):
+    display(rp.styled(rp.label_display(le), "Top-1 (%) by share of CIFAR-100 labels"))
+    rp.show(rp.plot_label_efficiency(le))
+else:
+    display(Markdown("_This plan has no label-efficiency runs._"))
+"""),
+        md("""
+## Pretraining-set size
+SimCLR pretrained on stratified, nested subsets of the pretraining set (each smaller subset lies
+inside the larger ones), every subset for **the same number of optimisation steps**, then
+linear-probed on CIFAR-100. Equal steps keep the compute and the learning-rate schedule identical,
+so the curve measures what more *distinct* images buy; equal epochs would give the small subsets
+far fewer updates and confound data size with training length.
+"""),
+        code("""
+sz = rp.size_table(study)
+if len(sz):
+    display(rp.styled(rp.size_display(sz), "Linear-probe top-1 by pretraining-set size", missing_col="Missing"))
+    rp.show(rp.plot_size_curve(sz, floor=main["top1"].get("random"), ceiling=main["top1"].get("super")))
+else:
+    display(Markdown("_This plan has no size-study runs._"))
+"""),
+        md("## SimCLR hyperparameters\nLinear-probe top-1 on CIFAR-100 for each pretraining cell."),
+        code("""
+hp = rp.hparam_table(study)
+if len(hp):
+    display(rp.styled(rp.hparam_display(hp), "Hyperparameter study", missing_col="Missing"))
+    rp.show(rp.plot_hparam_heatmap(hp))
+else:
+    display(Markdown("_This plan has no hyperparameter runs._"))
+"""),
+        md("""
+## t-SNE of CIFAR-100 test features
+The same fixed, class-balanced subset of test images for every representation, coloured by the
+20 CIFAR-100 superclasses (PCA to 50 dimensions, then t-SNE; axes have no units).
+"""),
+        code("""
+panels = rp.tsne_panels(study, tsne_points, tsne_seed, tsne_perplexity)
+if panels:
+    rp.show(rp.plot_tsne(panels))
+else:
+    display(Markdown("_No saved features yet._"))
+"""),
+        md("## Training curves"),
+        code("""
+curves = rp._curve_runs(study)
+if curves:
+    rp.show(rp.plot_training_curves(curves))
+else:
+    display(Markdown("_No training metrics yet._"))
+"""),
+        md("## Published reference figures\nFor context only: other budgets and training recipes."),
+        code("display(rp.styled(rp.references_table(), 'Published ResNet-18 results on CIFAR-100'))"),
+        md("## Provenance"),
+        code("""
+display(HTML(rp.provenance_summary(study)))
+display(rp.styled(rp.provenance_table(study), "Runs", missing_col="missing"))
+"""),
+    ])
+
+
+NOTEBOOKS = {"pretrain": pretrain, "supervised": supervised, "linear_eval": linear_eval,
+             "report": report}
+
+
+def render(name: str) -> str:
+    return nbformat.writes(NOTEBOOKS[name](), version=4) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if a committed notebook differs")
+    args = ap.parse_args(argv)
+    stale = []
+    for name in NOTEBOOKS:
+        path = OUT / f"{name}.ipynb"
+        text = render(name)
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(str(path))
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    if stale:
+        print(f"out of date: {', '.join(stale)}: run python scripts/make_notebooks.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

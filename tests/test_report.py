@@ -1,0 +1,153 @@
+"""Report tables and figures on hand-made run folders (no training): values against numpy."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import nbformat
+import numpy as np
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from simpleclr import report as rp
+
+from _studyfolders import FAILED, RESULTS, build_study
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    plan = build_study(tmp_path_factory.mktemp("report"))
+    return rp.load_study(plan.outputs)
+
+
+def test_main_table_means_stds_and_differences_to_super(study):
+    df = rp.main_table(study)
+    # rows in the issue's order, only those the plan has
+    assert list(df.index) == ["selfsuper-transfer", "selfsuper", "imagenet-super", "super", "random"]
+    t1 = np.array([RESULTS["ss-s0"][0], RESULTS["ss-s1"][0]])
+    assert df.loc["selfsuper", "top1"] == pytest.approx(t1.mean())
+    assert df.loc["selfsuper", "top1_std"] == pytest.approx(t1.std(ddof=1))
+    assert df.loc["selfsuper", "n"] == 2
+    assert df.loc["selfsuper", "d_top1"] == pytest.approx(t1.mean() - RESULTS["super"][0])
+    assert df.loc["random", "d_top5"] == pytest.approx(RESULTS["random"][1] - RESULTS["super"][1])
+    assert math.isnan(df.loc["super", "top1_std"])  # one seed: no spread claimed
+    assert df.loc["super", "d_top1"] == 0
+
+
+def test_missing_row_carries_its_reason(study):
+    df = rp.main_table(study)
+    assert math.isnan(df.loc["imagenet-super", "top1"])
+    assert FAILED["imagenet"] in df.loc["imagenet-super", "missing"]
+    shown = rp.main_table_display(df)
+    row = shown[shown["Representation"].str.startswith("imagenet-super")].iloc[0]
+    assert row["Top-1 (%)"] == "—" and "WeightsError" in row["Missing"]
+    html = rp.style_main_table(df).to_html()
+    assert "42.0 ± 2.8" in html and "-8.0" in html and "(baseline)" in html
+
+
+def test_finetune_gain_is_finetuned_minus_super(study):
+    ft = rp.finetune_table(study)
+    assert list(ft.index) == ["selfsuper"]
+    assert ft.loc["selfsuper", "gain_top1"] == pytest.approx(RESULTS["ft-ss"][0] - RESULTS["super"][0])
+    assert ft.loc["selfsuper", "probe_top1"] == pytest.approx(np.mean([RESULTS["ss-s0"][0], RESULTS["ss-s1"][0]]))
+
+
+def test_label_table_adds_the_full_label_point_from_the_main_rows(study):
+    le = rp.label_table(study)
+    got = {(r.row, r.fraction): r.top1 for r in le.itertuples()}
+    assert got == {("selfsuper", 0.1): RESULTS["ss-labels"][0],
+                   ("selfsuper", 1.0): pytest.approx(42.0),
+                   ("super", 0.1): RESULTS["super-labels"][0], ("super", 1.0): RESULTS["super"][0]}
+    wide = rp.label_display(le)
+    assert list(wide.columns) == ["Representation", "10% labels", "100% labels"]
+
+
+def test_size_table_reads_fractions_and_image_counts_from_the_pretraining_runs(study):
+    sz = rp.size_table(study)
+    assert list(sz["fraction"]) == [0.25, 1.0]
+    assert list(sz["n_images"]) == [250, 1000]
+    assert list(sz["top1"]) == [RESULTS["size"][0], RESULTS["transfer"][0]]
+    assert list(sz["steps"]) == [10, 10]
+
+
+def test_hparam_table_groups_probes_by_their_pretraining_values(study):
+    hp = rp.hparam_table(study)
+    cells = {(r.temperature, r.batch_size): (r.top1, r.n) for r in hp.itertuples()}
+    assert cells == {(0.2, 512): (RESULTS["hp"][0], 1), (0.5, 512): (pytest.approx(42.0), 2)}
+
+
+def test_tsne_uses_one_fixed_subset_for_every_panel_and_caches(study):
+    panels = rp.tsne_panels(study, n_points=60, seed=0, perplexity=10)
+    assert [p["row"] for p in panels] == ["selfsuper-transfer", "selfsuper", "super", "random"]
+    for p in panels:
+        assert p["xy"].shape == (60, 2) and np.isfinite(p["xy"]).all()
+        np.testing.assert_array_equal(p["labels"], panels[0]["labels"])
+    # class-balanced: 60 points over 20 superclasses -> 3 each
+    assert np.bincount(panels[0]["labels"], minlength=20).tolist() == [3] * 20
+    cached = sorted((study.plan_dir / ".cache").glob("tsne-*.npy"))
+    assert len(cached) == 4
+    again = rp.tsne_panels(study, n_points=60, seed=0, perplexity=10)
+    for a, b in zip(panels, again):
+        np.testing.assert_array_equal(a["xy"], b["xy"])
+
+
+def test_stratified_points_is_balanced_and_deterministic():
+    labels = np.repeat(np.arange(5), [10, 20, 30, 40, 50])
+    a = rp.stratified_points(labels, 25, seed=3)
+    assert np.bincount(labels[a]).tolist() == [5, 5, 5, 5, 5]
+    np.testing.assert_array_equal(a, rp.stratified_points(labels, 25, seed=3))
+    assert (np.diff(a) > 0).all()
+    assert len(rp.stratified_points(labels, 1000, seed=0)) == len(labels)
+
+
+def test_figures_have_labelled_axes(study):
+    figs = [rp.plot_finetune(rp.finetune_table(study)),
+            rp.plot_label_efficiency(rp.label_table(study)),
+            rp.plot_size_curve(rp.size_table(study), floor=5.0, ceiling=50.0),
+            rp.plot_hparam_heatmap(rp.hparam_table(study)),
+            rp.plot_training_curves(rp.curve_runs(study)),
+            rp.plot_tsne(rp.tsne_panels(study, n_points=40, seed=1, perplexity=5))]
+    for fig in figs:
+        for ax in fig.axes:
+            if ax.get_label() == "<colorbar>" or not ax.get_visible() or not ax.has_data():
+                continue
+            assert ax.get_xlabel() and ax.get_ylabel(), (fig, ax.get_title())
+    curves = rp.curve_runs(study)
+    assert [label for label, _ in curves] == ["selfsuper-transfer", "selfsuper", "super"]
+
+
+def test_warnings_flag_generated_data_standins_and_gaps(study):
+    text = " ".join(rp.warnings(study))
+    assert "generated stand-in data" in text
+    assert "1 of" in text and "missing" in text
+    assert "stand-in" not in rp.headline(study).split("generated stand-in data")[0]  # no stand-in weights here
+
+
+def test_provenance_lists_every_run_with_state_and_commit(study):
+    prov = rp.provenance_table(study)
+    assert list(prov["run"]) == list(study.runs)
+    assert set(prov.loc[prov["run"] == "imagenet", "state"]) == {"failed"}
+    done = prov[prov["state"] == "done"]
+    assert (done["git commit"] != "—").all() and (done["wall time"] != "—").all()
+
+
+def test_load_study_without_a_manifest_says_what_to_run(tmp_path):
+    with pytest.raises(rp.ReportError, match="run the plan first"):
+        rp.load_study(tmp_path / "nothing")
+
+
+def test_export_html_is_self_contained_without_code(tmp_path):
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    cell = new_code_cell("secret_code_marker = 1", execution_count=1)
+    cell.outputs = [new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
+                    new_output("display_data", data={"text/html": "<table><tr><td>cell</td></tr></table>"})]
+    nb = new_notebook(cells=[cell])
+    nbformat.write(nb, str(tmp_path / "r.ipynb"))
+    out = rp.export_html(tmp_path / "r.ipynb", tmp_path / "out" / "report.html")
+    text = out.read_text()
+    assert f"data:image/png;base64,{png}" in text
+    assert "secret_code_marker" not in text
+    assert "<td>cell</td>" in text
