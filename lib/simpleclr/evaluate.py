@@ -21,6 +21,11 @@ from .device import Runtime, eval_mode, resolve_runtime, seed_everything
 
 
 # ---- features ---------------------------------------------------------------------------
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Equal devices, where an index-less device (e.g. "cuda") means the current one."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 def extract_features(encoder: nn.Module, images_uint8: torch.Tensor, mean: Sequence[float],
                      std: Sequence[float], runtime: Runtime, *, size: Optional[int] = None,
                      batch_size: int = 512) -> torch.Tensor:
@@ -36,7 +41,7 @@ def extract_features(encoder: nn.Module, images_uint8: torch.Tensor, mean: Seque
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} is invalid: use an integer >= 1")
     param = next(encoder.parameters(), None)
-    if param is not None and param.device != runtime.device:
+    if param is not None and not _same_device(param.device, runtime.device):
         raise ValueError(f"the encoder is on {param.device} but runtime.device is {runtime.device}: "
                          "move it with encoder.to(runtime.device) first")
     chunks = []
@@ -111,7 +116,7 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor,
 
 # ---- the linear probe -------------------------------------------------------------------
 def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                     weight_decay: float, *, max_iter: int = 1000, tolerance: float = 1e-6,
+                     weight_decay: float, *, max_iter: int = 500, tolerance: float = 1e-4,
                      init: Optional[nn.Linear] = None, device: Optional[torch.device] = None,
                      dtype: torch.dtype = torch.float32) -> nn.Linear:
     """Multinomial logistic regression on frozen features, returned as an ``nn.Linear`` on raw features.
@@ -121,6 +126,8 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
     The problem is convex (strictly so for weight_decay > 0), so unlike SGD the answer depends on
     neither a learning rate, a batch order nor an epoch count: it is the optimum, reached in a few
     hundred steps on 50k x 512 features. The standardisation is folded into the returned layer.
+    It stops when the largest gradient entry is below ``tolerance`` (scikit-learn's ``tol`` for
+    lbfgs, on the same objective scale), the objective stops changing, or after ``max_iter`` steps.
 
     Relation to scikit-learn: ``LogisticRegression(C=C)`` minimises ``C * sum CE + ||W||^2 / 2``;
     dividing by ``C * n`` gives this objective with ``weight_decay = 1 / (C * n)``, i.e.
@@ -155,7 +162,7 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=tolerance, tolerance_change=tolerance * 1e-3,
+                            tolerance_grad=tolerance, tolerance_change=1e-9,
                             line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -233,10 +240,6 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     if len(train) == 0 or len(test) == 0 or not train.labelled or not test.labelled:
         raise data.DataError(f"{cfg.dataset} needs labelled train and test splits for linear_eval, "
                              f"got {len(train)} train and {len(test)} test images")
-    if run.start(cfg, data={"train": train.provenance, "test": test.provenance},
-                 device=str(runtime.device)) == "partial":
-        run.truncate_metrics([])  # an interrupted earlier attempt: its rows are redone below
-
     mean = tuple(meta["mean"]) if meta.get("mean") is not None else tuple(train.mean)
     std = tuple(meta["std"]) if meta.get("std") is not None else tuple(train.std)
     input_size = int(meta.get("image_size") or cfg.image_size or train.image_size)
@@ -246,6 +249,18 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     subset = data.stratified_subset(train.labels, cfg.label_fraction, cfg.label_seed)
     sub_labels = train.labels[subset]
     fit_idx, val_idx = data.train_val_split(sub_labels, cfg.val_fraction, cfg.label_seed)
+    if fit_idx.numel() == 0 or val_idx.numel() == 0:
+        raise data.DataError(f"{subset.numel()} labelled training images (label_fraction="
+                             f"{cfg.label_fraction}) leave none for fitting or for validation: "
+                             "raise label_fraction, or use a dataset with more images per class")
+    sub_images = train.images if subset.numel() == len(train) else train.images[subset]
+    if int(test.labels.max()) >= num_classes:
+        raise data.DataError(f"{cfg.dataset}: test labels reach {int(test.labels.max())} but train has "
+                             f"{num_classes} classes: the two splits do not belong together")
+    if run.start(cfg, data={"train": train.provenance, "test": test.provenance},
+                 device=str(runtime.device)) == "partial":
+        run.truncate_metrics([])  # an interrupted earlier attempt: its rows are redone below
+
 
     # Frozen encoder: snapshot every weight and BN buffer, extract once, then check nothing moved.
     before = _state_copy(encoder)
@@ -254,7 +269,7 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
         encoder = encoder.to(memory_format=torch.channels_last)
     t_feat = time.perf_counter()
     extract = dict(size=input_size, batch_size=cfg.feature_batch_size)
-    train_feats = extract_features(encoder, train.images[subset], mean, std, runtime, **extract)
+    train_feats = extract_features(encoder, sub_images, mean, std, runtime, **extract)
     test_feats = extract_features(encoder, test.images, mean, std, runtime, **extract)
     feature_seconds = time.perf_counter() - t_feat
     if not (torch.isfinite(train_feats).all() and torch.isfinite(test_feats).all()):
@@ -277,6 +292,9 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
         run.log_metrics(row)
         rows.append(row)
     best = _select_weight_decay(rows)
+    grid = sorted(set(cfg.weight_decays))
+    # The best value at the strong end of the grid suggests the grid stopped too early.
+    at_edge = len(grid) > 1 and best["weight_decay"] == grid[-1]
     final = fit_linear_probe(train_feats, sub_labels, num_classes, best["weight_decay"],
                              device=probe_device)
     test_logits = probe_logits(final, test_feats)
@@ -299,7 +317,8 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
                           run.features_path)
     n_images = int(subset.numel()) + len(test)
     result = {"top1": test_acc["top1"], "top5": test_acc["top5"], "val_top1": best["val_top1"],
-              "weight_decay": best["weight_decay"], "label_fraction": cfg.label_fraction,
+              "weight_decay": best["weight_decay"], "weight_decay_grid": grid,
+              "weight_decay_at_strong_edge": at_edge, "label_fraction": cfg.label_fraction,
               "n_train": int(subset.numel()), "n_test": len(test), "num_classes": num_classes,
               "encoder": cfg.encoder, "encoder_source": source_name(meta),
               "encoder_standin": uses_standin(meta), "encoder_meta": dict(meta),
