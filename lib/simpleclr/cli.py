@@ -84,9 +84,9 @@ def _bench(ns: argparse.Namespace) -> int:
     return bench.main(ns)
 
 
-def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
+def _add_bench_arguments(p: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """The bench options, without importing torch for every other subcommand."""
-    if "bench" in sys.argv[1:3] or "--help" in sys.argv or "-h" in sys.argv:
+    if "bench" in argv[:1] or not argv:
         from .bench import add_arguments
 
         add_arguments(p)
@@ -94,7 +94,7 @@ def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("rest", nargs=argparse.REMAINDER)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="simpleclr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=_plan)
 
     b = sub.add_parser("bench", help="measure training, augmentation and feature-extraction speed")
-    _add_bench_arguments(b)
+    _add_bench_arguments(b, sys.argv[1:] if argv is None else list(argv))
     b.set_defaults(func=_bench)
     return parser
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from .runs import RunConflict
 
-    parser = build_parser()
+    parser = build_parser(argv)
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
