@@ -176,7 +176,7 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
     with torch.enable_grad():
         opt.step(closure)
         final_loss = float(closure().detach())
-    state = opt.state[opt._params[0]]
+    state = opt.state[weight]  # L-BFGS keeps its counters under the first parameter
     with torch.no_grad():
         w_raw = weight / sd
         b_raw = bias - w_raw @ mu
