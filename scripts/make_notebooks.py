@@ -252,7 +252,7 @@ else:
 """),
         md("## Training curves"),
         code("""
-curves = rp._curve_runs(study)
+curves = rp.curve_runs(study)
 if curves:
     rp.show(rp.plot_training_curves(curves))
 else:

@@ -367,11 +367,11 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
 
 
 # ---- what a plan needs before it starts -----------------------------------------------------
-def _datasets(plan: Plan, names: Sequence[str]) -> list[tuple[str, Optional[str], Optional[str]]]:
+def _datasets(plan: Plan, names: Sequence[str]) -> list[tuple[str, Optional[str], Optional[str], Optional[int]]]:
     out = []
     for n in names:
         c = plan.runs[n].config
-        key = (c.dataset, c.data_dir, c.accept_checksum)
+        key = (c.dataset, c.data_dir, c.accept_checksum, c.image_size)
         if key not in out:
             out.append(key)
     return out
@@ -385,9 +385,9 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
     """
     from . import data
 
-    for name, root, accept in _datasets(plan, names):
-        try:
-            data.prepare(name, root=root, accept_checksum=accept, download=True)
+    for name, root, accept, size in _datasets(plan, names):
+        try:  # the native cache and the size the runs read, built once here
+            data.prepare(name, root=root, accept_checksum=accept, download=True, image_size=size)
         except data.DataError as e:
             hint = "" if name.startswith("synthetic-") else (
                 " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
@@ -430,7 +430,8 @@ def manifest(plan: Plan, states: dict[str, dict]) -> dict:
         "git_commit": git_commit(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "main_rows": [list(r) for r in MAIN_ROWS], "order": list(plan.runs),
         "runs": {n: {"notebook": s.notebook, "stage": s.config.stage, "path": str(s.path),
-                     "fingerprint": s.config.fingerprint(), "needs": list(s.needs),
+                     "fingerprint": s.config.fingerprint(), "config": s.config.to_dict(),
+                     "needs": list(s.needs),
                      "report": s.report, **states.get(n, {"state": s.status(), "reason": None})}
                  for n, s in plan.runs.items()},
     }

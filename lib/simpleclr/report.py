@@ -55,10 +55,12 @@ class RunInfo:
     fingerprint: Optional[str]
     config_json: Optional[dict] = None
     result: Optional[dict] = None
+    planned: dict = field(default_factory=dict)  # the config the plan gave it (manifest)
 
     @property
     def config(self) -> dict:
-        return (self.config_json or {}).get("config") or {}
+        """The run folder's config, else (run never started) the one the plan meant it to have."""
+        return (self.config_json or {}).get("config") or self.planned
 
     @property
     def done(self) -> bool:
@@ -133,7 +135,8 @@ def load_study(plan_dir: PathLike) -> Study:
         study.runs[name] = RunInfo(name=name, notebook=m["notebook"], stage=m.get("stage", m["notebook"]),
                                    path=path, role=m.get("report") or {}, state=m.get("state", "todo"),
                                    reason=m.get("reason"), fingerprint=m.get("fingerprint"),
-                                   config_json=rd.read_config(), result=rd.read_result())
+                                   config_json=rd.read_config(), result=rd.read_result(),
+                                   planned=m.get("config") or {})
     return study
 
 
@@ -394,7 +397,7 @@ def size_display(df: pd.DataFrame) -> pd.DataFrame:
 def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
     axes = [c for c in df.columns if c not in {"top1", "top1_std", "top5", "top5_std", "n", "planned",
                                                 "missing", "knn_top1", "final_loss"}]
-    out = df[axes].copy()
+    out = df[axes].map(lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
     out.columns = [a.replace("_", " ") for a in axes]
     out["Probe top-1 (%)"] = [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])]
     out["Probe top-5 (%)"] = [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])]
@@ -478,8 +481,11 @@ def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Op
     """Probe top-1 against the number of pretraining images (log x), with reference lines."""
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import FixedLocator, NullLocator
+
     fig, ax = plt.subplots()
-    x = df["n_images"] if df["n_images"].notna().all() else df["pct"]
+    counts = bool(df["n_images"].notna().all())
+    x = df["n_images"] if counts else df["pct"]
     _errorbar(ax, x, df["top1"], df["top1_std"], label="SimCLR probe (top-1)", color="#2563eb")
     for xv, pct in zip(x, df["pct"]):
         ax.annotate(f"{pct:g}%", (xv, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
@@ -489,9 +495,12 @@ def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Op
     if ceiling is not None and not math.isnan(ceiling):
         ax.axhline(ceiling, ls="--", color="#b42318", label="supervised from scratch")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(list(x)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticklabels([f"{int(v):,}" if counts else f"{v:g}%" for v in x])
     dataset = df["dataset"].dropna().iloc[0] if df["dataset"].notna().any() else "pretraining set"
     ax.set_xlabel(f"{dataset} images used for SimCLR pretraining (count, log scale)"
-                  if x is df["n_images"] else f"share of {dataset} used (%, log scale)")
+                  if counts else f"share of {dataset} used (%, log scale)")
     ax.set_ylabel("CIFAR-100 linear-probe top-1 (%)")
     ax.set_title("Pretraining-set size (same number of optimisation steps)")
     ax.legend(fontsize=9)
@@ -874,6 +883,17 @@ def export_html(executed: PathLike, html_path: PathLike) -> Path:
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
+    body = _strip_remote_scripts(body)
     html_path = Path(html_path)
     atomic_write_bytes(html_path, body.encode("utf-8"))
     return html_path
+
+
+def _strip_remote_scripts(body: str) -> str:
+    """Drop the template's CDN scripts (require.js, MathJax, mermaid): the report needs none of
+    them, and without them the file shows the same offline as online."""
+    import re
+
+    body = re.sub(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", "", body, flags=re.S)
+    body = re.sub(r'<script type="module">(?:(?!</script>).)*?mermaid.*?</script>\s*', "", body, flags=re.S)
+    return re.sub(r'<script src="https?://[^"]*"></script>\s*', "", body)

@@ -1,0 +1,114 @@
+"""The smoke plan end to end through papermill with a real kernel, then the report it renders.
+
+One module-scoped run of the whole plan (a few minutes on 2 cores) is shared by the checks:
+the report's content, a second run that re-uses every finished run, and a copy of the plan
+with one run made to fail.
+"""
+from __future__ import annotations
+
+import html as htmllib
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from simpleclr import plans
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SIMPLECLR_DATA", str(root / "data"))
+    mp.setenv("SIMPLECLR_KERNEL", "python3")
+    mp.chdir(root)
+    t0 = time.perf_counter()
+    code = plans.run_plan("smoke", outputs=root / "outputs", report_dir=root / "report", progress=False)
+    first = time.perf_counter() - t0
+    yield {"root": root, "code": code, "seconds": first,
+           "html": (root / "report" / "report.html").read_text()}
+    mp.undo()
+
+
+def _row(html: str, name: str) -> str:
+    """The main table's <tr> whose first cell starts with ``name —``."""
+    table = html.split("Main table: CIFAR-100 test accuracy")[1].split("</table>")[0]
+    for tr in re.findall(r"<tr>.*?</tr>", table, flags=re.S):
+        cells = [htmllib.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+                 for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
+        if cells and cells[0].startswith(f"{name} —"):
+            return cells
+    raise AssertionError(f"no main-table row {name}")
+
+
+def test_smoke_plan_finishes_and_reports_every_row(smoke):
+    assert smoke["code"] == 0
+    html = smoke["html"]
+    for name in plans.ROW_NAMES:
+        cells = _row(html, name)
+        top1, top5 = float(cells[2]), float(cells[3])
+        assert 0.0 <= top1 <= top5 <= 100.0, (name, cells)
+        assert cells[-1] == "", (name, cells)  # nothing missing
+    assert "stand-in" in html and "generated stand-in data" in html  # flagged to the reader
+
+
+def test_report_embeds_figures_and_provenance_without_code(smoke):
+    html = smoke["html"]
+    images = re.findall(r'<img[^>]+src="data:image/png;base64,', html)
+    # t-SNE, fine-tuning, label efficiency, size curve, hparam heatmap, training curves
+    assert len(images) >= 6
+    for heading in ("t-SNE of CIFAR-100 test features", "Pretraining-set size", "SimCLR hyperparameters",
+                    "Fine-tuning gains and label efficiency", "Training curves", "Provenance",
+                    "Published reference figures"):
+        assert heading in html
+    assert "git commit" in html and "torch" in html and "solo-learn" in html
+    assert "rp.load_study" not in html and "import " not in html  # code hidden
+    assert "<script src=\"http" not in html or "data:image/png" in html
+
+
+def test_every_run_folder_holds_its_executed_notebook(smoke):
+    out = smoke["root"] / "outputs" / "smoke"
+    plan = plans.load_plan("smoke", smoke["root"] / "outputs")
+    for name, spec in plan.runs.items():
+        nb = json.loads((spec.path / "notebook.ipynb").read_text())
+        assert nb["metadata"]["papermill"]["parameters"]["out_dir"] == str(spec.path)
+        assert spec.status() == "done", name
+    assert (out / "report.ipynb").is_file()
+
+
+def test_second_run_reuses_every_finished_run(smoke, capsys):
+    t0 = time.perf_counter()
+    code = plans.run_plan("smoke", outputs=smoke["root"] / "outputs", report_dir=smoke["root"] / "report",
+                          progress=False)
+    again = time.perf_counter() - t0
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("done earlier with the same config, skipped") == 26
+    assert again < 0.35 * smoke["seconds"], (again, smoke["seconds"])
+
+
+def test_a_failing_run_leaves_the_others_and_the_report_intact(smoke, capsys):
+    root = smoke["root"]
+    plan = yaml.safe_load(plans.find_plan_file("smoke").read_text())
+    for run in plan["runs"]:
+        if run["name"] == "random":  # a new folder whose encoder cannot be loaded
+            run["name"] = "random-broken"
+            run["params"] = {"encoder": str(root / "no-such-run")}
+    broken = root / "smoke-broken.yaml"
+    broken.write_text(yaml.safe_dump(plan, sort_keys=False))
+    code = plans.run_plan(broken, outputs=root / "outputs", report_dir=root / "report-broken",
+                          progress=False)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "random-broken (linear_eval): FAILED" in out and "WeightsError" in out
+    assert f"executed notebook: {root / 'outputs' / 'smoke' / 'random-broken' / 'notebook.ipynb'}" in out
+    assert out.count("done earlier with the same config, skipped") == 25
+    html = (root / "report-broken" / "report.html").read_text()
+    cells = _row(html, "random")
+    assert cells[2] == "—" and "WeightsError" in cells[-1]
+    assert float(_row(html, "selfsuper")[2]) >= 0  # the others keep their numbers
