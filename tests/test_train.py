@@ -251,6 +251,9 @@ def test_config_errors_come_before_any_compute(data_dir, tmp_path, monkeypatch):
         train.train_supervised(_sup_cfg(data_dir, dataset=TINY, batch_size=111), out)
     with pytest.raises(DataError):
         train.pretrain_simclr(_pretrain_cfg(data_dir, dataset="no-such-dataset"), out)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun: refused until gradients are synchronised
+    with pytest.raises(ConfigError, match="single process"):
+        train.pretrain_simclr(_pretrain_cfg(data_dir), out)
     assert not out.exists()  # nothing was claimed or written
 
 

@@ -13,6 +13,7 @@ from generators seeded per (seed, epoch), so an epoch is the same whether or not
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,17 @@ def _runtime(cfg: StageConfig) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return runtime
+
+
+def _world() -> distributed.World:
+    """This process's place in the job. The loops shard data and gather embeddings per rank, but
+    the model is not yet wrapped for data-parallel gradients, so several processes are refused
+    rather than left to train unsynchronised replicas into one folder."""
+    world = distributed.current_world()
+    if world.distributed or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("training in several processes (torchrun, WORLD_SIZE > 1) is not supported "
+                          "by this version: run a single process")
+    return world
 
 
 def _to_runtime(model: nn.Module, runtime: Runtime) -> nn.Module:
@@ -328,10 +340,12 @@ def _run_loop(loop: _Loop) -> list[dict]:
                 norm_sum += gnorm
                 step += 1
                 done_steps += 1
-                if not sync_each_step and (done_steps % SYNC_EVERY == 0 or i == n_steps - 1):
+                # reading the sums syncs: every step on CPU (free), every SYNC_EVERY elsewhere
+                at_sync = sync_each_step or done_steps % SYNC_EVERY == 0 or i == n_steps - 1
+                if at_sync and not sync_each_step:
                     _check_sums(loop, step, epoch, loss_sum, norm_sum)
                 bar.update(1)
-                if cfg.progress and (done_steps % 10 == 0 or i == n_steps - 1):
+                if at_sync and cfg.progress:
                     rate = done_steps * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(loss=f"{float(loss_sum) / done_steps:.4f}",
                                     lr=f"{_main_lr(loop.optimizer):.3g}",
@@ -418,8 +432,6 @@ def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean
     encoder = models.resnet18_encoder(cfg.stem)
     head = models.ProjectionHead(encoder.feature_dim, cfg.proj_hidden, cfg.proj_out, cfg.proj_bn)
     model = _to_runtime(models.SimCLRNet(encoder, head), runtime)
-    if distributed.current_world().distributed and cfg.sync_bn is not False:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     augment = augment_mod.SimCLRAugment(image_size, mean, std, scale=(cfg.crop_scale_min, 1.0),
                                         jitter_strength=cfg.jitter_strength,
                                         blur_prob=default_blur_prob(image_size, cfg.blur_prob))
@@ -437,7 +449,7 @@ def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
     if done is not None:
         return done
     runtime = _runtime(cfg)
-    world = distributed.current_world()
+    world = _world()
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     train_idx, val_idx = _carve(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction, cfg.subset_seed)
@@ -535,8 +547,6 @@ def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int
     if cfg.encoder_lr_scale == 0:
         model.encoder.requires_grad_(False)
     model = _to_runtime(model, runtime)
-    if distributed.current_world().distributed and cfg.sync_bn is True:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     augment = augment_mod.SupervisedAugment(image_size, mean, std, padding=cfg.crop_padding)
     lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     optimizer = build_optimizer(model, cfg, lr)
@@ -563,7 +573,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     if done is not None:
         return done
     runtime = _runtime(cfg)
-    world = distributed.current_world()
+    world = _world()
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     if not split.labelled:
