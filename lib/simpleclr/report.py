@@ -416,13 +416,14 @@ def style_main_table(df: pd.DataFrame) -> "pd.io.formats.style.Styler":
 
 # ---- figures ----------------------------------------------------------------------------------
 def setup_style() -> None:
-    """Seaborn's clean theme and a figure size that reads well in the HTML report."""
+    """Seaborn's white-grid look (through matplotlib's copy of it, so a stage notebook need not
+    import seaborn) and a figure size that reads well in the HTML report."""
     import matplotlib
-    import seaborn as sns
+    import matplotlib.pyplot as plt
 
-    sns.set_theme(style="whitegrid", context="notebook")
+    plt.style.use("seaborn-v0_8-whitegrid")
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 100, "figure.figsize": (7.5, 4.2),
-                                "axes.titleweight": "bold"})
+                                "axes.titleweight": "bold", "axes.titlesize": 12, "axes.labelsize": 11})
 
 
 def show(fig: Any) -> None:
