@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,8 +205,6 @@ def _make_scaler(runtime: Runtime) -> Optional[torch.amp.GradScaler]:
 
 
 def _rng_state(extra: dict[str, torch.Generator]) -> dict:
-    import random
-
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
              "python": random.getstate(), **{k: g.get_state() for k, g in extra.items()}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -214,8 +213,6 @@ def _rng_state(extra: dict[str, torch.Generator]) -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    import random
-
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
