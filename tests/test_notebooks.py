@@ -86,5 +86,6 @@ def test_stage_notebook_runs_with_its_defaults_under_papermill(tmp_path, monkeyp
     result = (out / "result.json").read_text()
     assert '"top1"' in result
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
-              if "image/png" in o.get("data", {})]
-    assert images, "the weight-decay figure is shown"
+              if 'src="data:image/png;base64,' in o.get("data", {}).get("text/html", "")]
+    assert len(images) == 1, "the weight-decay figure is shown"
+    assert 'alt="Linear probe: weight decay chosen on the validation split' in images[0]["data"]["text/html"]

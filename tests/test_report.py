@@ -117,6 +117,9 @@ def test_figures_have_labelled_axes(study):
             assert ax.get_xlabel() and ax.get_ylabel(), (fig, ax.get_title())
     curves = rp.curve_runs(study)
     assert [label for label, _ in curves] == ["selfsuper-transfer", "selfsuper", "super"]
+    tag = rp.figure_html(figs[2])
+    assert tag.startswith('<img src="data:image/png;base64,iVBOR')  # a PNG, inline
+    assert 'alt="Pretraining-set size (same number of optimisation steps): CIFAR-100 linear-probe top-1' in tag
 
 
 def test_warnings_flag_generated_data_standins_and_gaps(study):

@@ -211,16 +211,18 @@ def _fraction(run: RunInfo) -> Optional[float]:
 def label_table(study: Study) -> pd.DataFrame:
     """Long form: one row per (representation, label fraction) with top-1/top-5 mean and std.
 
-    The 100% points are the main-table rows themselves (their runs use every label).
+    A curve's point at the main table's own label share (100% in the linear protocol) is the
+    main-table row itself, so plans need not run that probe twice.
     """
     groups: dict[tuple[str, float], list[RunInfo]] = {}
     curve_rows = {r.role["label_efficiency"] for r in study.with_role("label_efficiency")}
     for r in study.with_role("label_efficiency"):
         groups.setdefault((r.role["label_efficiency"], float(_fraction(r) or 1.0)), []).append(r)
     for name in curve_rows:
-        full = [r for r in study.with_role("row", name) if float(_fraction(r) or 1.0) == 1.0]
-        if full and (name, 1.0) not in groups:
-            groups[(name, 1.0)] = full
+        for r in study.with_role("row", name):
+            key = (name, float(_fraction(r) or 1.0))
+            if not any(x.role.get("label_efficiency") == name for x in groups.get(key, [])):
+                groups.setdefault(key, []).append(r)
     rows = [{"row": name, "fraction": frac, "labels_pct": 100 * frac, **_metric_summary(runs)}
             for (name, frac), runs in groups.items()]
     if not rows:
@@ -426,12 +428,35 @@ def setup_style() -> None:
                                 "axes.titleweight": "bold", "axes.titlesize": 12, "axes.labelsize": 11})
 
 
-def show(fig: Any) -> None:
-    """Display a figure once (as an inline PNG) and close it."""
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+def figure_alt(fig: Any) -> str:
+    """A text description of a figure for screen readers: its titles and axis labels."""
+    parts = []
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>" or not ax.get_visible() or not ax.has_data():
+            continue
+        what = ax.get_title() or "panel"
+        axes = " against ".join(t for t in (ax.get_ylabel(), ax.get_xlabel()) if t)
+        parts.append(f"{what}: {axes}" if axes else what)
+    return "; ".join(dict.fromkeys(parts)) or "figure"
 
-    display(fig)
+
+def figure_html(fig: Any, alt: Optional[str] = None) -> str:
+    """The figure as an inline base64 PNG ``<img>`` with alternative text."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt or figure_alt(fig))}"/>'
+
+
+def show(fig: Any, alt: Optional[str] = None) -> None:
+    """Display a figure once (an inline PNG with alternative text) and close it."""
+    import matplotlib.pyplot as plt
+    from IPython.display import HTML, display
+
+    display(HTML(figure_html(fig, alt)))
     plt.close(fig)
 
 
