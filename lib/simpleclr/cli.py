@@ -151,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"simpleclr: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a data-layer or weights error: one line, no traceback
-        if type(e).__name__ in ("DataError", "WeightsError", "PlanError"):
+        if type(e).__name__ in ("DataError", "WeightsError", "PlanError", "TrainingDiverged"):
             print(f"simpleclr: error: {e}", file=sys.stderr)
             return 2
         raise
