@@ -4,8 +4,8 @@ Every figure is measured in one process, after warm-up, as the median of several
 exact objects the trainer builds (:func:`simpleclr.train.build_simclr`, ``simclr_step``, ...), so
 ratios between lines are meaningful even on a shared, noisy machine:
 
-- ``model_step``: ResNet-18 + projection head forward/backward/optimizer step on ready, normalised
-  views (the ceiling for this device: no augmentation, no loss);
+- ``model_step``: ResNet-18 + projection head forward/backward/NT-Xent/optimizer step on ready,
+  normalised views (the ceiling for this device: no augmentation, no data indexing);
 - ``simclr_step``: the real pretraining step end to end (index batch -> two on-device views ->
   forward -> NT-Xent -> backward -> LARS step -> schedule);
 - ``augment``: the two-view augmentation alone; ``supervised_step``: the supervised step end to end;
@@ -78,6 +78,7 @@ def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "aut
     """Measure the cases in ``only`` and return a JSON-ready dict of figures."""
     from . import augment as augment_mod
     from . import evaluate, models, train
+    from .losses import nt_xent
     from .device import resolve_runtime
 
     only = list(only or CASES)
@@ -111,7 +112,8 @@ def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "aut
                 parts.optimizer.zero_grad(set_to_none=True)
                 with rt.autocast():
                     z = parts.train_model(views)
-                z.float().square().mean().backward()
+                z1, z2 = z.float().chunk(2)
+                nt_xent(z1, z2, cfg.temperature).backward()
                 parts.optimizer.step()
 
             s = _time(model_step, **timing)
