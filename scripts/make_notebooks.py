@@ -256,7 +256,7 @@ curves = rp.curve_runs(study)
 if curves:
     rp.show(rp.plot_training_curves(curves))
 else:
-    display(Markdown("_No training metrics yet._"))
+    display(Markdown("_No run logged two epochs or more: nothing to draw as a curve._"))
 """),
         md("## Published reference figures\nFor context only: other budgets and training recipes."),
         code("display(rp.styled(rp.references_table(), 'Published ResNet-18 results on CIFAR-100'))"),

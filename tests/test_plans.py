@@ -149,7 +149,7 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
 
 
 def test_status_and_show(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(plans.Estimator, "measure", lambda self: 0.01)  # no timing in tests
+    monkeypatch.setattr(plans.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
     p = load(tmp_path, BASE)
     assert p.runs["pre"].status() == "todo"
     RunDir(p.runs["pre"].path).start(p.runs["pre"].config)
@@ -280,8 +280,8 @@ def test_work_units_follow_the_config():
     assert plans.work_units("pretrain", cfg) == pytest.approx(2 * 2 * 50000 * 0.5 * 0.9 / 4)
     cfg = LinearEvalConfig(dataset="cifar100", label_fraction=0.1).to_dict()
     assert plans.work_units("linear_eval", cfg) == pytest.approx((5000 + 10000) / 3)
-    cfg = LinearEvalConfig(dataset="cifar100", encoder="imagenet", stem="imagenet", image_size=128).to_dict()
-    assert plans.work_units("linear_eval", cfg) == pytest.approx(60000 / 3)
+    cfg = LinearEvalConfig(dataset="cifar100", encoder="imagenet", image_size=128).to_dict()
+    assert plans.work_units("linear_eval", cfg) == pytest.approx(60000 / 3)  # its stem: 4x down
 
 
 def test_estimates_come_from_recorded_runs_on_this_machine(tmp_path):
@@ -304,3 +304,15 @@ def test_estimates_come_from_recorded_runs_on_this_machine(tmp_path):
     assert sec == pytest.approx(plans.NOTEBOOK_OVERHEAD_S + units * rate)
     assert "finished pretrain run" in basis
     assert socket.gethostname() == est.host
+
+
+def test_measure_times_steps_once_per_precision(tmp_path, monkeypatch):
+    import torch
+
+    tiny = lambda stem: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())  # noqa: E731
+    monkeypatch.setattr("simpleclr.models.resnet18_encoder", tiny)
+    est = plans.Estimator(tmp_path)
+    per_image, warmup = est.measure("fp32")
+    assert 0 < per_image < 1 and warmup >= 0
+    monkeypatch.setattr("simpleclr.models.resnet18_encoder", lambda *a: pytest.fail("timed twice"))
+    assert est.measure("fp32") == (per_image, warmup)

@@ -649,7 +649,9 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
         return None
     n_train, n_test = sizes
     size = cfg.get("image_size") or NATIVE_SIZE.get(cfg.get("dataset", "").split(":")[0], 32)
-    area = (size / (4 if cfg.get("stem") == "imagenet" else 1) / 32) ** 2
+    weights = str(cfg.get("encoder") or cfg.get("init") or "")
+    imagenet_stem = cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
+    area = (size / (4 if imagenet_stem else 1) / 32) ** 2
     if stage == "pretrain":
         per_epoch = n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
         seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
@@ -670,7 +672,7 @@ class Estimator:
 
         self.host = socket.gethostname()
         self.finished: list[dict] = []
-        self._measured: Optional[float] = None
+        self._measured: dict[str, tuple[float, float]] = {}
         for cfg_path in sorted(Path(outputs).glob("*/*/config.json")):
             cfg = read_json(cfg_path) or {}
             res = read_json(cfg_path.parent / "result.json")
@@ -692,31 +694,40 @@ class Estimator:
             return (round(res["n_train"] / frac), int(res.get("n_test") or 0))
         return None
 
-    def _rate(self, stage: str) -> tuple[Optional[float], str]:
+    def _rate(self, stage: str, precision: str) -> tuple[Optional[float], str]:
         rates = []
         for r in self.finished:
+            if r["stage"] != stage or r["config"].get("precision", "auto") != precision:
+                continue
             units = work_units(r["stage"], r["config"], r["sizes"])
-            if r["stage"] == stage and units:
+            if units:
                 rates.append(r["seconds"] / units)
         if rates:
             rates.sort()
             return rates[len(rates) // 2], f"median of {len(rates)} finished {stage} run(s) here"
         return None, ""
 
-    def measure(self) -> float:
-        """Seconds per 32-px training image of ResNet-18 on this machine, timed now (a few steps)."""
-        if self._measured is None:
+    def measure(self, precision: str = "auto") -> tuple[float, float]:
+        """(seconds per 32-px training image, one-off warm-up seconds) of ResNet-18 here, timed now.
+
+        Six steps of 32 images at 32 px: the first three include oneDNN's kernel preparation,
+        which every fresh notebook pays again (about 13 s for bf16 on a 2-core CPU), returned
+        apart as per-run overhead; the fastest of the last three gives the rate.
+        """
+        if precision not in self._measured:
             import torch
 
             from .device import resolve_runtime
             from .models import resnet18_encoder
 
-            rt = resolve_runtime()
+            rt = resolve_runtime(precision=precision)
             net = resnet18_encoder("cifar").to(rt.device)
+            if rt.channels_last:
+                net = net.to(memory_format=torch.channels_last)
             opt = torch.optim.SGD(net.parameters(), lr=0.01)
             x = torch.randn(32, 3, 32, 32, device=rt.device)
-            times = []
-            for _ in range(3):
+            times: list[float] = []
+            for _ in range(6):
                 t = time.perf_counter()
                 with rt.autocast():
                     loss = net(x).float().square().mean()
@@ -726,8 +737,10 @@ class Estimator:
                 if rt.device.type == "cuda":
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - t)
-            self._measured = min(times[1:]) / 32
-        return self._measured
+            steady = min(times[3:])
+            warmup = sum(max(0.0, t - steady) for t in times[:3])
+            self._measured[precision] = (steady / 32, warmup)
+        return self._measured[precision]
 
     def seconds(self, spec: RunSpec) -> tuple[Optional[float], str]:
         """(seconds left, how it was estimated) for a run that is not done."""
@@ -740,11 +753,14 @@ class Estimator:
         units = work_units(spec.config.stage, cfg)
         if units is None:
             return None, f"dataset {cfg.get('dataset')} has no known size"
-        rate, basis = self._rate(spec.config.stage)
+        rate, basis = self._rate(spec.config.stage, cfg.get("precision", "auto"))
+        overhead = NOTEBOOK_OVERHEAD_S
         if rate is None:
-            rate = self.measure() * (1.15 if spec.config.stage == "pretrain" else 1.0)
-            basis = f"timed ResNet-18 steps now ({1 / self.measure():.0f} img/s at 32 px)"
-        return NOTEBOOK_OVERHEAD_S + units * rate * left, f"{basis}; {units:,.0f} image passes"
+            per_image, warmup = self.measure(cfg.get("precision", "auto"))
+            rate = per_image * (1.15 if spec.config.stage == "pretrain" else 1.0)  # + augmentation
+            overhead += warmup if spec.config.stage != "linear_eval" else warmup / 3
+            basis = f"timed ResNet-18 steps now ({1 / per_image:.0f} img/s at 32 px, {warmup:.0f} s warm-up)"
+        return overhead + units * rate * left, f"{basis}; {units:,.0f} image passes"
 
     @staticmethod
     def _fraction_left(spec: RunSpec) -> float:

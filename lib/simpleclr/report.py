@@ -160,6 +160,38 @@ def _metric_summary(runs: Sequence[RunInfo]) -> dict:
             "missing": "; ".join(f"{r.name}: {r.why_missing}" for r in missing)}
 
 
+def _short_dataset(name: str) -> str:
+    return name.split(":")[0] + (" (stand-in)" if name.startswith("synthetic-") else "")
+
+
+def training_budget(cfg: dict, stage: str) -> str:
+    """What a training run was given, e.g. ``"SimCLR, 40 steps x 128, 10% of cifar100"``."""
+    what = "SimCLR" if stage == "pretrain" else "supervised"
+    length = f"{cfg['steps']} steps" if cfg.get("steps") else f"{cfg.get('epochs')} epochs"
+    frac = cfg.get("subset_fraction", 1.0)
+    share = f"{100 * frac:g}% of " if frac < 1 else ""
+    return f"{what}, {length} × {cfg.get('batch_size')}, {share}{_short_dataset(cfg.get('dataset', '?'))}"
+
+
+def row_budget(study: Study, runs: Sequence[RunInfo]) -> str:
+    """The budget behind a main-table row: its training run and, for a probe, its label share."""
+    if not runs:
+        return ""
+    run = runs[0]
+    if run.stage == "supervised":
+        return training_budget(run.config, "supervised")
+    src = study.source_run(run)
+    encoder = str(run.config.get("encoder", ""))
+    if src is not None:
+        head = training_budget(src.config, src.stage)
+    elif encoder.startswith("imagenet"):
+        head = "torchvision IMAGENET1K_V1" if encoder == "imagenet" else "generated stand-in weights"
+    else:
+        head = "no training"
+    frac = run.config.get("label_fraction", 1.0)
+    return f"{head}; probe on {100 * frac:g}% of the labels"
+
+
 def main_table(study: Study) -> pd.DataFrame:
     """One row per main-table representation the plan has, in the issue's order.
 
@@ -175,10 +207,10 @@ def main_table(study: Study) -> pd.DataFrame:
         s = _metric_summary(runs)
         sizes = sorted({r.result.get("input_size") for r in runs if r.done and r.result.get("input_size")})
         rows.append({"row": name, "representation": rep, "evaluation": ev, **s,
-                     "input_size": ", ".join(str(x) for x in sizes)})
+                     "input_size": ", ".join(str(x) for x in sizes), "budget": row_budget(study, runs)})
     df = pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame(
         columns=["representation", "evaluation", "top1", "top1_std", "top5", "top5_std", "n", "planned",
-                 "missing", "input_size"])
+                 "missing", "input_size", "budget"])
     base = df.loc["super"] if "super" in df.index else None
     df["d_top1"] = df["top1"] - base["top1"] if base is not None else math.nan
     df["d_top5"] = df["top5"] - base["top5"] if base is not None else math.nan
@@ -355,6 +387,7 @@ def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
         "Δ top-5 vs super": [fmt_delta(d) if n != "super" else "(baseline)" for n, d in zip(df.index, df["d_top5"])],
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
         "Input px": df["input_size"],
+        "Budget": df["budget"],
         "Missing": df["missing"],
     })
     return out
@@ -560,13 +593,14 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
 
 
 def curve_runs(study: Study) -> list[tuple[str, RunInfo]]:
-    """(label, training run) behind each main-table row, first seed only, in row order."""
+    """(label, training run) behind each main-table row, first seed only, in row order; runs
+    with fewer than two epochs logged are left out (one point is not a curve)."""
     out: list[tuple[str, RunInfo]] = []
     seen: set[str] = set()
     for name in ROW_NAMES:
         for r in study.with_role("row", name):
             src = r if r.stage in ("pretrain", "supervised") else study.source_run(r)
-            if src is not None and src.name not in seen and src.metrics():
+            if src is not None and src.name not in seen and len(src.metrics()) >= 2:
                 out.append((name, src))
                 seen.add(src.name)
                 break
