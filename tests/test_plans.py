@@ -316,3 +316,18 @@ def test_measure_times_steps_once_per_precision(tmp_path, monkeypatch):
     assert 0 < per_image < 1 and warmup >= 0
     monkeypatch.setattr("simpleclr.models.resnet18_encoder", lambda *a: pytest.fail("timed twice"))
     assert est.measure("fp32") == (per_image, warmup)
+
+
+def test_repacked_archive_error_says_how_plans_accept_it(tmp_path, monkeypatch):
+    from simpleclr.data import write_synthetic_cifar100
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_synthetic_cifar100(data / "cifar-100-python.tar.gz", n_train_per_class=1, n_test_per_class=1)
+    monkeypatch.setenv("SIMPLECLR_DATA", str(data))
+    monkeypatch.delenv(plans.ACCEPT_ENV, raising=False)
+    text = BASE.replace('all: {dataset: "synthetic-cifar100:train=2,test=2"}',
+                        'all: {dataset: cifar100, accept_checksum: "{env.SIMPLECLR_ACCEPT_CHECKSUM}"}')
+    monkeypatch.setattr(plans, "execute_notebook", lambda *a, **k: pytest.fail("ran a notebook"))
+    with pytest.raises(plans.PlanError, match="checksum mismatch .* export SIMPLECLR_ACCEPT_CHECKSUM=<sha256>"):
+        plans.run_plan(write_plan(tmp_path, text), outputs=tmp_path / "out", report_dir=tmp_path / "r")

@@ -55,6 +55,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("pretrain", "supervised", "linear_eval")
 REPORT_NOTEBOOK = "report"
 MANIFEST = "plan.json"
+ACCEPT_ENV = "SIMPLECLR_ACCEPT_CHECKSUM"  # what the shipped plans read accept_checksum from
 STANDIN_FILES = {"imagenet_weights": "standin-imagenet-resnet18.pth"}
 
 # The main table's rows, in the order the report shows them: (name, representation, evaluation).
@@ -391,6 +392,9 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
         except data.DataError as e:
             hint = "" if name.startswith("synthetic-") else (
                 " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
+            if "accept-checksum" in str(e) and accept is None:
+                hint = (f"; the quick and full plans pass it to every run from the environment: "
+                        f"export {ACCEPT_ENV}=<sha256>") + hint
             raise PlanError(f"{e}{hint}") from None
 
 
