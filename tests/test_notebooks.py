@@ -74,13 +74,14 @@ def test_committed_notebooks_match_the_generator():
             f"notebooks/{name}.ipynb is stale: run python scripts/make_notebooks.py")
 
 
-def test_stage_notebook_runs_with_its_defaults_under_papermill(tmp_path, monkeypatch):
-    """The linear-eval notebook top to bottom with a real kernel, on generated data."""
+def test_linear_eval_notebook_runs_top_to_bottom_under_papermill(tmp_path, monkeypatch):
+    """The linear-eval notebook top to bottom with a real kernel, on a tiny generated set."""
     monkeypatch.setenv("SIMPLECLR_DATA", str(tmp_path / "data"))
     out = tmp_path / "run"
     plans.execute_notebook("linear_eval", out / "notebook.ipynb",
                            {"out_dir": str(out), "dataset": "synthetic-cifar100:train=4,test=2",
-                            "label_fraction": 1.0, "image_size": 16, "progress": False},
+                            "label_fraction": 1.0, "image_size": 8, "progress": False,
+                            "precision": "fp32", "num_threads": 1},
                            cwd=tmp_path, progress=False)
     nb = nbformat.read(str(out / "notebook.ipynb"), as_version=4)
     result = (out / "result.json").read_text()
