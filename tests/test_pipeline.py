@@ -10,7 +10,6 @@ import html as htmllib
 import json
 import re
 import time
-from pathlib import Path
 
 import pytest
 import yaml

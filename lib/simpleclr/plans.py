@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import os
 import re
 import sys
