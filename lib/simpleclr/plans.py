@@ -32,6 +32,13 @@ Plan file::
 References: ``{runs.<name>}`` (a run folder), ``{standin.imagenet_weights}`` (the generated
 stand-in file), ``{env.<VARIABLE>}`` (an environment variable, None when unset, e.g. for
 ``accept_checksum``), ``{<matrix key>}`` (a whole-string placeholder keeps the value's type).
+
+Report roles (a run's ``report:`` mapping; runs sharing a role and value are seeds, averaged):
+``row`` (a main-table row), ``finetune`` (fine-tuned from that row's encoder: its gain over
+``super``), ``label_efficiency`` (a point of that row's label curve), ``size_study`` (a probe of an
+encoder pretrained on a subset: x is that run's ``subset_fraction``), ``hparam`` (the pretraining
+fields that are the study's axes), ``features`` (t-SNE features for a row tested directly).
+The report reads everything else from the run folders.
 """
 from __future__ import annotations
 
