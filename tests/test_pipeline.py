@@ -34,14 +34,15 @@ def smoke(tmp_path_factory):
     mp.undo()
 
 
-def _row(html: str, name: str) -> str:
-    """The main table's <tr> whose first cell starts with ``name —``."""
+def _row(html: str, name: str) -> dict:
+    """The main table's row whose first cell starts with ``name —``, as {header: text}."""
     table = html.split("Main table: CIFAR-100 test accuracy")[1].split("</table>")[0]
+    text = lambda c: htmllib.unescape(re.sub(r"<[^>]+>", "", c)).strip()  # noqa: E731
+    header = [text(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table, flags=re.S)]
     for tr in re.findall(r"<tr>.*?</tr>", table, flags=re.S):
-        cells = [htmllib.unescape(re.sub(r"<[^>]+>", "", c)).strip()
-                 for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
+        cells = [text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
         if cells and cells[0].startswith(f"{name} —"):
-            return cells
+            return dict(zip(header, cells))
     raise AssertionError(f"no main-table row {name}")
 
 
@@ -49,10 +50,10 @@ def test_smoke_plan_finishes_and_reports_every_row(smoke):
     assert smoke["code"] == 0
     html = smoke["html"]
     for name in plans.ROW_NAMES:
-        cells = _row(html, name)
-        top1, top5 = float(cells[2]), float(cells[3])
-        assert 0.0 <= top1 <= top5 <= 100.0, (name, cells)
-        assert cells[-1] == "", (name, cells)  # nothing missing
+        row = _row(html, name)
+        top1, top5 = float(row["Top-1 (%)"]), float(row["Top-5 (%)"])
+        assert 0.0 <= top1 <= top5 <= 100.0, (name, row)
+        assert "Missing" not in row, row  # nothing missing: no such column
     assert "stand-in" in html and "generated stand-in data" in html  # flagged to the reader
 
 
@@ -113,6 +114,7 @@ def test_a_failing_run_leaves_the_others_and_the_report_intact(smoke, capsys):
     n_runs = len(plans.load_plan("smoke", root / "outputs").runs)
     assert out.count("done earlier with the same config, skipped") == n_runs - 1
     html = (root / "report-broken" / "report.html").read_text()
-    cells = _row(html, "random")
-    assert cells[2] == "—" and "WeightsError" in cells[-1]
-    assert float(_row(html, "selfsuper")[2]) >= 0  # the others keep their numbers
+    row = _row(html, "random")
+    assert row["Top-1 (%)"] == "—" and "WeightsError" in row["Missing"]
+    assert float(_row(html, "selfsuper")["Top-1 (%)"]) >= 0  # the others keep their numbers
+    assert _row(html, "selfsuper")["Missing"] == ""

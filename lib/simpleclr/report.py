@@ -362,7 +362,10 @@ TABLE_STYLES = [
 
 def styled(df: pd.DataFrame, caption: str = "", delta_cols: Sequence[str] = (),
            missing_col: Optional[str] = None) -> "pd.io.formats.style.Styler":
-    """A display table: strings as given, deltas green/red, rows without numbers greyed."""
+    """A display table: strings as given, deltas green/red, rows without numbers greyed (the
+    ``missing_col`` column is left out when nothing is missing)."""
+    if missing_col in df.columns and not df[missing_col].astype(bool).any():
+        df = df.drop(columns=missing_col)
     sty = df.style.set_table_styles(TABLE_STYLES).hide(axis="index")
     if caption:
         sty = sty.set_caption(caption)
