@@ -9,7 +9,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 from .config import (ConfigError, LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig,
                      add_config_arguments, config_from_args)

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar
 
 T = TypeVar("T", bound="StageConfig")
