@@ -193,8 +193,8 @@ runs, and the difference to `super` (training from scratch with labels) in perce
 ## Fine-tuning gains and label efficiency
 Fine-tuning starts supervised training on CIFAR-100 from each pretrained encoder; the gain is its
 top-1 minus that of the same training from scratch (`super`). Label efficiency repeats the linear
-probe (and, for `super`, supervised training) with 1%, 10% and 100% of the CIFAR-100 labels
-(class-balanced subsets).
+probe (and, for `super`, supervised training) with class-balanced shares of the CIFAR-100 labels
+(1%, 10% and all of them in the full plan; the table's columns give the shares this plan used).
 """),
         code("""
 ft = rp.finetune_table(study)

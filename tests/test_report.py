@@ -149,12 +149,16 @@ def test_load_study_without_a_manifest_says_what_to_run(tmp_path):
 def test_export_html_is_self_contained_without_code(tmp_path):
     png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
     cell = new_code_cell("secret_code_marker = 1", execution_count=1)
+    tag = f'<img src="data:image/png;base64,{png}" alt="A figure: y against x"/>'
     cell.outputs = [new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
+                    new_output("display_data", data={"text/html": tag, "text/plain": "<HTML>"}),
                     new_output("display_data", data={"text/html": "<table><tr><td>cell</td></tr></table>"})]
     nb = new_notebook(cells=[cell])
     nbformat.write(nb, str(tmp_path / "r.ipynb"))
     out = rp.export_html(tmp_path / "r.ipynb", tmp_path / "out" / "report.html")
     text = out.read_text()
     assert f"data:image/png;base64,{png}" in text
+    assert f'<img src="data:image/png;base64,{png}" alt="A figure: y against x"' in text
     assert "secret_code_marker" not in text
+    assert "<script src=" not in text and "cdnjs" not in text  # nothing fetched from the web
     assert "<td>cell</td>" in text

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import html
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -947,6 +948,8 @@ def export_html(executed: PathLike, html_path: PathLike) -> Path:
                             exclude_output_prompt=True, embed_images=True)
     body, _ = exporter.from_notebook_node(nb)
     body = _strip_remote_scripts(body)
+    # nbconvert's HTML pass writes attributes alphabetically; keep src first, as written
+    body = re.sub(r'<img alt="([^"]*)" src="(data:image/png;base64,[^"]*)"', r'<img src="\2" alt="\1"', body)
     html_path = Path(html_path)
     atomic_write_bytes(html_path, body.encode("utf-8"))
     return html_path
@@ -955,8 +958,6 @@ def export_html(executed: PathLike, html_path: PathLike) -> Path:
 def _strip_remote_scripts(body: str) -> str:
     """Drop the template's CDN scripts (require.js, MathJax, mermaid): the report needs none of
     them, and without them the file shows the same offline as online."""
-    import re
-
     body = re.sub(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", "", body, flags=re.S)
     body = re.sub(r'<script type="module">(?:(?!</script>).)*?mermaid.*?</script>\s*', "", body, flags=re.S)
     return re.sub(r'<script src="https?://[^"]*"></script>\s*', "", body)
