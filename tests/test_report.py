@@ -162,3 +162,11 @@ def test_export_html_is_self_contained_without_code(tmp_path):
     assert "secret_code_marker" not in text
     assert "<script src=" not in text and "cdnjs" not in text  # nothing fetched from the web
     assert "<td>cell</td>" in text
+
+
+def test_plots_of_sections_without_numbers_return_none(study):
+    empty = rp.size_table(study).assign(top1=float("nan"))
+    assert rp.plot_size_curve(empty) is None
+    assert rp.plot_hparam_heatmap(rp.hparam_table(study).assign(top1=float("nan"))) is None
+    assert rp.plot_finetune(rp.finetune_table(study).assign(gain_top1=float("nan"))) is None
+    assert rp.plot_label_efficiency(rp.label_table(study).iloc[0:0]) is None

@@ -489,10 +489,14 @@ def figure_html(fig: Any, alt: Optional[str] = None) -> str:
 
 
 def show(fig: Any, alt: Optional[str] = None) -> None:
-    """Display a figure once (an inline PNG with alternative text) and close it."""
+    """Display a figure once (an inline PNG with alternative text) and close it; ``None`` (a
+    plot function with no finished run to draw) shows a one-line note instead."""
     import matplotlib.pyplot as plt
-    from IPython.display import HTML, display
+    from IPython.display import HTML, Markdown, display
 
+    if fig is None:
+        display(Markdown("_Nothing to draw yet: no run behind this figure has finished._"))
+        return
     display(HTML(figure_html(fig, alt)))
     plt.close(fig)
 
@@ -502,9 +506,16 @@ def _errorbar(ax: Any, x: Sequence[float], y: Sequence[float], err: Sequence[flo
     ax.errorbar(x, y, yerr=err, capsize=3, marker="o", **kw)
 
 
+def _nothing(df: pd.DataFrame, col: str = "top1") -> bool:
+    return len(df) == 0 or col not in df or not df[col].notna().any()
+
+
 def plot_finetune(df: pd.DataFrame) -> Any:
-    """Bar chart of top-1 gain over training from scratch, per initial encoder."""
+    """Bar chart of top-1 gain over training from scratch, per initial encoder (None: no data)."""
     import matplotlib.pyplot as plt
+
+    if _nothing(df, "gain_top1"):
+        return None
 
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.55 * max(len(df), 1)))
     d = df.dropna(subset=["gain_top1"]) if len(df) else df
@@ -523,6 +534,10 @@ def plot_finetune(df: pd.DataFrame) -> Any:
 def plot_label_efficiency(df: pd.DataFrame) -> Any:
     """Top-1 against the share of CIFAR-100 labels used, one line per representation."""
     import matplotlib.pyplot as plt
+
+    if _nothing(df):
+        return None
+    df = df.dropna(subset=["top1"])
 
     fig, ax = plt.subplots()
     for name, g in df.groupby("row", sort=False):
@@ -546,6 +561,9 @@ def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Op
 
     from matplotlib.ticker import FixedLocator, NullLocator
 
+    if _nothing(df):
+        return None
+    df = df.dropna(subset=["top1"])
     fig, ax = plt.subplots()
     counts = bool(df["n_images"].notna().all())
     x = df["n_images"] if counts else df["pct"]
@@ -576,6 +594,9 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    if _nothing(df, value):
+        return None
+    df = df.dropna(subset=[value])
     axes = [c for c in df.columns if c not in {"top1", "top1_std", "top5", "top5_std", "n", "planned",
                                                 "missing", "knn_top1", "final_loss"}]
     if len(axes) == 1:
