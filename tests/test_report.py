@@ -39,6 +39,7 @@ def test_main_table_means_stds_and_differences_to_super(study):
     assert df.loc["selfsuper-transfer", "budget"].startswith("SimCLR, 10 steps × 512")
     assert df.loc["super", "budget"] == "supervised, 2 epochs × 256, synthetic-cifar100 (stand-in)"
     assert df.loc["random", "budget"] == "no training; probe on 100% of the labels"
+    assert df.loc["super", "input_size"] == "32" and df.loc["selfsuper", "input_size"] == "32"
 
 
 def test_missing_row_carries_its_reason(study):

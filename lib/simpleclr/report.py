@@ -193,6 +193,12 @@ def row_budget(study: Study, runs: Sequence[RunInfo]) -> str:
     return f"{head}; probe on {100 * frac:g}% of the labels"
 
 
+def _input_size(run: RunInfo) -> Optional[int]:
+    """The pixel size the network saw: the probe's record, else the training data's."""
+    data = (run.config_json or {}).get("data") or {}
+    return (run.result or {}).get("input_size") or data.get("image_size") or run.config.get("image_size")
+
+
 def main_table(study: Study) -> pd.DataFrame:
     """One row per main-table representation the plan has, in the issue's order.
 
@@ -206,7 +212,7 @@ def main_table(study: Study) -> pd.DataFrame:
             continue
         rep, ev = ROW_INFO[name]
         s = _metric_summary(runs)
-        sizes = sorted({r.result.get("input_size") for r in runs if r.done and r.result.get("input_size")})
+        sizes = sorted({_input_size(r) for r in runs if r.done and _input_size(r)})
         rows.append({"row": name, "representation": rep, "evaluation": ev, **s,
                      "input_size": ", ".join(str(x) for x in sizes), "budget": row_budget(study, runs)})
     df = pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame(
@@ -648,6 +654,12 @@ def plot_training_curves(curves: Sequence[tuple[str, RunInfo]]) -> Any:
             a = m.dropna(subset=[acc])
             axs[2].plot(a["epoch"], a[acc], marker="o", ls="-" if simclr else "--",
                         label=f"{label} ({'kNN' if simclr else 'val'})")
+    for ax in axs:
+        if not ax.has_data():
+            ax.text(0.5, 0.5, "no run here logged two epochs or more", ha="center", va="center",
+                    transform=ax.transAxes, color="#6b7280")
+            ax.set_xticks([])
+            ax.set_yticks([])
     axs[0].set_title("SimCLR pretraining")
     axs[0].set_ylabel("NT-Xent loss")
     axs[1].set_title("Supervised training")
@@ -857,6 +869,9 @@ def headline(study: Study, title: str = "") -> str:
                    f"<b>{done.loc[best, 'top1']:.1f}%</b>")
         if "super" in done.index and best != "super":
             verdict += f", {done.loc[best, 'd_top1']:+.1f} points vs supervised from scratch ({done.loc['super', 'top1']:.1f}%)"
+        if best == "random":
+            verdict += (" — at this plan's budget no trained representation beats the random-encoder "
+                        "floor, so read the other rows as a check of the pipeline, not as a result")
         elif best == "super":
             others = done.drop(index="super")
             if len(others):
