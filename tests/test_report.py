@@ -140,6 +140,10 @@ def test_provenance_lists_every_run_with_state_and_commit(study):
     assert set(prov.loc[prov["run"] == "imagenet", "state"]) == {"failed"}
     done = prov[prov["state"] == "done"]
     assert (done["git commit"] != "—").all() and (done["wall time"] != "—").all()
+    enc = dict(zip(prov["run"], prov["encoder"]))
+    assert enc["ss-s1"] == "run ss-pre-s1" and enc["ft-ss"] == "run ss-pre-s0"
+    assert enc["random"] == "random" and enc["super"] == "—"
+    assert enc["imagenet"] == "torchvision ImageNet weights"
 
 
 def test_load_study_without_a_manifest_says_what_to_run(tmp_path):

@@ -940,17 +940,37 @@ def provenance_table(study: Study) -> pd.DataFrame:
         prov = cj.get("provenance") or {}
         hw = prov.get("hardware") or {}
         data = _datasets(Study(study.plan_dir, {}, {r.name: r}))
-        src = (r.result or {}).get("encoder_source") if r.result else None
-        if r.config.get("init"):
-            src = "stand-in" if "standin" in str(r.config["init"]) else str(r.config["init"]).split("/")[-1]
         rows.append({"run": r.name, "stage": r.stage, "state": "done" if r.done else r.state,
                      "wall time": fmt_seconds((r.result or {}).get("wall_time_s")) if r.done else "—",
                      "device": f"{prov.get('device') or '—'} ({hw.get('gpu') or hw.get('cpu') or '?'})",
-                     "git commit": str(prov.get("git_commit") or "—")[:12],
+                     "git commit": _short_commit(prov.get("git_commit")),
                      "data (checksum status)": ", ".join(f"{d['dataset']}: {d['source']}" for d in data.values()) or "—",
-                     "encoder": "stand-in (not ImageNet)" if src == "standin" else (src or "—"),
+                     "encoder": encoder_label(study, r),
                      "missing": r.why_missing})
     return pd.DataFrame(rows)
+
+
+def _short_commit(commit: Optional[str]) -> str:
+    if not commit:
+        return "—"
+    return commit[:12] + (" (uncommitted changes)" if commit.endswith("+dirty") else "")
+
+
+def encoder_label(study: Study, run: RunInfo) -> str:
+    """Where a probe's or fine-tuning's encoder came from: a plan run, the ImageNet weights
+    (flagged when a stand-in), random, or nothing for training from scratch."""
+    spec = run.config.get("encoder") if run.stage == "linear_eval" else run.config.get("init")
+    if not spec:
+        return "—"
+    src = study.by_path(spec)
+    if src is not None:
+        return f"run {src.name}"
+    if str(spec).startswith("imagenet"):
+        source = (run.result or {}).get("encoder_source")  # from the file's hash, when probed
+        if source == "standin" or (source is None and "standin" in Path(str(spec)).name):
+            return "stand-in weights (not ImageNet)"
+        return "torchvision ImageNet weights" + ("" if spec == "imagenet" else f" ({Path(spec[9:]).name})")
+    return str(spec)
 
 
 def versions(study: Study) -> dict:
