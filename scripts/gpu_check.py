@@ -10,11 +10,16 @@
    over 50,000 32-px images, and the fraction of the device's measured bf16 matmul throughput the
    SimCLR step reaches (ResNet-18, CIFAR stem, 32 px: ~0.56 GFLOP forward per view, x3 for
    forward+backward, x2 views per image).
+3. torchrun: a one-epoch pretraining on generated data launched by ``torch.distributed.run`` with
+   one process (NCCL on a GPU, gloo on CPU), i.e. the data-parallel path with world size 1.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
@@ -63,6 +68,23 @@ def correctness(rt, batch: int) -> dict:
             "augment_view_std": v1.std(dim=(0, 2, 3)).tolist()}
 
 
+def torchrun_world_of_one(small: bool) -> dict:
+    """The DDP code path (process group, DDP wrapper, rank-0 writes) with one process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = "synthetic-cifar100:classes=10,train=20,test=4" if small else "synthetic-cifar100"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+               "-m", "simpleclr", "pretrain", "--out", f"{tmp}/run", "--data-dir", f"{tmp}/data",
+               "--dataset", data, "--image-size", "32", "--epochs", "1", "--batch-size",
+               "64" if small else "256", "--knn-every", "0", "--progress", "false"]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        out = {"returncode": proc.returncode, "wall_s": time.perf_counter() - t0}
+        if proc.returncode != 0:
+            return {**out, "stderr_tail": proc.stderr[-2000:]}
+        result = json.loads(open(f"{tmp}/run/result.json").read())
+        return {**out, **{k: result[k] for k in ("steps", "images_per_s", "final_loss", "runtime")}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--small", action="store_true", help="tiny sizes, for a CPU dry run")
@@ -81,6 +103,7 @@ def main() -> None:
             "simclr_epoch_s_50k": 50_000 / simclr,
             "fraction_of_matmul": simclr * GFLOP_PER_IMAGE / 1e3 / out["matmul_tflops_bf16"],
             "peak_memory_mb": r["peak_memory_mb"]}
+    out["torchrun_world1"] = torchrun_world_of_one(a.small)
     print(json.dumps(out, indent=2))
 
 

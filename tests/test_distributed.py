@@ -1,10 +1,15 @@
 """Data parallelism: 2 gloo processes on loopback must compute exactly what one process computes
 on the same global batch (loss and every parameter's gradient), the guard against the 1/world_size
-gradient bug of several public SimCLR implementations."""
+gradient bug of several public SimCLR implementations; a 2-process pretraining run resumes
+bit-identically, only rank 0 writes its folder, and torchrun starts the stages from the CLI and
+from a config's ``launcher``."""
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,11 +17,27 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from simpleclr.distributed import World, gather_with_grad, shard
+from simpleclr import train
+from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
+from simpleclr.data import prepare
+from simpleclr.device import resolve_runtime
+from simpleclr.distributed import (World, convert_sync_batchnorm, gather_with_grad, init_from_env,
+                                   shard)
+from simpleclr.evaluate import linear_eval
+from simpleclr.launch import LaunchError
 from simpleclr.losses import nt_xent
+from simpleclr.runs import RunDir
 
 GLOBAL_BATCH = 8
 WORLD = 2
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The stages here run with one thread; give the rest of the suite its own count back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def _free_port() -> int:
@@ -64,8 +85,7 @@ def _worker(rank: int, port: int, batch_norm: bool, sync_bn: bool, out: str) -> 
         dist.destroy_process_group()
 
 
-# SyncBatchNorm runs only on CUDA modules (DDP refuses it on CPU), so the BN case of this equality
-# can only be checked on a multi-GPU machine; on gloo/CPU the check covers the BN-free network.
+# The bare mechanism on a BN-free network (the trainer-level checks below add batch norm).
 @pytest.mark.parametrize("batch_norm,sync_bn", [(False, False)])
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path, batch_norm, sync_bn):
     out = str(tmp_path / "rank0.pt")
@@ -96,3 +116,268 @@ def test_shard_gives_each_rank_its_slice_of_every_global_batch():
 def test_shard_rejects_a_batch_that_does_not_divide():
     with pytest.raises(ValueError, match="not divisible by world size 3"):
         shard(torch.arange(30), World(rank=0, size=3), batch_size=8)
+
+
+# ---- the trainer's own pieces: build_simclr / build_supervised and one step ----------------
+IMG = 8
+
+
+class _FixedViews:
+    """Stands in for the augmentation so that every process sees exactly the views one process
+    would: view 1 is the image, view 2 its mirror image, scaled."""
+
+    def two_views(self, x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        return x, 0.5 * x.flip(3)
+
+    def __call__(self, x: torch.Tensor, generator=None) -> torch.Tensor:
+        return x
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(GLOBAL_BATCH, 3, IMG, IMG, generator=g), torch.arange(GLOBAL_BATCH) % 4
+
+
+def _one_step(world: World, stage: str, sync_bn: bool) -> dict:
+    """One optimizer step of the real trainer pieces (fp32, LARS / SGD) on this rank's shard."""
+    runtime = resolve_runtime("cpu", "fp32", channels_last=False, num_threads=1)
+    torch.manual_seed(0)
+    images, labels = _batch()
+    mine = shard(torch.arange(GLOBAL_BATCH), world, GLOBAL_BATCH)
+    if stage == "simclr":
+        cfg = PretrainConfig(batch_size=GLOBAL_BATCH, proj_hidden=32, proj_out=16, sync_bn=sync_bn,
+                             precision="fp32", channels_last=False)
+        parts = train.build_simclr(cfg, runtime, image_size=IMG, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                   total_steps=10, warmup_steps=0, world=world)
+        loss, _ = train.simclr_step(parts.train_model, _FixedViews(), parts.optimizer,
+                                    parts.scheduler, runtime, images[mine], None, 0.5)
+    else:
+        cfg = SupervisedConfig(batch_size=GLOBAL_BATCH, sync_bn=sync_bn, precision="fp32",
+                               channels_last=False)
+        parts = train.build_supervised(cfg, runtime, image_size=IMG, mean=(0.5,) * 3,
+                                       std=(0.25,) * 3, num_classes=4, total_steps=10,
+                                       warmup_steps=0, world=world)
+        loss, _ = train.supervised_step(parts.train_model, _FixedViews(), parts.optimizer,
+                                        parts.scheduler, runtime, images[mine], labels[mine], None)
+    model = parts.model
+    return {"loss": loss, "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
+            "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+            "buffers": {n: b.clone() for n, b in model.named_buffers() if "running" in n}}
+
+
+def _env_worker(rank: int, port: int, out: str, fn, *args) -> None:
+    """A rank started as torchrun would start it (RANK, WORLD_SIZE, MASTER_* in the environment),
+    so :func:`init_from_env` joins the group; ``fn(world, *args)`` is saved to ``out``.rank."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    world = init_from_env(torch.device("cpu"))
+    try:
+        torch.save(fn(world, *args), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(tmp_path: Path, fn, *args) -> list:
+    out = str(tmp_path / "out")
+    mp.spawn(_env_worker, args=(_free_port(), out, fn, *args), nprocs=WORLD, join=True)
+    return [torch.load(f"{out}.{r}", weights_only=False) for r in range(WORLD)]
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _assert_close(a: dict, b: dict) -> None:
+    """Equal to float32 summation order: 1e-5 absolute plus 1e-4 relative per element (the ranks
+    sum halves of each batch; the control test below shows local BN is off by > 1e-3)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+@pytest.mark.parametrize("stage", ["simclr", "supervised"])
+def test_global_batch_norm_makes_two_processes_equal_one_on_the_global_batch(tmp_path, stage):
+    """ResNet-18 with batch norm: with sync_bn the loss, every gradient, the LARS/SGD update and
+    the BN running statistics of 2 processes equal those of 1 process on the whole batch."""
+    got = _spawn(tmp_path, _one_step, stage, True)
+    ref = _one_step(World(), stage, False)
+    # SimCLR: every rank computes the global NT-Xent; supervised: each its shard's mean CE
+    losses = torch.stack([g["loss"] for g in got])
+    assert torch.allclose(losses.mean(), ref["loss"], atol=1e-5, rtol=0)
+    if stage == "simclr":
+        assert torch.allclose(losses, ref["loss"].expand(WORLD), atol=1e-5, rtol=0)
+    for g in got:
+        _assert_close(g["grads"], ref["grads"])
+        _assert_close(g["params"], ref["params"])
+        _assert_close(g["buffers"], ref["buffers"])
+        assert len(g["buffers"]) >= 2 * 20  # ResNet-18's 20 batch norms, mean and var each
+
+
+def test_without_global_batch_norm_two_processes_differ(tmp_path):
+    """The control: per-process BN statistics change the computation (so the test above is not
+    vacuous), which is why SimCLR turns sync_bn on by default on several processes."""
+    got = _spawn(tmp_path, _one_step, "simclr", False)
+    ref = _one_step(World(), "simclr", False)
+    assert _max_diff(got[0]["grads"], ref["grads"]) > 1e-3
+
+
+def _bn_layer(world: World, dtype: torch.dtype, dims: int) -> dict:
+    """One batch-norm layer (2-D or channels_last 4-D input, fp32 or bf16) on this rank's shard,
+    converted to GlobalBatchNorm when the world has several processes."""
+    torch.manual_seed(3)
+    shape = (GLOBAL_BATCH, 6, 5, 5) if dims == 4 else (GLOBAL_BATCH, 6)
+    x = (torch.randn(shape) * 3 + 1.5).to(dtype)
+    if dims == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    bn = (nn.BatchNorm2d if dims == 4 else nn.BatchNorm1d)(6)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    if world.distributed:
+        bn = convert_sync_batchnorm(bn, torch.device("cpu"))
+    mine = shard(torch.arange(GLOBAL_BATCH), world, GLOBAL_BATCH)
+    xs = x[mine].detach().requires_grad_()
+    y = bn(xs)
+    upstream = torch.linspace(-1, 1, x.numel()).view(x.shape)[mine]  # a loss that is not a mean
+    (y.float() * upstream).sum().backward()  # summed over ranks: the one-process loss
+    return {"y": y.detach().float(), "dx": xs.grad.float(), "dw": bn.weight.grad, "db": bn.bias.grad,
+            "running": torch.cat([bn.running_mean, bn.running_var]), "mine": mine,
+            "channels_last": dims == 2 or xs.grad.is_contiguous(memory_format=torch.channels_last)}
+
+
+@pytest.mark.parametrize("dtype,dims,tol", [(torch.float32, 4, 1e-5), (torch.bfloat16, 4, 3e-2),
+                                            (torch.float32, 2, 1e-5)])
+def test_global_batch_norm_layer_matches_batch_norm_on_the_whole_batch(tmp_path, dtype, dims, tol):
+    """Output, input gradient (kept channels_last), summed weight/bias gradients and running
+    statistics of GlobalBatchNorm over 2 processes against nn.BatchNorm on the global batch; the
+    input has a mean far from 0, where a sum-of-squares variance would lose digits."""
+    got = _spawn(tmp_path, _bn_layer, dtype, dims)
+    ref = _bn_layer(World(), dtype, dims)
+    for g in got:
+        torch.testing.assert_close(g["y"], ref["y"][g["mine"]], atol=tol, rtol=tol)
+        torch.testing.assert_close(g["dx"], ref["dx"][g["mine"]], atol=tol, rtol=tol)
+        torch.testing.assert_close(g["running"], ref["running"], atol=1e-5, rtol=1e-5)
+        assert g["channels_last"]
+    for key in ("dw", "db"):
+        torch.testing.assert_close(got[0][key] + got[1][key], ref[key], atol=tol, rtol=tol)
+
+
+def test_sync_bn_defaults_on_for_simclr_only_and_only_on_several_processes():
+    two = World(rank=0, size=2)
+    assert train.uses_sync_bn(PretrainConfig(), two)
+    assert not train.uses_sync_bn(PretrainConfig(), World())
+    assert not train.uses_sync_bn(PretrainConfig(sync_bn=False), two)
+    assert not train.uses_sync_bn(SupervisedConfig(), two)
+    assert train.uses_sync_bn(SupervisedConfig(sync_bn=True), two)
+
+
+# ---- a real 2-process pretraining run: resume, one writer ------------------------------------
+TINY = "synthetic-cifar100:classes=4,train=20,test=4,seed=5"
+WRITES = ("start", "log_metrics", "truncate_metrics", "save_checkpoint", "write_result")
+
+
+class _Interrupt:
+    def __init__(self, fn, at: int):
+        self.fn, self.at, self.calls = fn, at, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return self.fn(*args, **kwargs)
+
+
+def _pretrain_cfg(data_dir: str) -> PretrainConfig:
+    # 80 images, 8 held out for the kNN monitor: 72 // 16 = 4 steps per epoch, 3 epochs
+    return PretrainConfig(dataset=TINY, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
+                          proj_hidden=32, proj_out=16, warmup_epochs=1, knn_every=1, knn_k=5,
+                          val_fraction=0.1, precision="fp32", progress=False, num_threads=1)
+
+
+def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
+    """Rank r records every run-folder write it makes; runs an uninterrupted run and one stopped
+    in epoch 3 (after the epoch-2 checkpoint) and started again."""
+    writes: list = []
+    for name in WRITES:
+        original = getattr(RunDir, name)
+
+        def record(self, *a, _name=name, _original=original, **k):
+            writes.append(_name)
+            return _original(self, *a, **k)
+
+        setattr(RunDir, name, record)
+    cfg = _pretrain_cfg(data_dir)
+    train.pretrain_simclr(cfg, f"{root}/straight")
+    step = train.simclr_step
+    train.simclr_step = _Interrupt(step, at=2 * 4 + 2)  # second step of epoch 3, on every rank
+    try:
+        train.pretrain_simclr(cfg, f"{root}/resumed")
+        raise AssertionError("the interruption did not happen")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        train.simclr_step = step
+    checkpoint_epoch = RunDir(f"{root}/resumed").load_checkpoint("last")["epoch"]
+    result = train.pretrain_simclr(cfg, f"{root}/resumed")
+    return [writes, checkpoint_epoch, result]
+
+
+def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(tmp_path):
+    data_dir = str(tmp_path / "data")
+    prepare(TINY, root=data_dir, image_size=8)
+    (rank0, rank1) = _spawn(tmp_path, _pretrain_twice, data_dir, str(tmp_path))
+    assert rank1[0] == [], f"rank 1 wrote to the run folder: {rank1[0]}"
+    assert {"start", "log_metrics", "save_checkpoint", "write_result"} <= set(rank0[0])
+    assert rank0[1] == rank1[1] == 2
+    assert rank0[2] == rank1[2]  # every rank returns the result rank 0 wrote
+    straight, resumed = RunDir(tmp_path / "straight"), RunDir(tmp_path / "resumed")
+    a = torch.load(straight.checkpoint_path("final"), weights_only=False)
+    b = torch.load(resumed.checkpoint_path("final"), weights_only=False)
+    for part in ("encoder", "head"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), k
+    rows = resumed.read_metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # one row per epoch: one writer, no duplicates
+    assert [r["loss"] for r in rows] == [r["loss"] for r in straight.read_metrics()]
+    assert all(r["knn_top1"] is not None for r in rows)
+    result = straight.read_result()
+    assert result["runtime"]["world_size"] == 2 and result["runtime"]["sync_bn"] is True
+    assert result["steps"] == 12 and result["n_train"] == 72
+
+
+# ---- torchrun: the CLI under the launcher, and a config's launcher from a notebook -----------
+LAUNCH = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-node {WORLD}"
+
+
+def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
+    data_dir = str(tmp_path / "data")
+    prepare(TINY, root=data_dir, image_size=8)
+    cfg = _pretrain_cfg(data_dir).replace(epochs=1, launcher=LAUNCH)
+    result = train.pretrain_simclr(cfg, tmp_path / "pre")  # what a notebook cell calls
+    log = capfd.readouterr().out
+    assert "launching:" in log and "torch.distributed.run" in log
+    assert log.count('"final_loss"') == 1  # rank 0 alone prints the result
+    assert result == RunDir(tmp_path / "pre").read_result()
+    assert result["runtime"]["world_size"] == 2 and result["steps"] == 4
+    saved = json.loads((tmp_path / "pre" / "config.json").read_text())
+    assert saved["fingerprint"] == cfg.fingerprint() == cfg.replace(launcher=None).fingerprint()
+
+    probe = LinearEvalConfig(dataset=TINY, data_dir=data_dir, image_size=8,
+                             encoder=str(tmp_path / "pre"), label_fraction=1.0, precision="fp32",
+                             progress=False, num_threads=1, launcher=LAUNCH)
+    out = linear_eval(probe, tmp_path / "probe")
+    assert 0.0 <= out["top1"] <= out["top5"] <= 100.0
+    assert out == RunDir(tmp_path / "probe").read_result()
+
+
+def test_a_launched_stage_that_fails_raises_one_line_with_the_reason(tmp_path):
+    data_dir = str(tmp_path / "data")
+    prepare(TINY, root=data_dir, image_size=8)
+    cfg = _pretrain_cfg(data_dir).replace(batch_size=15, launcher=LAUNCH)
+    with pytest.raises(LaunchError, match="not divisible by the 2 processes") as e:
+        train.pretrain_simclr(cfg, tmp_path / "bad")
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "bad" / "result.json").exists()

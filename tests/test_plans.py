@@ -45,7 +45,8 @@ def test_references_become_run_folders_and_needs(tmp_path):
     assert LinearEvalConfig.from_dict({k: v for k, v in probe.params.items() if k != "out_dir"}
                                       ).fingerprint() == probe.config.fingerprint()
     # defaults: "all" lands in every stage, a stage section only in its own
-    assert p.runs["pre"].config.epochs == 2 and probe.config.epochs == LinearEvalConfig().epochs
+    assert p.runs["pre"].config.epochs == 2 and PretrainConfig().epochs != 2
+    assert probe.config.weight_decays == LinearEvalConfig().weight_decays
 
 
 def test_matrix_expands_with_typed_values_and_paired_references(tmp_path):
@@ -85,6 +86,18 @@ runs:
     assert p.closure(["probe"]) == ["pre", "probe"]
 
 
+def test_launch_key_becomes_the_stage_launcher_outside_the_fingerprint(tmp_path):
+    p = load(tmp_path, """
+runs:
+  - {name: pre, notebook: pretrain, launch: "torchrun --nproc-per-node 8"}
+  - {name: solo, notebook: pretrain}
+""")
+    pre, solo = p.runs["pre"], p.runs["solo"]
+    assert pre.params["launcher"] == "torchrun --nproc-per-node 8"  # what the notebook receives
+    assert solo.params["launcher"] is None  # no launcher: the notebook's own process
+    assert pre.config.fingerprint() == solo.config.fingerprint()  # the same run, run faster
+
+
 @pytest.mark.parametrize("text, message", [
     ("runs:\n  - {name: a, notebook: train}\n", "unknown notebook 'train'; use one of pretrain, supervised, linear_eval"),
     ("runs:\n  - {name: a, notebook: linear_eval, needs: [b]}\n", "needs 'b', which the plan does not define"),
@@ -104,6 +117,7 @@ runs:
     ("runs:\n  - {name: a, notebook: linear_eval, matrix: {seed: [0, 1]}}\n", "must contain {seed}"),
     ("runs:\n  - {name: a, notebook: linear_eval, colour: red}\n", "unknown key 'colour'"),
     ("runs: []\n", "non-empty list"),
+    ("runs:\n  - {name: a, notebook: pretrain, launch: ''}\n", "launch must be a command"),
     ("runs:\n  - {name: a, notebook: linear_eval\n", "not valid YAML"),
     ("defaults: {all: {tempreature: 1}}\nruns:\n  - {name: a, notebook: linear_eval}\n", "a field of no stage"),
     ("report: {tsne_pionts: 5}\nruns:\n  - {name: a, notebook: linear_eval}\n", "report has unknown parameter"),

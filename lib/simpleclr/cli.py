@@ -35,6 +35,9 @@ def _stage_parser(sub, name: str, cls: type[StageConfig], help: str) -> None:
 
 
 def _run_stage(ns: argparse.Namespace) -> int:
+    """One stage; under torchrun every rank runs this and rank 0 alone prints the result."""
+    from . import distributed
+
     cfg = config_from_args(ns.stage_cls, ns, _load_config_file(ns.config))
     if ns.stage_name == "finetune" and not cfg.init:
         raise ConfigError('finetune needs --init ("imagenet", a run folder or a checkpoint path)')
@@ -43,9 +46,13 @@ def _run_stage(ns: argparse.Namespace) -> int:
     elif ns.stage_cls is SupervisedConfig:
         from .train import train_supervised as fn
     else:
-        from .evaluate import linear_eval as fn
-    result = fn(cfg, ns.out)
-    print(json.dumps(result, indent=2, default=str))
+        from .evaluate import linear_eval_on_one_rank as fn
+    try:
+        result = fn(cfg, ns.out)
+        if distributed.current_world().is_main:
+            print(json.dumps(result, indent=2, default=str))
+    finally:
+        distributed.shutdown()
     return 0
 
 
@@ -151,7 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"simpleclr: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:  # a data-layer or weights error: one line, no traceback
-        if type(e).__name__ in ("DataError", "WeightsError", "PlanError", "TrainingDiverged"):
+        if type(e).__name__ in ("DataError", "WeightsError", "PlanError", "TrainingDiverged",
+                                "LaunchError"):
             print(f"simpleclr: error: {e}", file=sys.stderr)
             return 2
         raise

@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Optional
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+# Ranks wait in a collective while rank 0 alone runs the kNN monitor, the final test pass or a
+# whole linear evaluation; NCCL's 10-minute default would abort a long one.
+TIMEOUT = timedelta(minutes=int(os.environ.get("SIMPLECLR_DIST_TIMEOUT_MIN", "60")))
 
 
 @dataclass(frozen=True)
@@ -28,18 +36,40 @@ class World:
         return self.size > 1
 
 
+def env_world_size() -> int:
+    """The world size torchrun announced (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank_device(device: torch.device) -> torch.device:
+    """The device of this process: under torchrun an unindexed ``cuda`` means ``cuda:LOCAL_RANK``."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def init_from_env(device: Optional[torch.device] = None) -> World:
-    """Join the process group torchrun described in the environment (once); else world size 1."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
+    """Join the process group torchrun described in the environment (once); else world size 1.
+
+    NCCL for CUDA devices, gloo otherwise. A world of one process (``torchrun --nproc-per-node 1``)
+    still joins, so the NCCL/gloo path itself runs; the helpers below then act as identities.
+    """
+    if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ:
+        return current_world()
+    size = env_world_size()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+            torch.cuda.set_device(rank_device(device))
+        dist.init_process_group(backend=backend, timeout=TIMEOUT)
     return World(rank=rank, size=size, local_rank=local_rank)
+
+
+def shutdown() -> None:
+    """Leave the process group (at the end of a torchrun-launched command)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def current_world() -> World:
@@ -109,3 +139,139 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+# ---- global ("synchronised") batch norm and the DDP wrapper ----------------------------------
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class _GlobalBatchNormFn(torch.autograd.Function):
+    """Batch norm over the global batch, built from ATen's fused CPU kernels.
+
+    Forward: each rank's per-channel mean and variance come from ``native_batch_norm`` (fused,
+    float32 accumulation for bf16 input), one all-gather combines them (Chan et al.'s formula: no
+    cancellation), and ``F.batch_norm`` in inference form normalises with the global statistics.
+    Backward: ``native_batch_norm_backward`` with the global statistics gives this rank's two
+    per-channel sums, one all-reduce makes them global, and the input gradient is a per-channel
+    ``a*grad + b*x + c``. This is the computation of :class:`torch.nn.SyncBatchNorm` on CUDA. Weight
+    and bias gradients stay local: DDP averages them.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                module: "GlobalBatchNorm") -> torch.Tensor:  # type: ignore[override]
+        ones = torch.ones_like(weight)  # float32 parameters: float32 statistics for bf16 input
+        _, mean_l, invstd_l = torch.native_batch_norm(x, ones, None, None, None, True, 0.0, 0.0)
+        var_l = invstd_l.double().pow(-2).float()  # eps 0: exactly the local biased variance
+        c = mean_l.numel()
+        n_l = torch.full_like(mean_l[:1], x.numel() / c)
+        parts = [torch.empty(2 * c + 1, dtype=mean_l.dtype, device=x.device)
+                 for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, torch.cat([mean_l, var_l, n_l]))
+        stats = torch.stack(parts)  # (world, 2C + 1): each rank's mean, variance and count
+        means, variances, counts = stats[:, :c], stats[:, c:2 * c], stats[:, 2 * c:]
+        n = counts.sum()
+        mean = (counts * means).sum(0) / n
+        var = (counts * (variances + (means - mean) ** 2)).sum(0) / n
+        module._update_running(mean, var, n)
+        y = F.batch_norm(x, mean, var, weight, bias, training=False, momentum=0.0, eps=module.eps)
+        invstd = torch.rsqrt(var + module.eps)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.n, ctx.eps = n, module.eps
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, weight, mean, invstd = ctx.saved_tensors
+        grad = grad.contiguous(memory_format=_memory_format(x))
+        # grad_weight = sum(grad * (x - mean)) * invstd, grad_bias = sum(grad): this rank's sums
+        _, grad_weight, grad_bias = torch.ops.aten.native_batch_norm_backward(
+            grad, x, weight, None, None, mean, invstd, True, ctx.eps, [False, True, True])
+        sums = torch.cat([grad_bias, grad_weight / invstd])
+        dist.all_reduce(sums)  # every rank's share of the statistics' gradient
+        mean_dy, mean_dy_xmu = (sums / ctx.n).view(2, -1)
+        w = weight.to(invstd.dtype)
+        a = invstd * w
+        b = -(invstd ** 3) * w * mean_dy_xmu
+        c = (-mean_dy + mean * invstd ** 2 * mean_dy_xmu) * a
+        # b*x + c through the fused inference kernel (mean 0, variance 1, eps 0), then + a*grad
+        ones = torch.ones_like(mean)
+        grad_x = F.batch_norm(x, torch.zeros_like(mean), ones, b, c, training=False, momentum=0.0,
+                              eps=0.0)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        grad_x = torch.addcmul(grad_x, grad, a.to(grad_x.dtype).view(shape))
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+class GlobalBatchNorm(_BatchNorm):
+    """Batch norm whose training statistics cover the global batch of every rank, on any device.
+
+    PyTorch's :class:`torch.nn.SyncBatchNorm` has kernels for CUDA only; this module does the same
+    on CPU (gloo), so a run on N processes normalises, and differentiates, as one process does on
+    the whole batch. Outside a multi-process group, or in eval(), it is plain batch norm. Its state
+    dict is BatchNorm's, so checkpoints load into the plain model.
+    """
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def _update_running(self, mean: torch.Tensor, var: torch.Tensor, n: torch.Tensor) -> None:
+        if not self.track_running_stats:
+            return
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+            unbiased = var * n / (n - 1).clamp(min=1)
+            self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(input)
+        if not (self.training and _distributed()):
+            return super().forward(input)
+        weight = self.weight if self.affine else torch.ones_like(self.running_mean)
+        bias = self.bias if self.affine else torch.zeros_like(self.running_mean)
+        return _GlobalBatchNormFn.apply(input, weight, bias, self)
+
+
+def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Every batch norm of ``module`` made global: PyTorch's SyncBatchNorm on CUDA, else ours.
+
+    The parameters and buffers are the same tensors, so convert before building the optimizer or
+    after, either is correct.
+    """
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    out = module
+    if isinstance(module, _BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats, device=None)
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        if module.track_running_stats:
+            out.running_mean, out.running_var = module.running_mean, module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        out.add_module(name, convert_sync_batchnorm(child, device))
+    return out
+
+
+def data_parallel(model: nn.Module, device: torch.device, world: World) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel when the world has several processes.
+
+    DDP broadcasts rank 0's weights at construction (every rank starts equal) and averages the
+    gradients in buckets overlapped with backward; the optimizer then steps identically everywhere.
+    """
+    if not world.distributed:
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)

@@ -230,6 +230,10 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
         return run.read_result()
     if status == "stale":
         run.start(cfg)  # raises RunConflict with the standard message
+    from . import launch
+
+    if launch.wanted(cfg):
+        return launch.run_launched(cfg, out_dir)
 
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
     seed_everything(cfg.seed)
@@ -283,7 +287,7 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     for wd in sorted(set(cfg.weight_decays), reverse=True):
         t = time.perf_counter()
         probe = fit_linear_probe(train_feats[fit_idx], sub_labels[fit_idx], num_classes, wd,
-                                 init=probe, device=probe_device)
+                                 max_iter=cfg.probe_max_iter, init=probe, device=probe_device)
         val = topk_accuracy(probe_logits(probe, train_feats[val_idx]), sub_labels[val_idx])
         row = {"weight_decay": wd, "val_top1": val["top1"], "val_top5": val["top5"],
                "loss": probe.fit_info["loss"], "iterations": probe.fit_info["iterations"],
@@ -296,7 +300,7 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     # The best value at the strong end of the grid suggests the grid stopped too early.
     at_edge = len(grid) > 1 and best["weight_decay"] == grid[-1]
     final = fit_linear_probe(train_feats, sub_labels, num_classes, best["weight_decay"],
-                             device=probe_device)
+                             max_iter=cfg.probe_max_iter, device=probe_device)
     test_logits = probe_logits(final, test_feats)
     test_acc = topk_accuracy(test_logits, test.labels)
     probe_seconds = time.perf_counter() - t_probe
@@ -329,3 +333,18 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
               "runtime": runtime.describe(), "wall_time_s": time.perf_counter() - t0}
     run.write_result(result)
     return run.read_result()
+
+
+def linear_eval_on_one_rank(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
+    """:func:`linear_eval` under torchrun: rank 0 evaluates (features of a frozen encoder and an
+    L-BFGS probe take minutes, so sharding would save little), the other ranks wait for it and
+    return the same result. Outside torchrun it is :func:`linear_eval`."""
+    from . import distributed
+    from .runs import RunDir
+
+    world = distributed.init_from_env()  # gloo is enough for one barrier
+    if not world.distributed:
+        return linear_eval(cfg, out_dir)
+    result = linear_eval(cfg, out_dir) if world.is_main else None
+    distributed.barrier()
+    return result if result is not None else (RunDir(out_dir).read_result() or {})

@@ -83,12 +83,27 @@ class SimCLRNet(nn.Module):
 
 
 class Classifier(nn.Module):
-    """Encoder followed by one Linear layer; ``forward(x) -> logits``."""
+    """Encoder followed by one Linear layer; ``forward(x) -> logits``.
 
-    def __init__(self, encoder: nn.Module, num_classes: int):
+    ``freeze_encoder``: the encoder gets no gradients and stays in eval() even while the
+    classifier trains, so its batch-norm statistics do not move either (a linear probe trained by
+    SGD, as MoCo's protocol does).
+    """
+
+    def __init__(self, encoder: nn.Module, num_classes: int, freeze_encoder: bool = False):
         super().__init__()
         self.encoder = encoder
         self.fc = nn.Linear(getattr(encoder, "feature_dim", FEATURE_DIM), num_classes)
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> "Classifier":
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.encoder(x))

@@ -28,6 +28,9 @@ Plan file::
         matrix: {temperature: [0.2, 0.5], seed: [0, 1]}
         notebook: pretrain
         params: {temperature: "{temperature}", seed: "{seed}"}
+      - name: big-pretrain
+        notebook: pretrain
+        launch: torchrun --nproc-per-node 8  # the notebook starts the stage through torchrun
 
 References: ``{runs.<name>}`` (a run folder), ``{standin.imagenet_weights}`` (the generated
 stand-in file), ``{env.<VARIABLE>}`` (an environment variable, None when unset, e.g. for
@@ -85,7 +88,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 }
 REPORT_PARAMS = ("title", "tsne_points", "tsne_seed", "tsne_perplexity")  # report.ipynb's parameters
 PLAN_KEYS = {"name", "description", "defaults", "report", "runs", "standins", "estimate"}
-RUN_KEYS = {"name", "notebook", "params", "needs", "report", "matrix"}
+RUN_KEYS = {"name", "notebook", "params", "needs", "report", "matrix", "launch"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 
@@ -354,6 +357,10 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
         w = f"{where}: run {n!r}"
         params = _substitute({**copy.deepcopy(defaults.get(r["notebook"], {})),
                               **copy.deepcopy(r.get("params") or {})}, values)
+        if r.get("launch") is not None:  # the stage runs under this launcher (e.g. torchrun)
+            if not isinstance(r["launch"], str) or not r["launch"].strip():
+                raise PlanError(f'{w}: launch must be a command, e.g. "torchrun --nproc-per-node 4"')
+            params["launcher"] = r["launch"]
         try:
             cfg = config_from_dict(r["notebook"], params)
         except ConfigError as e:

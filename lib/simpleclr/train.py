@@ -12,8 +12,8 @@ from generators seeded per (seed, epoch), so an epoch is the same whether or not
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ from torch import nn
 
 from . import augment as augment_mod
 from . import data as data_mod
-from . import distributed, evaluate, models
+from . import distributed, evaluate, launch, models
 from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
 from .losses import nt_xent
@@ -159,6 +159,7 @@ def default_blur_prob(image_size: int, blur_prob: Optional[float]) -> float:
 
 def _runtime(cfg: StageConfig) -> Runtime:
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
+    runtime = dataclasses.replace(runtime, device=distributed.rank_device(runtime.device))
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -166,15 +167,11 @@ def _runtime(cfg: StageConfig) -> Runtime:
     return runtime
 
 
-def _world() -> distributed.World:
-    """This process's place in the job. The loops shard data and gather embeddings per rank, but
-    the model is not yet wrapped for data-parallel gradients, so several processes are refused
-    rather than left to train unsynchronised replicas into one folder."""
-    world = distributed.current_world()
-    if world.distributed or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError("training in several processes (torchrun, WORLD_SIZE > 1) is not supported "
-                          "by this version: run a single process")
-    return world
+def _world(runtime: Runtime) -> distributed.World:
+    """This process's place in the job: under torchrun it joins the process group (NCCL on GPUs,
+    gloo on CPU); every rank holds the whole uint8 training set and takes its slice of each global
+    batch, rank 0 alone writes the run folder."""
+    return distributed.init_from_env(runtime.device)
 
 
 def _to_runtime(model: nn.Module, runtime: Runtime) -> nn.Module:
@@ -282,11 +279,15 @@ def _save_last(loop: _Loop, epoch: int, step: int, clock: dict) -> None:
 
 
 def _resume(loop: _Loop) -> tuple[int, int, dict]:
-    """(completed epochs, step, clock) from checkpoints/last.pt, or a fresh start."""
+    """(completed epochs, step, clock) from checkpoints/last.pt, or a fresh start.
+
+    Every rank loads the same checkpoint (the run folder must be on storage all nodes see); only
+    rank 0 rewrites the metrics file.
+    """
     clock = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0}
     ckpt = loop.run.load_checkpoint("last")
     if ckpt is None:
-        if loop.run.metrics_path.exists():  # rows of a run killed before its first checkpoint
+        if loop.run.metrics_path.exists() and loop.world.is_main:  # killed before a checkpoint
             loop.run.truncate_metrics([])
         return 0, 0, clock
     loop.model.load_state_dict(ckpt["model"])
@@ -295,7 +296,9 @@ def _resume(loop: _Loop) -> tuple[int, int, dict]:
     if loop.scaler is not None and ckpt.get("scaler") is not None:
         loop.scaler.load_state_dict(ckpt["scaler"])
     _set_rng_state(ckpt["rng"])
-    loop.run.truncate_metrics([r for r in loop.run.read_metrics() if r.get("epoch", 0) <= ckpt["epoch"]])
+    if loop.world.is_main:
+        loop.run.truncate_metrics([r for r in loop.run.read_metrics()
+                                   if r.get("epoch", 0) <= ckpt["epoch"]])
     clock.update({k: ckpt[k] for k in clock})
     return int(ckpt["epoch"]), int(ckpt["step"]), clock
 
@@ -304,12 +307,13 @@ def _progress(loop: _Loop, initial: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=loop.total_steps, initial=initial, desc=loop.desc, unit="step",
-                disable=not loop.cfg.progress, dynamic_ncols=True, leave=False)
+                disable=not (loop.cfg.progress and loop.world.is_main), dynamic_ncols=True,
+                leave=False)
 
 
 def _run_loop(loop: _Loop) -> list[dict]:
     """Train from wherever the run folder stands to the end; returns all metrics rows."""
-    cfg, runtime, dev = loop.cfg, loop.runtime, loop.runtime.device
+    cfg, dev = loop.cfg, loop.runtime.device
     start_epoch, step, clock = _resume(loop)
     session_start = time.perf_counter() - clock["elapsed_s"]
     sync_each_step = _sync_each_step(dev)
@@ -401,7 +405,9 @@ def _summary(rows: list[dict], loop: _Loop) -> dict:
     clock = loop.state["clock"]
     return {"final_loss": rows[-1]["loss"] if rows else None, "epochs": loop.epochs,
             "steps": loop.total_steps, "images_per_s": clock["images"] / max(clock["train_s"], 1e-9),
-            "wall_time_s": clock["elapsed_s"], "runtime": loop.runtime.describe()}
+            "wall_time_s": clock["elapsed_s"],
+            "runtime": {**loop.runtime.describe(), "world_size": loop.world.size,
+                        "sync_bn": loop.state.get("sync_bn", False)}}
 
 
 def _last_value(rows: list[dict], key: str) -> Optional[float]:
@@ -423,19 +429,39 @@ class SimCLRParts:
     lr: float
 
 
+def uses_sync_bn(cfg: Union[PretrainConfig, SupervisedConfig], world: distributed.World) -> bool:
+    """Global batch norm: asked for, or by default for SimCLR on several processes (SimCLR's
+    "global BN": per-device statistics let the contrastive task cheat on them)."""
+    if not world.distributed:
+        return False
+    if cfg.sync_bn is not None:
+        return cfg.sync_bn
+    return isinstance(cfg, PretrainConfig)
+
+
+def _parallel(model: nn.Module, cfg: Any, runtime: Runtime,
+              world: distributed.World) -> tuple[nn.Module, nn.Module]:
+    """(plain model, the form the step runs: DDP-wrapped on several processes, then compiled)."""
+    if uses_sync_bn(cfg, world):
+        model = distributed.convert_sync_batchnorm(model, runtime.device)
+    model = _to_runtime(model, runtime)
+    train_model = distributed.data_parallel(model, runtime.device, world)
+    return model, (torch.compile(train_model) if cfg.compile else train_model)
+
+
 def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean: Any, std: Any,
-                 total_steps: int, warmup_steps: int) -> SimCLRParts:
+                 total_steps: int, warmup_steps: int,
+                 world: distributed.World = distributed.World()) -> SimCLRParts:
     """Everything one SimCLR step needs, built exactly as :func:`pretrain_simclr` builds it."""
     encoder = models.resnet18_encoder(cfg.stem)
     head = models.ProjectionHead(encoder.feature_dim, cfg.proj_hidden, cfg.proj_out, cfg.proj_bn)
-    model = _to_runtime(models.SimCLRNet(encoder, head), runtime)
+    model, train_model = _parallel(models.SimCLRNet(encoder, head), cfg, runtime, world)
     augment = augment_mod.SimCLRAugment(image_size, mean, std, scale=(cfg.crop_scale_min, 1.0),
                                         jitter_strength=cfg.jitter_strength,
                                         blur_prob=default_blur_prob(image_size, cfg.blur_prob))
     lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     optimizer = build_optimizer(model, cfg, lr)
     scheduler = warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)
-    train_model = torch.compile(model) if cfg.compile else model
     return SimCLRParts(model, train_model, augment, optimizer, scheduler, _make_scaler(runtime), lr)
 
 
@@ -445,8 +471,10 @@ def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
     done = _check_finished(run, cfg)
     if done is not None:
         return done
+    if launch.wanted(cfg):
+        return launch.run_launched(cfg, out_dir)
     runtime = _runtime(cfg)
-    world = _world()
+    world = _world(runtime)
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     train_idx, val_idx = _carve(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction, cfg.subset_seed)
@@ -457,7 +485,7 @@ def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
     dev = runtime.device
     images = split.images[train_idx].to(dev)
     parts = build_simclr(cfg, runtime, image_size=split.image_size, mean=split.mean, std=split.std,
-                         total_steps=total, warmup_steps=warmup)
+                         total_steps=total, warmup_steps=warmup, world=world)
 
     def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
         return simclr_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
@@ -482,7 +510,7 @@ def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
 
     loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
                  parts.scaler, step, monitor_epoch, len(train_idx), steps_per_epoch, total, epochs,
-                 desc="simclr")
+                 desc="simclr", state={"sync_bn": uses_sync_bn(cfg, world)})
     rows = _run_loop(loop)
     result = _summary(rows, loop)
     if world.is_main:
@@ -532,7 +560,8 @@ class SupervisedParts:
 
 
 def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int, mean: Any, std: Any,
-                     num_classes: int, total_steps: int, warmup_steps: int) -> SupervisedParts:
+                     num_classes: int, total_steps: int, warmup_steps: int,
+                     world: distributed.World = distributed.World()) -> SupervisedParts:
     """Classifier (fresh or from ``cfg.init``), augmentation, optimizer and schedule."""
     if cfg.init is None:
         encoder, meta = models.resnet18_encoder(cfg.stem), {"stem": cfg.stem, "source": "scratch"}
@@ -540,15 +569,12 @@ def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int
         encoder, meta = models.load_encoder(cfg.init, stem=cfg.stem)
     if meta.get("mean") is not None and meta.get("std") is not None:
         mean, std = tuple(meta["mean"]), tuple(meta["std"])  # the normalisation it was trained with
-    model = models.Classifier(encoder, num_classes)
-    if cfg.encoder_lr_scale == 0:
-        model.encoder.requires_grad_(False)
-    model = _to_runtime(model, runtime)
+    model = models.Classifier(encoder, num_classes, freeze_encoder=cfg.encoder_lr_scale == 0)
+    model, train_model = _parallel(model, cfg, runtime, world)
     augment = augment_mod.SupervisedAugment(image_size, mean, std, padding=cfg.crop_padding)
     lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     optimizer = build_optimizer(model, cfg, lr)
     scheduler = warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)
-    train_model = torch.compile(model) if cfg.compile else model
     return SupervisedParts(model, train_model, augment, optimizer, scheduler, _make_scaler(runtime),
                            lr, tuple(mean), tuple(std), meta)
 
@@ -569,8 +595,10 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     done = _check_finished(run, cfg)
     if done is not None:
         return done
+    if launch.wanted(cfg):
+        return launch.run_launched(cfg, out_dir)
     runtime = _runtime(cfg)
-    world = _world()
+    world = _world(runtime)
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     if not split.labelled:
@@ -588,7 +616,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     labels = split.labels[train_idx].to(dev)
     parts = build_supervised(cfg, runtime, image_size=split.image_size, mean=split.mean,
                              std=split.std, num_classes=split.num_classes, total_steps=total,
-                             warmup_steps=warmup)
+                             warmup_steps=warmup, world=world)
 
     def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
         return supervised_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
@@ -606,7 +634,8 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
 
     loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
                  parts.scaler, step, validate, len(train_idx), steps_per_epoch, total, epochs,
-                 desc="finetune" if cfg.init else "supervised")
+                 desc="finetune" if cfg.init else "supervised",
+                 state={"sync_bn": uses_sync_bn(cfg, world)})
     rows = _run_loop(loop)
     result = _summary(rows, loop)
     if world.is_main:

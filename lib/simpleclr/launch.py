@@ -1,0 +1,137 @@
+"""Running a stage through a launcher (``torchrun ...``) from a notebook or a plan.
+
+A stage whose config sets ``launcher`` is started as ``<launcher> -m simpleclr <stage> --config
+<file> --out <run folder>``: the launcher spawns the processes, rank 0 writes the run folder as in a
+single-process run, and this process streams the launcher's log (progress bars included) into the
+notebook and then returns the run's ``result.json``. The meaning of the run does not change:
+``launcher`` is a runtime field, outside the config's fingerprint.
+"""
+from __future__ import annotations
+
+import codecs
+import collections
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Union
+
+from .config import ConfigError, StageConfig
+from .runs import RunDir
+
+PathLike = Union[str, Path]
+
+
+class LaunchError(RuntimeError):
+    """The launched command failed; the message names its exit code and its last log line."""
+
+
+def launcher_argv(launcher: str) -> list[str]:
+    """The launcher as argv; ``torchrun`` falls back to ``python -m torch.distributed.run`` when
+    the script is not on PATH (a Jupyter kernel started without its virtualenv's ``bin``)."""
+    argv = shlex.split(launcher)
+    if argv[0] == "torchrun" and shutil.which("torchrun") is None:
+        return [sys.executable, "-m", "torch.distributed.run", *argv[1:]]
+    if shutil.which(argv[0]) is None:
+        raise ConfigError(f"launcher={launcher!r}: {argv[0]!r} is not on PATH: install it, give its "
+                          "full path, or set launcher=None to run in this process")
+    return argv
+
+
+def stage_command(cfg: StageConfig) -> str:
+    """The ``simpleclr`` subcommand that runs ``cfg``'s stage."""
+    if cfg.stage == "supervised":
+        return "finetune" if getattr(cfg, "init", None) else "supervised"
+    return {"pretrain": "pretrain", "linear_eval": "linear-eval"}[cfg.stage]
+
+
+def command(cfg: StageConfig, out_dir: PathLike, config_file: PathLike) -> list[str]:
+    """The full command line that runs ``cfg`` under its launcher."""
+    if not cfg.launcher:
+        raise ConfigError(f"{type(cfg).__name__}.launcher is None: there is nothing to launch")
+    return [*launcher_argv(cfg.launcher), "-m", "simpleclr", stage_command(cfg),
+            "--config", str(config_file), "--out", str(out_dir)]
+
+
+def _stream(proc: subprocess.Popen, keep: int = 40) -> list[str]:
+    """Copy the child's output to our stdout as it comes (``\\r`` kept, so bars redraw in place);
+    return our one-line errors from it, then its last ``keep`` lines, for the error message."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    tail: collections.deque[str] = collections.deque(maxlen=keep)
+    errors: list[str] = []  # kept whole: torchrun's own report of a failure runs to many lines
+    partial = ""
+    assert proc.stdout is not None
+    while True:
+        chunk = os.read(proc.stdout.fileno(), 65536)
+        if not chunk:
+            break
+        text = decoder.decode(chunk)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        lines = (partial + text).replace("\r", "\n").split("\n")
+        partial = lines.pop()
+        tail.extend(line for line in lines if line.strip())
+        errors.extend(line for line in lines if _is_error(line))
+    if partial.strip():
+        tail.append(partial)
+    return errors[-1:] + list(tail)
+
+
+# our one-line errors, and the closing line of a Python traceback in a worker (not torchrun's own)
+_ERROR = re.compile(r"^(simpleclr: error:|(?!torch\.distributed\.elastic)[\w.]*(Error|Exception)\b:)")
+
+
+def _is_error(line: str) -> bool:
+    return bool(_ERROR.match(line.strip()))
+
+
+def _reason(lines: list[str]) -> str:
+    """The most telling line of a failed run's log: the first error line _stream kept, else the
+    last line."""
+    for line in lines:
+        if _is_error(line):
+            return line.strip()
+    return lines[-1].strip() if lines else "no output"
+
+
+def wanted(cfg: StageConfig) -> bool:
+    """Whether ``cfg`` asks to be launched (refused inside a process a launcher already started)."""
+    if not cfg.launcher:
+        return False
+    if "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+        raise ConfigError(f"launcher={cfg.launcher!r} is set, but this process was itself started by "
+                          "a launcher (RANK is set): drop --launcher inside torchrun")
+    return True
+
+
+def run_launched(cfg: StageConfig, out_dir: PathLike) -> dict:
+    """Run ``cfg`` under ``cfg.launcher`` into ``out_dir`` and return its result.json."""
+    out = Path(out_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="simpleclr-launch-") as tmp:
+        config_file = Path(tmp) / "config.json"
+        config_file.write_text(json.dumps(cfg.replace(launcher=None).to_dict()))
+        argv = command(cfg, out, config_file)
+        print(f"launching: {shlex.join(argv)}", flush=True)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        try:
+            tail = _stream(proc)
+        except BaseException:  # interrupted notebook: stop the launcher (it stops its workers)
+            proc.terminate()
+            proc.wait()
+            raise
+        code = proc.wait()
+    if code != 0:
+        raise LaunchError(f"the launched {stage_command(cfg)} stage exited with code {code}: "
+                          f"{_reason(tail)} (full log above; finished work in {out} is kept)")
+    result = RunDir(out).read_result()
+    if result is None:
+        raise LaunchError(f"the launched {stage_command(cfg)} stage ended without writing "
+                          f"{out / 'result.json'}: see its log above")
+    return result
