@@ -17,6 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from _interrupt import Interrupt
 from simpleclr import train
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.data import prepare
@@ -278,17 +279,6 @@ TINY = "synthetic-cifar100:classes=4,train=20,test=4,seed=5"
 WRITES = ("start", "log_metrics", "truncate_metrics", "save_checkpoint", "write_result")
 
 
-class _Interrupt:
-    def __init__(self, fn, at: int):
-        self.fn, self.at, self.calls = fn, at, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return self.fn(*args, **kwargs)
-
-
 def _pretrain_cfg(data_dir: str) -> PretrainConfig:
     # 80 images, 8 held out for the kNN monitor: 72 // 16 = 4 steps per epoch, 3 epochs
     return PretrainConfig(dataset=TINY, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
@@ -311,7 +301,7 @@ def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
     cfg = _pretrain_cfg(data_dir)
     train.pretrain_simclr(cfg, f"{root}/straight")
     step = train.simclr_step
-    train.simclr_step = _Interrupt(step, at=2 * 4 + 2)  # second step of epoch 3, on every rank
+    train.simclr_step = Interrupt(step, at=2 * 4 + 2)  # second step of epoch 3, on every rank
     try:
         train.pretrain_simclr(cfg, f"{root}/resumed")
         raise AssertionError("the interruption did not happen")

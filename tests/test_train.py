@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from _interrupt import Interrupt
 from simpleclr import evaluate, models, train
 from simpleclr.config import ConfigError, PretrainConfig, SupervisedConfig
 from simpleclr.data import DataError, load_split
@@ -108,19 +109,6 @@ def _assert_same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-class _Interrupt:
-    """Wraps a step function and raises KeyboardInterrupt on its ``at``-th call (1-based)."""
-
-    def __init__(self, fn, at: int):
-        self.fn, self.at, self.calls = fn, at, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return self.fn(*args, **kwargs)
-
-
 # ---- resume, finished runs, conflicts ------------------------------------------------------
 @pytest.fixture(scope="module")
 def reference_run(data_dir, tmp_path_factory) -> tuple[PretrainConfig, Path, dict]:
@@ -165,7 +153,7 @@ def test_resume_after_interruption_gives_bit_identical_weights(reference_run, tm
     out = tmp_path / "resumed"
     # Interrupt in the middle of epoch 4: metrics of epoch 3 were written, but with
     # checkpoint_every=2 the last checkpoint is from epoch 2, so epoch 3 is redone.
-    monkeypatch.setattr(train, "simclr_step", _Interrupt(train.simclr_step, at=3 * 2 + 1))
+    monkeypatch.setattr(train, "simclr_step", Interrupt(train.simclr_step, at=3 * 2 + 1))
     with pytest.raises(KeyboardInterrupt):
         train.pretrain_simclr(cfg, out)
     run = RunDir(out)
