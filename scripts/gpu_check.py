@@ -74,7 +74,7 @@ def torchrun_world_of_one(small: bool) -> dict:
         data = "synthetic-cifar100:classes=10,train=20,test=4" if small else "synthetic-cifar100"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
                "-m", "simpleclr", "pretrain", "--out", f"{tmp}/run", "--data-dir", f"{tmp}/data",
-               "--dataset", data, "--image-size", "32", "--epochs", "1", "--batch-size",
+               "--dataset", data, "--image-size", "32", "--epochs", "1", "--warmup-epochs", "0", "--batch-size",
                "64" if small else "256", "--knn-every", "0", "--progress", "false"]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
