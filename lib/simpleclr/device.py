@@ -54,9 +54,12 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """The device ``name`` means for this process: ``auto`` and an unindexed ``cuda`` are
+    ``cuda:LOCAL_RANK`` (the GPU torchrun gave this rank; 0 outside torchrun)."""
+    local_gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return local_gpu
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -64,7 +67,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"device={name!r} was asked for but no CUDA GPU is visible: use device='auto' or 'cpu'")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device='mps' was asked for but MPS is not available: use device='auto' or 'cpu'")
-    return torch.device(name)
+    return local_gpu if name == "cuda" else torch.device(name)
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto", channels_last: bool = True,

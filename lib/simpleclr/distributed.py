@@ -36,16 +36,9 @@ class World:
         return self.size > 1
 
 
-def env_world_size() -> int:
-    """The world size torchrun announced (1 outside torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def rank_device(device: torch.device) -> torch.device:
-    """The device of this process: under torchrun an unindexed ``cuda`` means ``cuda:LOCAL_RANK``."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
+def launched() -> bool:
+    """Whether a launcher (torchrun) started this process as one rank of a job."""
+    return "RANK" in os.environ and "MASTER_ADDR" in os.environ
 
 
 def init_from_env(device: Optional[torch.device] = None) -> World:
@@ -54,14 +47,14 @@ def init_from_env(device: Optional[torch.device] = None) -> World:
     NCCL for CUDA devices, gloo otherwise. A world of one process (``torchrun --nproc-per-node 1``)
     still joins, so the NCCL/gloo path itself runs; the helpers below then act as identities.
     """
-    if "RANK" not in os.environ or "MASTER_ADDR" not in os.environ:
+    if not launched():
         return current_world()
-    size = env_world_size()
+    size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(rank_device(device))
+            torch.cuda.set_device(device)
         dist.init_process_group(backend=backend, timeout=TIMEOUT)
     return World(rank=rank, size=size, local_rank=local_rank)
 
@@ -104,9 +97,14 @@ class _GatherWithGrad(torch.autograd.Function):
         return grad[dist.get_rank() * n:(dist.get_rank() + 1) * n]
 
 
+def _distributed() -> bool:
+    """Whether this process is one of several in an initialised process group."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every rank along dim 0, keeping gradients (identity on one process)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return x
     return _GatherWithGrad.apply(x)
 
@@ -129,7 +127,7 @@ def shard(indices: torch.Tensor, world: World, batch_size: int) -> torch.Tensor:
 
 def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     """Mean over ranks (a copy; identity on one process)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _distributed():
         return value
     out = value.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
@@ -142,10 +140,6 @@ def barrier() -> None:
 
 
 # ---- global ("synchronised") batch norm and the DDP wrapper ----------------------------------
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 class _GlobalBatchNormFn(torch.autograd.Function):
     """Batch norm over the global batch, built from ATen's fused CPU kernels.
 
@@ -237,8 +231,9 @@ class GlobalBatchNorm(_BatchNorm):
         self._check_input_dim(input)
         if not (self.training and _distributed()):
             return super().forward(input)
-        weight = self.weight if self.affine else torch.ones_like(self.running_mean)
-        bias = self.bias if self.affine else torch.zeros_like(self.running_mean)
+        c = input.shape[1]
+        weight = self.weight if self.affine else torch.ones(c, device=input.device)
+        bias = self.bias if self.affine else torch.zeros(c, device=input.device)
         return _GlobalBatchNormFn.apply(input, weight, bias, self)
 
 

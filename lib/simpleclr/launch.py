@@ -9,7 +9,6 @@ notebook and then returns the run's ``result.json``. The meaning of the run does
 from __future__ import annotations
 
 import codecs
-import collections
 import json
 import os
 import re
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Union
 
 from .config import ConfigError, StageConfig
+from .distributed import launched
 from .runs import RunDir
 
 PathLike = Union[str, Path]
@@ -52,58 +52,39 @@ def stage_command(cfg: StageConfig) -> str:
 
 def command(cfg: StageConfig, out_dir: PathLike, config_file: PathLike) -> list[str]:
     """The full command line that runs ``cfg`` under its launcher."""
-    if not cfg.launcher:
-        raise ConfigError(f"{type(cfg).__name__}.launcher is None: there is nothing to launch")
     return [*launcher_argv(cfg.launcher), "-m", "simpleclr", stage_command(cfg),
             "--config", str(config_file), "--out", str(out_dir)]
 
 
-def _stream(proc: subprocess.Popen, keep: int = 40) -> list[str]:
+def _stream(proc: subprocess.Popen) -> str:
     """Copy the child's output to our stdout as it comes (``\\r`` kept, so bars redraw in place);
-    return our one-line errors from it, then its last ``keep`` lines, for the error message."""
+    return the line that says best why it failed: its last error line (our one-line errors, a
+    worker's traceback end; torchrun's own report after it runs to many lines), else its last line."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    tail: collections.deque[str] = collections.deque(maxlen=keep)
-    errors: list[str] = []  # kept whole: torchrun's own report of a failure runs to many lines
-    partial = ""
+    error, last, pending = None, "no output", ""
     assert proc.stdout is not None
-    while True:
-        chunk = os.read(proc.stdout.fileno(), 65536)
-        if not chunk:
-            break
+    while chunk := os.read(proc.stdout.fileno(), 65536):
         text = decoder.decode(chunk)
         sys.stdout.write(text)
         sys.stdout.flush()
-        lines = (partial + text).replace("\r", "\n").split("\n")
-        partial = lines.pop()
-        tail.extend(line for line in lines if line.strip())
-        errors.extend(line for line in lines if _is_error(line))
-    if partial.strip():
-        tail.append(partial)
-    return errors[-1:] + list(tail)
+        *lines, pending = (pending + text).replace("\r", "\n").split("\n")
+        for line in filter(str.strip, lines):
+            last = line.strip()
+            error = last if _ERROR.match(last) else error
+    if pending.strip():
+        last = pending.strip()
+    return error or last
 
 
 # our one-line errors, and the closing line of a Python traceback in a worker (not torchrun's own)
 _ERROR = re.compile(r"^(simpleclr: error:|(?!torch\.distributed\.elastic)[\w.]*(Error|Exception)\b:)")
 
 
-def _is_error(line: str) -> bool:
-    return bool(_ERROR.match(line.strip()))
-
-
-def _reason(lines: list[str]) -> str:
-    """The most telling line of a failed run's log: the first error line _stream kept, else the
-    last line."""
-    for line in lines:
-        if _is_error(line):
-            return line.strip()
-    return lines[-1].strip() if lines else "no output"
-
-
 def wanted(cfg: StageConfig) -> bool:
     """Whether ``cfg`` asks to be launched (refused inside a process a launcher already started)."""
     if not cfg.launcher:
         return False
-    if "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+    if launched():
         raise ConfigError(f"launcher={cfg.launcher!r} is set, but this process was itself started by "
                           "a launcher (RANK is set): drop --launcher inside torchrun")
     return True
@@ -121,7 +102,7 @@ def run_launched(cfg: StageConfig, out_dir: PathLike) -> dict:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         try:
-            tail = _stream(proc)
+            reason = _stream(proc)
         except BaseException:  # interrupted notebook: stop the launcher (it stops its workers)
             proc.terminate()
             proc.wait()
@@ -129,7 +110,7 @@ def run_launched(cfg: StageConfig, out_dir: PathLike) -> dict:
         code = proc.wait()
     if code != 0:
         raise LaunchError(f"the launched {stage_command(cfg)} stage exited with code {code}: "
-                          f"{_reason(tail)} (full log above; finished work in {out} is kept)")
+                          f"{reason} (full log above; finished work in {out} is kept)")
     result = RunDir(out).read_result()
     if result is None:
         raise LaunchError(f"the launched {stage_command(cfg)} stage ended without writing "

@@ -165,10 +165,15 @@ def _short_dataset(name: str) -> str:
     return name.split(":")[0] + (" (stand-in)" if name.startswith("synthetic-") else "")
 
 
+def _length(cfg: dict) -> str:
+    """How long a training run ran: its fixed step count, else its epochs."""
+    return f"{cfg['steps']} steps" if cfg.get("steps") else f"{cfg.get('epochs')} epochs"
+
+
 def training_budget(cfg: dict, stage: str) -> str:
     """What a training run was given, e.g. ``"SimCLR, 40 steps x 128, 10% of cifar100"``."""
     what = "SimCLR" if stage == "pretrain" else "supervised"
-    length = f"{cfg['steps']} steps" if cfg.get("steps") else f"{cfg.get('epochs')} epochs"
+    length = _length(cfg)
     frac = cfg.get("subset_fraction", 1.0)
     share = f"{100 * frac:g}% of " if frac < 1 else ""
     return f"{what}, {length} × {cfg.get('batch_size')}, {share}{_short_dataset(cfg.get('dataset', '?'))}"
@@ -848,11 +853,10 @@ def _budget(study: Study) -> str:
                 continue
             c = src.config
             what = ("SimCLR" if src.stage == "pretrain" else "supervised")
-            steps = f"{c['steps']} steps" if c.get("steps") else f"{c.get('epochs')} epochs"
             frac = c.get("subset_fraction", 1.0)
             parts.append(f"{name}: {what} on {c.get('dataset')}"
                          + (f" ({100 * frac:g}% subset)" if frac < 1 else "")
-                         + f", {steps}, batch {c.get('batch_size')}")
+                         + f", {_length(c)}, batch {c.get('batch_size')}")
             break
     return "; ".join(parts)
 

@@ -12,6 +12,7 @@ Layout of one run folder::
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -30,31 +31,32 @@ class RunConflict(RuntimeError):
 
 
 # ---- atomic writes ----------------------------------------------------------------------
-def _temp_beside(path: Path) -> str:
-    """A temporary file beside ``path`` with the permissions a plain ``open`` would give it
-    (mkstemp makes 0600 files, which would hide results from the rest of a shared group)."""
+@contextlib.contextmanager
+def _replacing(path: PathLike) -> Iterator[str]:
+    """Yield a temporary file beside ``path`` to write; then fsync it and rename it into place
+    (on any failure it is removed and ``path`` is untouched). It gets the permissions a plain
+    ``open`` would give: mkstemp's 0600 would hide results from the rest of a shared group."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
     os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
-    return tmp
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
-    path = Path(path)
-    tmp = _temp_beside(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:
@@ -65,16 +67,8 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """``torch.save`` through a temporary file and a rename: a crash never leaves a torn checkpoint."""
     import torch
 
-    path = Path(path)
-    tmp = _temp_beside(path)
-    try:
+    with _replacing(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: PathLike) -> Optional[dict]:

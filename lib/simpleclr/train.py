@@ -12,7 +12,6 @@ from generators seeded per (seed, epoch), so an epoch is the same whether or not
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import time
@@ -159,7 +158,6 @@ def default_blur_prob(image_size: int, blur_prob: Optional[float]) -> float:
 
 def _runtime(cfg: StageConfig) -> Runtime:
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
-    runtime = dataclasses.replace(runtime, device=distributed.rank_device(runtime.device))
     if runtime.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -407,7 +405,7 @@ def _summary(rows: list[dict], loop: _Loop) -> dict:
             "steps": loop.total_steps, "images_per_s": clock["images"] / max(clock["train_s"], 1e-9),
             "wall_time_s": clock["elapsed_s"],
             "runtime": {**loop.runtime.describe(), "world_size": loop.world.size,
-                        "sync_bn": loop.state.get("sync_bn", False)}}
+                        "sync_bn": uses_sync_bn(loop.cfg, loop.world)}}
 
 
 def _last_value(rows: list[dict], key: str) -> Optional[float]:
@@ -510,7 +508,7 @@ def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
 
     loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
                  parts.scaler, step, monitor_epoch, len(train_idx), steps_per_epoch, total, epochs,
-                 desc="simclr", state={"sync_bn": uses_sync_bn(cfg, world)})
+                 desc="simclr")
     rows = _run_loop(loop)
     result = _summary(rows, loop)
     if world.is_main:
@@ -634,8 +632,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
 
     loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
                  parts.scaler, step, validate, len(train_idx), steps_per_epoch, total, epochs,
-                 desc="finetune" if cfg.init else "supervised",
-                 state={"sync_bn": uses_sync_bn(cfg, world)})
+                 desc="finetune" if cfg.init else "supervised")
     rows = _run_loop(loop)
     result = _summary(rows, loop)
     if world.is_main:
