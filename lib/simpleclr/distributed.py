@@ -155,9 +155,9 @@ class _GlobalBatchNormFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 module: "GlobalBatchNorm") -> torch.Tensor:  # type: ignore[override]
-        ones = torch.ones_like(weight)  # float32 parameters: float32 statistics for bf16 input
+        ones = torch.ones_like(weight)  # float32 parameters: float32 statistics for bf16 input (float64 for float64)
         _, mean_l, invstd_l = torch.native_batch_norm(x, ones, None, None, None, True, 0.0, 0.0)
-        var_l = invstd_l.double().pow(-2).float()  # eps 0: exactly the local biased variance
+        var_l = invstd_l.double().pow(-2).to(mean_l.dtype)  # eps 0: exactly the local biased variance
         c = mean_l.numel()
         n_l = torch.full_like(mean_l[:1], x.numel() / c)
         parts = [torch.empty(2 * c + 1, dtype=mean_l.dtype, device=x.device)

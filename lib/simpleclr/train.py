@@ -98,7 +98,7 @@ def simclr_step(model: nn.Module, augment: "augment_mod.SimCLRAugment",
     """One SimCLR iteration on a uint8 batch already on the device; returns (loss, grad_norm).
 
     Two views per image, one forward pass over the 2B concatenated views (BN sees both), NT-Xent
-    over the (DDP-gathered) projections in float32. Both results are detached device tensors: the
+    over the (DDP-gathered) projections in float32 (or float64). Both results are detached device tensors: the
     caller decides when to read them. ``check_finite`` syncs and raises :class:`TrainingDiverged`
     before the optimizer steps on a NaN/Inf loss or gradient.
     """
@@ -107,9 +107,15 @@ def simclr_step(model: nn.Module, augment: "augment_mod.SimCLRAugment",
     x = _channels_last(torch.cat([v1, v2]), runtime)
     with runtime.autocast():
         z = model(x)
-    z1, z2 = z.float().chunk(2)
+    z1, z2 = _loss_dtype(z).chunk(2)
     loss = nt_xent(distributed.gather_with_grad(z1), distributed.gather_with_grad(z2), temperature)
     return _finish_step(loss, optimizer, scheduler, scaler, grad_clip, check_finite)
+
+
+def _loss_dtype(t: torch.Tensor) -> torch.Tensor:
+    """The loss's input in float32 at least: bf16/fp16 activations are upcast, float64 (the
+    numerical equivalence tests) stays float64."""
+    return t if t.dtype == torch.float64 else t.float()
 
 
 def supervised_step(model: nn.Module, augment: "augment_mod.SupervisedAugment",
@@ -124,7 +130,7 @@ def supervised_step(model: nn.Module, augment: "augment_mod.SupervisedAugment",
     x = _channels_last(augment(images, generator), runtime)
     with runtime.autocast():
         logits = model(x)
-    loss = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    loss = F.cross_entropy(_loss_dtype(logits), labels, label_smoothing=label_smoothing)
     return _finish_step(loss, optimizer, scheduler, scaler, grad_clip, check_finite)
 
 
