@@ -16,9 +16,11 @@ SimCLR lines count *images*: one image is two views, two forward/backward passes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -29,20 +31,42 @@ from .config import PretrainConfig, SupervisedConfig, _parse_bool
 CIFAR_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR_STD = (0.2673, 0.2564, 0.2762)
 CASES = ("model_step", "simclr_step", "augment", "supervised_step", "linear_eval_features")
+# The default answers in about two minutes on a 2-core CPU (fp32 on AVX2 included): the three
+# stages a plan spends its time in, few repeats. ``--full`` is the exhaustive run.
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {"batch_size": 64, "repeats": 3, "steps": 1, "warmup": 1,
+              "only": ["simclr_step", "supervised_step", "linear_eval_features"]},
+    "full": {"batch_size": 256, "repeats": 5, "steps": 3, "warmup": 2, "only": list(CASES)},
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch-size", type=int, default=256, help="images per step (default 256)")
-    p.add_argument("--image-size", type=int, default=32, choices=(32, 64))
+    q, f = PROFILES["quick"], PROFILES["full"]
+    p.add_argument("--full", action="store_true",
+                   help=f"every case, batch {f['batch_size']}, {f['repeats']}x{f['steps']} steps "
+                        "(minutes to an hour on a CPU); default: the headline cases, "
+                        f"batch {q['batch_size']}, {q['repeats']} repeats")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step")
+    p.add_argument("--image-size", type=int, default=32, choices=(16, 32, 64))
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
     p.add_argument("--channels-last", type=_parse_bool, default=True)
     p.add_argument("--compile", type=_parse_bool, default=False)
     p.add_argument("--device", default="auto")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats; the median is reported")
-    p.add_argument("--steps", type=int, default=3, help="steps per repeat")
-    p.add_argument("--warmup", type=int, default=2, help="untimed warm-up steps")
-    p.add_argument("--only", nargs="+", choices=CASES, default=list(CASES))
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats; the median is reported")
+    p.add_argument("--steps", type=int, default=None, help="steps per repeat")
+    p.add_argument("--warmup", type=int, default=None, help="untimed warm-up steps")
+    p.add_argument("--only", nargs="+", choices=CASES, default=None)
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (nothing else) instead of a table")
+
+
+def resolve_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """The profile's settings (quick, or full with ``--full``), overridden by each option given."""
+    chosen = dict(PROFILES["full" if ns.full else "quick"])
+    for key in chosen:
+        if getattr(ns, key) is not None:
+            chosen[key] = getattr(ns, key)
+    return chosen
 
 
 def _sync(device: torch.device) -> None:
@@ -200,7 +224,11 @@ def format_table(out: dict) -> str:
 
 
 def main(ns: argparse.Namespace) -> int:
-    out = run_bench(ns.batch_size, ns.image_size, ns.precision, ns.channels_last, ns.compile,
-                    ns.device, ns.repeats, ns.steps, ns.warmup, ns.only)
+    opts = resolve_options(ns)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the result alone
+        out = run_bench(opts["batch_size"], ns.image_size, ns.precision, ns.channels_last,
+                        ns.compile, ns.device, opts["repeats"], opts["steps"], opts["warmup"],
+                        opts["only"])
+    out["profile"] = "full" if ns.full else "quick"
     print(json.dumps(out, indent=2) if ns.json else format_table(out))
     return 0
