@@ -98,6 +98,58 @@ def test_checksum_mismatch_then_explicit_acceptance(server, archives, tmp_path):
         "accepted-unofficial"
 
 
+def test_a_list_of_checksums_accepts_each_dataset_and_records_only_its_own(server, archives,
+                                                                           tmp_path):
+    """One SIMPLECLR_ACCEPT_CHECKSUM for two re-packed archives: a comma-separated list."""
+    server.files[ARCHIVE] = archives["other"]
+    sha = hashlib.sha256(archives["other"]).hexdigest()
+    tiny_sha = "ab" * 32  # another dataset's re-packed archive, listed first
+    s = load_split("cifar100", root=tmp_path, accept_checksum=f" {tiny_sha}, {sha.upper()} ")
+    assert s.provenance["source"] == "accepted-unofficial"
+    assert s.provenance["accepted_with"] == sha  # exact provenance: the entry that matched
+    with pytest.raises(DataError, match="matches neither"):
+        load_split("cifar100", root=tmp_path / "other", accept_checksum=f"{tiny_sha},{'0' * 32}")
+
+
+def test_preparing_shows_progress_on_a_log_with_counts(server, archives, tmp_path, capsys,
+                                                       monkeypatch):
+    """Outside a terminal each slow step writes plain lines: start, count and ETA, end."""
+    from simpleclr.data import fetch
+
+    monkeypatch.setattr(fetch, "PROGRESS_MIN_BYTES", 0)  # the test archive is small
+    load_split("cifar100", root=tmp_path)
+    err = capsys.readouterr().err
+    size = len(server.files[ARCHIVE])
+    for step in (f"downloading {ARCHIVE}", f"verifying {ARCHIVE}", f"extracting {ARCHIVE}"):
+        assert f"{step}: started" in err and f"{step}: done" in err, step
+    assert f"verifying {ARCHIVE}: started of {size / 1024:.1f} KiB" in err
+    assert "\r" not in err
+
+
+def test_progress_lines_give_count_percent_and_eta(monkeypatch):
+    import io
+    import itertools
+
+    from simpleclr.data import progress
+
+    clock = itertools.chain([0.0, 20.0, 21.0, 40.0, 41.0], itertools.repeat(50.0))
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    out = io.StringIO()
+    with progress.Progress(100, "decoding images", "img", file=out) as p:
+        p.update(25)  # t=20: a line, 25 of 100 in 20 s -> 60 s left
+        p.update(25)  # t=21: within the interval, no line
+        p.update(50)  # t=40: a line
+    lines = out.getvalue().splitlines()
+    assert lines == ["decoding images: started of 100 img",
+                     "decoding images: 25 img of 100 img (25%), ETA 1m00s, 20s elapsed",
+                     "decoding images: 100 img of 100 img (100%), ETA 0s, 40s elapsed",
+                     "decoding images: done, 100 img in 41s"]
+    quiet = io.StringIO()
+    with progress.Progress(10, "decoding images", "img", min_total=5000, file=quiet) as p:
+        p.update(10)
+    assert quiet.getvalue() == ""
+
+
 @pytest.mark.parametrize("accept", [None, "any"])
 def test_truncated_download_is_removed(server, archives, tmp_path, accept):
     server.files[ARCHIVE] = archives["truncated"]

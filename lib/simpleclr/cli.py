@@ -118,8 +118,9 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
         else:
             p.add_argument("name", metavar="NAME")
         p.add_argument("--data-dir", default=None, help="data folder (default: $SIMPLECLR_DATA or ./data)")
-        p.add_argument("--accept-checksum", default=None, metavar="MD5|SHA256|any",
-                       help="accept a re-packed archive with this checksum (recorded as unofficial)")
+        p.add_argument("--accept-checksum", default=None, metavar="SUMS|any",
+                       help="accept a re-packed archive whose md5 or sha256 is in this "
+                            "comma-separated list (recorded as unofficial)")
     d.set_defaults(func=_data)
 
     _stage_parser(sub, "pretrain", PretrainConfig, "SimCLR pretraining")

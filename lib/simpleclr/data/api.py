@@ -82,9 +82,10 @@ def _verify(spec: DatasetSpec, archive: Path, accept: Optional[str], fetched: bo
     md5, sha = fetch.file_hashes(archive)
     if spec.md5 and md5 == spec.md5:
         return _provenance(spec, "official", archive=archive, md5=md5, sha256=sha)
-    if fetch.accepts(accept, md5, sha):  # corruption still shows when it is extracted
+    matched = fetch.accepted_checksum(accept, md5, sha)
+    if matched:  # corruption still shows when it is extracted
         return _provenance(spec, "accepted-unofficial", archive=archive, md5=md5, sha256=sha,
-                           accepted_with=accept)
+                           accepted_with=matched)
     problem = fetch.integrity_error(archive)
     if problem:
         if fetched:

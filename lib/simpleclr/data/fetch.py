@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from .errors import DataError
+from .progress import Progress
 
 try:
     import fcntl
@@ -27,16 +28,23 @@ except ImportError:  # Windows: no advisory locks; atomic renames still keep fil
     fcntl = None  # type: ignore[assignment]
 
 CHUNK = 1 << 20
+PROGRESS_MIN_BYTES = 32 << 20  # smaller files are read, hashed or unpacked in about a second
 MARKER = ".simpleclr-source.json"
 CORRUPT = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile)
 FILTER_ERROR = getattr(tarfile, "FilterError", ())  # Python >= 3.10.12 / 3.11.4
 
 
-def _safe_extractall(tar: tarfile.TarFile, dest: Path, archive: Path) -> None:
+def _counted(tar: tarfile.TarFile, bar: Progress) -> Iterator[tarfile.TarInfo]:
+    for member in tar:  # read as extracted: a .tar.gz is not read twice
+        yield member
+        bar.update()
+
+
+def _safe_extractall(tar: tarfile.TarFile, dest: Path, archive: Path, bar: Progress) -> None:
     """Extract with the "data" filter (no absolute paths, links out, devices); on an older Python
     without it, refuse such members by hand."""
     if hasattr(tarfile, "data_filter"):
-        tar.extractall(dest, filter="data")
+        tar.extractall(dest, members=_counted(tar, bar), filter="data")
         return
     members = tar.getmembers()
     for m in members:
@@ -48,21 +56,35 @@ def _safe_extractall(tar: tarfile.TarFile, dest: Path, archive: Path) -> None:
 
 # ---- checksums ----------------------------------------------------------------------------------
 def file_hashes(path: Path) -> tuple[str, str]:
-    """(md5, sha256) of a file, read once."""
+    """(md5, sha256) of a file, read once (with progress: a 250 MB archive takes seconds)."""
     md5, sha = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(path, "rb") as f, Progress(path.stat().st_size, f"verifying {path.name}", "B",
+                                         min_total=PROGRESS_MIN_BYTES) as bar:
         while block := f.read(CHUNK):
             md5.update(block)
             sha.update(block)
+            bar.update(len(block))
     return md5.hexdigest(), sha.hexdigest()
 
 
+def accepted_checksum(accept: Optional[str], md5: Optional[str],
+                      sha256: Optional[str]) -> Optional[str]:
+    """The entry of ``accept`` that vouches for a file with these hashes, else None.
+
+    ``accept`` is "any" or a comma-separated list of md5/sha256 sums, so one setting (say
+    ``SIMPLECLR_ACCEPT_CHECKSUM``) can accept the re-packed archives of several datasets; the
+    provenance records only the entry that matched this file.
+    """
+    for entry in (accept or "").split(","):
+        a = entry.strip().lower()
+        if a and (a == "any" or a in (md5, sha256)):
+            return a
+    return None
+
+
 def accepts(accept: Optional[str], md5: Optional[str], sha256: Optional[str]) -> bool:
-    """Whether ``accept`` (a user's md5, sha256 or "any") vouches for a file with these hashes."""
-    if not accept:
-        return False
-    a = accept.strip().lower()
-    return a == "any" or a in (md5, sha256)
+    """Whether ``accept`` (md5/sha256 sums, comma-separated, or "any") vouches for these hashes."""
+    return accepted_checksum(accept, md5, sha256) is not None
 
 
 # ---- integrity and extraction -------------------------------------------------------------------
@@ -99,16 +121,24 @@ def extract(archive: Path, dest: Path, folder: str, marker: dict, required: Sequ
     target = dest / folder
     tmp = Path(tempfile.mkdtemp(dir=dest, prefix=f".{folder}.extract-"))
     try:
+        big = archive.stat().st_size >= PROGRESS_MIN_BYTES
         if is_zip(archive):
             with zipfile.ZipFile(archive) as z:
-                for name in z.namelist():
+                names = z.namelist()
+                for name in names:
                     if name.startswith("/") or ".." in Path(name).parts:
                         raise DataError(f"{archive} holds an unsafe path {name!r}: refusing to "
                                         "extract it; delete the archive")
-                z.extractall(tmp)
+                with Progress(len(names) if big else 0, f"extracting {archive.name}", "files",
+                              min_total=1) as bar:
+                    for name in names:
+                        z.extract(name, tmp)
+                        bar.update()
         else:
-            with tarfile.open(archive, "r:*") as tar:
-                _safe_extractall(tar, tmp, archive)
+            with tarfile.open(archive, "r:*") as tar, \
+                    Progress(None if big else 0, f"extracting {archive.name}", "files",
+                             min_total=1) as bar:
+                _safe_extractall(tar, tmp, archive, bar)
         src = tmp / folder
         if not src.is_dir():
             found = sorted(p.name for p in tmp.iterdir())[:5]
@@ -145,13 +175,6 @@ def read_marker(folder: Path) -> Optional[dict]:
 
 
 # ---- download -----------------------------------------------------------------------------------
-def _progress(total: Optional[int], initial: int, desc: str):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc, disable=None, file=sys.stderr)
-
-
 def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming a partial ``.part`` with an HTTP
     Range request (restarting when the server ignores it). Renamed into place only when complete.
@@ -179,7 +202,7 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
         length = resp.headers.get("Content-Length")
         total = start + int(length) if length is not None else None
         with open(part, "ab" if resumed else "wb") as f, \
-                _progress(total, start, dest.name) as bar:
+                Progress(total, f"downloading {dest.name}", "B", initial=start) as bar:
             try:
                 while block := resp.read(CHUNK):
                     f.write(block)

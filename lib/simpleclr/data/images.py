@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
@@ -11,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DataError
+from .progress import Progress
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -51,11 +51,8 @@ def decode_images(paths: Sequence[Path], size: int, threads: Optional[int] = Non
             img = ImageOps.fit(img, (size, size), method=Image.Resampling.BICUBIC)
         out[i] = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
 
-    from tqdm.auto import tqdm
-
     workers = threads or min(8, os.cpu_count() or 1)
-    with tqdm(total=len(paths), desc="decoding images", unit="img", file=sys.stderr,
-              disable=None if len(paths) >= 5000 else True) as bar:
+    with Progress(len(paths), "decoding images", "img", min_total=5000) as bar:
         if workers <= 1 or len(paths) < 64:
             for i in range(len(paths)):
                 one(i)
