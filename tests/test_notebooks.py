@@ -74,8 +74,9 @@ def test_committed_notebooks_match_the_generator():
             f"notebooks/{name}.ipynb is stale: run python scripts/make_notebooks.py")
 
 
-def test_linear_eval_notebook_runs_top_to_bottom_under_papermill(tmp_path, monkeypatch):
-    """The linear-eval notebook top to bottom with a real kernel, on a tiny generated set."""
+def test_linear_eval_notebook_runs_top_to_bottom_under_papermill(tmp_path, monkeypatch, capfd):
+    """The linear-eval notebook top to bottom with a real kernel, on a tiny generated set; the
+    kernel talks over IPC, so ipykernel's plain-TCP warning never reaches the terminal."""
     monkeypatch.setenv("SIMPLECLR_DATA", str(tmp_path / "data"))
     out = tmp_path / "run"
     plans.execute_notebook("linear_eval", out / "notebook.ipynb",
@@ -83,6 +84,7 @@ def test_linear_eval_notebook_runs_top_to_bottom_under_papermill(tmp_path, monke
                             "label_fraction": 1.0, "image_size": 8, "progress": False,
                             "precision": "fp32", "num_threads": 1},
                            cwd=tmp_path, progress=False)
+    assert "without encryption" not in capfd.readouterr().err
     nb = nbformat.read(str(out / "notebook.ipynb"), as_version=4)
     result = (out / "result.json").read_text()
     assert '"top1"' in result

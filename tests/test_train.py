@@ -128,6 +128,8 @@ def test_pretrain_run_folder_holds_what_the_contract_names(reference_run):
     rows = run.read_metrics()
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert [r["step"] for r in rows] == [2, 4, 6, 8]
+    progress = run.read_progress()  # the last line a watching plan showed
+    assert progress["step"] == progress["total_steps"] == 8 and progress["elapsed_s"] > 0
     assert all(r["knn_top1"] is not None and 0 <= r["knn_top1"] <= 100 for r in rows)
     assert result["knn_top1"] == rows[-1]["knn_top1"]
     assert result["final_loss"] == pytest.approx(rows[-1]["loss"])

@@ -45,8 +45,10 @@ The report reads everything else from the run folders.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import math
 import os
 import re
 import sys
@@ -57,6 +59,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 from .config import STAGES, ConfigError, StageConfig, config_from_dict
 from .runs import RunDir, atomic_write_json, git_commit, read_json
+from .runwatch import RunWatch, fmt_seconds
 
 PathLike = Union[str, os.PathLike]
 
@@ -87,7 +90,8 @@ ROLES: dict[str, tuple[str, ...]] = {
     "features": ("linear_eval",),                  # t-SNE features for a row tested directly
 }
 REPORT_PARAMS = ("title", "tsne_points", "tsne_seed", "tsne_perplexity")  # report.ipynb's parameters
-PLAN_KEYS = {"name", "description", "defaults", "report", "runs", "standins", "estimate"}
+PLAN_KEYS = {"name", "description", "defaults", "report", "runs", "standins", "estimate",
+             "budget_min", "smaller"}
 RUN_KEYS = {"name", "notebook", "params", "needs", "report", "matrix", "launch"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
@@ -127,6 +131,8 @@ class Plan:
     report: dict = field(default_factory=dict)
     standins: tuple[str, ...] = ()
     estimate: str = ""
+    budget_min: Optional[float] = None  # the wall time the plan is sized for, where one is stated
+    smaller: Optional[str] = None  # the plan to name when this one would take far longer here
 
     def standin_path(self, kind: str) -> Path:
         return self.outputs / STANDIN_FILES[kind]
@@ -375,9 +381,15 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
     extra = sorted(set(report) - set(REPORT_PARAMS))
     if extra:
         raise PlanError(f"{where}: report has unknown parameter {extra[0]!r}; use {', '.join(REPORT_PARAMS)}")
+    budget = raw.get("budget_min")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget <= 0):
+        raise PlanError(f"{where}: budget_min must be a positive number of minutes, not {budget!r}")
     return Plan(name=name, source=source, description=str(raw.get("description") or "").strip(),
                 outputs=plan_dir, runs=runs, report=report, standins=standins,
-                estimate=str(raw.get("estimate") or "").strip())
+                estimate=str(raw.get("estimate") or "").strip(),
+                budget_min=None if budget is None else float(budget),
+                smaller=str(raw["smaller"]) if raw.get("smaller") else None)
 
 
 # ---- what a plan needs before it starts -----------------------------------------------------
@@ -480,26 +492,36 @@ def _failure_reason(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+def _kernel_manager_class() -> Optional[type]:
+    """A kernel manager that talks to the kernel over IPC (Unix sockets in Jupyter's private
+    runtime folder) instead of TCP on localhost: nothing listens on a port, and ipykernel's
+    "running over TCP without encryption" warning is not raised. None (TCP) where IPC is absent."""
+    if os.name != "posix":
+        return None
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
 def execute_notebook(name: str, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
-                     progress: bool = True) -> None:
-    """Run ``notebooks/<name>.ipynb`` with ``parameters`` through papermill into ``output``."""
+                     progress: bool = False) -> None:
+    """Run ``notebooks/<name>.ipynb`` with ``parameters`` through papermill into ``output``.
+
+    ``progress`` shows papermill's per-cell bar; plans show a run's own steps instead (RunWatch).
+    """
     import papermill as pm
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    manager = _kernel_manager_class()
+    extra = {"kernel_manager_class": manager} if manager is not None else {}
     pm.execute_notebook(str(notebook_file(name)), str(output), parameters=parameters,
                         kernel_name=kernel_name(), progress_bar=progress, cwd=str(cwd or Path.cwd()),
-                        log_output=False)
-
-
-def _fmt_s(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return "?"
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+                        log_output=False, **extra)
 
 
 def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
@@ -530,6 +552,10 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     states: dict[str, dict] = {}
     write_manifest(p, states)
     print(f"plan {p.name}: {len(names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
+    runnable = [n for n in todo if n not in unavailable]
+    clock = PlanClock(estimate_runs(p, runnable, Path(outputs)) if progress else {})
+    if progress:
+        print(clock.summary(p), flush=True)
     failed: list[str] = []
     started = time.time()
     width = len(str(len(names)))
@@ -555,7 +581,8 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
         print(f"{tag}: {verb} -> {spec.path}", flush=True)
         t0 = time.time()
         try:
-            execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params, progress=progress)
+            with RunWatch(tag, RunDir(spec.path)) if progress else contextlib.nullcontext():
+                execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params)
         except KeyboardInterrupt:
             states[n] = {"state": "partial", "reason": "interrupted"}
             write_manifest(p, states)
@@ -564,19 +591,20 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
             reason = _failure_reason(e)
             states[n] = {"state": "failed", "reason": reason, "seconds": time.time() - t0}
             failed.append(n)
-            print(f"{tag}: FAILED after {_fmt_s(time.time() - t0)}: {reason}\n"
+            print(f"{tag}: FAILED after {fmt_seconds(time.time() - t0)}: {reason}\n"
                   f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
             write_manifest(p, states)
             continue
         res = RunDir(spec.path).read_result() or {}
         states[n] = {"state": "done", "reason": None, "reused": False, "seconds": time.time() - t0,
                      "wall_time_s": res.get("wall_time_s")}
-        print(f"{tag}: done in {_fmt_s(time.time() - t0)}", flush=True)
+        clock.finished(n, time.time() - t0)
+        print(f"{tag}: done in {fmt_seconds(time.time() - t0)}{clock.left_text()}", flush=True)
         write_manifest(p, states)
 
-    print(f"plan {p.name}: runs finished in {_fmt_s(time.time() - started)}; rendering the report", flush=True)
+    print(f"plan {p.name}: runs finished in {fmt_seconds(time.time() - started)}; rendering the report", flush=True)
     try:
-        html = render_report(p, report_dir, progress=progress)
+        html = render_report(p, report_dir)
         print(f"report: {html}", flush=True)
     except Exception as e:
         print(f"report: FAILED: {_failure_reason(e)}\n    executed notebook: {p.outputs / 'report.ipynb'}",
@@ -590,13 +618,60 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     return 1 if blocked else 0
 
 
-def render_report(plan: Plan, report_dir: PathLike = "report", *, progress: bool = True) -> Path:
+def estimate_runs(plan: Plan, names: Sequence[str], outputs: Path) -> dict[str, Optional[float]]:
+    """Seconds each run should take on this machine (None where it cannot be estimated)."""
+    est = Estimator(outputs)
+    return {n: est.seconds(plan.runs[n])[0] for n in names}
+
+
+class PlanClock:
+    """The plan's time left: the estimates of the runs still to go, scaled by how the finished
+    runs of this session compared with their own estimates (a slower machine shows at once)."""
+
+    def __init__(self, estimates: dict[str, Optional[float]]):
+        self.estimates = estimates
+        self.pending = [n for n in estimates]
+        self.spent = self.expected = 0.0
+
+    def summary(self, plan: Plan) -> str:
+        by_stage: dict[str, float] = {}
+        for n, sec in self.estimates.items():
+            stage = plan.runs[n].config.stage
+            by_stage[stage] = by_stage.get(stage, 0.0) + (sec or 0.0)
+        total = sum(by_stage.values())
+        unknown = sum(sec is None for sec in self.estimates.values())
+        parts = ", ".join(f"{stage} {fmt_seconds(sec)}" for stage, sec in by_stage.items())
+        text = (f"plan {plan.name}: estimate on this machine about {fmt_seconds(total)}"
+                + (f" ({parts})" if parts else "")
+                + (f", {unknown} run(s) not estimated" if unknown else ""))
+        if plan.budget_min and total > 2 * 60 * plan.budget_min:
+            smaller = f"; for a shorter try: make report PLAN={plan.smaller}" if plan.smaller else ""
+            text += (f"\nplan {plan.name}: WARNING: that is {total / 60 / plan.budget_min:.1f}x the "
+                     f"{plan.budget_min:g} min it is sized for (a slower CPU, e.g. without bf16, "
+                     f"or a busy machine){smaller}")
+        return text
+
+    def finished(self, name: str, seconds: float) -> None:
+        if name in self.pending:
+            self.pending.remove(name)
+            if self.estimates.get(name):
+                self.spent += seconds
+                self.expected += self.estimates[name]  # type: ignore[operator]
+
+    def left_text(self) -> str:
+        known = [self.estimates[n] for n in self.pending if self.estimates.get(n)]
+        if not self.estimates or not self.pending:
+            return ""
+        scale = self.spent / self.expected if self.expected else 1.0
+        return f"; plan: about {fmt_seconds(scale * sum(known))} left ({len(self.pending)} runs)"
+
+
+def render_report(plan: Plan, report_dir: PathLike = "report") -> Path:
     """Execute the report notebook on the plan's folder and export it as one HTML file."""
     from .report import export_html
 
     executed = plan.outputs / "report.ipynb"
-    execute_notebook(REPORT_NOTEBOOK, executed, {**plan.report, "plan_dir": str(plan.outputs)},
-                     progress=progress)
+    execute_notebook(REPORT_NOTEBOOK, executed, {**plan.report, "plan_dir": str(plan.outputs)})
     return export_html(executed, Path(report_dir) / "report.html")
 
 
@@ -615,14 +690,14 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
             unknown += 1
         else:
             total += seconds
-        rows.append((n, spec.notebook, status, "-" if status == "done" else _fmt_s(seconds), basis))
+        rows.append((n, spec.notebook, status, "-" if status == "done" else fmt_seconds(seconds), basis))
     w = [max(len(r[i]) for r in rows + [("run", "notebook", "status", "left", "")]) for i in range(4)]
     print(f"plan {p.name} ({p.source}) -> {p.outputs}")
     print(f"  {'run':<{w[0]}}  {'notebook':<{w[1]}}  {'status':<{w[2]}}  {'left':>{w[3]}}  basis")
     for r in rows:
         print(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}  {r[4]}")
     counts = {s: sum(r[2] == s for r in rows) for s in ("done", "partial", "todo", "stale")}
-    left = f"about {_fmt_s(total)} left on this machine" + (f" (+{unknown} run(s) not estimated)" if unknown else "")
+    left = f"about {fmt_seconds(total)} left on this machine" + (f" (+{unknown} run(s) not estimated)" if unknown else "")
     print(f"{counts['done']} done, {counts['partial']} partial, {counts['todo']} todo"
           + (f", {counts['stale']} stale" if counts["stale"] else "") + f"; {left}")
     print("  estimate: a finished run of the same config on this machine gives its recorded wall time; "

@@ -145,6 +145,7 @@ class RunDir:
         self.checkpoint_dir = self.path / "checkpoints"
         self.features_path = self.path / "features.pt"
         self.notebook_path = self.path / "notebook.ipynb"
+        self.progress_path = self.path / "progress.json"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -208,6 +209,18 @@ class RunDir:
     def truncate_metrics(self, keep: Iterable[dict]) -> None:
         """Rewrite metrics to ``keep`` (on resume: drop rows past the checkpoint)."""
         atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+
+    # progress of a running stage (what `plan run` shows while its notebook executes) -------
+    def write_progress(self, step: int, total_steps: int, elapsed_s: float) -> None:
+        """Where the training loop stands; rewritten every few seconds, read by other processes."""
+        atomic_write_json(self.progress_path, {"step": step, "total_steps": total_steps,
+                                               "elapsed_s": elapsed_s, "written_at": time.time()})
+
+    def read_progress(self) -> Optional[dict]:
+        try:
+            return read_json(self.progress_path)
+        except (OSError, ValueError):  # a progress line is never worth an error
+            return None
 
     # checkpoints -------------------------------------------------------------------------
     def checkpoint_path(self, name: str = "last") -> Path:

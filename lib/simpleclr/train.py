@@ -41,6 +41,7 @@ PathLike = Union[str, Path]
 # On accelerators the loss is read back (a host sync) only this often: the NaN/Inf guard and the
 # progress bar look at sums accumulated on the device in between.
 SYNC_EVERY = 25
+PROGRESS_EVERY_S = 5.0  # how often rank 0 rewrites progress.json for a watching plan
 
 
 class TrainingDiverged(RuntimeError):
@@ -323,6 +324,7 @@ def _run_loop(loop: _Loop) -> list[dict]:
     sync_each_step = _sync_each_step(dev)
     local_batch = cfg.batch_size // loop.world.size
     bar = _progress(loop, step)
+    shown = _show_progress(loop, step, session_start, 0.0)
     try:
         for epoch in range(start_epoch, loop.epochs):
             t0 = time.perf_counter()
@@ -350,6 +352,7 @@ def _run_loop(loop: _Loop) -> list[dict]:
                 if at_sync and not sync_each_step:
                     _check_sums(loop, step, epoch, loss_sum, norm_sum)
                 bar.update(1)
+                shown = _show_progress(loop, step, session_start, shown)
                 if at_sync and cfg.progress:
                     rate = done_steps * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
                     bar.set_postfix(loss=f"{float(loss_sum) / done_steps:.4f}",
@@ -376,6 +379,17 @@ def _run_loop(loop: _Loop) -> list[dict]:
         bar.close()
     loop.state["clock"] = clock
     return loop.run.read_metrics()
+
+
+def _show_progress(loop: _Loop, step: int, session_start: float, shown: float) -> float:
+    """Rank 0 rewrites the run folder's progress.json at most every PROGRESS_EVERY_S seconds (and
+    at the last step), so a plan running this notebook can show where it stands; returns when it
+    last wrote."""
+    now = time.perf_counter()
+    if loop.world.is_main and (now - shown >= PROGRESS_EVERY_S or step == loop.total_steps):
+        loop.run.write_progress(step, loop.total_steps, now - session_start)
+        return now
+    return shown
 
 
 def _sync_each_step(device: torch.device) -> bool:
