@@ -334,3 +334,19 @@ def test_fine_tuning_loads_every_encoder_weight_of_a_pretrain_run(reference_run,
     assert got["meta"]["source"]["stage"] == "finetune"
     assert got["meta"]["source"]["init"] == str(pre_out)
     assert 0.0 <= result["top1"] <= 100.0
+
+
+def test_explicit_bf16_on_a_cpu_without_native_bf16_says_once_that_it_is_slower(monkeypatch, capsys):
+    from simpleclr import device
+
+    monkeypatch.setattr(device, "_WARNED", set())
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
+    assert device.resolve_runtime("cpu", "auto").precision == "fp32"
+    assert device.resolve_runtime("cpu", "bf16").precision == "bf16"  # still as asked
+    device.resolve_runtime("cpu", "bf16")
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "emulated" in err[0] and "precision='auto'" in err[0]
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(device, "_WARNED", set())
+    assert device.resolve_runtime("cpu", "auto").precision == "bf16"
+    assert capsys.readouterr().err == ""
