@@ -15,6 +15,11 @@ from .config import (ConfigError, LinearEvalConfig, PretrainConfig, StageConfig,
                      add_config_arguments, config_from_args)
 
 
+def _one_line(e: BaseException) -> str:
+    """An error's message on one line, however many lines the layer below gave it."""
+    return " ".join(str(e).split())
+
+
 def _load_config_file(path: Optional[str]) -> dict:
     if not path:
         return {}
@@ -148,19 +153,19 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .runs import RunConflict
+    from .runs import CheckpointError, RunConflict
 
     parser = build_parser(argv)
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (ConfigError, RunConflict) as e:
-        print(f"simpleclr: error: {e}", file=sys.stderr)
+    except (ConfigError, RunConflict, CheckpointError) as e:
+        print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # a data-layer or weights error: one line, no traceback
         if type(e).__name__ in ("DataError", "WeightsError", "PlanError", "TrainingDiverged",
-                                "LaunchError"):
-            print(f"simpleclr: error: {e}", file=sys.stderr)
+                                "LaunchError", "ReportError"):
+            print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .plans import MAIN_ROWS, MANIFEST, ROW_NAMES
-from .runs import RunDir, read_json
+from .runs import RunDir, TorchFileError, load_torch_file, read_json
 
 PathLike = Union[str, Path]
 ROW_INFO = {name: (rep, ev) for name, rep, ev in MAIN_ROWS}
@@ -693,9 +693,17 @@ def tsne_sources(study: Study) -> list[tuple[str, RunInfo]]:
 
 
 def load_features(run: RunInfo) -> dict:
-    import torch
-
-    return torch.load(RunDir(run.path).features_path, map_location="cpu", weights_only=False)
+    """The run's features.pt, loaded with ``weights_only=True``; a refused or damaged file, or one
+    without the features and labels, is a one-line :class:`ReportError`."""
+    path = RunDir(run.path).features_path
+    try:
+        feats = load_torch_file(path)
+    except TorchFileError as e:
+        raise ReportError(f"{e}: delete it and run {run.name} again to write it") from None
+    if not isinstance(feats, dict) or not {"features", "labels", "classes"} <= set(feats):
+        raise ReportError(f"{path} does not hold features, labels and classes: delete it and run "
+                          f"{run.name} again to write it")
+    return feats
 
 
 def stratified_points(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -739,7 +747,11 @@ def tsne_panels(study: Study, n_points: int = 1000, seed: int = 0, perplexity: f
     panels = []
     idx = None
     for name, run in tsne_sources(study):
-        feats = load_features(run)
+        try:
+            feats = load_features(run)
+        except ReportError as e:  # one damaged file costs its panel, not the report
+            print(f"t-SNE: {name} left out: {e}")
+            continue
         labels = feats.get("coarse_labels")
         classes = feats.get("coarse_classes")
         if labels is None:  # no superclasses (not CIFAR-100): colour by class

@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import platform
+import re
 import socket
 import subprocess
 import tempfile
@@ -28,6 +30,13 @@ PathLike = Union[str, os.PathLike]
 
 class RunConflict(RuntimeError):
     """A run folder already holds a different run."""
+
+
+class CheckpointError(RuntimeError):
+    """A run folder's checkpoint that cannot be loaded; one line naming it and what to do."""
+
+
+RESTART = "delete it and run again to restart this run from its first epoch"
 
 
 # ---- atomic writes ----------------------------------------------------------------------
@@ -69,6 +78,44 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
 
     with _replacing(path) as tmp:
         torch.save(obj, tmp)
+
+
+class TorchFileError(RuntimeError):
+    """A torch file that ``weights_only`` loading refuses or cannot parse. ``reason`` is one short
+    line; callers raise their own error with it, adding what to do."""
+
+    def __init__(self, path: PathLike, reason: str):
+        super().__init__(f"cannot load {path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _load_failure(e: BaseException) -> str:
+    """torch.load's many-line complaint as one short reason (never its advice to drop weights_only)."""
+    text = str(e)
+    refused = _GLOBAL.search(text)
+    if refused:
+        return (f"it holds {refused.group(1)}, which is neither a tensor nor a plain container; "
+                "loading it could run code, so it is refused")
+    if isinstance(e, EOFError):
+        return "it is empty or cut short"
+    if isinstance(e, pickle.UnpicklingError):
+        return "it is not a file that torch.save wrote (or it is damaged)"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return first.split(". ")[0].rstrip(".")
+
+
+def load_torch_file(path: PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, so no file can
+    run code while it loads. Any failure is a :class:`TorchFileError` with a one-line reason."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - garbage can fail in any layer of the unpickler
+        raise TorchFileError(path, _load_failure(e)) from None
 
 
 def read_json(path: PathLike) -> Optional[dict]:
@@ -218,13 +265,22 @@ class RunDir:
         atomic_torch_save(state, path)
         return path
 
-    def load_checkpoint(self, name: str = "last", map_location: Any = "cpu") -> Optional[dict]:
-        import torch
-
+    def load_checkpoint(self, name: str = "last", map_location: Any = "cpu",
+                        required: Iterable[str] = ()) -> Optional[dict]:
+        """The checkpoint's dict (``weights_only=True``: tensors and plain containers), None when
+        there is none; a damaged, refused or incomplete file is a :class:`CheckpointError`."""
         path = self.checkpoint_path(name)
         if not path.exists():
             return None
-        return torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            state = load_torch_file(path, map_location)
+        except TorchFileError as e:
+            raise CheckpointError(f"{e}: {RESTART}") from None
+        missing = sorted(set(required) - set(state)) if isinstance(state, dict) else ["(a dict)"]
+        if missing:
+            raise CheckpointError(f"{path} is not a whole checkpoint (lacks {', '.join(missing)}): "
+                                  f"{RESTART}")
+        return state
 
     # result ------------------------------------------------------------------------------
     def write_result(self, result: dict) -> None:

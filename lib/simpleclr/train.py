@@ -200,17 +200,28 @@ def _make_scaler(runtime: Runtime) -> Optional[torch.amp.GradScaler]:
 
 
 def _rng_state(extra: dict[str, torch.Generator]) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate(), **{k: g.get_state() for k, g in extra.items()}}
+    """Every RNG's state as tensors and plain numbers, so last.pt loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                        "gauss": py_gauss},
+             **{k: g.get_state() for k, g in extra.items()}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
+    """The inverse of :func:`_rng_state`."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -267,6 +278,10 @@ class _Loop:
     state: dict = field(default_factory=dict)
 
 
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "elapsed_s", "train_s",
+                    "images")
+
+
 def _save_last(loop: _Loop, epoch: int, step: int, clock: dict) -> None:
     loop.run.save_checkpoint({
         "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
@@ -283,7 +298,7 @@ def _resume(loop: _Loop) -> tuple[int, int, dict]:
     rank 0 rewrites the metrics file.
     """
     clock = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0}
-    ckpt = loop.run.load_checkpoint("last")
+    ckpt = loop.run.load_checkpoint("last", required=_CHECKPOINT_KEYS)
     if ckpt is None:
         if loop.run.metrics_path.exists() and loop.world.is_main:  # killed before a checkpoint
             loop.run.truncate_metrics([])
