@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
+from .locks import LockHeld, file_lock
+
 PathLike = Union[str, os.PathLike]
 
 
@@ -34,6 +36,16 @@ class RunConflict(RuntimeError):
 
 class CheckpointError(RuntimeError):
     """A run folder's checkpoint that cannot be loaded; one line naming it and what to do."""
+
+
+class RunLocked(RuntimeError):
+    """Another process is writing the run folder; one line naming its pid."""
+
+    def __init__(self, path: PathLike, pid: Optional[int]):
+        who = f"another process (pid {pid})" if pid else "another process"
+        super().__init__(f"{path} is being written by {who}: wait for it to finish or stop it; "
+                         "two writers would mix their metrics and checkpoints")
+        self.pid = pid
 
 
 RESTART = "delete it and run again to restart this run from its first epoch"
@@ -192,9 +204,31 @@ class RunDir:
         self.checkpoint_dir = self.path / "checkpoints"
         self.features_path = self.path / "features.pt"
         self.notebook_path = self.path / "notebook.ipynb"
+        self.lock_path = self.path / ".lock"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+    # the one writer ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock for the block: one writer per run folder, and a second process
+        is refused at once (:class:`RunLocked`). A folder that this call created and that is still
+        empty when the block ends (it failed before writing) is removed again."""
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            if created:
+                stack.callback(self._remove_if_empty)
+            try:
+                stack.enter_context(file_lock(self.lock_path, wait=False))
+            except LockHeld as e:
+                raise RunLocked(self.path, e.pid) from None
+            yield
+
+    def _remove_if_empty(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
 
     # status ------------------------------------------------------------------------------
     def read_config(self) -> Optional[dict]:

@@ -12,12 +12,13 @@ from generators seeded per (seed, epoch), so an epoch is the same whether or not
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
 from .losses import nt_xent
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
-from .runs import RunDir
+from .runs import RunDir, RunLocked
 
 __all__ = ["TrainingDiverged", "simclr_step", "supervised_step", "pretrain_simclr",
            "train_supervised", "SimCLRParts", "SupervisedParts", "build_simclr", "build_supervised",
@@ -234,6 +235,23 @@ def _check_finished(run: RunDir, cfg: StageConfig) -> Optional[dict]:
     if status == "stale":
         run.start(cfg)  # raises RunConflict naming both fingerprints
     return None
+
+
+@contextlib.contextmanager
+def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock for the block. When another process has it, every rank
+    raises :class:`RunLocked` together, so none waits in a collective for a rank 0 that left."""
+    with contextlib.ExitStack() as stack:
+        refused: Optional[RunLocked] = None
+        if world.is_main:
+            try:
+                stack.enter_context(run.lock())
+            except RunLocked as e:
+                refused = e
+        holder = distributed.from_main(0 if refused is None else (refused.pid or -1), device)
+        if holder:
+            raise refused or RunLocked(run.path, holder if holder > 0 else None)
+        yield
 
 
 def _carve(split: "data_mod.Split", val_fraction: float, seed: int, subset_fraction: float,
@@ -488,6 +506,16 @@ def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
         return launch.run_launched(cfg, out_dir)
     runtime = _runtime(cfg)
     world = _world(runtime)
+    with _writer_lock(run, world, runtime.device):
+        return _pretrain(cfg, run, runtime, world, out_dir)
+
+
+def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distributed.World,
+              out_dir: PathLike) -> dict:
+    """:func:`pretrain_simclr`'s work, with the run folder's lock held."""
+    done = _check_finished(run, cfg)  # another process may have finished it meanwhile
+    if done is not None:
+        return done
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     train_idx, val_idx = _carve(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction, cfg.subset_seed)
@@ -612,6 +640,16 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
         return launch.run_launched(cfg, out_dir)
     runtime = _runtime(cfg)
     world = _world(runtime)
+    with _writer_lock(run, world, runtime.device):
+        return _train_supervised(cfg, run, runtime, world, out_dir)
+
+
+def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
+                      world: distributed.World, out_dir: PathLike) -> dict:
+    """:func:`train_supervised`'s work, with the run folder's lock held."""
+    done = _check_finished(run, cfg)  # another process may have finished it meanwhile
+    if done is not None:
+        return done
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     if not split.labelled:
