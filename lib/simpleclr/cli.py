@@ -153,13 +153,13 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .runs import CheckpointError, RunConflict, RunLocked
+    from .runs import BrokenRun, CheckpointError, RunConflict, RunLocked
 
     parser = build_parser(argv)
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (ConfigError, RunConflict, RunLocked, CheckpointError) as e:
+    except (ConfigError, RunConflict, RunLocked, CheckpointError, BrokenRun) as e:
         print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # a data-layer or weights error: one line, no traceback

@@ -226,11 +226,9 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
 
     t0 = time.perf_counter()
     run = RunDir(out_dir)
-    status = run.status(cfg.fingerprint())
-    if status == "done":
-        return run.read_result()
-    if status == "stale":
-        run.start(cfg)  # raises RunConflict with the standard message
+    done = run.finished(cfg)  # RunConflict for another config, BrokenRun for a damaged file
+    if done is not None:
+        return done
     from . import launch
 
     if launch.wanted(cfg):
@@ -245,8 +243,9 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     from .models import load_encoder, source_name, uses_standin
     from .runs import atomic_torch_save
 
-    if run.status(cfg.fingerprint()) == "done":  # another process finished it meanwhile
-        return run.read_result()
+    done = run.finished(cfg)  # another process may have finished it meanwhile
+    if done is not None:
+        return done
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
     seed_everything(cfg.seed)
     encoder, meta = load_encoder(cfg.encoder, cfg.stem)  # fails fast, before the data is read

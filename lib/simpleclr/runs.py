@@ -130,11 +130,25 @@ def load_torch_file(path: PathLike, map_location: Any = "cpu") -> Any:
         raise TorchFileError(path, _load_failure(e)) from None
 
 
-def read_json(path: PathLike) -> Optional[dict]:
+class BrokenRun(RuntimeError):
+    """A damaged JSON file (a run's config.json or result.json, a plan's manifest); one line naming
+    it and what to do."""
+
+
+def read_json(path: PathLike, advice: str = "delete it and run again to write it anew") -> Optional[dict]:
+    """The JSON object in ``path``, None when there is no file; anything else (cut short, edited
+    into invalid JSON, not an object) is a :class:`BrokenRun` naming the file, ending in ``advice``."""
     path = Path(path)
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        obj = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise BrokenRun(f"{path} is damaged (not valid JSON: {e}): {advice}") from None
+    if not isinstance(obj, dict):
+        raise BrokenRun(f"{path} is damaged (holds a JSON {type(obj).__name__}, not an object): "
+                        f"{advice}")
+    return obj
 
 
 # ---- provenance -------------------------------------------------------------------------
@@ -232,39 +246,62 @@ class RunDir:
 
     # status ------------------------------------------------------------------------------
     def read_config(self) -> Optional[dict]:
-        return read_json(self.config_path)
+        return read_json(self.config_path, f"delete the folder {self.path} to redo the run")
 
     def read_result(self) -> Optional[dict]:
-        return read_json(self.result_path)
+        return read_json(self.result_path, "delete it and run again to write it anew (training "
+                                           "resumes from its last checkpoint)")
 
     def status(self, fingerprint: Optional[str] = None) -> str:
-        """"done", "partial" (started, can resume), "todo", or "stale" (holds another config)."""
-        cfg = self.read_config()
-        if cfg is None:
-            return "todo"
-        if fingerprint is not None and cfg.get("fingerprint") != fingerprint:
-            return "stale"
-        return "done" if self.result_path.exists() else "partial"
+        """"done", "partial" (started, can resume), "todo", "stale" (holds another config), or
+        "broken" (its config.json or result.json is damaged: :meth:`problem` says which)."""
+        try:
+            cfg = self.read_config()
+            if cfg is None:
+                return "todo"
+            if fingerprint is not None and cfg.get("fingerprint") != fingerprint:
+                return "stale"
+            return "done" if self.read_result() is not None else "partial"
+        except BrokenRun:
+            return "broken"
+
+    def problem(self) -> Optional[str]:
+        """Why the folder is broken, in one line; None when its JSON files read."""
+        try:
+            self.read_config()
+            self.read_result()
+        except BrokenRun as e:
+            return str(e)
+        return None
+
+    def finished(self, cfg: Any) -> Optional[dict]:
+        """The stored result when the folder holds ``cfg``'s finished run, None when it holds
+        nothing yet or an unfinished run of ``cfg``. Another config's run is a
+        :class:`RunConflict` (never overwritten), a damaged file a :class:`BrokenRun`."""
+        fp = cfg.fingerprint()
+        saved = self.read_config()
+        if saved is None:
+            return None
+        if saved.get("fingerprint") != fp:
+            raise RunConflict(
+                f"{self.path} holds a run with another config (fingerprint {saved.get('fingerprint')}, "
+                f"this one {fp}): choose a new output folder, or delete that one to redo it"
+            )
+        return self.read_result()
 
     def start(self, cfg: Any, data: Optional[dict] = None, device: Optional[str] = None) -> str:
-        """Claim the folder for ``cfg`` (a StageConfig) and return its status before this call.
-
-        A folder holding another config is never overwritten: that raises :class:`RunConflict`.
-        """
-        fp = cfg.fingerprint()
-        status = self.status(fp)
-        if status == "stale":
-            old = (self.read_config() or {}).get("fingerprint")
-            raise RunConflict(
-                f"{self.path} holds a run with another config (fingerprint {old}, this one {fp}): "
-                "choose a new output folder, or delete that one to redo it"
-            )
-        if status == "todo":
-            self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.config_path, {"stage": cfg.stage, "fingerprint": fp,
-                                                 "config": cfg.to_dict(), "data": data or {},
-                                                 "provenance": provenance(device)})
-        return status
+        """Claim the folder for ``cfg`` (a StageConfig) and return its status before this call
+        ("todo", "partial" or "done"); another config's run or a damaged file raise as
+        :meth:`finished` says."""
+        if self.finished(cfg) is not None:
+            return "done"
+        if self.read_config() is not None:
+            return "partial"
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, {"stage": cfg.stage, "fingerprint": cfg.fingerprint(),
+                                             "config": cfg.to_dict(), "data": data or {},
+                                             "provenance": provenance(device)})
+        return "todo"
 
     # metrics -----------------------------------------------------------------------------
     def log_metrics(self, row: dict) -> None:

@@ -227,16 +227,6 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _check_finished(run: RunDir, cfg: StageConfig) -> Optional[dict]:
-    """The stored result of a finished run with this config; RunConflict for another config."""
-    status = run.status(cfg.fingerprint())
-    if status == "done":
-        return run.read_result()
-    if status == "stale":
-        run.start(cfg)  # raises RunConflict naming both fingerprints
-    return None
-
-
 @contextlib.contextmanager
 def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) -> Iterator[None]:
     """Rank 0 holds the run folder's lock for the block. When another process has it, every rank
@@ -499,7 +489,7 @@ def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean
 def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
     """SimCLR pretraining of a ResNet-18 into the run folder ``out_dir``; returns result.json's dict."""
     run = RunDir(out_dir)
-    done = _check_finished(run, cfg)
+    done = run.finished(cfg)
     if done is not None:
         return done
     if launch.wanted(cfg):
@@ -513,7 +503,7 @@ def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
 def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distributed.World,
               out_dir: PathLike) -> dict:
     """:func:`pretrain_simclr`'s work, with the run folder's lock held."""
-    done = _check_finished(run, cfg)  # another process may have finished it meanwhile
+    done = run.finished(cfg)  # another process may have finished it meanwhile
     if done is not None:
         return done
     seed_everything(cfg.seed)
@@ -633,7 +623,7 @@ def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tens
 def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     """Supervised training (``cfg.init`` None) or fine-tuning into ``out_dir``; returns the result."""
     run = RunDir(out_dir)
-    done = _check_finished(run, cfg)
+    done = run.finished(cfg)
     if done is not None:
         return done
     if launch.wanted(cfg):
@@ -647,7 +637,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
 def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
                       world: distributed.World, out_dir: PathLike) -> dict:
     """:func:`train_supervised`'s work, with the run folder's lock held."""
-    done = _check_finished(run, cfg)  # another process may have finished it meanwhile
+    done = run.finished(cfg)  # another process may have finished it meanwhile
     if done is not None:
         return done
     seed_everything(cfg.seed)
