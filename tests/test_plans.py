@@ -121,12 +121,25 @@ runs:
     ("runs:\n  - {name: a, notebook: linear_eval\n", "not valid YAML"),
     ("defaults: {all: {tempreature: 1}}\nruns:\n  - {name: a, notebook: linear_eval}\n", "a field of no stage"),
     ("report: {tsne_pionts: 5}\nruns:\n  - {name: a, notebook: linear_eval}\n", "report has unknown parameter"),
+    ("runs:\n  - {name: a, notebook: linear_eval, needs: {b: 1}}\n", "needs must be a run name or a list"),
+    ("runs:\n  - {name: a, notebook: linear_eval, needs: ab}\n", "needs 'ab', which the plan does not define"),
+    ("runs:\n  - {name: a, notebook: pretrain, params: {lr: .nan}}\n", "PretrainConfig.lr=nan is invalid"),
 ])
 def test_bad_plans_fail_with_one_line(tmp_path, text, message):
     with pytest.raises(plans.PlanError) as e:
         load(tmp_path, text)
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_needs_as_one_string_is_one_name_and_exponents_are_numbers(tmp_path):
+    p = load(tmp_path, """
+runs:
+  - {name: pre, notebook: pretrain, params: {lr: 1e-3, weight_decay: 1E-5}}
+  - {name: probe, notebook: linear_eval, needs: pre}
+""")
+    assert p.runs["probe"].needs == ("pre",)
+    assert p.runs["pre"].config.lr == 0.001 and p.runs["pre"].config.weight_decay == 1e-5
 
 
 def test_unknown_plan_name_lists_the_known_ones():
@@ -393,7 +406,7 @@ def test_a_damaged_config_json_is_one_line_for_the_stage_and_broken_for_the_repo
     assert cli.main(["linear-eval", "--out", str(p.runs["random"].path), "--dataset",
                      "synthetic-cifar100:train=2,test=2"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and f"{damaged} is damaged (holds a JSON list" in err
+    assert "\n" not in err and f"{damaged} is damaged (holds [1, 2] instead of a JSON object)" in err
     assert f"delete the folder {p.runs['random'].path}" in err
     study = report.load_study(p.outputs)
     assert study.runs["random"].state == "broken" and study.runs["random"].config_json is None

@@ -8,27 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import (ConfigError, LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig,
-                     add_config_arguments, config_from_args)
+                     add_config_arguments, config_from_args, read_config_file)
 
 
 def _one_line(e: BaseException) -> str:
     """An error's message on one line, however many lines the layer below gave it."""
     return " ".join(str(e).split())
-
-
-def _load_config_file(path: Optional[str]) -> dict:
-    if not path:
-        return {}
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
 
 
 def _stage_parser(sub, name: str, cls: type[StageConfig], help: str) -> None:
@@ -43,7 +31,7 @@ def _run_stage(ns: argparse.Namespace) -> int:
     """One stage; under torchrun every rank runs this and rank 0 alone prints the result."""
     from . import distributed
 
-    cfg = config_from_args(ns.stage_cls, ns, _load_config_file(ns.config))
+    cfg = config_from_args(ns.stage_cls, ns, read_config_file(ns.config))
     if ns.stage_name == "finetune" and not cfg.init:
         raise ConfigError('finetune needs --init ("imagenet", a run folder or a checkpoint path)')
     if ns.stage_cls is PretrainConfig:

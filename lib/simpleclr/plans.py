@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from .config import STAGES, ConfigError, StageConfig, config_from_dict
+from .config import STAGES, ConfigError, StageConfig, config_from_dict, yaml_load
 from .runs import BrokenRun, RunDir, atomic_write_json, git_commit, read_json
 
 PathLike = Union[str, os.PathLike]
@@ -200,6 +200,17 @@ def _references(obj: Any) -> list[str]:
     return []
 
 
+def _needs(value: Any, where: str) -> list[str]:
+    """A run's ``needs``: a list of run names, or one name as a string (never split into letters)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PlanError(f"{where}: needs must be a run name or a list of run names, e.g. [pre]")
+    return list(value)
+
+
 def _order(deps: dict[str, list[str]], plan_name: str) -> list[str]:
     """Runs in file order, each moved after its needs; a cycle is an error naming it."""
     done: list[str] = []
@@ -269,7 +280,7 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
 
     source = find_plan_file(plan)
     try:
-        raw = yaml.safe_load(source.read_text())
+        raw = yaml_load(source.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -324,7 +335,7 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
     deps: dict[str, list[str]] = {}
     for n, r in seen.items():
         w = f"{where}: run {n!r}"
-        needs = list(r.get("needs") or [])
+        needs = _needs(r.get("needs"), w)
         for ref in _references(r.get("params") or {}):
             kind, _, target = ref.partition(".")
             if kind == "runs" and target:

@@ -146,8 +146,8 @@ def read_json(path: PathLike, advice: str = "delete it and run again to write it
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise BrokenRun(f"{path} is damaged (not valid JSON: {e}): {advice}") from None
     if not isinstance(obj, dict):
-        raise BrokenRun(f"{path} is damaged (holds a JSON {type(obj).__name__}, not an object): "
-                        f"{advice}")
+        raise BrokenRun(f"{path} is damaged (holds {json.dumps(obj)[:40]} instead of a JSON "
+                        f"object): {advice}")
     return obj
 
 
