@@ -128,6 +128,17 @@ def test_an_unreadable_placed_archive_is_named_in_one_line(tmp_path, content):
     assert "method gz" in msg and (tmp_path / ARCHIVE).exists()
 
 
+def test_a_damaged_cache_meta_is_rebuilt_not_a_traceback(tmp_path):
+    name = "synthetic-cifar100:classes=4,train=3,test=1"
+    first = load_split(name, root=tmp_path)
+    metas = list((tmp_path / "cache").rglob("meta.json"))
+    assert metas
+    for meta in metas:
+        meta.write_text("[]")  # valid JSON, not the mapping a cache writes
+    again = load_split(name, root=tmp_path)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+
+
 def test_partial_download_is_resumed_with_a_range_request(server, archives, tmp_path):
     good = archives["good"]
     cut = len(good) * 2 // 5
