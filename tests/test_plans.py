@@ -368,6 +368,8 @@ def test_a_damaged_result_json_marks_its_run_broken_and_the_plan_and_report_go_o
     assert _run(tmp_path, monkeypatch, FakeNotebooks(p)) == 0
     damaged = p.runs["pre"].path / "result.json"
     damaged.write_text('{"final_loss": 4.0, "wall')  # cut short, as a full disk would leave it
+    with pytest.raises(ValueError, match="is damaged"):  # what code tolerating a torn file catches
+        RunDir(p.runs["pre"].path).read_result()
     capsys.readouterr()
     monkeypatch.setattr(plans.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
     assert plans.show_plan(write_plan(tmp_path, FOUR), outputs=tmp_path / "out") == 0

@@ -130,9 +130,10 @@ def load_torch_file(path: PathLike, map_location: Any = "cpu") -> Any:
         raise TorchFileError(path, _load_failure(e)) from None
 
 
-class BrokenRun(RuntimeError):
+class BrokenRun(ValueError):
     """A damaged JSON file (a run's config.json or result.json, a plan's manifest); one line naming
-    it and what to do."""
+    it and what to do. A ValueError, as the JSONDecodeError it replaces was, so callers that
+    tolerate a torn file (``except ValueError``) still do."""
 
 
 def read_json(path: PathLike, advice: str = "delete it and run again to write it anew") -> Optional[dict]:
