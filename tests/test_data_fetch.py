@@ -169,6 +169,28 @@ def test_corrupt_placed_archive_is_reported_not_deleted(archives, tmp_path):
     assert (tmp_path / ARCHIVE).exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("content", [b"", b"not an archive at all" * 50], ids=["empty", "garbage"])
+def test_an_unreadable_placed_archive_is_named_in_one_line(tmp_path, content):
+    """tarfile lists every compression it tried on a line of its own: still one line here."""
+    (tmp_path / ARCHIVE).write_bytes(content)
+    with pytest.raises(DataError) as e:
+        load_split("cifar100", root=tmp_path, download=False, accept_checksum="any")
+    msg = str(e.value)
+    assert "\n" not in msg and str(tmp_path / ARCHIVE) in msg and "truncated or corrupt" in msg
+    assert "method gz" in msg and (tmp_path / ARCHIVE).exists()
+
+
+def test_a_damaged_cache_meta_is_rebuilt_not_a_traceback(tmp_path):
+    name = "synthetic-cifar100:classes=4,train=3,test=1"
+    first = load_split(name, root=tmp_path)
+    metas = list((tmp_path / "cache").rglob("meta.json"))
+    assert metas
+    for meta in metas:
+        meta.write_text("[]")  # valid JSON, not the mapping a cache writes
+    again = load_split(name, root=tmp_path)
+    assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+
+
 def test_partial_download_is_resumed_with_a_range_request(server, archives, tmp_path):
     good = archives["good"]
     cut = len(good) * 2 // 5

@@ -226,3 +226,47 @@ def test_split_subset_accepts_tensors_lists_and_arrays(tmp_path):
     for idx in (torch.tensor([5, 0]), [5, 0], np.array([5, 0])):
         sub = s.subset(idx)
         assert torch.equal(sub.images, s.images[[5, 0]]) and torch.equal(sub.labels, s.labels[[5, 0]])
+
+
+def _png16(path: Path, pixels: np.ndarray) -> None:
+    """A 16-bit PNG (grey for (H, W), RGB for (H, W, 3)), written by hand: Pillow writes 16-bit
+    grey only."""
+    import struct
+    import zlib
+
+    h, w = pixels.shape[:2]
+    colour = 0 if pixels.ndim == 2 else 2
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, colour, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_pngs_are_scaled_to_8_bits_not_saturated(tmp_path):
+    root = tmp_path / "deep"
+    grey = (np.arange(64, dtype=np.int64).reshape(8, 8) * 1040)  # 0 .. 65520, the whole range
+    _png16(root / "train" / "grey" / "0.png", grey)
+    rgb = np.stack([grey, grey[::-1], 65535 - grey], axis=-1)
+    _png16(root / "train" / "rgb" / "0.png", rgb)
+    split = load_split(f"imagefolder:{root}", root=tmp_path / "d")
+    assert split.classes == ["grey", "rgb"]
+    want = (grey * 255 + 32767) // 65535  # 65535 -> 255, 32768 -> 128, exact integers
+    got_grey = split.images[0].numpy().astype(np.int64)
+    assert all(np.array_equal(got_grey[c], want) for c in range(3))
+    got_rgb = split.images[1].numpy().astype(np.int64).transpose(1, 2, 0)
+    assert np.abs(got_rgb - (rgb * 255 + 32767) // 65535).max() <= 1  # Pillow keeps the high byte
+    assert (split.images == 255).float().mean() < 0.05  # was 99.6% at 255 for the grey image
+
+
+def test_float_pixels_are_refused_in_one_line(tmp_path):
+    path = tmp_path / "f" / "a" / "0.tif"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32)).save(path)
+    with pytest.raises(DataError) as e:
+        load_split(f"imagefolder:{tmp_path / 'f'}", root=tmp_path / "d")
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and "floating-point" in msg

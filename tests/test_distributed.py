@@ -27,7 +27,7 @@ from simpleclr.distributed import (World, convert_sync_batchnorm, gather_with_gr
 from simpleclr.evaluate import linear_eval
 from simpleclr.launch import LaunchError
 from simpleclr.losses import nt_xent
-from simpleclr.runs import RunDir
+from simpleclr.runs import RunDir, RunLocked
 
 GLOBAL_BATCH = 8
 WORLD = 2
@@ -361,6 +361,25 @@ def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(t
     result = straight.read_result()
     assert result["runtime"]["world_size"] == 2 and result["runtime"]["sync_bn"] is True
     assert result["steps"] == 12 and result["n_train"] == 72
+
+
+def _pretrain_refused(world: World, data_dir: str, root: str) -> str:
+    try:
+        train.pretrain_simclr(_pretrain_cfg(data_dir), root)
+    except RunLocked as e:
+        return str(e)
+    return "not refused"
+
+
+def test_a_locked_run_folder_stops_every_rank_at_once(tmp_path):
+    """Rank 0 finds the folder held by another process: every rank raises the same one line, none
+    waits in a collective for a rank 0 that left."""
+    data_dir = str(tmp_path / "data")
+    prepare(TINY, root=data_dir, image_size=8)
+    with RunDir(tmp_path / "held").lock():
+        messages = _spawn(tmp_path, _pretrain_refused, data_dir, str(tmp_path / "held"))
+    assert len(set(messages)) == 1 and f"pid {os.getpid()}" in messages[0], messages
+    assert not (tmp_path / "held").exists()  # no rank wrote into it (the holder made it, empty)
 
 
 # ---- torchrun: the CLI under the launcher, and a config's launcher from a notebook -----------

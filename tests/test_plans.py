@@ -121,12 +121,25 @@ runs:
     ("runs:\n  - {name: a, notebook: linear_eval\n", "not valid YAML"),
     ("defaults: {all: {tempreature: 1}}\nruns:\n  - {name: a, notebook: linear_eval}\n", "a field of no stage"),
     ("report: {tsne_pionts: 5}\nruns:\n  - {name: a, notebook: linear_eval}\n", "report has unknown parameter"),
+    ("runs:\n  - {name: a, notebook: linear_eval, needs: {b: 1}}\n", "needs must be a run name or a list"),
+    ("runs:\n  - {name: a, notebook: linear_eval, needs: ab}\n", "needs 'ab', which the plan does not define"),
+    ("runs:\n  - {name: a, notebook: pretrain, params: {lr: .nan}}\n", "PretrainConfig.lr=nan is invalid"),
 ])
 def test_bad_plans_fail_with_one_line(tmp_path, text, message):
     with pytest.raises(plans.PlanError) as e:
         load(tmp_path, text)
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_needs_as_one_string_is_one_name_and_exponents_are_numbers(tmp_path):
+    p = load(tmp_path, """
+runs:
+  - {name: pre, notebook: pretrain, params: {lr: 1e-3, weight_decay: 1E-5}}
+  - {name: probe, notebook: linear_eval, needs: pre}
+""")
+    assert p.runs["probe"].needs == ("pre",)
+    assert p.runs["pre"].config.lr == 0.001 and p.runs["pre"].config.weight_decay == 1e-5
 
 
 def test_unknown_plan_name_lists_the_known_ones():
@@ -345,3 +358,61 @@ def test_repacked_archive_error_says_how_plans_accept_it(tmp_path, monkeypatch):
     monkeypatch.setattr(plans, "execute_notebook", lambda *a, **k: pytest.fail("ran a notebook"))
     with pytest.raises(plans.PlanError, match="checksum mismatch .* export SIMPLECLR_ACCEPT_CHECKSUM=<sha256>"):
         plans.run_plan(write_plan(tmp_path, text), outputs=tmp_path / "out", report_dir=tmp_path / "r")
+
+
+def test_a_damaged_result_json_marks_its_run_broken_and_the_plan_and_report_go_on(
+        tmp_path, monkeypatch, capsys):
+    from simpleclr import report
+
+    p = load(tmp_path, FOUR)
+    assert _run(tmp_path, monkeypatch, FakeNotebooks(p)) == 0
+    damaged = p.runs["pre"].path / "result.json"
+    damaged.write_text('{"final_loss": 4.0, "wall')  # cut short, as a full disk would leave it
+    with pytest.raises(ValueError, match="is damaged"):  # what code tolerating a torn file catches
+        RunDir(p.runs["pre"].path).read_result()
+    capsys.readouterr()
+    monkeypatch.setattr(plans.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
+    assert plans.show_plan(write_plan(tmp_path, FOUR), outputs=tmp_path / "out") == 0
+    shown = capsys.readouterr().out
+    assert "3 done, 0 partial, 0 todo, 1 broken" in shown
+    row = next(line for line in shown.splitlines() if line.strip().startswith("pre "))
+    assert " broken " in row and f"{damaged} is damaged (not valid JSON" in row
+
+    fake = FakeNotebooks(p)
+    assert _run(tmp_path, monkeypatch, fake) == 1  # a broken run is a failure to report ...
+    assert fake.calls == ["report"]  # ... but nothing reruns over it, and the report renders
+    assert damaged.read_text() == '{"final_loss": 4.0, "wall'  # nothing is lost
+    out = capsys.readouterr().out
+    assert f"pre (pretrain): BROKEN, not run: {damaged} is damaged" in out
+    manifest = json.loads((p.outputs / "plan.json").read_text())
+    states = {n: (r["state"], r["reason"]) for n, r in manifest["runs"].items()}
+    assert states["pre"][0] == "broken" and "delete it and run again" in states["pre"][1]
+    assert "\n" not in states["pre"][1]
+    assert states["probe"] == ("done", None)  # finished before: its numbers stay in the report
+
+    study = report.load_study(p.outputs)
+    assert study.runs["pre"].state == "broken" and not study.runs["pre"].done
+    assert str(damaged) in study.runs["pre"].why_missing
+    assert study.runs["pre"].config_json["fingerprint"] == p.runs["pre"].config.fingerprint()
+    assert report.main_table(study).loc["selfsuper", "top1"] == 1.0
+
+
+def test_a_damaged_config_json_is_one_line_for_the_stage_and_broken_for_the_report(
+        tmp_path, monkeypatch, capsys):
+    from simpleclr import cli, report
+
+    p = load(tmp_path, FOUR)
+    assert _run(tmp_path, monkeypatch, FakeNotebooks(p)) == 0
+    damaged = p.runs["random"].path / "config.json"
+    damaged.write_text("[1, 2]")  # valid JSON, but not what a run folder holds
+    assert cli.main(["linear-eval", "--out", str(p.runs["random"].path), "--dataset",
+                     "synthetic-cifar100:train=2,test=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"{damaged} is damaged (holds [1, 2] instead of a JSON object)" in err
+    assert f"delete the folder {p.runs['random'].path}" in err
+    study = report.load_study(p.outputs)
+    assert study.runs["random"].state == "broken" and study.runs["random"].config_json is None
+    assert str(damaged) in report.main_table(study).loc["random", "missing"]
+    (p.outputs / "plan.json").write_text("{")
+    with pytest.raises(report.ReportError, match="plan.json is damaged .*run the plan again"):
+        report.load_study(p.outputs)

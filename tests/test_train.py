@@ -7,6 +7,7 @@ the learning tests use a shape dataset written here as an image folder (see ``_s
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from simpleclr.data import DataError, load_split
 from simpleclr.device import resolve_runtime
 from simpleclr.distributed import World
 from simpleclr.optim import warmup_cosine
-from simpleclr.runs import RunConflict, RunDir
+from simpleclr.runs import CheckpointError, RunConflict, RunDir, atomic_torch_save
 
 TINY = "synthetic-cifar100:classes=10,train=12,test=4,seed=3"  # loop mechanics only
 
@@ -100,7 +101,7 @@ def _sup_cfg(data_dir: str, **kw) -> SupervisedConfig:
 
 
 def _final(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "final.pt", map_location="cpu", weights_only=False)
+    return torch.load(run / "checkpoints" / "final.pt", map_location="cpu", weights_only=True)
 
 
 def _assert_same_tensors(a: dict, b: dict) -> None:
@@ -193,6 +194,45 @@ def test_a_finished_run_is_not_redone(reference_run, monkeypatch):
         train.pretrain_simclr(cfg.replace(lr=0.5), out)
 
 
+def _draws(gen: torch.Generator) -> list:
+    return [random.random(), random.gauss(0, 1), np.random.rand(3).tolist(),
+            float(np.random.standard_normal()), torch.rand(3).tolist(),
+            torch.rand(2, generator=gen).tolist()]
+
+
+def test_checkpoint_rng_states_load_with_weights_only_and_restore_every_generator(tmp_path):
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    gen = torch.Generator().manual_seed(4)
+    random.gauss(0, 1), np.random.standard_normal()  # both keep a cached second normal: saved too
+    atomic_torch_save(train._rng_state({"augment": gen}), tmp_path / "rng.pt")
+    expected = _draws(gen)
+    state = torch.load(tmp_path / "rng.pt", weights_only=True)  # tensors and plain values only
+    train._set_rng_state(state)
+    gen.set_state(state["augment"])
+    assert _draws(gen) == expected
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "random-bytes", "not-a-checkpoint"])
+def test_a_damaged_last_checkpoint_is_named_in_one_line(data_dir, tmp_path, damage):
+    cfg = _pretrain_cfg(data_dir, epochs=1, knn_every=0)
+    run = RunDir(tmp_path / "run")
+    run.start(cfg)
+    last = run.checkpoint_path("last")
+    atomic_torch_save({"model": {"w": torch.ones(3)}, "epoch": 1}, last)
+    whole = last.read_bytes()
+    damaged = {"empty": b"", "truncated": whole[: len(whole) // 2],
+               "random-bytes": np.random.default_rng(0).bytes(4096), "not-a-checkpoint": whole}[damage]
+    last.write_bytes(damaged)
+    with pytest.raises(CheckpointError) as e:
+        train.pretrain_simclr(cfg, run.path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(last) in msg and "delete it and run again to restart" in msg
+    assert last.read_bytes() == damaged  # left as it was, for the user to look at or delete
+    assert not run.result_path.exists()
+
+
 # ---- guards --------------------------------------------------------------------------------
 @pytest.mark.parametrize("sync_each_step", [True, False], ids=["cpu-check", "lazy-check"])
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
@@ -213,7 +253,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
     msg = str(info.value)
     assert "\n" not in msg and "not finite" in msg and "lower lr" in msg and str(last) in msg
     assert ("step 4 " in msg) if sync_each_step else ("epoch 2" in msg)
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["step"] == 2  # the good one, untouched
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
     assert [r["epoch"] for r in RunDir(tmp_path).read_metrics()] == [1]

@@ -8,22 +8,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import (ConfigError, LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig,
-                     add_config_arguments, config_from_args)
+                     add_config_arguments, config_from_args, read_config_file)
 
 
-def _load_config_file(path: Optional[str]) -> dict:
-    if not path:
-        return {}
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml
-
-        return yaml.safe_load(text) or {}
-    return json.loads(text)
+def _one_line(e: BaseException) -> str:
+    """An error's message on one line, however many lines the layer below gave it."""
+    return " ".join(str(e).split())
 
 
 def _stage_parser(sub, name: str, cls: type[StageConfig], help: str) -> None:
@@ -38,7 +31,7 @@ def _run_stage(ns: argparse.Namespace) -> int:
     """One stage; under torchrun every rank runs this and rank 0 alone prints the result."""
     from . import distributed
 
-    cfg = config_from_args(ns.stage_cls, ns, _load_config_file(ns.config))
+    cfg = config_from_args(ns.stage_cls, ns, read_config_file(ns.config))
     if ns.stage_name == "finetune" and not cfg.init:
         raise ConfigError('finetune needs --init ("imagenet", a run folder or a checkpoint path)')
     if ns.stage_cls is PretrainConfig:
@@ -149,19 +142,19 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .runs import RunConflict
+    from .runs import BrokenRun, CheckpointError, RunConflict, RunLocked
 
     parser = build_parser(argv)
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (ConfigError, RunConflict) as e:
-        print(f"simpleclr: error: {e}", file=sys.stderr)
+    except (ConfigError, RunConflict, RunLocked, CheckpointError, BrokenRun) as e:
+        print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except Exception as e:  # a data-layer or weights error: one line, no traceback
         if type(e).__name__ in ("DataError", "WeightsError", "PlanError", "TrainingDiverged",
-                                "LaunchError"):
-            print(f"simpleclr: error: {e}", file=sys.stderr)
+                                "LaunchError", "ReportError"):
+            print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
             return 2
         raise
     except KeyboardInterrupt:

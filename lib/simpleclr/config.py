@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
+import math
+import re
 import shlex
 import typing
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar
 
 T = TypeVar("T", bound="StageConfig")
@@ -100,11 +104,15 @@ class StageConfig:
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
             ):
                 _fail(self, f.name, "use a list of numbers")
+            if not all(math.isfinite(v) for v in value):
+                _fail(self, f.name, "use finite numbers (no NaN or infinity)")
             object.__setattr__(self, f.name, tuple(float(v) for v in value))
             return
         if hint is float and isinstance(value, int) and not isinstance(value, bool):
             object.__setattr__(self, f.name, float(value))
             return
+        if hint is float and isinstance(value, float) and not math.isfinite(value):
+            _fail(self, f.name, "use a finite number (no NaN or infinity)")
         if hint is bool and not isinstance(value, bool):
             _fail(self, f.name, "use true or false")
         if hint is int and (not isinstance(value, int) or isinstance(value, bool)):
@@ -314,6 +322,63 @@ def config_from_dict(stage: str, d: dict) -> StageConfig:
     if stage not in STAGES:
         raise ConfigError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
     return STAGES[stage].from_dict(d)
+
+
+# ---- config files ----------------------------------------------------------------------------
+# YAML 1.1 reads 1e-3 (no dot) as text; YAML 1.2 and JSON read it as a number, as people expect.
+_FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                        |[-+]?\.(?:inf|Inf|INF)
+                        |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+@functools.lru_cache(maxsize=1)
+def _yaml_loader() -> type:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return Loader
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads exponents without a dot (``lr: 1e-3``) as numbers."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+
+
+def read_config_file(path: Optional[str]) -> dict:
+    """The fields in a YAML or JSON ``--config`` file; every problem is one :class:`ConfigError`
+    line naming the file (missing, unreadable, invalid, or not a mapping of fields)."""
+    import yaml
+
+    if not path:
+        return {}
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {file} cannot be read ({e.strerror or e}): give the path "
+                          "of a YAML or JSON file of config fields") from None
+    try:
+        obj = json.loads(text) if file.suffix == ".json" else yaml_load(text)
+    except ValueError as e:  # JSONDecodeError
+        raise ConfigError(f"config file {file} is not valid JSON ({e}): fix it") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {file} is not valid YAML{at} "
+                          f"({getattr(e, 'problem', None) or e}): fix it") from None
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise ConfigError(f"config file {file} holds {obj!r:.60} instead of a mapping of config "
+                          "fields (e.g. lr: 0.3)")
+    return obj
 
 
 # ---- CLI options generated from the fields ------------------------------------------------

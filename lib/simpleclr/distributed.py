@@ -134,6 +134,16 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return out / dist.get_world_size()
 
 
+def from_main(value: int, device: Optional[torch.device] = None) -> int:
+    """Rank 0's integer ``value`` on every rank (identity on one process): how rank 0 tells the
+    others about something only it did, such as taking the run folder's lock."""
+    if not _distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    return int(t.item())
+
+
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

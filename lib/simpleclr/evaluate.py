@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from torch import nn
 from .augment import normalize
 from .config import LinearEvalConfig
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
+
+if TYPE_CHECKING:
+    from .runs import RunDir
 
 
 # ---- features ---------------------------------------------------------------------------
@@ -219,22 +222,30 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     A finished folder (``result.json`` with the same config fingerprint) is returned as it is; a
     folder holding another config raises :class:`simpleclr.runs.RunConflict`.
     """
-    from . import data
-    from .models import load_encoder, source_name, uses_standin
-    from .runs import RunDir, atomic_torch_save
+    from .runs import RunDir
 
     t0 = time.perf_counter()
     run = RunDir(out_dir)
-    status = run.status(cfg.fingerprint())
-    if status == "done":
-        return run.read_result()
-    if status == "stale":
-        run.start(cfg)  # raises RunConflict with the standard message
+    done = run.finished(cfg)  # RunConflict for another config, BrokenRun for a damaged file
+    if done is not None:
+        return done
     from . import launch
 
     if launch.wanted(cfg):
         return launch.run_launched(cfg, out_dir)
+    with run.lock():
+        return _linear_eval(cfg, run, t0)
 
+
+def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
+    """:func:`linear_eval`'s work, with the run folder's lock held."""
+    from . import data
+    from .models import load_encoder, source_name, uses_standin
+    from .runs import atomic_torch_save
+
+    done = run.finished(cfg)  # another process may have finished it meanwhile
+    if done is not None:
+        return done
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
     seed_everything(cfg.seed)
     encoder, meta = load_encoder(cfg.encoder, cfg.stem)  # fails fast, before the data is read

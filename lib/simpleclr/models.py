@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import pickle
 import socket
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence, Union
@@ -166,43 +165,49 @@ def imagenet_encoder(progress: bool = False, *, path: Optional[Union[str, os.Pat
                      timeout_s: float = DOWNLOAD_TIMEOUT_S) -> nn.Module:
     """ResNet-18 with torchvision's ImageNet-1k weights (``IMAGENET1K_V1``), classifier removed.
 
-    Goes through torchvision's weights API, so the file is read from (or downloaded once into) its
-    cache, ``torch.hub.get_dir()/checkpoints``. ``path`` loads a file in torchvision's format from
+    The file is read from (or downloaded once, hash-checked, into) torchvision's cache,
+    ``torch.hub.get_dir()/checkpoints``, and loaded with ``weights_only=True`` (torchvision's own
+    loader would trust a cached file fully). ``path`` loads a file in torchvision's format from
     elsewhere instead (e.g. a stand-in from :func:`write_standin_imagenet_weights`). Offline with no
     cached file, raises :class:`WeightsError` naming the file, the folder and the URL.
     """
-    from torchvision.models import resnet18
-
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise WeightsError(f"ImageNet weights file {path} does not exist: give the path of a "
                                "ResNet-18 state dict in torchvision's format")
-        net = resnet18(weights=None)
-        _load_strict(net, _torch_load(path), f"ImageNet weights {path}",
-                     "give a ResNet-18 state dict in torchvision's format (with fc.*)")
-        return _strip_classifier(net)
+        return _imagenet_from_file(path, "give a ResNet-18 state dict in torchvision's format (with fc.*)")
     weights = _imagenet_weights()
     target = imagenet_weights_file()
     advice = (f"download {weights.url} and put it in {target.parent} as {target.name} "
               "(or point TORCH_HOME at a folder whose hub/checkpoints holds it)")
-    if target.is_file():  # cached: torchvision reads it without touching the network
-        try:
-            net = resnet18(weights=weights, progress=progress)
-        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
-            raise WeightsError(f"ImageNet weights {target} could not be loaded ({_first_line(e)}): "
-                               f"delete it and {advice}") from None
-        return _strip_classifier(net)
+    if not target.is_file():
+        _download_imagenet(weights.url, target, progress, timeout_s, advice)
+    return _imagenet_from_file(target, f"delete it and {advice}")
+
+
+def _imagenet_from_file(path: Path, advice: str) -> nn.Module:
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None)
+    _load_strict(net, _torch_load(path, advice), f"ImageNet weights {path}", advice)
+    return _strip_classifier(net)
+
+
+def _download_imagenet(url: str, target: Path, progress: bool, timeout_s: float, advice: str) -> None:
+    """torch.hub's download into the cache: a temporary file, renamed only when its sha256 matches
+    the prefix in torchvision's file name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _socket_timeout(timeout_s):
-            net = resnet18(weights=weights, progress=progress)
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=_official_hash_prefix(),
+                                           progress=progress)
     except (OSError, TimeoutError) as e:  # URLError, DNS failure, refused, timed out
         raise WeightsError(f"ImageNet weights {target.name} are not in {target.parent} and could not "
                            f"be downloaded ({_first_line(getattr(e, 'reason', e))}): {advice}") from None
     except RuntimeError as e:  # torch.hub's hash check on the downloaded bytes
-        raise WeightsError(f"ImageNet weights downloaded from {weights.url} failed to load "
+        raise WeightsError(f"ImageNet weights downloaded from {url} failed their hash check "
                            f"({_first_line(e)}): {advice}") from None
-    return _strip_classifier(net)
 
 
 def write_standin_imagenet_weights(path: Union[str, os.PathLike], seed: int = 0) -> Path:
@@ -293,15 +298,16 @@ def uses_standin(meta: dict) -> bool:
     return source == "standin"
 
 
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path, advice: str = "give a checkpoint of tensors written by torch.save "
+                "(e.g. a run folder's checkpoints/final.pt)") -> Any:
+    """The file's tensors, loaded with ``weights_only=True`` and nothing else: a checkpoint someone
+    hands over must never run code, so a refused file is an error, never a second, trusting try."""
+    from .runs import TorchFileError, load_torch_file
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # Our own checkpoints may carry non-tensor extras (e.g. NumPy RNG state in a trainer's file).
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise WeightsError(f"cannot read {path} ({_first_line(e)}): "
-                           "give a checkpoint written by torch.save") from None
+        return load_torch_file(path)
+    except TorchFileError as e:
+        raise WeightsError(f"{e}: {advice}") from None
 
 
 def _short(keys: Sequence[str], limit: int = 8) -> str:

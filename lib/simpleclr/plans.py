@@ -57,8 +57,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from .config import STAGES, ConfigError, StageConfig, config_from_dict
-from .runs import RunDir, atomic_write_json, git_commit, read_json
+from .config import STAGES, ConfigError, StageConfig, config_from_dict, yaml_load
+from .runs import BrokenRun, RunDir, atomic_write_json, git_commit, read_json
 from .runwatch import RunWatch, fmt_seconds
 
 PathLike = Union[str, os.PathLike]
@@ -206,6 +206,17 @@ def _references(obj: Any) -> list[str]:
     return []
 
 
+def _needs(value: Any, where: str) -> list[str]:
+    """A run's ``needs``: a list of run names, or one name as a string (never split into letters)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PlanError(f"{where}: needs must be a run name or a list of run names, e.g. [pre]")
+    return list(value)
+
+
 def _order(deps: dict[str, list[str]], plan_name: str) -> list[str]:
     """Runs in file order, each moved after its needs; a cycle is an error naming it."""
     done: list[str] = []
@@ -275,7 +286,7 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
 
     source = find_plan_file(plan)
     try:
-        raw = yaml.safe_load(source.read_text())
+        raw = yaml_load(source.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -330,7 +341,7 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
     deps: dict[str, list[str]] = {}
     for n, r in seen.items():
         w = f"{where}: run {n!r}"
-        needs = list(r.get("needs") or [])
+        needs = _needs(r.get("needs"), w)
         for ref in _references(r.get("params") or {}):
             kind, _, target = ref.partition(".")
             if kind == "runs" and target:
@@ -539,7 +550,7 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     if stale:
         raise PlanError(f"{p.runs[stale[0]].path} holds a run with another config than plan {p.name} "
                         "gives it now: delete that folder to redo it, or use another --outputs folder")
-    todo = [n for n in names if statuses[n] != "done"]
+    todo = [n for n in names if statuses[n] not in ("done", "broken")]
     check_data(p, todo)
     write_standins(p)
     unavailable: dict[str, str] = {}
@@ -562,7 +573,14 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     for i, n in enumerate(names, 1):
         spec = p.runs[n]
         tag = f"[{i:>{width}}/{len(names)}] {n} ({spec.notebook})"
-        blocked = [d for d in spec.needs if states.get(d, {}).get("state") in ("failed", "blocked", "unavailable")]
+        blocked = [d for d in spec.needs
+                   if states.get(d, {}).get("state") in ("failed", "blocked", "unavailable", "broken")]
+        if statuses[n] == "broken":  # a damaged JSON file: never run over it, never delete it
+            states[n] = {"state": "broken", "reason": RunDir(spec.path).problem()}
+            failed.append(n)
+            print(f"{tag}: BROKEN, not run: {states[n]['reason']}", flush=True)
+            write_manifest(p, states)
+            continue
         if statuses[n] == "done":
             res = RunDir(spec.path).read_result() or {}
             states[n] = {"state": "done", "reason": None, "reused": True, "seconds": 0.0,
@@ -611,7 +629,7 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
               flush=True)
         return 1
     if failed:
-        print(f"plan {p.name}: {len(failed)} run(s) failed: {', '.join(failed)} "
+        print(f"plan {p.name}: {len(failed)} run(s) failed or broken: {', '.join(failed)} "
               "(their rows are marked missing in the report)", file=sys.stderr, flush=True)
         return 1
     blocked = [n for n, s in states.items() if s["state"] == "blocked"]
@@ -677,7 +695,7 @@ def render_report(plan: Plan, report_dir: PathLike = "report") -> Path:
 
 # ---- status and estimates --------------------------------------------------------------------
 def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
-    """Print each run's status (done / partial / todo / stale) and the time left on this machine."""
+    """Print each run's status (done / partial / todo / stale / broken) and the time left here."""
     p = load_plan(plan, outputs)
     est = Estimator(Path(outputs))
     rows = []
@@ -685,6 +703,9 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
     unknown = 0
     for n, spec in p.runs.items():
         status = spec.status()
+        if status == "broken":  # not run until repaired: the last column says why
+            rows.append((n, spec.notebook, status, "-", RunDir(spec.path).problem() or ""))
+            continue
         seconds, basis = (0.0, "") if status == "done" else est.seconds(spec)
         if seconds is None:
             unknown += 1
@@ -696,10 +717,10 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
     print(f"  {'run':<{w[0]}}  {'notebook':<{w[1]}}  {'status':<{w[2]}}  {'left':>{w[3]}}  basis")
     for r in rows:
         print(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}  {r[4]}")
-    counts = {s: sum(r[2] == s for r in rows) for s in ("done", "partial", "todo", "stale")}
+    counts = {s: sum(r[2] == s for r in rows) for s in ("done", "partial", "todo", "stale", "broken")}
     left = f"about {fmt_seconds(total)} left on this machine" + (f" (+{unknown} run(s) not estimated)" if unknown else "")
     print(f"{counts['done']} done, {counts['partial']} partial, {counts['todo']} todo"
-          + (f", {counts['stale']} stale" if counts["stale"] else "") + f"; {left}")
+          + "".join(f", {counts[s]} {s}" for s in ("stale", "broken") if counts[s]) + f"; {left}")
     print("  estimate: a finished run of the same config on this machine gives its recorded wall time; "
           "otherwise seconds per image from finished runs of the stage here, else a short timing of "
           "ResNet-18 steps now, times the images the run will process, plus notebook start-up")
@@ -766,8 +787,11 @@ class Estimator:
         self.finished: list[dict] = []
         self._measured: dict[str, tuple[float, float]] = {}
         for cfg_path in sorted(Path(outputs).glob("*/*/config.json")):
-            cfg = read_json(cfg_path) or {}
-            res = read_json(cfg_path.parent / "result.json")
+            try:
+                cfg = read_json(cfg_path) or {}
+                res = read_json(cfg_path.parent / "result.json")
+            except BrokenRun:  # a damaged run says so in its own row; it just gives no timing
+                continue
             host = ((cfg.get("provenance") or {}).get("hardware") or {}).get("hostname")
             if res and res.get("wall_time_s") and host == self.host and cfg.get("stage") in STAGES:
                 self.finished.append({"stage": cfg["stage"], "fingerprint": cfg.get("fingerprint"),

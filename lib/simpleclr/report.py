@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .plans import MAIN_ROWS, MANIFEST, ROW_NAMES
-from .runs import RunDir, read_json
+from .runs import BrokenRun, RunDir, TorchFileError, load_torch_file, read_json
 
 PathLike = Union[str, Path]
 ROW_INFO = {name: (rep, ev) for name, rep, ev in MAIN_ROWS}
@@ -121,7 +121,10 @@ def resolve_plan_dir(plan_dir: PathLike) -> Path:
 def load_study(plan_dir: PathLike) -> Study:
     """Everything the report shows, read from the plan folder and its run folders."""
     plan_dir = resolve_plan_dir(plan_dir)
-    manifest = read_json(plan_dir / MANIFEST)
+    try:
+        manifest = read_json(plan_dir / MANIFEST, "run the plan again to rewrite it")
+    except BrokenRun as e:
+        raise ReportError(str(e)) from None
     if manifest is None:
         raise ReportError(f"{plan_dir / MANIFEST} does not exist: run the plan first "
                           f"(e.g. `simpleclr plan run {plan_dir.name}`)")
@@ -132,13 +135,24 @@ def load_study(plan_dir: PathLike) -> Study:
         path = Path(m["path"])
         if not path.is_absolute() and not path.exists():
             path = plan_dir / name
-        rd = RunDir(path)
+        state, reason, config_json, result = _read_run(RunDir(path), m)
         study.runs[name] = RunInfo(name=name, notebook=m["notebook"], stage=m.get("stage", m["notebook"]),
-                                   path=path, role=m.get("report") or {}, state=m.get("state", "todo"),
-                                   reason=m.get("reason"), fingerprint=m.get("fingerprint"),
-                                   config_json=rd.read_config(), result=rd.read_result(),
-                                   planned=m.get("config") or {})
+                                   path=path, role=m.get("report") or {}, state=state, reason=reason,
+                                   fingerprint=m.get("fingerprint"), config_json=config_json,
+                                   result=result, planned=m.get("config") or {})
     return study
+
+
+def _read_run(rd: RunDir, m: dict) -> tuple[str, Optional[str], Optional[dict], Optional[dict]]:
+    """(state, reason, config.json, result.json) of one run; a damaged file makes it "broken"
+    with the file named as the reason, and the report goes on with the other runs."""
+    read: list[Optional[dict]] = []
+    try:
+        read.append(rd.read_config())
+        read.append(rd.read_result())
+    except BrokenRun as e:
+        return "broken", str(e), *(read + [None, None])[:2]
+    return m.get("state", "todo"), m.get("reason"), read[0], read[1]
 
 
 # ---- aggregation ------------------------------------------------------------------------------
@@ -693,9 +707,17 @@ def tsne_sources(study: Study) -> list[tuple[str, RunInfo]]:
 
 
 def load_features(run: RunInfo) -> dict:
-    import torch
-
-    return torch.load(RunDir(run.path).features_path, map_location="cpu", weights_only=False)
+    """The run's features.pt, loaded with ``weights_only=True``; a refused or damaged file, or one
+    without the features and labels, is a one-line :class:`ReportError`."""
+    path = RunDir(run.path).features_path
+    try:
+        feats = load_torch_file(path)
+    except TorchFileError as e:
+        raise ReportError(f"{e}: delete it and run {run.name} again to write it") from None
+    if not isinstance(feats, dict) or not {"features", "labels", "classes"} <= set(feats):
+        raise ReportError(f"{path} does not hold features, labels and classes: delete it and run "
+                          f"{run.name} again to write it")
+    return feats
 
 
 def stratified_points(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -739,7 +761,11 @@ def tsne_panels(study: Study, n_points: int = 1000, seed: int = 0, perplexity: f
     panels = []
     idx = None
     for name, run in tsne_sources(study):
-        feats = load_features(run)
+        try:
+            feats = load_features(run)
+        except ReportError as e:  # one damaged file costs its panel, not the report
+            print(f"t-SNE: {name} left out: {e}")
+            continue
         labels = feats.get("coarse_labels")
         classes = feats.get("coarse_classes")
         if labels is None:  # no superclasses (not CIFAR-100): colour by class

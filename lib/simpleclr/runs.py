@@ -15,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pickle
 import platform
+import re
 import socket
 import subprocess
 import tempfile
@@ -23,11 +25,30 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
+from .locks import LockHeld, file_lock
+
 PathLike = Union[str, os.PathLike]
 
 
 class RunConflict(RuntimeError):
     """A run folder already holds a different run."""
+
+
+class CheckpointError(RuntimeError):
+    """A run folder's checkpoint that cannot be loaded; one line naming it and what to do."""
+
+
+class RunLocked(RuntimeError):
+    """Another process is writing the run folder; one line naming its pid."""
+
+    def __init__(self, path: PathLike, pid: Optional[int]):
+        who = f"another process (pid {pid})" if pid else "another process"
+        super().__init__(f"{path} is being written by {who}: wait for it to finish or stop it; "
+                         "two writers would mix their metrics and checkpoints")
+        self.pid = pid
+
+
+RESTART = "delete it and run again to restart this run from its first epoch"
 
 
 # ---- atomic writes ----------------------------------------------------------------------
@@ -71,11 +92,64 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
         torch.save(obj, tmp)
 
 
-def read_json(path: PathLike) -> Optional[dict]:
+class TorchFileError(RuntimeError):
+    """A torch file that ``weights_only`` loading refuses or cannot parse. ``reason`` is one short
+    line; callers raise their own error with it, adding what to do."""
+
+    def __init__(self, path: PathLike, reason: str):
+        super().__init__(f"cannot load {path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _load_failure(e: BaseException) -> str:
+    """torch.load's many-line complaint as one short reason (never its advice to drop weights_only)."""
+    text = str(e)
+    refused = _GLOBAL.search(text)
+    if refused:
+        return (f"it holds {refused.group(1)}, which is neither a tensor nor a plain container; "
+                "loading it could run code, so it is refused")
+    if isinstance(e, EOFError):
+        return "it is empty or cut short"
+    if isinstance(e, pickle.UnpicklingError):
+        return "it is not a file that torch.save wrote (or it is damaged)"
+    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return first.split(". ")[0].rstrip(".")
+
+
+def load_torch_file(path: PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only, so no file can
+    run code while it loads. Any failure is a :class:`TorchFileError` with a one-line reason."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - garbage can fail in any layer of the unpickler
+        raise TorchFileError(path, _load_failure(e)) from None
+
+
+class BrokenRun(ValueError):
+    """A damaged JSON file (a run's config.json or result.json, a plan's manifest); one line naming
+    it and what to do. A ValueError, as the JSONDecodeError it replaces was, so callers that
+    tolerate a torn file (``except ValueError``) still do."""
+
+
+def read_json(path: PathLike, advice: str = "delete it and run again to write it anew") -> Optional[dict]:
+    """The JSON object in ``path``, None when there is no file; anything else (cut short, edited
+    into invalid JSON, not an object) is a :class:`BrokenRun` naming the file, ending in ``advice``."""
     path = Path(path)
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        obj = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise BrokenRun(f"{path} is damaged (not valid JSON: {e}): {advice}") from None
+    if not isinstance(obj, dict):
+        raise BrokenRun(f"{path} is damaged (holds {json.dumps(obj)[:40]} instead of a JSON "
+                        f"object): {advice}")
+    return obj
 
 
 # ---- provenance -------------------------------------------------------------------------
@@ -146,45 +220,90 @@ class RunDir:
         self.features_path = self.path / "features.pt"
         self.notebook_path = self.path / "notebook.ipynb"
         self.progress_path = self.path / "progress.json"
+        self.lock_path = self.path / ".lock"
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
 
+    # the one writer ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the folder's lock for the block: one writer per run folder, and a second process
+        is refused at once (:class:`RunLocked`). A folder that this call created and that is still
+        empty when the block ends (it failed before writing) is removed again."""
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            if created:
+                stack.callback(self._remove_if_empty)
+            try:
+                stack.enter_context(file_lock(self.lock_path, wait=False))
+            except LockHeld as e:
+                raise RunLocked(self.path, e.pid) from None
+            yield
+
+    def _remove_if_empty(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.rmdir()
+
     # status ------------------------------------------------------------------------------
     def read_config(self) -> Optional[dict]:
-        return read_json(self.config_path)
+        return read_json(self.config_path, f"delete the folder {self.path} to redo the run")
 
     def read_result(self) -> Optional[dict]:
-        return read_json(self.result_path)
+        return read_json(self.result_path, "delete it and run again to write it anew (training "
+                                           "resumes from its last checkpoint)")
 
     def status(self, fingerprint: Optional[str] = None) -> str:
-        """"done", "partial" (started, can resume), "todo", or "stale" (holds another config)."""
-        cfg = self.read_config()
-        if cfg is None:
-            return "todo"
-        if fingerprint is not None and cfg.get("fingerprint") != fingerprint:
-            return "stale"
-        return "done" if self.result_path.exists() else "partial"
+        """"done", "partial" (started, can resume), "todo", "stale" (holds another config), or
+        "broken" (its config.json or result.json is damaged: :meth:`problem` says which)."""
+        try:
+            cfg = self.read_config()
+            if cfg is None:
+                return "todo"
+            if fingerprint is not None and cfg.get("fingerprint") != fingerprint:
+                return "stale"
+            return "done" if self.read_result() is not None else "partial"
+        except BrokenRun:
+            return "broken"
+
+    def problem(self) -> Optional[str]:
+        """Why the folder is broken, in one line; None when its JSON files read."""
+        try:
+            self.read_config()
+            self.read_result()
+        except BrokenRun as e:
+            return str(e)
+        return None
+
+    def finished(self, cfg: Any) -> Optional[dict]:
+        """The stored result when the folder holds ``cfg``'s finished run, None when it holds
+        nothing yet or an unfinished run of ``cfg``. Another config's run is a
+        :class:`RunConflict` (never overwritten), a damaged file a :class:`BrokenRun`."""
+        fp = cfg.fingerprint()
+        saved = self.read_config()
+        if saved is None:
+            return None
+        if saved.get("fingerprint") != fp:
+            raise RunConflict(
+                f"{self.path} holds a run with another config (fingerprint {saved.get('fingerprint')}, "
+                f"this one {fp}): choose a new output folder, or delete that one to redo it"
+            )
+        return self.read_result()
 
     def start(self, cfg: Any, data: Optional[dict] = None, device: Optional[str] = None) -> str:
-        """Claim the folder for ``cfg`` (a StageConfig) and return its status before this call.
-
-        A folder holding another config is never overwritten: that raises :class:`RunConflict`.
-        """
-        fp = cfg.fingerprint()
-        status = self.status(fp)
-        if status == "stale":
-            old = (self.read_config() or {}).get("fingerprint")
-            raise RunConflict(
-                f"{self.path} holds a run with another config (fingerprint {old}, this one {fp}): "
-                "choose a new output folder, or delete that one to redo it"
-            )
-        if status == "todo":
-            self.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(self.config_path, {"stage": cfg.stage, "fingerprint": fp,
-                                                 "config": cfg.to_dict(), "data": data or {},
-                                                 "provenance": provenance(device)})
-        return status
+        """Claim the folder for ``cfg`` (a StageConfig) and return its status before this call
+        ("todo", "partial" or "done"); another config's run or a damaged file raise as
+        :meth:`finished` says."""
+        if self.finished(cfg) is not None:
+            return "done"
+        if self.read_config() is not None:
+            return "partial"
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, {"stage": cfg.stage, "fingerprint": cfg.fingerprint(),
+                                             "config": cfg.to_dict(), "data": data or {},
+                                             "provenance": provenance(device)})
+        return "todo"
 
     # metrics -----------------------------------------------------------------------------
     def log_metrics(self, row: dict) -> None:
@@ -231,13 +350,22 @@ class RunDir:
         atomic_torch_save(state, path)
         return path
 
-    def load_checkpoint(self, name: str = "last", map_location: Any = "cpu") -> Optional[dict]:
-        import torch
-
+    def load_checkpoint(self, name: str = "last", map_location: Any = "cpu",
+                        required: Iterable[str] = ()) -> Optional[dict]:
+        """The checkpoint's dict (``weights_only=True``: tensors and plain containers), None when
+        there is none; a damaged, refused or incomplete file is a :class:`CheckpointError`."""
         path = self.checkpoint_path(name)
         if not path.exists():
             return None
-        return torch.load(path, map_location=map_location, weights_only=False)
+        try:
+            state = load_torch_file(path, map_location)
+        except TorchFileError as e:
+            raise CheckpointError(f"{e}: {RESTART}") from None
+        missing = sorted(set(required) - set(state)) if isinstance(state, dict) else ["(a dict)"]
+        if missing:
+            raise CheckpointError(f"{path} is not a whole checkpoint (lacks {', '.join(missing)}): "
+                                  f"{RESTART}")
+        return state
 
     # result ------------------------------------------------------------------------------
     def write_result(self, result: dict) -> None:

@@ -12,12 +12,13 @@ from generators seeded per (seed, epoch), so an epoch is the same whether or not
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
 from .losses import nt_xent
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
-from .runs import RunDir
+from .runs import RunDir, RunLocked
 
 __all__ = ["TrainingDiverged", "simclr_step", "supervised_step", "pretrain_simclr",
            "train_supervised", "SimCLRParts", "SupervisedParts", "build_simclr", "build_supervised",
@@ -207,29 +208,47 @@ def _make_scaler(runtime: Runtime) -> Optional[torch.amp.GradScaler]:
 
 
 def _rng_state(extra: dict[str, torch.Generator]) -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate(), **{k: g.get_state() for k, g in extra.items()}}
+    """Every RNG's state as tensors and plain numbers, so last.pt loads with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                        "gauss": py_gauss},
+             **{k: g.get_state() for k, g in extra.items()}}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict) -> None:
+    """The inverse of :func:`_rng_state`."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _check_finished(run: RunDir, cfg: StageConfig) -> Optional[dict]:
-    """The stored result of a finished run with this config; RunConflict for another config."""
-    status = run.status(cfg.fingerprint())
-    if status == "done":
-        return run.read_result()
-    if status == "stale":
-        run.start(cfg)  # raises RunConflict naming both fingerprints
-    return None
+@contextlib.contextmanager
+def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock for the block. When another process has it, every rank
+    raises :class:`RunLocked` together, so none waits in a collective for a rank 0 that left."""
+    with contextlib.ExitStack() as stack:
+        refused: Optional[RunLocked] = None
+        if world.is_main:
+            try:
+                stack.enter_context(run.lock())
+            except RunLocked as e:
+                refused = e
+        holder = distributed.from_main(0 if refused is None else (refused.pid or -1), device)
+        if holder:
+            raise refused or RunLocked(run.path, holder if holder > 0 else None)
+        yield
 
 
 def _carve(split: "data_mod.Split", val_fraction: float, seed: int, subset_fraction: float,
@@ -274,6 +293,10 @@ class _Loop:
     state: dict = field(default_factory=dict)
 
 
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "elapsed_s", "train_s",
+                    "images")
+
+
 def _save_last(loop: _Loop, epoch: int, step: int, clock: dict) -> None:
     loop.run.save_checkpoint({
         "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
@@ -290,7 +313,7 @@ def _resume(loop: _Loop) -> tuple[int, int, dict]:
     rank 0 rewrites the metrics file.
     """
     clock = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0}
-    ckpt = loop.run.load_checkpoint("last")
+    ckpt = loop.run.load_checkpoint("last", required=_CHECKPOINT_KEYS)
     if ckpt is None:
         if loop.run.metrics_path.exists() and loop.world.is_main:  # killed before a checkpoint
             loop.run.truncate_metrics([])
@@ -486,13 +509,23 @@ def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean
 def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
     """SimCLR pretraining of a ResNet-18 into the run folder ``out_dir``; returns result.json's dict."""
     run = RunDir(out_dir)
-    done = _check_finished(run, cfg)
+    done = run.finished(cfg)
     if done is not None:
         return done
     if launch.wanted(cfg):
         return launch.run_launched(cfg, out_dir)
     runtime = _runtime(cfg)
     world = _world(runtime)
+    with _writer_lock(run, world, runtime.device):
+        return _pretrain(cfg, run, runtime, world, out_dir)
+
+
+def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distributed.World,
+              out_dir: PathLike) -> dict:
+    """:func:`pretrain_simclr`'s work, with the run folder's lock held."""
+    done = run.finished(cfg)  # another process may have finished it meanwhile
+    if done is not None:
+        return done
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     train_idx, val_idx = _carve(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction, cfg.subset_seed)
@@ -610,13 +643,23 @@ def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tens
 def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     """Supervised training (``cfg.init`` None) or fine-tuning into ``out_dir``; returns the result."""
     run = RunDir(out_dir)
-    done = _check_finished(run, cfg)
+    done = run.finished(cfg)
     if done is not None:
         return done
     if launch.wanted(cfg):
         return launch.run_launched(cfg, out_dir)
     runtime = _runtime(cfg)
     world = _world(runtime)
+    with _writer_lock(run, world, runtime.device):
+        return _train_supervised(cfg, run, runtime, world, out_dir)
+
+
+def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
+                      world: distributed.World, out_dir: PathLike) -> dict:
+    """:func:`train_supervised`'s work, with the run folder's lock held."""
+    done = run.finished(cfg)  # another process may have finished it meanwhile
+    if done is not None:
+        return done
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     if not split.labelled:

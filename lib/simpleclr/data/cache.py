@@ -34,7 +34,7 @@ def read_meta(folder: Path) -> Optional[dict]:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError):
         return None
-    if meta.get("cache_version") != CACHE_VERSION:
+    if not isinstance(meta, dict) or meta.get("cache_version") != CACHE_VERSION:
         return None
     for split in meta.get("splits", {}):
         if not (folder / f"{split}-images.npy").is_file():

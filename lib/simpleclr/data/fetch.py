@@ -19,13 +19,9 @@ import zlib
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
+from .. import locks
 from .errors import DataError
 from .progress import Progress
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; atomic renames still keep files whole
-    fcntl = None  # type: ignore[assignment]
 
 CHUNK = 1 << 20
 PROGRESS_MIN_BYTES = 32 << 20  # smaller files are read, hashed or unpacked in about a second
@@ -223,19 +219,11 @@ def download(url: str, dest: Path, *, timeout: float = 30.0) -> Path:
 # ---- locking ------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def file_lock(path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if needed) for the block; another
-    process preparing the same data waits here instead of writing the same files."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as f:
-        if fcntl is not None:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                print(f"simpleclr: waiting for another process preparing {what} ({path})",
-                      file=sys.stderr)
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    """Hold an exclusive lock on ``path`` for the block; another process preparing the same data
+    waits here (saying so) instead of writing the same files."""
+    def waiting(pid: Optional[int]) -> None:
+        who = f"another process (pid {pid})" if pid else "another process"
+        print(f"simpleclr: waiting for {who} preparing {what} ({path})", file=sys.stderr, flush=True)
+
+    with locks.file_lock(path, wait=True, on_wait=waiting):
+        yield

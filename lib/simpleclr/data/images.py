@@ -19,11 +19,30 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
+# One-channel modes with more than 8 bits: Pillow's convert("RGB") clips them at 255 instead of
+# scaling (a 16-bit grey PNG came out 99.6% white). 16-bit RGB(A) PNGs already arrive as 8 bits.
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _to_8_bit(img: Image.Image, path: Path) -> Image.Image:
+    """A 16-bit grey image scaled to 8 bits (0..65535 onto 0..255, rounded); DataError for 32-bit
+    integer or float pixels, whose range the file does not state."""
+    if img.mode in _SIXTEEN_BIT or (img.mode == "I" and img.format == "PNG"):  # PNG: 16 bits at most
+        x = np.asarray(img, dtype=np.uint32)
+        return Image.fromarray(((x * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+    raise DataError(f"image {path} has {'32-bit integer' if img.mode == 'I' else 'floating-point'} "
+                    f"pixels (mode {img.mode}), whose range is unknown: convert it to 8 or 16 bits "
+                    "per channel, then prepare the dataset again")
+
+
 def open_rgb(path: Path) -> Image.Image:
-    """The image at ``path`` as RGB (grey and palette images converted); DataError if unreadable."""
+    """The image at ``path`` as 8-bit RGB (grey, palette and 16-bit images converted); DataError
+    if unreadable."""
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
+                img = _to_8_bit(img, path)
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"cannot read image {path} ({type(e).__name__}: {e}): replace or delete "
