@@ -220,6 +220,7 @@ def test_linear_eval_end_to_end_on_generated_cifar100(tmp_path, monkeypatch):
     best = max(rows, key=lambda r: (r["val_top1"], r["weight_decay"]))
     assert result["weight_decay"] == best["weight_decay"] and result["val_top1"] == best["val_top1"]
     assert all(r["n_fit"] == 270 and r["n_val"] == 30 for r in rows)
+    assert (result["n_labelled"], result["n_fit"], result["n_val"]) == (300, 270, 30)
     assert result["weight_decay_grid"] == sorted(WDS)
     assert result["weight_decay_at_strong_edge"] == (result["weight_decay"] == max(WDS))
 
@@ -328,3 +329,4 @@ def test_linear_eval_refuses_too_few_labels_before_any_work(tmp_path):
     with pytest.raises(data.DataError, match="raise label_fraction"):
         linear_eval(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+

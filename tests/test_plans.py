@@ -162,6 +162,26 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
         assert len(seeds) >= 3
 
 
+@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
+    # Rows, fine-tuning and label-curve points are compared at a label share and seed, so each
+    # must hand data.labelled_split the same validation share and a label seed equal to its seed.
+    p = plans.load_plan(name, tmp_path)
+    compared = [s for s in p.runs.values() if {"row", "finetune", "label_efficiency"} & set(s.report)
+                and s.config.dataset.startswith(("cifar100", "synthetic-cifar100"))]
+    shares: dict[float, set] = {}
+    for s in compared:
+        c = s.config
+        share, label_seed = ((c.label_fraction, c.label_seed) if s.notebook == "linear_eval"
+                             else (c.subset_fraction, c.subset_seed))
+        assert label_seed == c.seed, s.name
+        shares.setdefault(share, set()).add(c.val_fraction)
+    assert all(len(v) == 1 for v in shares.values()), shares
+    main = {s.config.label_fraction if s.notebook == "linear_eval" else s.config.subset_fraction
+            for s in compared if "row" in s.report}
+    assert len(main) == 1  # the main table compares every row at one label share
+
+
 def test_status_and_show(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(plans.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
     p = load(tmp_path, BASE)

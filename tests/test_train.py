@@ -15,8 +15,9 @@ import torch
 from PIL import Image
 
 from _interrupt import Interrupt
+from simpleclr import data as data_mod
 from simpleclr import evaluate, models, train
-from simpleclr.config import ConfigError, PretrainConfig, SupervisedConfig
+from simpleclr.config import ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.data import DataError, load_split
 from simpleclr.device import resolve_runtime
 from simpleclr.distributed import World
@@ -332,3 +333,35 @@ def test_fine_tuning_loads_every_encoder_weight_of_a_pretrain_run(reference_run,
     assert got["meta"]["source"]["stage"] == "finetune"
     assert got["meta"]["source"]["init"] == str(pre_out)
     assert 0.0 <= result["top1"] <= 100.0
+
+
+# ---- equal label budgets ------------------------------------------------------------------
+LABEL_KEYS = ("n_labelled", "n_fit", "n_val", "labelled_digest", "val_digest", "label_fraction",
+              "label_seed", "val_fraction")
+
+
+def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference_run, data_dir,
+                                                                       tmp_path):
+    # At one label share and seed, the three ways a row meets labels must see the very same
+    # images, and hold out the very same ones for validation (issue #12): 50% of 12 images per
+    # class is 6, a fifth of those (1.2 -> 1) validates, 5 fit; 10 classes.
+    _, pre_out, _ = reference_run
+    share = dict(val_fraction=0.2, seed=5)
+    scratch = train.train_supervised(
+        _sup_cfg(data_dir, subset_fraction=0.5, subset_seed=2, epochs=1, batch_size=25, **share),
+        tmp_path / "super")
+    finetune = train.train_supervised(
+        _sup_cfg(data_dir, subset_fraction=0.5, subset_seed=2, epochs=1, batch_size=25,
+                 init=str(pre_out), **share), tmp_path / "finetune")
+    probe = evaluate.linear_eval(LinearEvalConfig(
+        dataset=TINY, data_dir=data_dir, image_size=8, encoder=str(pre_out), label_fraction=0.5,
+        label_seed=2, weight_decays=(1e-2,), precision="fp32", progress=False, num_threads=1,
+        save_features=False, **share), tmp_path / "probe")
+    expected = data_mod.labelled_split(load_split(TINY, root=data_dir, image_size=8).labels,
+                                       0.5, 0.2, seed=2).record()
+    assert (expected["n_labelled"], expected["n_fit"], expected["n_val"]) == (60, 50, 10)
+    for result in (scratch, finetune, probe):
+        assert {k: result[k] for k in LABEL_KEYS} == expected
+    assert scratch["n_train"] == finetune["n_train"] == 50  # trained on the fit part
+    assert probe["n_train"] == 60  # the probe refits on all labelled images once wd is chosen
+    assert RunDir(tmp_path / "super").read_config()["data"]["labels"] == expected

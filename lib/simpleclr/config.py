@@ -209,6 +209,8 @@ class SupervisedConfig(StageConfig):
     stage: ClassVar[str] = "supervised"
 
     split: str = "train"
+    # The label budget: this class-balanced share of the split, then val_fraction of it held out,
+    # both drawn with subset_seed: the probes' label_fraction / label_seed rule (data.labelled_split).
     subset_fraction: float = 1.0
     subset_seed: int = 0
     stem: str = "cifar"

@@ -249,14 +249,13 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     input_size = int(meta.get("image_size") or cfg.image_size or train.image_size)
     num_classes = train.num_classes
 
-    # Which training images are used: a class-balanced label fraction, then a val part of it.
-    subset = data.stratified_subset(train.labels, cfg.label_fraction, cfg.label_seed)
+    # Which training images are used: the rule every stage shares (a class-balanced label share,
+    # then a val part of it), so the probe sees exactly the supervised rows' labelled images.
+    labelled = data.labelled_split(train.labels, cfg.label_fraction, cfg.val_fraction, cfg.label_seed)
+    subset = labelled.labelled
     sub_labels = train.labels[subset]
-    fit_idx, val_idx = data.train_val_split(sub_labels, cfg.val_fraction, cfg.label_seed)
-    if fit_idx.numel() == 0 or val_idx.numel() == 0:
-        raise data.DataError(f"{subset.numel()} labelled training images (label_fraction="
-                             f"{cfg.label_fraction}) leave none for fitting or for validation: "
-                             "raise label_fraction, or use a dataset with more images per class")
+    fit_idx = torch.searchsorted(subset, labelled.fit)  # positions inside the labelled subset
+    val_idx = torch.searchsorted(subset, labelled.val)
     sub_images = train.images if subset.numel() == len(train) else train.images[subset]
     if int(test.labels.max()) >= num_classes:
         raise data.DataError(f"{cfg.dataset}: test labels reach {int(test.labels.max())} but train has "
@@ -322,8 +321,9 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     n_images = int(subset.numel()) + len(test)
     result = {"top1": test_acc["top1"], "top5": test_acc["top5"], "val_top1": best["val_top1"],
               "weight_decay": best["weight_decay"], "weight_decay_grid": grid,
-              "weight_decay_at_strong_edge": at_edge, "label_fraction": cfg.label_fraction,
+              "weight_decay_at_strong_edge": at_edge,
               "n_train": int(subset.numel()), "n_test": len(test), "num_classes": num_classes,
+              **labelled.record(),
               "encoder": cfg.encoder, "encoder_source": source_name(meta),
               "encoder_standin": uses_standin(meta), "encoder_meta": dict(meta),
               "input_size": input_size, "mean": list(mean), "std": list(std),
