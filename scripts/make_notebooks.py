@@ -106,7 +106,11 @@ def supervised() -> nbformat.NotebookNode:
 Trains ResNet-18 with cross-entropy (random crop with padding, flip; SGD with Nesterov momentum,
 warm-up and cosine decay) and tests it once on the test split at the end. With `init` set to
 `"imagenet"`, `"imagenet:<file>"` or a run folder, it fine-tunes that encoder instead
-(`encoder_lr_scale` scales the encoder's learning rate). Resumes from `checkpoints/last.pt`.
+(`encoder_lr_scale` scales the encoder's learning rate; with several values in `encoder_lr_grid`,
+a trial of `trial_epochs` per value chooses it on the validation split first). The labelled images
+are the linear probe's at the same share and seed: `subset_fraction` of the split, then
+`val_fraction` of them held out for validation, both drawn with `subset_seed`. Resumes from
+`checkpoints/last.pt`.
 """),
         parameters_cell(SupervisedConfig, "supervised"),
         code("""

@@ -215,7 +215,12 @@ class SupervisedConfig(StageConfig):
     subset_seed: int = 0
     stem: str = "cifar"
     init: Optional[str] = None  # None (from scratch), "imagenet", or a run folder / checkpoint path
-    encoder_lr_scale: float = 1.0  # fine-tuning: encoder lr = lr x this
+    encoder_lr_scale: float = 1.0  # fine-tuning: encoder lr = lr x this (unless the grid chooses it)
+    # Fine-tuning: the encoder lr scales tried, each in a trial of trial_epochs scored on the
+    # validation split (never on test); the best becomes encoder_lr_scale for the real run. Empty:
+    # encoder_lr_scale as given; one value: that value, without trials.
+    encoder_lr_grid: Tuple[float, ...] = ()
+    trial_epochs: int = 20  # each trial's length (at most epochs), its schedule compressed to it
     epochs: int = 100
     batch_size: int = 256
     optimizer: str = "sgd"
@@ -240,6 +245,14 @@ class SupervisedConfig(StageConfig):
             _fail(self, "subset_fraction", "use a fraction in (0, 1]")
         if not 0.0 <= self.encoder_lr_scale <= 10.0:
             _fail(self, "encoder_lr_scale", "use a value in [0, 10] (0 freezes the encoder)")
+        if any(not 0.0 <= v <= 10.0 for v in self.encoder_lr_grid):
+            _fail(self, "encoder_lr_grid", "use values in [0, 10] (0 freezes the encoder)")
+        if self.encoder_lr_grid and self.init is None:
+            _fail(self, "encoder_lr_grid", "it tunes fine-tuning: set init, or leave the grid empty")
+        if len(set(self.encoder_lr_grid)) > 1 and self.val_fraction == 0:
+            _fail(self, "encoder_lr_grid", "the choice is made on validation: use val_fraction > 0")
+        if self.trial_epochs < 1:
+            _fail(self, "trial_epochs", "use an integer >= 1")
         if not 0.0 <= self.label_smoothing < 1.0:
             _fail(self, "label_smoothing", "use a value in [0, 1)")
         if not 0 <= self.crop_padding <= 16:
@@ -281,6 +294,11 @@ class LinearEvalConfig(StageConfig):
             _fail(self, "probe_max_iter", "use an integer >= 1")
         if self.feature_batch_size < 1:
             _fail(self, "feature_batch_size", "use an integer >= 1")
+
+
+def encoder_lr_grid(cfg: SupervisedConfig) -> tuple[float, ...]:
+    """The encoder lr scales a run chooses from, sorted: the grid, else ``encoder_lr_scale`` alone."""
+    return tuple(sorted(set(cfg.encoder_lr_grid))) or (cfg.encoder_lr_scale,)
 
 
 def _check_common_training(cfg: Any) -> None:

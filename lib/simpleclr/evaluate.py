@@ -208,9 +208,15 @@ def _changed_keys(module: nn.Module, before: dict[str, torch.Tensor]) -> list[st
                   if k not in now or not torch.equal(now[k].detach().cpu(), v))
 
 
-def _select_weight_decay(rows: list[dict]) -> dict:
-    """The row with the best val top-1; ties go to the larger weight decay (the simpler model)."""
-    return max(rows, key=lambda r: (r["val_top1"], r["weight_decay"]))
+def best_on_validation(rows: Sequence[dict], key: str) -> dict:
+    """The row with the best ``val_top1``; ties go to the larger ``row[key]``.
+
+    The one selection rule of the study (the probe's weight decay, fine-tuning's encoder lr scale):
+    it reads validation accuracy only, so a test figure in a row cannot steer it.
+    """
+    if not rows:
+        raise ValueError("best_on_validation needs at least one row")
+    return max(rows, key=lambda r: (r["val_top1"], r[key]))
 
 
 def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
@@ -294,7 +300,7 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
                "seconds": time.perf_counter() - t}
         run.log_metrics(row)
         rows.append(row)
-    best = _select_weight_decay(rows)
+    best = best_on_validation(rows, "weight_decay")
     grid = sorted(set(cfg.weight_decays))
     # The best value at the strong end of the grid suggests the grid stopped too early.
     at_edge = len(grid) > 1 and best["weight_decay"] == grid[-1]

@@ -27,7 +27,7 @@ from torch import nn
 from . import augment as augment_mod
 from . import data as data_mod
 from . import distributed, evaluate, launch, models
-from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig
+from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig, encoder_lr_grid
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
 from .losses import nt_xent
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
@@ -594,7 +594,10 @@ def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tens
 def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
                     labelled: "data_mod.LabelledSplit", runtime: Runtime, world: distributed.World,
                     encoder_lr_scale: float) -> tuple[SupervisedParts, list[dict], _Loop]:
-    """Train on ``labelled.fit``, validating on ``labelled.val`` every epoch, into ``run``."""
+    """Train on ``labelled.fit``, validating on ``labelled.val`` every epoch, into ``run``.
+
+    Seeded here, so a trial and the real run start exactly as a lone run of their config would.
+    """
     seed_everything(cfg.seed)
     steps_per_epoch, total, epochs, warmup = _schedule(cfg, len(labelled.fit), world)
     dev = runtime.device
@@ -626,10 +629,65 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
     return parts, _run_loop(loop), loop
 
 
+def _trial_config(cfg: SupervisedConfig, scale: float) -> SupervisedConfig:
+    """The short run that scores one encoder lr scale: ``trial_epochs`` (at most ``epochs``), the
+    warm-up the same share of it, everything else as the real run."""
+    epochs = min(cfg.trial_epochs, cfg.epochs)
+    return cfg.replace(encoder_lr_grid=(), encoder_lr_scale=scale, epochs=epochs,
+                       warmup_epochs=cfg.warmup_epochs * epochs / cfg.epochs)
+
+
+def _run_trial(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
+               labelled: "data_mod.LabelledSplit", runtime: Runtime,
+               world: distributed.World) -> dict:
+    """One trial in its own run folder (resumable, finished ones reused); its validation figures.
+
+    Trials never look at the test split: their result holds validation accuracy only.
+    """
+    run = RunDir(out_dir)
+    done = _check_finished(run, cfg)
+    if done is None:
+        if world.is_main:
+            run.start(cfg, data={"labels": labelled.record()}, device=str(runtime.device))
+        _, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
+                                        cfg.encoder_lr_scale)
+        if world.is_main:
+            run.write_result({"val_top1": _last_value(rows, "val_top1"),
+                              "val_top5": _last_value(rows, "val_top5"), "epochs": loop.epochs,
+                              "wall_time_s": loop.state["clock"]["elapsed_s"]})
+            run.checkpoint_path("last").unlink(missing_ok=True)  # done: only its figures are kept
+        distributed.barrier()
+        done = run.read_result() or {}
+    return {"encoder_lr_scale": cfg.encoder_lr_scale, "val_top1": done["val_top1"],
+            "val_top5": done["val_top5"], "epochs": done["epochs"],
+            "wall_time_s": done["wall_time_s"]}
+
+
+def _choose_encoder_lr(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
+                       labelled: "data_mod.LabelledSplit", runtime: Runtime,
+                       world: distributed.World) -> dict:
+    """The encoder lr scale for the real run, chosen on validation, with the evidence.
+
+    A grid of one value is used as it is (no trials). Otherwise each value gets a trial
+    (``<out_dir>/trials/encoder_lr<value>``) and :func:`evaluate.best_on_validation` picks the scale.
+    """
+    grid = encoder_lr_grid(cfg)
+    choice = {"encoder_lr_grid": list(grid), "encoder_lr_trials": [], "trials_wall_time_s": 0.0}
+    if len(grid) == 1:
+        return {**choice, "encoder_lr_scale": grid[0], "encoder_lr_chosen_on": None}
+    trials = [_run_trial(_trial_config(cfg, v), out_dir / "trials" / f"encoder_lr{v:g}", split,
+                         labelled, runtime, world) for v in grid]
+    best = evaluate.best_on_validation(trials, "encoder_lr_scale")
+    return {**choice, "encoder_lr_scale": best["encoder_lr_scale"], "encoder_lr_trials": trials,
+            "encoder_lr_chosen_on": "validation",
+            "trials_wall_time_s": sum(t["wall_time_s"] for t in trials)}
+
+
 def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     """Supervised training (``cfg.init`` None) or fine-tuning into ``out_dir``; returns the result.
 
-    The labelled images are the probes' ones at the same share and seed (``data.labelled_split``).
+    The labelled images are the probes' ones at the same share and seed (``data.labelled_split``);
+    with an ``encoder_lr_grid``, short trials choose the encoder lr scale on validation first.
     """
     run = RunDir(out_dir)
     done = _check_finished(run, cfg)
@@ -645,14 +703,15 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
                           "images: choose a labelled split (e.g. train)")
     labelled = data_mod.labelled_split(split.labels, cfg.subset_fraction, cfg.val_fraction,
                                        cfg.subset_seed)
-    _schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before the test set is read
+    _schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before any trial
     test = _load(cfg, "test")
     if world.is_main:
         record = _data_record(split, labelled.fit, labelled.val)
         record.update(test={**test.provenance, "n": len(test)}, labels=labelled.record())
         run.start(cfg, data=record, device=str(runtime.device))
+    choice = _choose_encoder_lr(cfg, Path(out_dir), split, labelled, runtime, world)
     parts, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
-                                        cfg.encoder_lr_scale)
+                                        choice["encoder_lr_scale"])
     result = _summary(rows, loop)
     if world.is_main:
         dev = runtime.device
@@ -670,7 +729,8 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
                        "val_top1": _last_value(rows, "val_top1"),
                        "val_top5": _last_value(rows, "val_top5"), "checkpoint": str(path),
                        "n_train": len(labelled.fit), "n_test": len(test), "lr": parts.lr,
-                       **labelled.record()})
+                       **labelled.record(), **choice,
+                       "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"]})
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result
