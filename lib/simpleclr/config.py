@@ -23,6 +23,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STEMS = ("cifar", "imagenet")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 LR_SCALINGS = ("linear", "sqrt", "none")
+# SimCLR Appendix B.8's probe grid: 45 log-spaced penalties from 1e-6 to 1e5 (3 significant digits).
+PROBE_WEIGHT_DECAYS: Tuple[float, ...] = tuple(float(f"{10 ** (-6 + 11 * i / 44):.3g}") for i in range(45))
 # Fields that change how fast a run goes, never what it computes: a finished run is still
 # "the same run" when only these differ (see :meth:`StageConfig.fingerprint`).
 RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_threads", "launcher"})
@@ -272,9 +274,12 @@ class LinearEvalConfig(StageConfig):
     label_fraction: float = 1.0
     label_seed: int = 0
     val_fraction: float = 0.1
-    # L2 penalties tried (chosen on val_fraction of the labelled images, never on test); the
-    # strongest won on real CIFAR-100 features with a grid ending at 1e-3, so it reaches 1e-1.
-    weight_decays: Tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+    # L2 penalties tried (chosen on val_fraction of the labelled images, never on test): SimCLR's
+    # Appendix B.8 grid, 45 log-spaced values from 1e-6 to 1e5. Warm-started from the strongest
+    # down, on 4,500 real CIFAR-100 features (random encoder, 16 px, one CPU thread) it took 967
+    # L-BFGS iterations against 414 for the old grid (0, 1e-5 ... 1e-1), 3.7x its time, and chose
+    # 0.0178 (val top-1 12.6) where the old grid chose 0.1 (11.6).
+    weight_decays: Tuple[float, ...] = PROBE_WEIGHT_DECAYS
     probe_max_iter: int = 500  # L-BFGS iterations per fit (full batch: no epochs, batch size or lr)
     feature_batch_size: int = 512
     save_features: bool = True
