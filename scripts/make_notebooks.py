@@ -106,7 +106,11 @@ def supervised() -> nbformat.NotebookNode:
 Trains ResNet-18 with cross-entropy (random crop with padding, flip; SGD with Nesterov momentum,
 warm-up and cosine decay) and tests it once on the test split at the end. With `init` set to
 `"imagenet"`, `"imagenet:<file>"` or a run folder, it fine-tunes that encoder instead
-(`encoder_lr_scale` scales the encoder's learning rate). Resumes from `checkpoints/last.pt`.
+(`encoder_lr_scale` scales the encoder's learning rate; with several values in `encoder_lr_grid`,
+a trial of `trial_epochs` per value chooses it on the validation split first). The labelled images
+are the linear probe's at the same share and seed: `subset_fraction` of the split, then
+`val_fraction` of them held out for validation, both drawn with `subset_seed`. Resumes from
+`checkpoints/last.pt`.
 """),
         parameters_cell(SupervisedConfig, "supervised"),
         code("""
@@ -187,14 +191,18 @@ display(HTML(rp.headline(study, title)))
 CIFAR-100 test accuracy of each representation (linear probe on frozen features, except `super`,
 which is the supervised network tested directly), mean ± std over seeds where the plan repeats
 runs, and the difference to `super` (training from scratch with labels) in percentage points.
+*Labelled images* counts the CIFAR-100 training labels the row's evaluation used (the probe's, or
+`super`'s), validation included: equal at one label share, by construction.
 """),
         code("display(rp.style_main_table(main))"),
         md("""
 ## Fine-tuning gains and label efficiency
 Fine-tuning starts supervised training on CIFAR-100 from each pretrained encoder; the gain is its
-top-1 minus that of the same training from scratch (`super`). Label efficiency repeats the linear
-probe (and, for `super`, supervised training) with class-balanced shares of the CIFAR-100 labels
-(1%, 10% and all of them in the full plan; the table's columns give the shares this plan used).
+top-1 minus that of the same training from scratch (`super`), next to the encoder learning-rate
+scale it used and how that was chosen (on validation, never on test). Label efficiency repeats
+the linear probe (and, for `super`, supervised training) with class-balanced shares of the
+CIFAR-100 labels (1%, 10% and all of them in the full plan; the table's columns give the shares
+this plan used, each cell the labelled images behind it).
 """),
         code("""
 ft = rp.finetune_table(study)

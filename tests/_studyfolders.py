@@ -63,7 +63,7 @@ runs:
     report: {hparam: [temperature, batch_size]}
   - name: ft-ss
     notebook: supervised
-    params: {init: "{runs.ss-pre-s0}"}
+    params: {init: "{runs.ss-pre-s0}", encoder_lr_grid: [0.1, 1.0], trial_epochs: 1}
     report: {finetune: selfsuper}
   - name: ss-labels
     notebook: linear_eval
@@ -86,6 +86,16 @@ RESULTS = {
     "ss-labels": (12.0, 30.0), "super-labels": (8.0, 25.0), "super-probe": (48.0, 79.0),
 }
 FAILED = {"imagenet": "WeightsError: ImageNet weights resnet18-f37072fd.pth are not in /x"}
+# The fine-tuning run's trials: (encoder lr scale, validation top-1); 0.1 wins.
+TRIALS = ((0.1, 30.0), (1.0, 25.0))
+TRAIN_IMAGES = 200  # synthetic-cifar100:train=2 has 100 classes
+
+
+def label_record(fraction: float) -> dict:
+    """What data.labelled_split records, for a run at this label share of TRAIN_IMAGES."""
+    n = round(TRAIN_IMAGES * fraction)
+    return {"label_fraction": fraction, "label_seed": 0, "val_fraction": 0.1, "n_labelled": n,
+            "n_fit": n - n // 10, "n_val": n // 10}
 
 
 def write_plan(tmp: Path, text: str = STUDY_PLAN, name: str = "study.yaml") -> Path:
@@ -142,10 +152,15 @@ def build_study(tmp: Path) -> plans.Plan:
             if spec.notebook == "supervised":  # as train_supervised records it: size in the data
                 data = {"name": spec.config.dataset, "source": "generated", "image_size": 32}
                 metrics = [{"epoch": e, "step": 5 * e, "loss": 4.0 - e, "val_top1": 5.0 * e} for e in (1, 2)]
+                result.update(label_record(spec.config.subset_fraction))
+                if spec.config.init:
+                    result.update({"encoder_lr_scale": 0.1, "encoder_lr_grid": [0.1, 1.0],
+                                   "encoder_lr_trials": [{"encoder_lr_scale": v, "val_top1": a, "epochs": 1}
+                                                         for v, a in TRIALS]})
             feats = fake_features(seed=len(name)) if spec.notebook == "linear_eval" else None
             if spec.notebook == "linear_eval":
-                result.update({"label_fraction": spec.config.label_fraction, "encoder_source": "checkpoint",
-                               "n_train": 100, "n_test": 200, "input_size": 32})
+                result.update({"encoder_source": "checkpoint", "n_train": 100, "n_test": 200,
+                               "input_size": 32, **label_record(spec.config.label_fraction)})
             finish(spec, result, metrics, feats, data=data)
         states[name] = {"state": "done", "reason": None}
     plans.write_manifest(plan, states)

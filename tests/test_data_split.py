@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from simpleclr.data import DataError, Split, stratified_subset, train_val_split
+from simpleclr.data import (DataError, Split, index_digest, labelled_split, stratified_subset,
+                            train_val_split)
 
 
 def imbalanced_labels(seed=0):
@@ -81,3 +82,47 @@ def test_split_rejects_wrong_image_layout():
     with pytest.raises(DataError, match="uint8"):
         Split(images=torch.zeros(2, 4, 4, 3), labels=torch.zeros(2, dtype=torch.long), classes=[],
               name="x", split="train", mean=(0,) * 3, std=(1,) * 3)
+
+
+# ---- the one rule for labelled images (supervised, fine-tuning, probe) ----------------------
+def cifar_like_labels(seed=0):
+    """100 classes of 500 images in a shuffled order: CIFAR-100's training split."""
+    return torch.from_numpy(np.random.default_rng(seed).permutation(np.repeat(np.arange(100), 500)))
+
+
+@pytest.mark.parametrize("fraction, n_labelled, n_val", [(0.01, 500, 100), (0.1, 5000, 500),
+                                                         (1.0, 50000, 5000)])
+def test_labelled_split_takes_the_budget_first_then_validation_inside_it(fraction, n_labelled, n_val):
+    # The issue's counts: the label share of the whole split (500 / 5,000 / 50,000 images), not
+    # of what a validation carve left (which gave 400 / 4,500 / 45,000 to the supervised rows).
+    labels = cifar_like_labels()
+    ls = labelled_split(labels, fraction, 0.1, seed=3)
+    assert torch.equal(ls.labelled, stratified_subset(labels, fraction, seed=3))
+    fit_pos, val_pos = train_val_split(labels[ls.labelled], 0.1, seed=3)
+    assert torch.equal(ls.fit, ls.labelled[fit_pos]) and torch.equal(ls.val, ls.labelled[val_pos])
+    assert (len(ls.labelled), len(ls.val), len(ls.fit)) == (n_labelled, n_val, n_labelled - n_val)
+    assert torch.equal(torch.cat([ls.fit, ls.val]).sort().values, ls.labelled)
+    assert torch.bincount(labels[ls.val], minlength=100).tolist() == [n_val // 100] * 100
+    rec = ls.record()
+    assert (rec["n_labelled"], rec["n_fit"], rec["n_val"]) == (n_labelled, n_labelled - n_val, n_val)
+    assert rec["labelled_digest"] == index_digest(ls.labelled) != index_digest(ls.fit)
+    assert rec["val_digest"] == labelled_split(labels, fraction, 0.1, seed=3).record()["val_digest"]
+    other_seed = labelled_split(labels, fraction, 0.1, seed=4).record()
+    assert other_seed["val_digest"] != rec["val_digest"]
+    if fraction < 1.0:  # below 100% another seed also picks other labelled images
+        assert other_seed["labelled_digest"] != rec["labelled_digest"]
+
+
+def test_shares_round_half_up():
+    # 9 * 0.5 = 4.5 and 45 * 0.1 = 4.5: np.rint gave 4 for both, a reader expects 5
+    labels = torch.from_numpy(np.repeat(np.arange(2), [9, 45]))
+    assert torch.bincount(labels[stratified_subset(labels, 0.5, 0)]).tolist() == [5, 23]
+    assert torch.bincount(labels[train_val_split(labels, 0.1, 0)[1]]).tolist() == [1, 5]
+
+
+def test_labelled_split_without_validation_and_with_too_few_images():
+    labels = cifar_like_labels(1)
+    ls = labelled_split(labels, 0.1, 0.0, seed=0)
+    assert torch.equal(ls.fit, ls.labelled) and len(ls.val) == 0 and ls.record()["n_val"] == 0
+    with pytest.raises(DataError, match="leave none for validation: raise label_fraction"):
+        labelled_split(labels, 0.002, 0.1, seed=0)  # one image per class: nothing to hold out

@@ -12,8 +12,8 @@ from simpleclr import data, evaluate, models
 from simpleclr.augment import normalize
 from simpleclr.config import LinearEvalConfig
 from simpleclr.device import resolve_runtime
-from simpleclr.evaluate import (extract_features, fit_linear_probe, knn_predict, knn_top1,
-                                linear_eval, topk_accuracy)
+from simpleclr.evaluate import (best_on_validation, extract_features, fit_linear_probe,
+                                knn_predict, knn_top1, linear_eval, topk_accuracy)
 from simpleclr.runs import RunConflict, RunDir
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -220,6 +220,7 @@ def test_linear_eval_end_to_end_on_generated_cifar100(tmp_path, monkeypatch):
     best = max(rows, key=lambda r: (r["val_top1"], r["weight_decay"]))
     assert result["weight_decay"] == best["weight_decay"] and result["val_top1"] == best["val_top1"]
     assert all(r["n_fit"] == 270 and r["n_val"] == 30 for r in rows)
+    assert (result["n_labelled"], result["n_fit"], result["n_val"]) == (300, 270, 30)
     assert result["weight_decay_grid"] == sorted(WDS)
     assert result["weight_decay_at_strong_edge"] == (result["weight_decay"] == max(WDS))
 
@@ -328,3 +329,15 @@ def test_linear_eval_refuses_too_few_labels_before_any_work(tmp_path):
     with pytest.raises(data.DataError, match="raise label_fraction"):
         linear_eval(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_selection_reads_validation_accuracy_only():
+    # test accuracy in a row must not steer the choice: the best test row (0.1) loses on val
+    rows = [{"encoder_lr_scale": 0.1, "val_top1": 50.0, "top1": 90.0},
+            {"encoder_lr_scale": 0.3, "val_top1": 60.0, "top1": 10.0},
+            {"encoder_lr_scale": 1.0, "val_top1": 55.0, "top1": 80.0}]
+    assert best_on_validation(rows, "encoder_lr_scale")["encoder_lr_scale"] == 0.3
+    tie = [{"weight_decay": 1e-3, "val_top1": 7.0}, {"weight_decay": 1e-2, "val_top1": 7.0}]
+    assert best_on_validation(tie, "weight_decay")["weight_decay"] == 1e-2  # ties: the larger value
+    with pytest.raises(ValueError, match="at least one row"):
+        best_on_validation([], "weight_decay")

@@ -54,7 +54,13 @@ def test_smoke_plan_finishes_and_reports_every_row(smoke):
         top1, top5 = float(row["Top-1 (%)"]), float(row["Top-5 (%)"])
         assert 0.0 <= top1 <= top5 <= 100.0, (name, row)
         assert "Missing" not in row, row  # nothing missing: no such column
+        assert row["Labelled images"] == "300", row  # every row: 30% of 10 images x 100 classes
     assert "stand-in" in html and "generated stand-in data" in html  # flagged to the reader
+    # fine-tuning shows the encoder lr scale its one-epoch trials chose on validation
+    assert html.count("(best validation top-1 of 0.1: ") == 2 and "; 1-epoch trials)" in html
+    assert "chosen from 0.1, 1 by validation top-1" in html
+    assert "batch-norm running statistics of initialisation" in html and "224 px" in html
+    assert "different labelled images" not in html  # no unequal label budgets to flag
 
 
 def test_report_embeds_figures_and_provenance_without_code(smoke):

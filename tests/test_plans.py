@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from simpleclr import plans
-from simpleclr.config import LinearEvalConfig, PretrainConfig
+from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.runs import RunDir
 
 from _studyfolders import finish, write_plan
@@ -175,6 +175,29 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
         assert len(seeds) >= 3
 
 
+@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
+    # Rows, fine-tuning and label-curve points are compared at a label share and seed, so each
+    # must hand data.labelled_split the same validation share and a label seed equal to its seed.
+    p = plans.load_plan(name, tmp_path)
+    compared = [s for s in p.runs.values() if {"row", "finetune", "label_efficiency"} & set(s.report)
+                and s.config.dataset.startswith(("cifar100", "synthetic-cifar100"))]
+    shares: dict[float, set] = {}
+    for s in compared:
+        c = s.config
+        share, label_seed = ((c.label_fraction, c.label_seed) if s.notebook == "linear_eval"
+                             else (c.subset_fraction, c.subset_seed))
+        assert label_seed == c.seed, s.name
+        shares.setdefault(share, set()).add(c.val_fraction)
+    assert all(len(v) == 1 for v in shares.values()), shares
+    main = {s.config.label_fraction if s.notebook == "linear_eval" else s.config.subset_fraction
+            for s in compared if "row" in s.report}
+    assert len(main) == 1  # the main table compares every row at one label share
+    finetune = [s for s in compared if "finetune" in s.report]
+    if name != "quick":  # quick keeps one scale to stay within its time; the others choose
+        assert all(len(set(s.config.encoder_lr_grid)) > 1 for s in finetune)
+
+
 def test_status_and_show(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(plans.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
     p = load(tmp_path, BASE)
@@ -309,6 +332,16 @@ def test_work_units_follow_the_config():
     assert plans.work_units("linear_eval", cfg) == pytest.approx((5000 + 10000) / 3)
     cfg = LinearEvalConfig(dataset="cifar100", encoder="imagenet", image_size=128).to_dict()
     assert plans.work_units("linear_eval", cfg) == pytest.approx(60000 / 3)  # its stem: 4x down
+    # supervised: 5,000 labelled images, 4,500 trained on and 500 validated each epoch
+    cfg = SupervisedConfig(dataset="cifar100", subset_fraction=0.1, epochs=2, warmup_epochs=0).to_dict()
+    epoch = 4500 + 500 / 3
+    assert plans.work_units("supervised", cfg) == pytest.approx(2 * epoch + 10000 / 3)
+    # choosing the encoder lr among 3 values adds 3 trials of trial_epochs (at most epochs)
+    tuned = SupervisedConfig(dataset="cifar100", subset_fraction=0.1, epochs=2, warmup_epochs=0,
+                             init="runs/pre", encoder_lr_grid=(0.1, 0.3, 1.0), trial_epochs=1).to_dict()
+    assert plans.work_units("supervised", tuned) == pytest.approx((2 + 3) * epoch + 10000 / 3)
+    one = {**tuned, "encoder_lr_grid": [0.3], "trial_epochs": 5}  # one value: no trials
+    assert plans.work_units("supervised", one) == pytest.approx(2 * epoch + 10000 / 3)
 
 
 def test_estimates_come_from_recorded_runs_on_this_machine(tmp_path):

@@ -1,6 +1,7 @@
 """Report tables and figures on hand-made run folders (no training): values against numpy."""
 from __future__ import annotations
 
+import copy
 import math
 
 import matplotlib
@@ -40,6 +41,57 @@ def test_main_table_means_stds_and_differences_to_super(study):
     assert df.loc["super", "budget"] == "supervised, 2 epochs × 256, synthetic-cifar100 (stand-in)"
     assert df.loc["random", "budget"] == "no training; probe on 100% of the labels"
     assert df.loc["super", "input_size"] == "32" and df.loc["selfsuper", "input_size"] == "32"
+
+
+def test_tables_show_each_rows_labelled_images(study):
+    df = rp.main_table(study)
+    assert df.loc["selfsuper", "n_labelled"] == df.loc["super", "n_labelled"] == "200"
+    assert df.loc["imagenet-super", "n_labelled"] == "—"  # failed: nothing recorded
+    shown = rp.main_table_display(df)
+    assert list(shown["Labelled images"]) == ["200", "200", "—", "200", "200"]
+    ft = rp.finetune_display(rp.finetune_table(study))
+    assert list(ft["Labelled images"]) == ["200"]
+    cells = rp.label_display(rp.label_table(study)).set_index("Representation")
+    assert cells.loc["super", "10% labels"] == f"{RESULTS['super-labels'][0]:.1f} (20 images)"
+    assert cells.loc["selfsuper", "100% labels"] == "42.0 ± 2.8 (200 images)"
+    unrecorded = rp.label_table(study).assign(n_labelled="—")  # folders from before the record
+    assert rp.label_display(unrecorded).set_index("Representation").loc["super", "10% labels"] == "8.0"
+
+
+def test_fine_tuning_shows_the_rate_chosen_on_validation(study):
+    ft = rp.finetune_table(study)
+    assert ft.loc["selfsuper", "encoder_lr"] == "0.1 (best validation top-1 of 0.1: 30.0, 1: 25.0; 1-epoch trials)"
+    assert list(rp.finetune_display(ft)["Encoder lr scale"]) == [ft.loc["selfsuper", "encoder_lr"]]
+    untuned = copy.deepcopy(study)
+    run = untuned.runs["ft-ss"]
+    run.result = {k: v for k, v in run.result.items() if not k.startswith("encoder_lr")}
+    run.config_json["config"].update(encoder_lr_grid=[], encoder_lr_scale=1.0)
+    assert rp.finetune_table(untuned).loc["selfsuper", "encoder_lr"] == "1 (not tuned)"
+    assert "Not tuned in this plan: the encoder's learning rate is the head's times 1" in rp.protocol(untuned)
+
+
+def test_unequal_label_budgets_are_flagged(study):
+    assert rp.budget_mismatches(study) == []
+    bad = copy.deepcopy(study)
+    bad.runs["super"].result.update(n_labelled=180, n_val=20)  # the old rule: val carved first
+    text = rp.budget_mismatches(bad)
+    assert len(text) == 1 and "At 100% of the synthetic-cifar100 (stand-in) labels" in text[0]
+    assert "super 180 (20 val)" in text[0] and "ss-s0 200 (20 val)" in text[0]
+    assert text[0] in rp.warnings(bad)
+
+
+def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
+    text = rp.protocol(study)
+    assert "takes the same images" in text and "rounded half up" in text and "10% of each class" in text
+    assert "chosen from 0.1, 1 by validation top-1 after one trial of 1 epochs" in text
+    assert "batch-norm running statistics of initialisation" in text
+    assert "Appendix B.8" not in text  # the plan keeps the default 45-value grid
+    assert "grid: 45 values from 1e-06 to 100000" in text
+    assert "224 px" not in text  # the ImageNet row failed: no input size to speak of
+    done = copy.deepcopy(study)
+    done.runs["imagenet"].result = {"fingerprint": done.runs["imagenet"].fingerprint, "input_size": 128}
+    assert ("upsampled to 128 px, where published ImageNet transfer figures use 224 px: the ImageNet "
+            "stem's 4× downsampling then leaves a 32×32 grid") in rp.protocol(done)
 
 
 def test_missing_row_carries_its_reason(study):

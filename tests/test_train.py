@@ -16,8 +16,10 @@ import torch
 from PIL import Image
 
 from _interrupt import Interrupt
+from simpleclr import data as data_mod
 from simpleclr import evaluate, models, train
-from simpleclr.config import ConfigError, PretrainConfig, SupervisedConfig
+from simpleclr.config import (ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig,
+                              encoder_lr_grid)
 from simpleclr.data import DataError, load_split
 from simpleclr.device import resolve_runtime
 from simpleclr.distributed import World
@@ -390,3 +392,84 @@ def test_explicit_bf16_on_a_cpu_without_native_bf16_says_once_that_it_is_slower(
     monkeypatch.setattr(device, "_WARNED", set())
     assert device.resolve_runtime("cpu", "auto").precision == "bf16"
     assert capsys.readouterr().err == ""
+
+
+# ---- equal label budgets and the fine-tuning rate ------------------------------------------
+LABEL_KEYS = ("n_labelled", "n_fit", "n_val", "labelled_digest", "val_digest", "label_fraction",
+              "label_seed", "val_fraction")
+
+
+def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference_run, data_dir,
+                                                                       tmp_path):
+    # At one label share and seed, the three ways a row meets labels must see the very same
+    # images, and hold out the very same ones for validation (issue #12): 50% of 12 images per
+    # class is 6, a fifth of those (1.2 -> 1) validates, 5 fit; 10 classes.
+    _, pre_out, _ = reference_run
+    share = dict(val_fraction=0.2, seed=5)
+    scratch = train.train_supervised(
+        _sup_cfg(data_dir, subset_fraction=0.5, subset_seed=2, epochs=1, batch_size=25, **share),
+        tmp_path / "super")
+    finetune = train.train_supervised(
+        _sup_cfg(data_dir, subset_fraction=0.5, subset_seed=2, epochs=1, batch_size=25,
+                 init=str(pre_out), **share), tmp_path / "finetune")
+    probe = evaluate.linear_eval(LinearEvalConfig(
+        dataset=TINY, data_dir=data_dir, image_size=8, encoder=str(pre_out), label_fraction=0.5,
+        label_seed=2, weight_decays=(1e-2,), precision="fp32", progress=False, num_threads=1,
+        save_features=False, **share), tmp_path / "probe")
+    expected = data_mod.labelled_split(load_split(TINY, root=data_dir, image_size=8).labels,
+                                       0.5, 0.2, seed=2).record()
+    assert (expected["n_labelled"], expected["n_fit"], expected["n_val"]) == (60, 50, 10)
+    for result in (scratch, finetune, probe):
+        assert {k: result[k] for k in LABEL_KEYS} == expected
+    assert scratch["n_train"] == finetune["n_train"] == 50  # trained on the fit part
+    assert probe["n_train"] == 60  # the probe refits on all labelled images once wd is chosen
+    assert RunDir(tmp_path / "super").read_config()["data"]["labels"] == expected
+
+
+def test_fine_tuning_chooses_the_encoder_lr_on_validation_never_on_test(reference_run, data_dir,
+                                                                        tmp_path, monkeypatch):
+    _, pre_out, _ = reference_run
+    seen: list[int] = []  # the number of images of every accuracy measurement, in order
+    real_classify = train._classify
+
+    def counting(model, images, labels, *a, **k):
+        seen.append(len(labels))
+        return real_classify(model, images, labels, *a, **k)
+
+    monkeypatch.setattr(train, "_classify", counting)
+    cfg = _sup_cfg(data_dir, init=str(pre_out), epochs=2, batch_size=50, encoder_lr_grid=(1.0, 0.0),
+                   trial_epochs=1)
+    result = train.train_supervised(cfg, tmp_path / "tuned")
+    # 120 training images: 10 validate; 40 test images. Each trial validates once (1 epoch), the
+    # real run twice, and the test set is measured once, at the very end.
+    assert seen == [10, 10, 10, 10, 40]
+    trials = result["encoder_lr_trials"]
+    assert [t["encoder_lr_scale"] for t in trials] == [0.0, 1.0] == result["encoder_lr_grid"]
+    for t in trials:
+        folder = RunDir(tmp_path / "tuned" / "trials" / f"encoder_lr{t['encoder_lr_scale']:g}")
+        stored = folder.read_result()
+        assert "top1" not in stored and stored["val_top1"] == t["val_top1"]
+        assert [r["val_top1"] for r in folder.read_metrics()] == [t["val_top1"]]
+        assert t["epochs"] == 1 and not folder.checkpoint_path("last").exists()
+    best = evaluate.best_on_validation(trials, "encoder_lr_scale")
+    assert result["encoder_lr_scale"] == best["encoder_lr_scale"]
+    assert result["encoder_lr_chosen_on"] == "validation"
+    assert result["wall_time_s"] >= sum(t["wall_time_s"] for t in trials)
+    # the real run is exactly a lone run at the chosen scale
+    monkeypatch.undo()
+    alone = cfg.replace(encoder_lr_grid=(), encoder_lr_scale=result["encoder_lr_scale"])
+    lone = train.train_supervised(alone, tmp_path / "alone")
+    _assert_same_tensors(_final(tmp_path / "tuned")["encoder"], _final(tmp_path / "alone")["encoder"])
+    assert lone["top1"] == result["top1"] and lone["encoder_lr_trials"] == []
+    assert lone["encoder_lr_chosen_on"] is None and lone["encoder_lr_grid"] == [result["encoder_lr_scale"]]
+
+
+def test_the_encoder_lr_grid_is_checked_when_the_config_is_made():
+    with pytest.raises(ConfigError, match="encoder_lr_grid.*set init"):
+        SupervisedConfig(encoder_lr_grid=(0.1, 1.0))
+    with pytest.raises(ConfigError, match="encoder_lr_grid.*val_fraction > 0"):
+        SupervisedConfig(init="imagenet", encoder_lr_grid=(0.1, 1.0), val_fraction=0.0)
+    with pytest.raises(ConfigError, match="trial_epochs"):
+        SupervisedConfig(init="imagenet", trial_epochs=0)
+    one = SupervisedConfig(init="imagenet", encoder_lr_grid=(0.3,), val_fraction=0.0)  # no trials
+    assert encoder_lr_grid(one) == (0.3,) and encoder_lr_grid(SupervisedConfig()) == (1.0,)

@@ -211,9 +211,15 @@ def _changed_keys(module: nn.Module, before: dict[str, torch.Tensor]) -> list[st
                   if k not in now or not torch.equal(now[k].detach().cpu(), v))
 
 
-def _select_weight_decay(rows: list[dict]) -> dict:
-    """The row with the best val top-1; ties go to the larger weight decay (the simpler model)."""
-    return max(rows, key=lambda r: (r["val_top1"], r["weight_decay"]))
+def best_on_validation(rows: Sequence[dict], key: str) -> dict:
+    """The row with the best ``val_top1``; ties go to the larger ``row[key]``.
+
+    The one selection rule of the study (the probe's weight decay, fine-tuning's encoder lr scale):
+    it reads validation accuracy only, so a test figure in a row cannot steer it.
+    """
+    if not rows:
+        raise ValueError("best_on_validation needs at least one row")
+    return max(rows, key=lambda r: (r["val_top1"], r[key]))
 
 
 def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
@@ -260,14 +266,13 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     input_size = int(meta.get("image_size") or cfg.image_size or train.image_size)
     num_classes = train.num_classes
 
-    # Which training images are used: a class-balanced label fraction, then a val part of it.
-    subset = data.stratified_subset(train.labels, cfg.label_fraction, cfg.label_seed)
+    # Which training images are used: the rule every stage shares (a class-balanced label share,
+    # then a val part of it), so the probe sees exactly the supervised rows' labelled images.
+    labelled = data.labelled_split(train.labels, cfg.label_fraction, cfg.val_fraction, cfg.label_seed)
+    subset = labelled.labelled
     sub_labels = train.labels[subset]
-    fit_idx, val_idx = data.train_val_split(sub_labels, cfg.val_fraction, cfg.label_seed)
-    if fit_idx.numel() == 0 or val_idx.numel() == 0:
-        raise data.DataError(f"{subset.numel()} labelled training images (label_fraction="
-                             f"{cfg.label_fraction}) leave none for fitting or for validation: "
-                             "raise label_fraction, or use a dataset with more images per class")
+    fit_idx = torch.searchsorted(subset, labelled.fit)  # positions inside the labelled subset
+    val_idx = torch.searchsorted(subset, labelled.val)
     sub_images = train.images if subset.numel() == len(train) else train.images[subset]
     if int(test.labels.max()) >= num_classes:
         raise data.DataError(f"{cfg.dataset}: test labels reach {int(test.labels.max())} but train has "
@@ -306,7 +311,7 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
                "seconds": time.perf_counter() - t}
         run.log_metrics(row)
         rows.append(row)
-    best = _select_weight_decay(rows)
+    best = best_on_validation(rows, "weight_decay")
     grid = sorted(set(cfg.weight_decays))
     # The best value at the strong end of the grid suggests the grid stopped too early.
     at_edge = len(grid) > 1 and best["weight_decay"] == grid[-1]
@@ -333,8 +338,9 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     n_images = int(subset.numel()) + len(test)
     result = {"top1": test_acc["top1"], "top5": test_acc["top5"], "val_top1": best["val_top1"],
               "weight_decay": best["weight_decay"], "weight_decay_grid": grid,
-              "weight_decay_at_strong_edge": at_edge, "label_fraction": cfg.label_fraction,
+              "weight_decay_at_strong_edge": at_edge,
               "n_train": int(subset.numel()), "n_test": len(test), "num_classes": num_classes,
+              **labelled.record(),
               "encoder": cfg.encoder, "encoder_source": source_name(meta),
               "encoder_standin": uses_standin(meta), "encoder_meta": dict(meta),
               "input_size": input_size, "mean": list(mean), "std": list(std),

@@ -770,11 +770,26 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
         seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
         return 2 * seen * area
     if stage == "supervised":
-        per_epoch = n_train * cfg.get("subset_fraction", 1.0)
-        return (cfg["epochs"] * per_epoch + (n_test or 0) / 3) * area
+        return (supervised_epochs(cfg) * supervised_epoch_units(cfg, n_train) + (n_test or 0) / 3) * area
     if stage == "linear_eval":
         return (n_train * cfg.get("label_fraction", 1.0) + (n_test or 0)) / 3 * area
     return None
+
+
+def supervised_epoch_units(cfg: dict, n_train: int) -> float:
+    """One supervised epoch: training on the fit part of the labelled share, a forward pass over
+    its validation part (``data.labelled_split``'s counts, up to per-class rounding)."""
+    labelled = n_train * cfg.get("subset_fraction", 1.0)
+    val = labelled * cfg.get("val_fraction", 0.0)
+    return labelled - val + val / 3
+
+
+def supervised_epochs(cfg: dict) -> int:
+    """Epochs a supervised run trains: its own, plus one trial per encoder lr scale when it
+    chooses among several (``train._choose_encoder_lr``)."""
+    grid = set(cfg.get("encoder_lr_grid") or ())
+    trials = len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"]) if len(grid) > 1 else 0
+    return cfg["epochs"] + trials
 
 
 class Estimator:

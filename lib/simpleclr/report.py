@@ -171,8 +171,31 @@ def _metric_summary(runs: Sequence[RunInfo]) -> dict:
     t5 = mean_std([r.result.get("top5") for r in done])
     missing = [r for r in runs if not r.done]
     return {"top1": t1[0], "top1_std": t1[1], "top5": t5[0], "top5_std": t5[1], "n": t1[2],
-            "planned": len(runs),
+            "planned": len(runs), "n_labelled": labelled_count(done),
             "missing": "; ".join(f"{r.name}: {r.why_missing}" for r in missing)}
+
+
+def labelled_count(runs: Sequence[RunInfo]) -> str:
+    """The labelled CIFAR-100 images behind finished runs, from their result.json: ``"5,000"``, a
+    range when they differ, ``"—"`` when no run recorded it."""
+    counts = sorted({int(r.result["n_labelled"]) for r in runs
+                     if r.result and r.result.get("n_labelled") is not None})
+    if not counts:
+        return "—"
+    return f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
+
+
+def encoder_lr_choice(run: RunInfo) -> str:
+    """How a fine-tuning run got its encoder lr scale: chosen on validation (with each value's
+    validation top-1), or given (a grid of one value, or none)."""
+    res = run.result or {}
+    trials = res.get("encoder_lr_trials") or []
+    scale = res.get("encoder_lr_scale", run.config.get("encoder_lr_scale", 1.0))
+    if not trials:
+        return f"{scale:g} (not tuned)"
+    scores = ", ".join(f"{t['encoder_lr_scale']:g}: {t['val_top1']:.1f}" for t in trials)
+    epochs = trials[0].get("epochs")
+    return f"{scale:g} (best validation top-1 of {scores}; {epochs}-epoch trials)"
 
 
 def _short_dataset(name: str) -> str:
@@ -236,7 +259,7 @@ def main_table(study: Study) -> pd.DataFrame:
                      "input_size": ", ".join(str(x) for x in sizes), "budget": row_budget(study, runs)})
     df = pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame(
         columns=["representation", "evaluation", "top1", "top1_std", "top5", "top5_std", "n", "planned",
-                 "missing", "input_size", "budget"])
+                 "missing", "n_labelled", "input_size", "budget"])
     base = df.loc["super"] if "super" in df.index else None
     df["d_top1"] = df["top1"] - base["top1"] if base is not None else math.nan
     df["d_top5"] = df["top5"] - base["top5"] if base is not None else math.nan
@@ -256,7 +279,8 @@ def finetune_table(study: Study) -> pd.DataFrame:
         base = main.loc["super", "top1"] if "super" in main.index else math.nan
         base5 = main.loc["super", "top5"] if "super" in main.index else math.nan
         rows.append({"init": name, "representation": ROW_INFO[name][0], **s,
-                     "gain_top1": s["top1"] - base, "gain_top5": s["top5"] - base5, "probe_top1": probe})
+                     "gain_top1": s["top1"] - base, "gain_top5": s["top5"] - base5, "probe_top1": probe,
+                     "encoder_lr": "; ".join(encoder_lr_choice(r) for r in runs if r.done) or "—"})
     return pd.DataFrame(rows).set_index("init") if rows else pd.DataFrame()
 
 
@@ -415,6 +439,7 @@ def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
         "Δ top-1 vs super": [fmt_delta(d) if n != "super" else "(baseline)" for n, d in zip(df.index, df["d_top1"])],
         "Δ top-5 vs super": [fmt_delta(d) if n != "super" else "(baseline)" for n, d in zip(df.index, df["d_top5"])],
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Labelled images": df["n_labelled"],
         "Input px": df["input_size"],
         "Budget": df["budget"],
         "Missing": df["missing"],
@@ -430,15 +455,17 @@ def finetune_display(df: pd.DataFrame) -> pd.DataFrame:
         "Gain top-1": [fmt_delta(d) for d in df["gain_top1"]],
         "Gain top-5": [fmt_delta(d) for d in df["gain_top5"]],
         "Its linear probe top-1 (%)": [fmt_pm(p) for p in df["probe_top1"]],
+        "Encoder lr scale": df["encoder_lr"],
+        "Labelled images": df["n_labelled"],
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
         "Missing": df["missing"],
     })
 
 
 def label_display(df: pd.DataFrame) -> pd.DataFrame:
-    """Representations as rows, label shares as columns, ``mean ± std`` cells."""
-    cells = df.assign(cell=[fmt_pm(m, s) if n else "missing" for m, s, n in
-                            zip(df["top1"], df["top1_std"], df["n"])])
+    """Representations as rows, label shares as columns, ``mean ± std (n images)`` cells."""
+    cells = df.assign(cell=[(fmt_pm(m, s) + (f" ({k} images)" if k != "—" else "")) if n else "missing"
+                            for m, s, n, k in zip(df["top1"], df["top1_std"], df["n"], df["n_labelled"])])
     wide = cells.pivot(index="row", columns="labels_pct", values="cell").fillna("—")
     wide = wide.reindex([r for r in ROW_NAMES if r in wide.index])
     wide.columns = [f"{c:g}% labels" for c in wide.columns]
@@ -458,9 +485,17 @@ def size_display(df: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+# What hparam_table adds to its axes: everything else in it is an axis.
+HPARAM_VALUES = frozenset({"top1", "top1_std", "top5", "top5_std", "n", "planned", "n_labelled",
+                           "missing", "knn_top1", "final_loss"})
+
+
+def hparam_axes(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in HPARAM_VALUES]
+
+
 def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
-    axes = [c for c in df.columns if c not in {"top1", "top1_std", "top5", "top5_std", "n", "planned",
-                                                "missing", "knn_top1", "final_loss"}]
+    axes = hparam_axes(df)
     out = df[axes].map(lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
     out.columns = [a.replace("_", " ") for a in axes]
     out["Probe top-1 (%)"] = [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])]
@@ -622,8 +657,7 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
     if _nothing(df, value):
         return None
     df = df.dropna(subset=[value])
-    axes = [c for c in df.columns if c not in {"top1", "top1_std", "top5", "top5_std", "n", "planned",
-                                                "missing", "knn_top1", "final_loss"}]
+    axes = hparam_axes(df)
     if len(axes) == 1:
         axes = axes + ["_"]
         df = df.assign(_="")
@@ -863,6 +897,7 @@ def warnings(study: Study) -> list[str]:
         elif d["source"] not in ("official", None):
             out.append(f"<b>{d['dataset']}</b> came from a file whose checksum is not the official one "
                        f"(source: {d['source']}, sha256 {str(d['sha256'])[:16]}…).")
+    out += budget_mismatches(study)
     missing = [r for r in study.runs.values() if not r.done]
     if missing:
         out.append(f"{len(missing)} of {len(study.runs)} runs have no result; their rows are marked "
@@ -885,6 +920,26 @@ def _budget(study: Study) -> str:
                          + f", {_length(c)}, batch {c.get('batch_size')}")
             break
     return "; ".join(parts)
+
+
+def budget_mismatches(study: Study) -> list[str]:
+    """Compared runs (rows, fine-tuning, label curves) that, at one dataset and label share, used
+    different numbers of labelled or validation images: their comparison is not like for like."""
+    compared = {"row", "finetune", "label_efficiency"}
+    groups: dict[tuple, list[RunInfo]] = {}
+    for r in study.runs.values():
+        res = r.result or {}
+        if r.done and res.get("n_labelled") is not None and compared & set(r.role):
+            groups.setdefault((r.config.get("dataset"), res.get("label_fraction")), []).append(r)
+    out = []
+    for (dataset, frac), runs in groups.items():
+        counts = {(r.result["n_labelled"], r.result.get("n_val")) for r in runs}
+        if len(counts) > 1:
+            which = ", ".join(f"{r.name} {r.result['n_labelled']:,} ({r.result.get('n_val')} val)"
+                              for r in runs)
+            out.append(f"At {100 * frac:g}% of the {_short_dataset(str(dataset))} labels the compared runs "
+                       f"used different labelled images: {which}.")
+    return out
 
 
 def headline(study: Study, title: str = "") -> str:
@@ -922,11 +977,77 @@ def headline(study: Study, title: str = "") -> str:
     return "\n".join(lines)
 
 
+def _values_text(values: Sequence[float]) -> str:
+    """A grid as a reader takes it in: listed when short, else its size and range."""
+    values = sorted(float(v) for v in values)
+    if len(values) <= 8:
+        return ", ".join(f"{v:g}" for v in values)
+    return f"{len(values)} values from {values[0]:g} to {values[-1]:g}"
+
+
+def _labels_text(study: Study) -> str:
+    """How every stage takes its labelled images, with the validation share the plan used."""
+    shares = sorted({float(r.config.get("val_fraction", 0.1)) for r in study.runs.values()
+                     if r.stage in ("supervised", "linear_eval") and r.config})
+    val = " / ".join(f"{100 * v:g}%" for v in shares) or "a share"
+    return ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
+            "probe, `super`, fine-tuning — takes the same images: a class-balanced share *p* of "
+            f"CIFAR-100 train (per class, rounded half up), then {val} of each class of them held out "
+            "for validation, both drawn with *s*; each result.json records the counts and a digest "
+            "of both sets, and the tables give each row's labelled-image count. The probe chooses "
+            "its weight decay on the validation part and refits on all labelled images; supervised "
+            "training and fine-tuning train on the rest and validate every epoch.")
+
+
+def _finetune_text(study: Study) -> str:
+    """How fine-tuning got its encoder learning rate: the grid, the trials, or a fixed value."""
+    runs = [r for r in study.with_role("finetune") if r.config]
+    if not runs:
+        return ""
+    grids = {tuple(sorted(set(r.config.get("encoder_lr_grid")
+                              or [r.config.get("encoder_lr_scale", 1.0)]))) for r in runs}
+    tuned = [g for g in grids if len(g) > 1]
+    if not tuned:
+        fixed = ", ".join(f"{g[0]:g}" for g in sorted(grids))
+        return ("**Fine-tuning rate.** Not tuned in this plan: the encoder's learning rate is the "
+                f"head's times {fixed}, with the same schedule as `super`.")
+    epochs = sorted({min(int(r.config.get("trial_epochs", 20)), int(r.config.get("epochs", 1)))
+                     for r in runs})
+    return ("**Fine-tuning rate.** The encoder's learning rate is the head's times a scale chosen "
+            f"from {'; '.join(_values_text(g) for g in tuned)} by validation top-1 after one trial "
+            f"of {'/'.join(map(str, epochs))} epochs per value (the schedule compressed to it, never "
+            "scored on test); the real run then trains the full schedule with the chosen scale. "
+            "The fine-tuning table shows each value's validation top-1 and the choice.")
+
+
+def _caveats(study: Study) -> str:
+    """Choices a reader comparing with published numbers must know (issue #12, part 4)."""
+    items = []
+    if study.with_role("row", "random"):
+        items.append("The random encoder's probe uses the batch-norm running statistics of "
+                     "initialisation (mean 0, variance 1), not statistics of CIFAR-100 images: the "
+                     "frozen encoder runs in eval mode, like every other.")
+    imagenet = study.with_role("row", "imagenet-super")
+    sizes = sorted({int(_input_size(r)) for r in imagenet if _input_size(r)})
+    if imagenet and sizes:
+        px, grid = "/".join(str(s) for s in sizes), sizes[0] // 4
+        items.append(f"The ImageNet rows see CIFAR-100 upsampled to {px} px, where published ImageNet "
+                     "transfer figures use 224 px: the ImageNet stem's 4× downsampling then leaves a "
+                     f"{grid}×{grid} grid, what the CIFAR stem sees at {grid} px. "
+                     "How much 224 px would add was not measured (no GPU was available).")
+    probe = next((r for r in study.runs.values() if r.stage == "linear_eval" and r.config), None)
+    n_wd = len(probe.config.get("weight_decays") or []) if probe else 0
+    if n_wd and n_wd < 45:
+        items.append(f"The probe's weight-decay grid has {n_wd} values, against 45 log-spaced values "
+                     "in SimCLR's Appendix B.8 (the default grid; this plan narrowed it for time).")
+    return "**Caveats.** " + " ".join(items) if items else ""
+
+
 def protocol(study: Study) -> str:
-    """What was compared and how, in a few sentences (markdown), from the configs."""
+    """What was compared and how, in a few paragraphs (markdown), from the configs."""
     desc = study.manifest.get("description") or ""
     probe = next((r for r in study.runs.values() if r.notebook == "linear_eval" and r.config), None)
-    wds = ", ".join(f"{w:g}" for w in (probe.config.get("weight_decays") or [])) if probe else ""
+    wds = _values_text(probe.config.get("weight_decays") or []) if probe else ""
     datasets = _datasets(study)
     data_line = ", ".join(f"{d['dataset']} ({d['source']})" for d in datasets.values())
     devices = sorted({str(((r.config_json or {}).get("provenance") or {}).get("device")) for r in study.runs.values()
@@ -940,10 +1061,16 @@ def protocol(study: Study) -> str:
         "ImageNet stem for torchvision's weights). Each is evaluated on CIFAR-100 by the linear "
         "classification protocol: the encoder is frozen and in eval mode, features of un-augmented "
         "images are extracted once, and a multinomial logistic regression is fitted on them with its "
-        f"weight decay chosen on a validation split carved from the training set (grid: {wds or 'n/a'}), "
-        "then refitted on the whole training set; top-1/top-5 are measured once on the test set. "
+        "weight decay chosen on a validation split carved from the labelled images "
+        f"(grid: {wds or 'n/a'}), "
+        "then refitted on all of them; top-1/top-5 are measured once on the test set. "
         "`super` is trained and tested on CIFAR-100 directly; fine-tuning starts supervised training "
         "from a pretrained encoder.",
+    ]
+    for para in (_labels_text(study), _finetune_text(study), _caveats(study)):
+        if para:
+            text += ["", para]
+    text += [
         "",
         f"**Data.** {data_line or 'n/a'}.",
         "",

@@ -28,7 +28,7 @@ from torch import nn
 from . import augment as augment_mod
 from . import data as data_mod
 from . import distributed, evaluate, launch, models
-from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig
+from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig, encoder_lr_grid
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
 from .losses import nt_xent
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
@@ -251,9 +251,11 @@ def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) ->
         yield
 
 
-def _carve(split: "data_mod.Split", val_fraction: float, seed: int, subset_fraction: float,
-           subset_seed: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(train_idx, val_idx or None): a stratified val carve, then the size study's subset of train."""
+def _pretrain_images(split: "data_mod.Split", val_fraction: float, seed: int, subset_fraction: float,
+                     subset_seed: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(train_idx, val_idx or None) for SimCLR: the kNN monitor's val images first, then the size
+    study's subset of the rest. Not a label budget (pretraining reads no labels), so not
+    ``data.labelled_split``: a fixed monitor set keeps the size study's subsets nested."""
     n = len(split)
     if split.labelled and val_fraction > 0:
         train_idx, val_idx = data_mod.train_val_split(split.labels, val_fraction, seed)
@@ -528,7 +530,8 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distrib
         return done
     seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
-    train_idx, val_idx = _carve(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction, cfg.subset_seed)
+    train_idx, val_idx = _pretrain_images(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction,
+                                          cfg.subset_seed)
     steps_per_epoch, total, epochs, warmup = _schedule(cfg, len(train_idx), world)
     monitor = cfg.knn_every > 0 and val_idx is not None and len(val_idx) > 0
     if world.is_main:
@@ -572,8 +575,9 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distrib
         state = models.encoder_state(parts.model.encoder, meta)
         state["head"] = {k: v.detach().cpu() for k, v in parts.model.head.state_dict().items()}
         path = run.save_checkpoint(state, "final")
+        # n_labelled 0: no label reaches the weights (the kNN monitor only reads them)
         result.update({"knn_top1": _last_value(rows, "knn_top1"), "checkpoint": str(path),
-                       "n_train": len(train_idx), "lr": parts.lr})
+                       "n_train": len(train_idx), "n_labelled": 0, "lr": parts.lr})
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result
@@ -640,8 +644,104 @@ def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tens
     return evaluate.topk_accuracy(logits.cpu(), labels.cpu(), ks=(1, 5))
 
 
+def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
+                    labelled: "data_mod.LabelledSplit", runtime: Runtime, world: distributed.World,
+                    encoder_lr_scale: float) -> tuple[SupervisedParts, list[dict], _Loop]:
+    """Train on ``labelled.fit``, validating on ``labelled.val`` every epoch, into ``run``.
+
+    Seeded here, so a trial and the real run start exactly as a lone run of their config would.
+    """
+    seed_everything(cfg.seed)
+    steps_per_epoch, total, epochs, warmup = _schedule(cfg, len(labelled.fit), world)
+    dev = runtime.device
+    images = split.images[labelled.fit].to(dev)
+    labels = split.labels[labelled.fit].to(dev)
+    parts = build_supervised(cfg.replace(encoder_lr_scale=encoder_lr_scale), runtime,
+                             image_size=split.image_size, mean=split.mean, std=split.std,
+                             num_classes=split.num_classes, total_steps=total,
+                             warmup_steps=warmup, world=world)
+
+    def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
+        return supervised_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
+                               runtime, images[idx], labels[idx], gen, cfg.label_smoothing,
+                               parts.scaler, cfg.grad_clip, check)
+
+    has_val = len(labelled.val) > 0
+    if has_val:
+        val_images, val_labels = split.images[labelled.val].to(dev), split.labels[labelled.val]
+
+    def validate(epoch: int, last: bool) -> dict:
+        if not has_val or not world.is_main:
+            return {}
+        acc = _classify(parts.model, val_images, val_labels, parts.mean, parts.std, runtime)
+        return {"val_top1": acc["top1"], "val_top5": acc["top5"]}
+
+    loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
+                 parts.scaler, step, validate, len(labelled.fit), steps_per_epoch, total, epochs,
+                 desc="finetune" if cfg.init else "supervised")
+    return parts, _run_loop(loop), loop
+
+
+def _trial_config(cfg: SupervisedConfig, scale: float) -> SupervisedConfig:
+    """The short run that scores one encoder lr scale: ``trial_epochs`` (at most ``epochs``), the
+    warm-up the same share of it, everything else as the real run."""
+    epochs = min(cfg.trial_epochs, cfg.epochs)
+    return cfg.replace(encoder_lr_grid=(), encoder_lr_scale=scale, epochs=epochs,
+                       warmup_epochs=cfg.warmup_epochs * epochs / cfg.epochs)
+
+
+def _run_trial(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
+               labelled: "data_mod.LabelledSplit", runtime: Runtime,
+               world: distributed.World) -> dict:
+    """One trial in its own run folder (resumable, finished ones reused); its validation figures.
+
+    Trials never look at the test split: their result holds validation accuracy only.
+    """
+    run = RunDir(out_dir)
+    done = run.finished(cfg)
+    if done is None:
+        if world.is_main:
+            run.start(cfg, data={"labels": labelled.record()}, device=str(runtime.device))
+        _, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
+                                        cfg.encoder_lr_scale)
+        if world.is_main:
+            run.write_result({"val_top1": _last_value(rows, "val_top1"),
+                              "val_top5": _last_value(rows, "val_top5"), "epochs": loop.epochs,
+                              "wall_time_s": loop.state["clock"]["elapsed_s"]})
+            run.checkpoint_path("last").unlink(missing_ok=True)  # done: only its figures are kept
+        distributed.barrier()
+        done = run.read_result() or {}
+    return {"encoder_lr_scale": cfg.encoder_lr_scale, "val_top1": done["val_top1"],
+            "val_top5": done["val_top5"], "epochs": done["epochs"],
+            "wall_time_s": done["wall_time_s"]}
+
+
+def _choose_encoder_lr(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
+                       labelled: "data_mod.LabelledSplit", runtime: Runtime,
+                       world: distributed.World) -> dict:
+    """The encoder lr scale for the real run, chosen on validation, with the evidence.
+
+    A grid of one value is used as it is (no trials). Otherwise each value gets a trial
+    (``<out_dir>/trials/encoder_lr<value>``) and :func:`evaluate.best_on_validation` picks the scale.
+    """
+    grid = encoder_lr_grid(cfg)
+    choice = {"encoder_lr_grid": list(grid), "encoder_lr_trials": [], "trials_wall_time_s": 0.0}
+    if len(grid) == 1:
+        return {**choice, "encoder_lr_scale": grid[0], "encoder_lr_chosen_on": None}
+    trials = [_run_trial(_trial_config(cfg, v), out_dir / "trials" / f"encoder_lr{v:g}", split,
+                         labelled, runtime, world) for v in grid]
+    best = evaluate.best_on_validation(trials, "encoder_lr_scale")
+    return {**choice, "encoder_lr_scale": best["encoder_lr_scale"], "encoder_lr_trials": trials,
+            "encoder_lr_chosen_on": "validation",
+            "trials_wall_time_s": sum(t["wall_time_s"] for t in trials)}
+
+
 def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
-    """Supervised training (``cfg.init`` None) or fine-tuning into ``out_dir``; returns the result."""
+    """Supervised training (``cfg.init`` None) or fine-tuning into ``out_dir``; returns the result.
+
+    The labelled images are the probes' ones at the same share and seed (``data.labelled_split``);
+    with an ``encoder_lr_grid``, short trials choose the encoder lr scale on validation first.
+    """
     run = RunDir(out_dir)
     done = run.finished(cfg)
     if done is not None:
@@ -660,45 +760,24 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
     done = run.finished(cfg)  # another process may have finished it meanwhile
     if done is not None:
         return done
-    seed_everything(cfg.seed)
     split = _load(cfg, cfg.split)
     if not split.labelled:
         raise ConfigError(f"SupervisedConfig.split={cfg.split!r} of {cfg.dataset} has unlabelled "
                           "images: choose a labelled split (e.g. train)")
-    train_idx, val_idx = _carve(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction, cfg.subset_seed)
-    steps_per_epoch, total, epochs, warmup = _schedule(cfg, len(train_idx), world)
+    labelled = data_mod.labelled_split(split.labels, cfg.subset_fraction, cfg.val_fraction,
+                                       cfg.subset_seed)
+    _schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before any trial
     test = _load(cfg, "test")
     if world.is_main:
-        record = _data_record(split, train_idx, val_idx)
-        record["test"] = {**test.provenance, "n": len(test)}
+        record = _data_record(split, labelled.fit, labelled.val)
+        record.update(test={**test.provenance, "n": len(test)}, labels=labelled.record())
         run.start(cfg, data=record, device=str(runtime.device))
-    dev = runtime.device
-    images = split.images[train_idx].to(dev)
-    labels = split.labels[train_idx].to(dev)
-    parts = build_supervised(cfg, runtime, image_size=split.image_size, mean=split.mean,
-                             std=split.std, num_classes=split.num_classes, total_steps=total,
-                             warmup_steps=warmup, world=world)
-
-    def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
-        return supervised_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
-                               runtime, images[idx], labels[idx], gen, cfg.label_smoothing,
-                               parts.scaler, cfg.grad_clip, check)
-
-    if val_idx is not None:
-        val_images, val_labels = split.images[val_idx].to(dev), split.labels[val_idx]
-
-    def validate(epoch: int, last: bool) -> dict:
-        if val_idx is None or not world.is_main:
-            return {}
-        acc = _classify(parts.model, val_images, val_labels, parts.mean, parts.std, runtime)
-        return {"val_top1": acc["top1"], "val_top5": acc["top5"]}
-
-    loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
-                 parts.scaler, step, validate, len(train_idx), steps_per_epoch, total, epochs,
-                 desc="finetune" if cfg.init else "supervised")
-    rows = _run_loop(loop)
+    choice = _choose_encoder_lr(cfg, Path(out_dir), split, labelled, runtime, world)
+    parts, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
+                                        choice["encoder_lr_scale"])
     result = _summary(rows, loop)
     if world.is_main:
+        dev = runtime.device
         acc = _classify(parts.model, test.images.to(dev), test.labels, parts.mean, parts.std, runtime)
         meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
                 "image_size": split.image_size,
@@ -712,7 +791,9 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
         result.update({"top1": acc["top1"], "top5": acc["top5"],
                        "val_top1": _last_value(rows, "val_top1"),
                        "val_top5": _last_value(rows, "val_top5"), "checkpoint": str(path),
-                       "n_train": len(train_idx), "n_test": len(test), "lr": parts.lr})
+                       "n_train": len(labelled.fit), "n_test": len(test), "lr": parts.lr,
+                       **labelled.record(), **choice,
+                       "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"]})
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result

@@ -3,11 +3,13 @@ generated stand-ins. Everything a training or evaluation stage needs is :func:`l
 from .api import default_data_dir, info, load_split, prepare, resolve
 from .errors import DataError
 from .registry import available_datasets
-from .split import Split, stratified_subset, train_val_split
+from .split import (LabelledSplit, Split, index_digest, labelled_split, stratified_subset,
+                    train_val_split)
 from .synthetic import class_patterns, write_synthetic_cifar100, write_synthetic_tiny_imagenet
 
 __all__ = [
-    "DataError", "Split", "available_datasets", "class_patterns", "default_data_dir", "info",
-    "load_split", "prepare", "resolve", "stratified_subset", "train_val_split",
+    "DataError", "LabelledSplit", "Split", "available_datasets", "class_patterns", "default_data_dir",
+    "index_digest", "info", "labelled_split", "load_split", "prepare", "resolve", "stratified_subset",
+    "train_val_split",
     "write_synthetic_cifar100", "write_synthetic_tiny_imagenet",
 ]

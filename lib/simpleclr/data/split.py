@@ -1,6 +1,7 @@
 """A dataset split held in memory, and the seeded, class-balanced index selections made from it."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Optional, Sequence, Union
 
@@ -101,10 +102,16 @@ def _keys(n: int, seed: int, stream: int) -> np.ndarray:
     return np.random.default_rng([int(seed), stream]).random(n)
 
 
+def _share(size: np.ndarray, fraction: float) -> np.ndarray:
+    """``fraction * size`` rounded half up (4.5 -> 5, where ``np.rint`` gives 4): the count a
+    reader computes by hand. The 1e-9 absorbs float error in products such as 0.3 * 5."""
+    return np.floor(size * float(fraction) + 0.5 + 1e-9).astype(np.int64)
+
+
 def stratified_subset(labels: IndexLike, fraction: float, seed: int) -> torch.Tensor:
     """Sorted indices of a class-balanced ``fraction`` of the samples, chosen with ``seed``.
 
-    Every class keeps ``round(fraction * n_class)`` samples (at least one). With one seed the
+    Every class keeps ``fraction * n_class`` samples, rounded half up (at least one). With one seed the
     subsets are nested: each class is ordered once by a seeded key and a subset is a prefix of that
     order, so the 10% subset lies inside the 25% one.
     """
@@ -114,19 +121,69 @@ def stratified_subset(labels: IndexLike, fraction: float, seed: int) -> torch.Te
     if fraction >= 1.0:
         return torch.arange(len(arr), dtype=torch.long)
     rank, size = _rank_within_class(arr, _keys(len(arr), seed, 0))
-    keep = np.maximum(1, np.rint(size * float(fraction))).astype(np.int64)
+    keep = np.maximum(1, _share(size, fraction))
     return torch.from_numpy(np.flatnonzero(rank < keep).astype(np.int64))
 
 
 def train_val_split(labels: IndexLike, val_fraction: float,
                     seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Disjoint, sorted ``(train_idx, val_idx)``: ``round(val_fraction * n_class)`` of every class
-    (at least one, never the whole class) goes to validation, chosen with ``seed``."""
+    """Disjoint, sorted ``(train_idx, val_idx)``: ``val_fraction * n_class`` of every class, rounded
+    half up (at least one, never the whole class), goes to validation, chosen with ``seed``."""
     if not 0.0 < float(val_fraction) < 1.0:
         raise DataError(f"val_fraction {val_fraction!r} is invalid: use a number in (0, 1)")
     arr = _labels_array(labels)
     rank, size = _rank_within_class(arr, _keys(len(arr), seed, 1))
-    n_val = np.clip(np.rint(size * float(val_fraction)), 1, np.maximum(size - 1, 0)).astype(np.int64)
+    n_val = np.clip(_share(size, val_fraction), 1, np.maximum(size - 1, 0))
     is_val = rank < n_val
     return (torch.from_numpy(np.flatnonzero(~is_val).astype(np.int64)),
             torch.from_numpy(np.flatnonzero(is_val).astype(np.int64)))
+
+
+@dataclass(frozen=True)
+class LabelledSplit:
+    """The labelled training images of one stage, as sorted indices into the whole split:
+    ``labelled`` (the label budget) and its disjoint parts ``fit`` and ``val``."""
+
+    labelled: torch.Tensor
+    fit: torch.Tensor
+    val: torch.Tensor
+    fraction: float
+    val_fraction: float
+    seed: int
+
+    def record(self) -> dict:
+        """What a run folder records: the counts, and digests that equal the other stages' ones
+        exactly when they used the same images."""
+        return {"label_fraction": self.fraction, "label_seed": self.seed,
+                "val_fraction": self.val_fraction, "n_labelled": int(self.labelled.numel()),
+                "n_fit": int(self.fit.numel()), "n_val": int(self.val.numel()),
+                "labelled_digest": index_digest(self.labelled), "val_digest": index_digest(self.val)}
+
+
+def index_digest(indices: torch.Tensor) -> str:
+    """A short sha256 of a list of indices (as int64): equal digests, equal images."""
+    raw = np.ascontiguousarray(indices.detach().cpu().numpy().astype("<i8")).tobytes()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def labelled_split(labels: IndexLike, fraction: float, val_fraction: float,
+                   seed: int) -> LabelledSplit:
+    """The labelled images a stage may use: one rule for supervised training, fine-tuning and the
+    linear probe, so that at one label share and seed every row sees the same images.
+
+    First the label budget, a class-balanced ``fraction`` of the split (:func:`stratified_subset`),
+    then ``val_fraction`` of each class of it held out for validation (:func:`train_val_split`),
+    both drawn with ``seed``. ``val_fraction`` 0 holds nothing out. Raises :class:`DataError` when
+    validation is asked for and the budget leaves none (every class has a single image).
+    """
+    labelled = stratified_subset(labels, fraction, seed)
+    if val_fraction == 0:
+        fit, val = labelled, labelled[:0]
+    else:
+        fit_pos, val_pos = train_val_split(_labels_array(labels)[labelled.numpy()], val_fraction, seed)
+        fit, val = labelled[fit_pos], labelled[val_pos]
+    if val_fraction > 0 and val.numel() == 0:
+        raise DataError(f"{labelled.numel()} labelled images (a share of {fraction:g}) leave none for "
+                        "validation: raise label_fraction / subset_fraction, or use a dataset with "
+                        "more images per class")
+    return LabelledSplit(labelled, fit, val, float(fraction), float(val_fraction), int(seed))
