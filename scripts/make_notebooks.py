@@ -191,6 +191,8 @@ display(HTML(rp.headline(study, title)))
 CIFAR-100 test accuracy of each representation (linear probe on frozen features, except `super`,
 which is the supervised network tested directly), mean ± std over seeds where the plan repeats
 runs, and the difference to `super` (training from scratch with labels) in percentage points.
+Brackets hold the 95% interval: Wilson over the test images for one seed, Student-t over seeds for
+several. A difference whose intervals overlap is marked *within noise*: it is no ranking.
 *Labelled images* counts the CIFAR-100 training labels the row's evaluation used (the probe's, or
 `super`'s), validation included: equal at one label share, by construction.
 """),

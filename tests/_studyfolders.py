@@ -152,7 +152,7 @@ def build_study(tmp: Path) -> plans.Plan:
             if spec.notebook == "supervised":  # as train_supervised records it: size in the data
                 data = {"name": spec.config.dataset, "source": "generated", "image_size": 32}
                 metrics = [{"epoch": e, "step": 5 * e, "loss": 4.0 - e, "val_top1": 5.0 * e} for e in (1, 2)]
-                result.update(label_record(spec.config.subset_fraction))
+                result.update(label_record(spec.config.subset_fraction), n_test=200)
                 if spec.config.init:
                     result.update({"encoder_lr_scale": 0.1, "encoder_lr_grid": [0.1, 1.0],
                                    "encoder_lr_trials": [{"encoder_lr_scale": v, "val_top1": a, "epochs": 1}

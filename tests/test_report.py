@@ -10,10 +10,12 @@ matplotlib.use("Agg")
 
 import nbformat
 import numpy as np
+import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from simpleclr import report as rp
+from simpleclr import stats
 
 from _studyfolders import FAILED, RESULTS, build_study
 
@@ -43,6 +45,41 @@ def test_main_table_means_stds_and_differences_to_super(study):
     assert df.loc["super", "input_size"] == "32" and df.loc["selfsuper", "input_size"] == "32"
 
 
+def test_every_accuracy_has_its_95_interval_and_overlaps_are_called_noise(study):
+    df = rp.main_table(study)
+    # one seed: Wilson over the 200 test images; two seeds: Student-t over the seeds
+    sup = stats.wilson(RESULTS["super"][0], 200)
+    assert (df.loc["super", "top1_lo"], df.loc["super", "top1_hi"]) == pytest.approx((sup.low, sup.high))
+    two = stats.over_seeds([RESULTS["ss-s0"][0], RESULTS["ss-s1"][0]])
+    assert (df.loc["selfsuper", "top1_lo"], df.loc["selfsuper", "top1_hi"]) == pytest.approx((two.low, two.high))
+    shown = rp.main_table_display(df).set_index(df.index)
+    assert shown.loc["super", "Top-1 (%)"] == f"50.0 [{sup.low:.1f}, {sup.high:.1f}]"
+    assert shown.loc["selfsuper", "Top-1 (%)"].startswith("42.0 ± 2.8 [")
+    # 42 ± 25 over two seeds overlaps super's [43.1, 56.9]: a -8 point gap is no ranking
+    assert shown.loc["selfsuper", "Δ top-1 vs super"] == "-8.0 (within noise)"
+    assert not shown.loc["random", "Δ top-1 vs super"].endswith("(within noise)")  # 5 vs 50
+
+
+def test_the_verdict_follows_the_intervals_never_ranking_inside_the_noise():
+    """The issue's example: 13.3% for super-transfer was one point above a random encoder's 12.3%
+    on 10,000 test images, and the headline called it the best; now it says what it is."""
+    def rows(values):
+        df = pd.DataFrame({n: {"top1": v, "top1_std": math.nan,
+                               "top1_lo": stats.wilson(v, 10000).low,
+                               "top1_hi": stats.wilson(v, 10000).high} for n, v in values.items()}).T
+        df["d_top1"] = df["top1"] - df.loc["super", "top1"]
+        return df
+
+    text = rp.verdict(rows({"random": 12.3, "selfsuper": 10.4, "super-transfer": 13.3, "super": 7.1}))
+    assert "the 95% interval of random overlaps" in text
+    assert "no trained representation is above the random-encoder floor beyond the noise" in text
+    text = rp.verdict(rows({"random": 12.3, "selfsuper": 16.2, "super": 15.8}))
+    assert "<b>selfsuper</b>" in text and "no difference from supervised from scratch" in text
+    assert "random-encoder floor" not in text
+    text = rp.verdict(rows({"random": 12.3, "selfsuper": 20.0, "super": 15.8}))
+    assert "+4.2 points vs supervised from scratch (15.8%), beyond the 95% intervals" in text
+
+
 def test_tables_show_each_rows_labelled_images(study):
     df = rp.main_table(study)
     assert df.loc["selfsuper", "n_labelled"] == df.loc["super", "n_labelled"] == "200"
@@ -52,10 +89,11 @@ def test_tables_show_each_rows_labelled_images(study):
     ft = rp.finetune_display(rp.finetune_table(study))
     assert list(ft["Labelled images"]) == ["200"]
     cells = rp.label_display(rp.label_table(study)).set_index("Representation")
-    assert cells.loc["super", "10% labels"] == f"{RESULTS['super-labels'][0]:.1f} (20 images)"
-    assert cells.loc["selfsuper", "100% labels"] == "42.0 ± 2.8 (200 images)"
+    iv = stats.wilson(RESULTS["super-labels"][0], 200)  # with its 95% interval
+    assert cells.loc["super", "10% labels"] == f"{iv.text()} (20 images)"
+    assert cells.loc["selfsuper", "100% labels"] == "42.0 ± 2.8 [16.6, 67.4] (200 images)"  # t over 2 seeds
     unrecorded = rp.label_table(study).assign(n_labelled="—")  # folders from before the record
-    assert rp.label_display(unrecorded).set_index("Representation").loc["super", "10% labels"] == "8.0"
+    assert rp.label_display(unrecorded).set_index("Representation").loc["super", "10% labels"] == iv.text()
 
 
 def test_fine_tuning_shows_the_rate_chosen_on_validation(study):

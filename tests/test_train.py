@@ -136,9 +136,9 @@ def test_pretrain_run_folder_holds_what_the_contract_names(reference_run):
     assert all(r["knn_top1"] is not None and 0 <= r["knn_top1"] <= 100 for r in rows)
     assert result["knn_top1"] == rows[-1]["knn_top1"]
     assert result["final_loss"] == pytest.approx(rows[-1]["loss"])
-    # the lr of each epoch's last step: linear rule 0.3 * 40 / 256, warm-up (2 of 8 steps) then a
+    # the lr of each epoch's last step: linear rule 1.0 * 40 / 256, warm-up (2 of 8 steps) then a
     # cosine over all 8 iterations
-    base = 0.3 * 40 / 256
+    base = 1.0 * 40 / 256
     assert [r["lr"] for r in rows] == pytest.approx(
         [base * warmup_cosine(r["step"] - 1, 8, 2) for r in rows])
     cfg_json = run.read_config()

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 import pandas as pd
 
+from . import stats
 from .plans import MAIN_ROWS, MANIFEST, ROW_NAMES
 from .runs import BrokenRun, RunDir, TorchFileError, load_torch_file, read_json
 
@@ -165,14 +166,42 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan, len(arr)
 
 
+def accuracy_interval(values: Sequence[Optional[float]], n_test: Optional[int]) -> tuple[float, float]:
+    """95% interval of an accuracy: Wilson over the test images for one seed, Student-t over
+    seeds for several (:mod:`simpleclr.stats`); NaNs when it cannot be had."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals or (len(vals) == 1 and not n_test):
+        return math.nan, math.nan
+    iv = stats.over_seeds(vals, n=n_test)
+    return iv.low, iv.high
+
+
 def _metric_summary(runs: Sequence[RunInfo]) -> dict:
     done = [r for r in runs if r.done]
-    t1 = mean_std([r.result.get("top1") for r in done])
-    t5 = mean_std([r.result.get("top5") for r in done])
+    n_test = next((int(r.result["n_test"]) for r in done if r.result.get("n_test")), None)
+    out: dict[str, Any] = {}
+    for key in ("top1", "top5"):
+        values = [r.result.get(key) for r in done]
+        mean, std, n = mean_std(values)
+        low, high = accuracy_interval(values, n_test)
+        out.update({key: mean, f"{key}_std": std, f"{key}_lo": low, f"{key}_hi": high, "n": n})
     missing = [r for r in runs if not r.done]
-    return {"top1": t1[0], "top1_std": t1[1], "top5": t5[0], "top5_std": t5[1], "n": t1[2],
-            "planned": len(runs), "n_labelled": labelled_count(done),
+    return {**out, "n_test": n_test, "planned": len(runs), "n_labelled": labelled_count(done),
             "missing": "; ".join(f"{r.name}: {r.why_missing}" for r in missing)}
+
+
+def row_interval(row: Any, key: str = "top1") -> Optional[stats.Interval]:
+    """A table row's accuracy as an :class:`stats.Interval` (None without one)."""
+    low, high = row.get(f"{key}_lo", math.nan), row.get(f"{key}_hi", math.nan)
+    if any(v is None or math.isnan(float(v)) for v in (row.get(key), low, high)):
+        return None
+    return stats.Interval(float(row[key]), float(low), float(high), "")
+
+
+def versus(row: Any, base: Any, key: str = "top1") -> str:
+    """"higher", "lower", "same" (inside the noise) or "" (no interval) for ``row`` against ``base``."""
+    a, b = row_interval(row, key), row_interval(base, key)
+    return stats.compare(a, b) if a is not None and b is not None else ""
 
 
 def labelled_count(runs: Sequence[RunInfo]) -> str:
@@ -280,6 +309,7 @@ def finetune_table(study: Study) -> pd.DataFrame:
         base5 = main.loc["super", "top5"] if "super" in main.index else math.nan
         rows.append({"init": name, "representation": ROW_INFO[name][0], **s,
                      "gain_top1": s["top1"] - base, "gain_top5": s["top5"] - base5, "probe_top1": probe,
+                     "gain_vs": versus(s, main.loc["super"]) if "super" in main.index else "",
                      "encoder_lr": "; ".join(encoder_lr_choice(r) for r in runs if r.done) or "—"})
     return pd.DataFrame(rows).set_index("init") if rows else pd.DataFrame()
 
@@ -365,13 +395,26 @@ def hparam_table(study: Study) -> pd.DataFrame:
 
 
 # ---- formatting -----------------------------------------------------------------------------
-def fmt_pm(mean: float, std: float = math.nan, digits: int = 1) -> str:
-    """``"65.2 ± 0.4"``, ``"65.2"`` for one seed, ``"—"`` when missing."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+def fmt_pm(mean: float, std: float = math.nan, digits: int = 1, low: float = math.nan,
+           high: float = math.nan) -> str:
+    """``"65.2 ± 0.4 [64.6, 65.8]"``: mean, std over seeds, 95% interval; each part only when
+    known; ``"—"`` when missing."""
+    def known(v: Any) -> bool:
+        return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+    if not known(mean):
         return "—"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if known(std) else "")
+    if known(low) and known(high):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return text
+
+
+def fmt_acc(df: pd.DataFrame, key: str = "top1") -> list[str]:
+    """A column of accuracies with their std over seeds and 95% interval."""
+    lo = df[f"{key}_lo"] if f"{key}_lo" in df else [math.nan] * len(df)
+    hi = df[f"{key}_hi"] if f"{key}_hi" in df else [math.nan] * len(df)
+    return [fmt_pm(m, s, low=a, high=b) for m, s, a, b in zip(df[key], df[f"{key}_std"], lo, hi)]
 
 
 def fmt_seconds(seconds: Optional[float]) -> str:
@@ -429,15 +472,30 @@ def styled(df: pd.DataFrame, caption: str = "", delta_cols: Sequence[str] = (),
     return sty
 
 
+def _delta_cells(df: pd.DataFrame, key: str) -> list[str]:
+    """Differences to ``super``, marked "(within noise)" when the 95% intervals overlap."""
+    base = df.loc["super"] if "super" in df.index else None
+    cells = []
+    for name, row in df.iterrows():
+        if name == "super":
+            cells.append("(baseline)")
+            continue
+        text = fmt_delta(row[f"d_{key}"])
+        if base is not None and versus(row, base, key) == "same":
+            text += " (within noise)"
+        cells.append(text)
+    return cells
+
+
 def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
     """The main table as the reader sees it (strings, missing rows say why)."""
     out = pd.DataFrame({
         "Representation": [f"{n} — {r}" for n, r in zip(df.index, df["representation"])],
         "Evaluation on CIFAR-100": df["evaluation"],
-        "Top-1 (%)": [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])],
-        "Top-5 (%)": [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])],
-        "Δ top-1 vs super": [fmt_delta(d) if n != "super" else "(baseline)" for n, d in zip(df.index, df["d_top1"])],
-        "Δ top-5 vs super": [fmt_delta(d) if n != "super" else "(baseline)" for n, d in zip(df.index, df["d_top5"])],
+        "Top-1 (%)": fmt_acc(df, "top1"),
+        "Top-5 (%)": fmt_acc(df, "top5"),
+        "Δ top-1 vs super": _delta_cells(df, "top1"),
+        "Δ top-5 vs super": _delta_cells(df, "top5"),
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
         "Labelled images": df["n_labelled"],
         "Input px": df["input_size"],
@@ -450,9 +508,10 @@ def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
 def finetune_display(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "Initial encoder": [f"{n} — {r}" for n, r in zip(df.index, df["representation"])],
-        "Fine-tuned top-1 (%)": [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])],
-        "Fine-tuned top-5 (%)": [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])],
-        "Gain top-1": [fmt_delta(d) for d in df["gain_top1"]],
+        "Fine-tuned top-1 (%)": fmt_acc(df, "top1"),
+        "Fine-tuned top-5 (%)": fmt_acc(df, "top5"),
+        "Gain top-1": [fmt_delta(d) + (" (within noise)" if v == "same" else "")
+                       for d, v in zip(df["gain_top1"], df["gain_vs"])],
         "Gain top-5": [fmt_delta(d) for d in df["gain_top5"]],
         "Its linear probe top-1 (%)": [fmt_pm(p) for p in df["probe_top1"]],
         "Encoder lr scale": df["encoder_lr"],
@@ -463,9 +522,9 @@ def finetune_display(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def label_display(df: pd.DataFrame) -> pd.DataFrame:
-    """Representations as rows, label shares as columns, ``mean ± std (n images)`` cells."""
-    cells = df.assign(cell=[(fmt_pm(m, s) + (f" ({k} images)" if k != "—" else "")) if n else "missing"
-                            for m, s, n, k in zip(df["top1"], df["top1_std"], df["n"], df["n_labelled"])])
+    """Representations as rows, label shares as columns, ``mean ± std [95% interval] (n images)``."""
+    cells = df.assign(cell=[(acc + (f" ({k} images)" if k != "—" else "")) if n else "missing"
+                            for acc, n, k in zip(fmt_acc(df, "top1"), df["n"], df["n_labelled"])])
     wide = cells.pivot(index="row", columns="labels_pct", values="cell").fillna("—")
     wide = wide.reindex([r for r in ROW_NAMES if r in wide.index])
     wide.columns = [f"{c:g}% labels" for c in wide.columns]
@@ -478,8 +537,8 @@ def size_display(df: pd.DataFrame) -> pd.DataFrame:
         "Images": ["—" if (isinstance(n, float) and math.isnan(n)) else f"{int(n):,}" for n in df["n_images"]],
         "Steps": df["steps"].astype(object).where(df["steps"].notna(), "—"),
         "Epochs (equivalent)": [fmt_pm(e) for e in df["epochs_equiv"]],
-        "Probe top-1 (%)": [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])],
-        "Probe top-5 (%)": [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])],
+        "Probe top-1 (%)": fmt_acc(df, "top1"),
+        "Probe top-5 (%)": fmt_acc(df, "top5"),
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
         "Missing": df["missing"],
     })
@@ -498,8 +557,8 @@ def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
     axes = hparam_axes(df)
     out = df[axes].map(lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
     out.columns = [a.replace("_", " ") for a in axes]
-    out["Probe top-1 (%)"] = [fmt_pm(m, s) for m, s in zip(df["top1"], df["top1_std"])]
-    out["Probe top-5 (%)"] = [fmt_pm(m, s) for m, s in zip(df["top5"], df["top5_std"])]
+    out["Probe top-1 (%)"] = fmt_acc(df, "top1")
+    out["Probe top-5 (%)"] = fmt_acc(df, "top5")
     out["kNN monitor top-1 (%)"] = [fmt_pm(k) for k in df["knn_top1"]]
     out["Final NT-Xent loss"] = [fmt_pm(v, digits=3) for v in df["final_loss"]]
     out["Seeds"] = [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])]
@@ -509,7 +568,7 @@ def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
 
 def style_main_table(df: pd.DataFrame) -> "pd.io.formats.style.Styler":
     return styled(main_table_display(df),
-                  caption="Main table: CIFAR-100 test accuracy, mean ± std over seeds",
+                  caption="Main table: CIFAR-100 test accuracy, mean ± std over seeds [95% interval]",
                   delta_cols=("Δ top-1 vs super", "Δ top-5 vs super"), missing_col="Missing")
 
 
@@ -942,6 +1001,38 @@ def budget_mismatches(study: Study) -> list[str]:
     return out
 
 
+def verdict(done: pd.DataFrame) -> str:
+    """The study's answer in one sentence, from the main table's 95% intervals: a difference
+    inside the noise is said to be one, never turned into a ranking."""
+    best = done["top1"].idxmax()
+    b = done.loc[best]
+    text = (f"Best CIFAR-100 top-1: <b>{best}</b> ({ROW_INFO[best][0]}) at <b>"
+            f"{fmt_pm(b['top1'], b['top1_std'], low=b.get('top1_lo'), high=b.get('top1_hi'))}%</b>")
+    tied = [n for n in done.index if n != best and versus(done.loc[n], b) == "same"]
+    if tied:
+        text += (f"; the 95% interval of {', '.join(tied)} overlaps the best one's, "
+                 "so this plan does not rank them")
+    if "super" in done.index and best != "super":
+        sup = done.loc["super"]
+        rel = versus(b, sup)
+        if rel == "same":
+            text += (f"; no difference from supervised from scratch ({sup['top1']:.1f}%) is resolved "
+                     "at this budget")
+        else:
+            beyond = ", beyond the 95% intervals" if rel == "higher" else ""
+            text += (f", {b['d_top1']:+.1f} points vs supervised from scratch ({sup['top1']:.1f}%)"
+                     f"{beyond}")
+    trained = [n for n in done.index if n != "random"]
+    if "random" in done.index and trained:
+        above = [n for n in trained if versus(done.loc[n], done.loc["random"]) == "higher"]
+        if best == "random" or (not above and all(versus(done.loc[n], done.loc["random"])
+                                                  for n in trained)):
+            text += (" — no trained representation is above the random-encoder floor beyond the "
+                     "noise at this plan's budget, so read the rows as a check of the pipeline, "
+                     "not as a result")
+    return text
+
+
 def headline(study: Study, title: str = "") -> str:
     """The first thing a reader sees: title, plan, the verdict in one sentence, warnings."""
     main = main_table(study)
@@ -949,21 +1040,7 @@ def headline(study: Study, title: str = "") -> str:
     lines = [f"<h1>{html.escape(title)}</h1>"]
     done = main.dropna(subset=["top1"]) if len(main) else main
     if len(done):
-        best = done["top1"].idxmax()
-        verdict = (f"Best CIFAR-100 top-1: <b>{best}</b> ({ROW_INFO[best][0]}) at "
-                   f"<b>{done.loc[best, 'top1']:.1f}%</b>")
-        if "super" in done.index and best != "super":
-            verdict += f", {done.loc[best, 'd_top1']:+.1f} points vs supervised from scratch ({done.loc['super', 'top1']:.1f}%)"
-        if best == "random":
-            verdict += (" — at this plan's budget no trained representation beats the random-encoder "
-                        "floor, so read the other rows as a check of the pipeline, not as a result")
-        elif best == "super":
-            others = done.drop(index="super")
-            if len(others):
-                second = others["top1"].idxmax()
-                verdict += (f"; the best transferred representation, {second}, reaches "
-                            f"{others.loc[second, 'top1']:.1f}% ({others.loc[second, 'd_top1']:+.1f} points)")
-        lines.append(f"<p style='font-size:1.1em'>{verdict}.</p>")
+        lines.append(f"<p style='font-size:1.1em'>{verdict(done)}.</p>")
     else:
         lines.append("<p>No run of this plan has finished yet.</p>")
     n_done = sum(r.done for r in study.runs.values())
@@ -1043,6 +1120,28 @@ def _caveats(study: Study) -> str:
     return "**Caveats.** " + " ".join(items) if items else ""
 
 
+CIFAR_RECIPE = {"lr": 1.0, "weight_decay": 1e-4, "jitter_strength": 0.5, "temperature": 0.5,
+                "lr_scaling": "linear", "optimizer": "lars"}
+
+
+def _recipe_text(study: Study) -> str:
+    """Which SimCLR recipe the pretraining runs followed, from their configs."""
+    pres = [r.config for r in study.runs.values() if r.notebook == "pretrain" and r.config]
+    if not pres:
+        return ""
+    keys = list(CIFAR_RECIPE)
+    seen = {k: sorted({str(c.get(k)) for c in pres}) for k in keys}
+    used = ", ".join(f"{k} {'/'.join(v)}" for k, v in seen.items())
+    off = [k for k in keys if any(c.get(k) != CIFAR_RECIPE[k] for c in pres)]
+    verdict = ("google-research/simclr's CIFAR recipe" if not off else
+               "google-research/simclr's CIFAR recipe except " + ", ".join(off)
+               + " (varied on purpose where a study varies it)")
+    return (f"**SimCLR recipe.** {verdict}: {used}; the lr is per 256 images and scales linearly "
+            "with the batch (lr × B/256, as in that command), so the batch-size study changes both; "
+            "warm-up then cosine, stepped per iteration; weight decay and LARS adaptation skip "
+            "biases and batch-norm parameters.")
+
+
 def protocol(study: Study) -> str:
     """What was compared and how, in a few paragraphs (markdown), from the configs."""
     desc = study.manifest.get("description") or ""
@@ -1067,7 +1166,7 @@ def protocol(study: Study) -> str:
         "`super` is trained and tested on CIFAR-100 directly; fine-tuning starts supervised training "
         "from a pretrained encoder.",
     ]
-    for para in (_labels_text(study), _finetune_text(study), _caveats(study)):
+    for para in (_recipe_text(study), _labels_text(study), _finetune_text(study), _caveats(study)):
         if para:
             text += ["", para]
     text += [
