@@ -60,35 +60,16 @@ from typing import Any, Iterable, Optional, Sequence, Union
 from .config import STAGES, ConfigError, StageConfig, config_from_dict, yaml_load
 from .runs import BrokenRun, RunDir, atomic_write_json, git_commit, read_json
 from .runwatch import RunWatch, fmt_seconds
+from .study import MAIN_ROWS, MANIFEST, ROLES, ROW_NAMES
 
 PathLike = Union[str, os.PathLike]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ("pretrain", "supervised", "linear_eval")
 REPORT_NOTEBOOK = "report"
-MANIFEST = "plan.json"
 ACCEPT_ENV = "SIMPLECLR_ACCEPT_CHECKSUM"  # what the shipped plans read accept_checksum from
 STANDIN_FILES = {"imagenet_weights": "standin-imagenet-resnet18.pth"}
 
-# The main table's rows, in the order the report shows them: (name, representation, evaluation).
-MAIN_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("selfsuper-transfer", "SimCLR pretrained on Tiny ImageNet-200 (no labels)", "linear probe"),
-    ("selfsuper", "SimCLR pretrained on CIFAR-100 train (no labels)", "linear probe"),
-    ("super-transfer", "supervised on Tiny ImageNet-200", "linear probe"),
-    ("imagenet-super", "torchvision ResNet-18 ImageNet-1k weights", "linear probe"),
-    ("super", "supervised from scratch on CIFAR-100", "tested directly"),
-    ("random", "randomly initialised encoder", "linear probe (the floor)"),
-)
-ROW_NAMES = tuple(r[0] for r in MAIN_ROWS)
-# What a run's ``report:`` mapping may say, and which notebooks may say it.
-ROLES: dict[str, tuple[str, ...]] = {
-    "row": ("linear_eval", "supervised"),          # a main-table row (supervised only for "super")
-    "finetune": ("supervised",),                   # fine-tuned from this row's encoder
-    "label_efficiency": ("linear_eval", "supervised"),  # a point of this row's label curve
-    "size_study": ("linear_eval",),                # probe of an encoder pretrained on a subset
-    "hparam": ("linear_eval",),                    # probe of a pretraining hparam cell
-    "features": ("linear_eval",),                  # t-SNE features for a row tested directly
-}
 REPORT_PARAMS = ("title", "tsne_points", "tsne_seed", "tsne_perplexity")  # report.ipynb's parameters
 PLAN_KEYS = {"name", "description", "defaults", "report", "runs", "standins", "estimate",
              "budget_min", "smaller"}

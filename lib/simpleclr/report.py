@@ -13,7 +13,6 @@ import html
 import math
 import re
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -21,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from . import stats
-from .plans import MAIN_ROWS, MANIFEST, ROW_NAMES
-from .runs import BrokenRun, RunDir, TorchFileError, load_torch_file, read_json
+from .runs import RunDir, TorchFileError, load_torch_file
+from .study import ROW_INFO, ROW_NAMES, ReportError, RunInfo, Study
+from .study import load_study  # noqa: F401  (the report notebook's entry point: rp.load_study)
 
 PathLike = Union[str, Path]
-ROW_INFO = {name: (rep, ev) for name, rep, ev in MAIN_ROWS}
 FRACTION_LABELS = {0.01: "1%", 0.1: "10%", 1.0: "100%"}
 
 # Published figures for context, each verified against its source (see the URLs).
@@ -37,123 +36,6 @@ REFERENCES: tuple[dict, ...] = (
      "top1": 75.61, "top5": 93.05, "budget": "200 epochs, SGD, step schedule (top-1 error 24.39)",
      "source": "https://github.com/weiaicunzai/pytorch-cifar100 (README, results table)"},
 )
-
-
-class ReportError(RuntimeError):
-    """The plan folder cannot be reported on; one line saying what to do."""
-
-
-@dataclass
-class RunInfo:
-    """One run as the report sees it: what the plan meant it to be and what its folder holds."""
-
-    name: str
-    notebook: str
-    stage: str
-    path: Path
-    role: dict
-    state: str
-    reason: Optional[str]
-    fingerprint: Optional[str]
-    config_json: Optional[dict] = None
-    result: Optional[dict] = None
-    planned: dict = field(default_factory=dict)  # the config the plan gave it (manifest)
-
-    @property
-    def config(self) -> dict:
-        """The run folder's config, else (run never started) the one the plan meant it to have."""
-        return (self.config_json or {}).get("config") or self.planned
-
-    @property
-    def done(self) -> bool:
-        return self.result is not None and self.result.get("fingerprint") == self.fingerprint
-
-    @property
-    def why_missing(self) -> str:
-        if self.done:
-            return ""
-        if self.reason:
-            return self.reason
-        return {"partial": "started but not finished (run the plan again to resume it)",
-                "stale": "its folder holds another config",
-                }.get(self.state, "not run yet")
-
-    def metrics(self) -> list[dict]:
-        return RunDir(self.path).read_metrics()
-
-
-@dataclass
-class Study:
-    plan_dir: Path
-    manifest: dict
-    runs: dict[str, RunInfo] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.manifest.get("plan", self.plan_dir.name)
-
-    def with_role(self, key: str, value: Any = None) -> list[RunInfo]:
-        return [r for r in self.runs.values()
-                if key in r.role and (value is None or r.role[key] == value)]
-
-    def by_path(self, spec: Optional[str]) -> Optional[RunInfo]:
-        """The plan's run whose folder a config value (encoder / init) names, if any."""
-        if not spec:
-            return None
-        for r in self.runs.values():
-            if str(r.path) == spec or r.path.name == Path(spec).name and r.path.parent.name == Path(spec).parent.name:
-                return r
-        return None
-
-    def source_run(self, run: RunInfo) -> Optional[RunInfo]:
-        """The training run whose encoder ``run`` probes or fine-tunes."""
-        return self.by_path(run.config.get("encoder") or run.config.get("init"))
-
-
-def resolve_plan_dir(plan_dir: PathLike) -> Path:
-    """``plan_dir`` as given, else relative to the repository (for notebooks opened by hand)."""
-    p = Path(plan_dir)
-    if (p / MANIFEST).is_file() or p.is_absolute():
-        return p
-    repo = Path(__file__).resolve().parents[2]
-    return repo / p if (repo / p / MANIFEST).is_file() else p
-
-
-def load_study(plan_dir: PathLike) -> Study:
-    """Everything the report shows, read from the plan folder and its run folders."""
-    plan_dir = resolve_plan_dir(plan_dir)
-    try:
-        manifest = read_json(plan_dir / MANIFEST, "run the plan again to rewrite it")
-    except BrokenRun as e:
-        raise ReportError(str(e)) from None
-    if manifest is None:
-        raise ReportError(f"{plan_dir / MANIFEST} does not exist: run the plan first "
-                          f"(e.g. `simpleclr plan run {plan_dir.name}`)")
-    study = Study(plan_dir=plan_dir, manifest=manifest)
-    runs = manifest.get("runs", {})
-    for name in manifest.get("order") or list(runs):
-        m = runs[name]
-        path = Path(m["path"])
-        if not path.is_absolute() and not path.exists():
-            path = plan_dir / name
-        state, reason, config_json, result = _read_run(RunDir(path), m)
-        study.runs[name] = RunInfo(name=name, notebook=m["notebook"], stage=m.get("stage", m["notebook"]),
-                                   path=path, role=m.get("report") or {}, state=state, reason=reason,
-                                   fingerprint=m.get("fingerprint"), config_json=config_json,
-                                   result=result, planned=m.get("config") or {})
-    return study
-
-
-def _read_run(rd: RunDir, m: dict) -> tuple[str, Optional[str], Optional[dict], Optional[dict]]:
-    """(state, reason, config.json, result.json) of one run; a damaged file makes it "broken"
-    with the file named as the reason, and the report goes on with the other runs."""
-    read: list[Optional[dict]] = []
-    try:
-        read.append(rd.read_config())
-        read.append(rd.read_result())
-    except BrokenRun as e:
-        return "broken", str(e), *(read + [None, None])[:2]
-    return m.get("state", "todo"), m.get("reason"), read[0], read[1]
 
 
 # ---- aggregation ------------------------------------------------------------------------------
