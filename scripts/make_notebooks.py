@@ -83,7 +83,7 @@ run is not redone.
         code("""
 from simpleclr import notebook as nb
 from simpleclr.config import PretrainConfig
-from simpleclr.report import setup_style, show
+from simpleclr.figures import setup_style, show
 from simpleclr.train import pretrain_simclr
 
 setup_style()
@@ -116,7 +116,7 @@ are the linear probe's at the same share and seed: `subset_fraction` of the spli
         code("""
 from simpleclr import notebook as nb
 from simpleclr.config import SupervisedConfig
-from simpleclr.report import setup_style, show
+from simpleclr.figures import setup_style, show
 from simpleclr.train import train_supervised
 
 setup_style()
@@ -149,7 +149,7 @@ test features are saved for the report's t-SNE. Set `encoder` to the pretraining
 from simpleclr import notebook as nb
 from simpleclr.config import LinearEvalConfig
 from simpleclr.evaluate import linear_eval
-from simpleclr.report import setup_style, show
+from simpleclr.figures import setup_style, show
 
 setup_style()
 cfg = nb.stage_config(LinearEvalConfig, globals())
@@ -177,9 +177,10 @@ def report() -> nbformat.NotebookNode:
         code("""
 from IPython.display import HTML, Markdown, display
 
+from simpleclr import figures as fg
 from simpleclr import report as rp
 
-rp.setup_style()
+fg.setup_style()
 study = rp.load_study(plan_dir)
 main = rp.main_table(study)
 display(HTML(rp.headline(study, title)))
@@ -211,7 +212,7 @@ ft = rp.finetune_table(study)
 if len(ft):
     display(rp.styled(rp.finetune_display(ft), "Fine-tuning on CIFAR-100: gain over training from scratch",
                       delta_cols=("Gain top-1", "Gain top-5"), missing_col="Missing"))
-    rp.show(rp.plot_finetune(ft))
+    fg.show(fg.plot_finetune(ft))
 else:
     display(Markdown("_This plan has no fine-tuning runs._"))
 """),
@@ -219,7 +220,7 @@ else:
 le = rp.label_table(study)
 if len(le):
     display(rp.styled(rp.label_display(le), "Top-1 (%) by share of CIFAR-100 labels"))
-    rp.show(rp.plot_label_efficiency(le))
+    fg.show(fg.plot_label_efficiency(le))
 else:
     display(Markdown("_This plan has no label-efficiency runs._"))
 """),
@@ -235,7 +236,7 @@ far fewer updates and confound data size with training length.
 sz = rp.size_table(study)
 if len(sz):
     display(rp.styled(rp.size_display(sz), "Linear-probe top-1 by pretraining-set size", missing_col="Missing"))
-    rp.show(rp.plot_size_curve(sz, floor=main["top1"].get("random"), ceiling=main["top1"].get("super")))
+    fg.show(fg.plot_size_curve(sz, floor=main["top1"].get("random"), ceiling=main["top1"].get("super")))
 else:
     display(Markdown("_This plan has no size-study runs._"))
 """),
@@ -244,7 +245,7 @@ else:
 hp = rp.hparam_table(study)
 if len(hp):
     display(rp.styled(rp.hparam_display(hp), "Hyperparameter study", missing_col="Missing"))
-    rp.show(rp.plot_hparam_heatmap(hp))
+    fg.show(fg.plot_hparam_heatmap(hp))
 else:
     display(Markdown("_This plan has no hyperparameter runs._"))
 """),
@@ -254,17 +255,17 @@ The same fixed, class-balanced subset of test images for every representation, c
 20 CIFAR-100 superclasses (PCA to 50 dimensions, then t-SNE; axes have no units).
 """),
         code("""
-panels = rp.tsne_panels(study, tsne_points, tsne_seed, tsne_perplexity)
+panels = fg.tsne_panels(study, tsne_points, tsne_seed, tsne_perplexity)
 if panels:
-    rp.show(rp.plot_tsne(panels))
+    fg.show(fg.plot_tsne(panels))
 else:
     display(Markdown("_No saved features yet._"))
 """),
         md("## Training curves"),
         code("""
-curves = rp.curve_runs(study)
+curves = fg.curve_runs(study)
 if curves:
-    rp.show(rp.plot_training_curves(curves))
+    fg.show(fg.plot_training_curves(curves))
 else:
     display(Markdown("_No run logged two epochs or more: nothing to draw as a curve._"))
 """),

@@ -271,7 +271,7 @@ def _run(tmp_path, monkeypatch, fake, text=FOUR, weights=None):
     monkeypatch.setattr(plans, "check_data", lambda plan, names: None)
     monkeypatch.setattr(plans, "check_imagenet_weights", lambda: weights)
     monkeypatch.setattr(plans, "write_standins", lambda plan: None)
-    monkeypatch.setattr("simpleclr.report.export_html", lambda nb, html: html)
+    monkeypatch.setattr("simpleclr.figures.export_html", lambda nb, html: html)
     return plans.run_plan(write_plan(tmp_path, text), outputs=tmp_path / "out", report_dir=tmp_path / "r",
                           progress=False)
 
@@ -316,7 +316,7 @@ def test_only_runs_the_named_runs_and_their_needs(tmp_path, monkeypatch):
     fake = FakeNotebooks(p)
     monkeypatch.setattr(plans, "execute_notebook", fake)
     monkeypatch.setattr(plans, "check_data", lambda plan, names: None)
-    monkeypatch.setattr("simpleclr.report.export_html", lambda nb, html: html)
+    monkeypatch.setattr("simpleclr.figures.export_html", lambda nb, html: html)
     assert plans.run_plan(write_plan(tmp_path, FOUR), outputs=tmp_path / "out", report_dir=tmp_path / "r",
                           only=["probe"], progress=False) == 0
     assert fake.calls == ["pre", "probe", "report"]

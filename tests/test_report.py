@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
+from simpleclr import figures as fg
 from simpleclr import report as rp
 from simpleclr import stats
 
@@ -175,7 +176,7 @@ def test_hparam_table_groups_probes_by_their_pretraining_values(study):
 
 
 def test_tsne_uses_one_fixed_subset_for_every_panel_and_caches(study):
-    panels = rp.tsne_panels(study, n_points=60, seed=0, perplexity=10)
+    panels = fg.tsne_panels(study, n_points=60, seed=0, perplexity=10)
     assert [p["row"] for p in panels] == ["selfsuper-transfer", "selfsuper", "super", "random"]
     for p in panels:
         assert p["xy"].shape == (60, 2) and np.isfinite(p["xy"]).all()
@@ -184,35 +185,35 @@ def test_tsne_uses_one_fixed_subset_for_every_panel_and_caches(study):
     assert np.bincount(panels[0]["labels"], minlength=20).tolist() == [3] * 20
     cached = sorted((study.plan_dir / ".cache").glob("tsne-*.npy"))
     assert len(cached) == 4
-    again = rp.tsne_panels(study, n_points=60, seed=0, perplexity=10)
+    again = fg.tsne_panels(study, n_points=60, seed=0, perplexity=10)
     for a, b in zip(panels, again):
         np.testing.assert_array_equal(a["xy"], b["xy"])
 
 
 def test_stratified_points_is_balanced_and_deterministic():
     labels = np.repeat(np.arange(5), [10, 20, 30, 40, 50])
-    a = rp.stratified_points(labels, 25, seed=3)
+    a = fg.stratified_points(labels, 25, seed=3)
     assert np.bincount(labels[a]).tolist() == [5, 5, 5, 5, 5]
-    np.testing.assert_array_equal(a, rp.stratified_points(labels, 25, seed=3))
+    np.testing.assert_array_equal(a, fg.stratified_points(labels, 25, seed=3))
     assert (np.diff(a) > 0).all()
-    assert len(rp.stratified_points(labels, 1000, seed=0)) == len(labels)
+    assert len(fg.stratified_points(labels, 1000, seed=0)) == len(labels)
 
 
 def test_figures_have_labelled_axes(study):
-    figs = [rp.plot_finetune(rp.finetune_table(study)),
-            rp.plot_label_efficiency(rp.label_table(study)),
-            rp.plot_size_curve(rp.size_table(study), floor=5.0, ceiling=50.0),
-            rp.plot_hparam_heatmap(rp.hparam_table(study)),
-            rp.plot_training_curves(rp.curve_runs(study)),
-            rp.plot_tsne(rp.tsne_panels(study, n_points=40, seed=1, perplexity=5))]
+    figs = [fg.plot_finetune(rp.finetune_table(study)),
+            fg.plot_label_efficiency(rp.label_table(study)),
+            fg.plot_size_curve(rp.size_table(study), floor=5.0, ceiling=50.0),
+            fg.plot_hparam_heatmap(rp.hparam_table(study)),
+            fg.plot_training_curves(fg.curve_runs(study)),
+            fg.plot_tsne(fg.tsne_panels(study, n_points=40, seed=1, perplexity=5))]
     for fig in figs:
         for ax in fig.axes:
             if ax.get_label() == "<colorbar>" or not ax.get_visible() or not ax.has_data():
                 continue
             assert ax.get_xlabel() and ax.get_ylabel(), (fig, ax.get_title())
-    curves = rp.curve_runs(study)
+    curves = fg.curve_runs(study)
     assert [label for label, _ in curves] == ["selfsuper-transfer", "selfsuper", "super"]
-    tag = rp.figure_html(figs[2])
+    tag = fg.figure_html(figs[2])
     assert tag.startswith('<img src="data:image/png;base64,iVBOR')  # a PNG, inline
     assert 'alt="Pretraining-set size (same number of optimisation steps): CIFAR-100 linear-probe top-1' in tag
 
@@ -250,7 +251,7 @@ def test_export_html_is_self_contained_without_code(tmp_path):
                     new_output("display_data", data={"text/html": "<table><tr><td>cell</td></tr></table>"})]
     nb = new_notebook(cells=[cell])
     nbformat.write(nb, str(tmp_path / "r.ipynb"))
-    out = rp.export_html(tmp_path / "r.ipynb", tmp_path / "out" / "report.html")
+    out = fg.export_html(tmp_path / "r.ipynb", tmp_path / "out" / "report.html")
     text = out.read_text()
     assert f"data:image/png;base64,{png}" in text
     assert f'<img src="data:image/png;base64,{png}" alt="A figure: y against x"' in text
@@ -261,7 +262,7 @@ def test_export_html_is_self_contained_without_code(tmp_path):
 
 def test_plots_of_sections_without_numbers_return_none(study):
     empty = rp.size_table(study).assign(top1=float("nan"))
-    assert rp.plot_size_curve(empty) is None
-    assert rp.plot_hparam_heatmap(rp.hparam_table(study).assign(top1=float("nan"))) is None
-    assert rp.plot_finetune(rp.finetune_table(study).assign(gain_top1=float("nan"))) is None
-    assert rp.plot_label_efficiency(rp.label_table(study).iloc[0:0]) is None
+    assert fg.plot_size_curve(empty) is None
+    assert fg.plot_hparam_heatmap(rp.hparam_table(study).assign(top1=float("nan"))) is None
+    assert fg.plot_finetune(rp.finetune_table(study).assign(gain_top1=float("nan"))) is None
+    assert fg.plot_label_efficiency(rp.label_table(study).iloc[0:0]) is None

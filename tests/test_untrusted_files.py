@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simpleclr import cli, models, report, train
+from simpleclr import cli, figures, models, report, train
 from simpleclr.config import PretrainConfig
 from simpleclr.data import DataError, load_split
 from simpleclr.models import WeightsError, encoder_state, load_encoder, resnet18_encoder
@@ -142,11 +142,11 @@ def test_features_file(tmp_path, marker, capsys):
                          path=path.parent, role={"row": "selfsuper"}, state="done", reason=None,
                          fingerprint="f", result={"fingerprint": "f"})
     with pytest.raises(report.ReportError) as e:
-        report.load_features(run)
+        figures.load_features(run)
     _one_line(str(e.value), path, "probe")
     # in the report, the damaged file costs its t-SNE panel and nothing else
     study = report.Study(plan_dir=tmp_path, manifest={}, runs={"probe": run})
-    assert report.tsne_panels(study) == []
+    assert figures.tsne_panels(study) == []
     assert "t-SNE: selfsuper left out" in capsys.readouterr().out
 
 

@@ -27,7 +27,7 @@ def result_table(result: Mapping[str, Any]) -> pd.DataFrame:
 
 def plot_run(out_dir: Union[str, Path]) -> Any:
     """Training curves of one pretrain / supervised run folder (loss and monitored accuracy)."""
-    from .report import plot_training_curves
+    from .figures import plot_training_curves
     from .study import RunInfo
 
     rd = RunDir(out_dir)

@@ -667,7 +667,7 @@ class PlanClock:
 
 def render_report(plan: Plan, report_dir: PathLike = "report") -> Path:
     """Execute the report notebook on the plan's folder and export it as one HTML file."""
-    from .report import export_html
+    from .figures import export_html
 
     executed = plan.outputs / "report.ipynb"
     execute_notebook(REPORT_NOTEBOOK, executed, {**plan.report, "plan_dir": str(plan.outputs)})
