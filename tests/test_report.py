@@ -237,6 +237,29 @@ def test_provenance_lists_every_run_with_state_and_commit(study):
     assert enc["imagenet"] == "torchvision ImageNet weights"
 
 
+def test_versions_a_run_did_not_record_show_as_not_recorded(tmp_path):
+    """Provenance is what the runs wrote down: never this machine's libraries in their place."""
+    import torch
+
+    from simpleclr.study import RunInfo, Study
+
+    def run(name, provenance):
+        return RunInfo(name=name, notebook="linear_eval", stage="linear_eval", path=tmp_path / name,
+                       role={}, state="done", reason=None, fingerprint="f",
+                       config_json={"provenance": provenance} if provenance is not None else None)
+
+    bare = Study(tmp_path, {"plan": "p", "source": "p.yaml"}, {"a": run("a", None), "b": run("b", {})})
+    assert rp.versions(bare) == {}
+    text = rp.provenance_summary(bare)
+    assert "versions: not recorded." in text and "git commit <code>not recorded</code>" in text
+    assert torch.__version__ not in text
+    recorded = Study(tmp_path, {"plan": "p", "git_commit": "abc"},
+                     {"a": run("a", None), "b": run("b", {"versions": {"torch": "1.0", "numpy": None}})})
+    assert rp.versions(recorded) == {"torch": "1.0", "numpy": None}
+    text = rp.provenance_summary(recorded)
+    assert "versions: torch 1.0, numpy not recorded." in text and "<code>abc</code>" in text
+
+
 def test_load_study_without_a_manifest_says_what_to_run(tmp_path):
     with pytest.raises(rp.ReportError, match="run the plan first"):
         rp.load_study(tmp_path / "nothing")

@@ -754,19 +754,23 @@ def encoder_label(study: Study, run: RunInfo) -> str:
     return str(spec)
 
 
+NOT_RECORDED = "not recorded"
+
+
 def versions(study: Study) -> dict:
+    """The library versions the runs recorded (the first run that recorded them); empty when no
+    run did. Never this machine's versions: those need not be the ones that made the numbers."""
     for r in study.runs.values():
         v = ((r.config_json or {}).get("provenance") or {}).get("versions")
         if v:
             return v
-    from .runs import library_versions
-
-    return library_versions()
+    return {}
 
 
 def provenance_summary(study: Study) -> str:
     m = study.manifest
     v = versions(study)
+    shown = ", ".join(f"{k} {val or NOT_RECORDED}" for k, val in v.items()) or NOT_RECORDED
     return (f"<p>Plan <code>{html.escape(m.get('plan', ''))}</code> from <code>{html.escape(m.get('source', ''))}</code>; "
-            f"git commit <code>{html.escape(str(m.get('git_commit')))}</code>; "
-            f"versions: {html.escape(', '.join(f'{k} {val}' for k, val in v.items()))}.</p>")
+            f"git commit <code>{html.escape(str(m.get('git_commit') or NOT_RECORDED))}</code>; "
+            f"versions: {html.escape(shown)}.</p>")
