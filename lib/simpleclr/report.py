@@ -22,7 +22,6 @@ from .study import ROW_INFO, ROW_NAMES, RunInfo, Study
 # The report's entry point and its error, as the report notebook and callers know them.
 from .study import ReportError, load_study  # noqa: F401
 
-FRACTION_LABELS = {0.01: "1%", 0.1: "10%", 1.0: "100%"}
 
 # Published figures for context, each verified against its source (see the URLs).
 REFERENCES: tuple[dict, ...] = (

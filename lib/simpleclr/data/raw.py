@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -24,6 +24,3 @@ class RawDataset:
     classes: list[str]
     coarse_classes: Optional[list[str]] = None
     extra: dict = field(default_factory=dict)  # format details worth showing in `info`
-
-
-Reader = Callable[..., RawDataset]
