@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 test: install
+	$(PY) -m ruff check lib tests scripts
 	$(PY) -m pytest -q tests
 
 report: install

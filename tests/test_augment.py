@@ -284,8 +284,8 @@ def test_supervised_matches_manual_pad_crop_flip() -> None:
     out = aug.apply(x, p)
     padded = F.pad(TF.to_dtype(x, torch.float32, scale=True), (4, 4, 4, 4))  # zero padding
     for i in range(9):
-        t, l = int(p["top"][i]), int(p["left"][i])
-        ref = padded[i, :, t:t + 32, l:l + 32]
+        t, left = int(p["top"][i]), int(p["left"][i])
+        ref = padded[i, :, t:t + 32, left:left + 32]
         if p["flip"][i]:
             ref = ref.flip(-1)
         assert torch.allclose(out[i], TF.normalize(ref, list(MEAN), list(STD)), atol=1e-5)
@@ -296,14 +296,15 @@ def test_supervised_resizes_other_sizes_then_crops() -> None:
     x = images(4, 64)
     aug = SupervisedAugment(32, MEAN, STD, padding=2)
     p = aug.sample_params(4, 64, 64, torch.Generator().manual_seed(0))
-    p["top"], p["left"], p["flip"] = torch.tensor([0, 4, 2, 1]), torch.tensor([4, 0, 2, 3]), torch.zeros(4, dtype=torch.bool)
+    p["top"], p["left"] = torch.tensor([0, 4, 2, 1]), torch.tensor([4, 0, 2, 3])
+    p["flip"] = torch.zeros(4, dtype=torch.bool)
     out = aug.apply(x, p)
     small = F.interpolate(TF.to_dtype(x, torch.float32, scale=True), size=(32, 32), mode="bilinear",
                           antialias=True, align_corners=False)
     padded = F.pad(small, (2, 2, 2, 2))
     for i in range(4):
-        t, l = int(p["top"][i]), int(p["left"][i])
-        ref = TF.normalize(padded[i, :, t:t + 32, l:l + 32], list(MEAN), list(STD))
+        t, left = int(p["top"][i]), int(p["left"][i])
+        ref = TF.normalize(padded[i, :, t:t + 32, left:left + 32], list(MEAN), list(STD))
         assert torch.allclose(out[i], ref, atol=1e-5)
 
 

@@ -99,7 +99,8 @@ runs:
 
 
 @pytest.mark.parametrize("text, message", [
-    ("runs:\n  - {name: a, notebook: train}\n", "unknown notebook 'train'; use one of pretrain, supervised, linear_eval"),
+    ("runs:\n  - {name: a, notebook: train}\n",
+     "unknown notebook 'train'; use one of pretrain, supervised, linear_eval"),
     ("runs:\n  - {name: a, notebook: linear_eval, needs: [b]}\n", "needs 'b', which the plan does not define"),
     ("runs:\n  - {name: a, notebook: linear_eval, params: {encoder: '{runs.b}'}}\n",
      "needs 'b', which the plan does not define"),

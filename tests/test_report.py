@@ -39,7 +39,8 @@ def test_main_table_means_stds_and_differences_to_super(study):
     assert df.loc["random", "d_top5"] == pytest.approx(RESULTS["random"][1] - RESULTS["super"][1])
     assert math.isnan(df.loc["super", "top1_std"])  # one seed: no spread claimed
     assert df.loc["super", "d_top1"] == 0
-    assert df.loc["selfsuper", "budget"] == "SimCLR, 2 epochs × 512, synthetic-cifar100 (stand-in); probe on 100% of the labels"
+    assert df.loc["selfsuper", "budget"] == ("SimCLR, 2 epochs × 512, synthetic-cifar100 (stand-in); "
+                                             "probe on 100% of the labels")
     assert df.loc["selfsuper-transfer", "budget"].startswith("SimCLR, 10 steps × 512")
     assert df.loc["super", "budget"] == "supervised, 2 epochs × 256, synthetic-cifar100 (stand-in)"
     assert df.loc["random", "budget"] == "no training; probe on 100% of the labels"

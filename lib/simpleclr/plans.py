@@ -251,7 +251,8 @@ def _check_role(role: Any, run: str, notebook: str, where: str) -> dict:
         if notebook not in ROLES[key]:
             raise PlanError(f"{where}: report.{key} needs a {' or '.join(ROLES[key])} run, not {notebook}")
         if key in ("row", "finetune", "label_efficiency", "features") and value not in ROW_NAMES:
-            raise PlanError(f"{where}: report.{key}={value!r} is not a main-table row; use one of {', '.join(ROW_NAMES)}")
+            raise PlanError(f"{where}: report.{key}={value!r} is not a main-table row; "
+                            f"use one of {', '.join(ROW_NAMES)}")
         if key == "row" and notebook == "supervised" and value != "super":
             raise PlanError(f"{where}: only the 'super' row is tested directly; probe the others with linear_eval")
         if key == "hparam":
@@ -699,7 +700,8 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
     for r in rows:
         print(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}  {r[4]}")
     counts = {s: sum(r[2] == s for r in rows) for s in ("done", "partial", "todo", "stale", "broken")}
-    left = f"about {fmt_seconds(total)} left on this machine" + (f" (+{unknown} run(s) not estimated)" if unknown else "")
+    left = f"about {fmt_seconds(total)} left on this machine" + (
+        f" (+{unknown} run(s) not estimated)" if unknown else "")
     print(f"{counts['done']} done, {counts['partial']} partial, {counts['todo']} todo"
           + "".join(f", {counts[s]} {s}" for s in ("stale", "broken") if counts[s]) + f"; {left}")
     print("  estimate: a finished run of the same config on this machine gives its recorded wall time; "

@@ -243,7 +243,8 @@ def size_table(study: Study) -> pd.DataFrame:
                      "n_images": int(np.nanmean([n for n in n_images if n])) if any(n_images) else math.nan,
                      "dataset": first.config.get("dataset") if first else None,
                      "steps": first.config.get("steps") if first else None,
-                     "epochs_equiv": np.nanmean([p.result.get("epochs") or math.nan for p in pres]) if pres else math.nan,
+                     "epochs_equiv": (np.nanmean([p.result.get("epochs") or math.nan for p in pres])
+                                      if pres else math.nan),
                      **_metric_summary([r for r, _ in pairs])})
     return pd.DataFrame(rows)
 
@@ -724,7 +725,8 @@ def provenance_table(study: Study) -> pd.DataFrame:
                      "wall time": fmt_seconds((r.result or {}).get("wall_time_s")) if r.done else "—",
                      "device": f"{prov.get('device') or '—'} ({hw.get('gpu') or hw.get('cpu') or '?'})",
                      "git commit": _short_commit(prov.get("git_commit")),
-                     "data (checksum status)": ", ".join(f"{d['dataset']}: {d['source']}" for d in data.values()) or "—",
+                     "data (checksum status)": ", ".join(f"{d['dataset']}: {d['source']}"
+                                                         for d in data.values()) or "—",
                      "encoder": encoder_label(study, r),
                      "missing": r.why_missing})
     return pd.DataFrame(rows)
@@ -770,6 +772,7 @@ def provenance_summary(study: Study) -> str:
     m = study.manifest
     v = versions(study)
     shown = ", ".join(f"{k} {val or NOT_RECORDED}" for k, val in v.items()) or NOT_RECORDED
-    return (f"<p>Plan <code>{html.escape(m.get('plan', ''))}</code> from <code>{html.escape(m.get('source', ''))}</code>; "
+    return (f"<p>Plan <code>{html.escape(m.get('plan', ''))}</code> "
+            f"from <code>{html.escape(m.get('source', ''))}</code>; "
             f"git commit <code>{html.escape(str(m.get('git_commit') or NOT_RECORDED))}</code>; "
             f"versions: {html.escape(shown)}.</p>")
