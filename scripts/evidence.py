@@ -2,7 +2,7 @@
 
     python scripts/evidence.py outputs/recipe > docs/evidence-recipe.md
 
-For each probe: the encoder's pretraining recipe, CIFAR-100 top-1/top-5 with 95% Wilson intervals
+For each probe (and supervised run tested on CIFAR-100): the encoder's pretraining recipe, CIFAR-100 top-1/top-5 with 95% Wilson intervals
 over the test images, and whether it clears the random encoder's interval; for every run: wall
 time, commit, CPU, precision, so each figure traces back to the run that produced it.
 """
@@ -45,12 +45,13 @@ def _encoder_run(run: dict, found: dict[str, dict]) -> Optional[str]:
 
 def record(plan_dir: Path) -> str:
     found = runs(plan_dir)
-    probes = {n: r for n, r in found.items() if r["cfg"]["stage"] == "linear_eval"}
+    probes = {n: r for n, r in found.items() if r["cfg"]["stage"] == "linear_eval"
+              or (r["cfg"]["stage"] == "supervised" and "top1" in r["res"])}
     random = next((r for r in probes.values() if r["cfg"]["config"].get("encoder") == "random"), None)
     floor = stats.wilson(random["res"]["top1"], random["res"]["n_test"]) if random else None
     lines = [f"# Evidence: `{plan_dir.name}`", "",
              f"Written by `python scripts/evidence.py {plan_dir}` from the run folders.", "",
-             "| probe | encoder's recipe (" + ", ".join(RECIPE_KEYS) + ") | top-1 % [95%] | "
+             "| row | encoder's recipe (" + ", ".join(RECIPE_KEYS) + ") | top-1 % [95%] | "
              "top-5 % [95%] | vs random | labelled | kNN top-1 % | final NT-Xent |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in probes.items():
@@ -58,7 +59,11 @@ def record(plan_dir: Path) -> str:
         t1, t5 = stats.wilson(res["top1"], res["n_test"]), stats.wilson(res["top5"], res["n_test"])
         pre = _encoder_run(r, found)
         recipe, knn, loss = "random init", "", ""
-        if pre:
+        if r["cfg"]["stage"] == "supervised":
+            c = r["cfg"]["config"]
+            recipe = (f"supervised {'fine-tuning' if c.get('init') else 'from scratch'}, "
+                      f"{c.get('epochs')} epochs, lr {c.get('lr')}, batch {c.get('batch_size')}")
+        elif pre:
             c = found[pre]["cfg"]["config"]
             recipe = ", ".join(f"{c.get(k)}" for k in RECIPE_KEYS)
             knn = f"{found[pre]['res'].get('knn_top1', float('nan')):.1f}"

@@ -36,6 +36,8 @@ def test_the_record_reads_accuracies_intervals_recipes_and_provenance(tmp_path):
          {"top1": 15.6, "top5": 38.0, "n_test": 10000, "n_labelled": 5000, "wall_time_s": 60})
     _run(plan / "random", "linear_eval", {"encoder": "random"},
          {"top1": 12.3, "top5": 31.7, "n_test": 10000, "n_labelled": 5000, "wall_time_s": 60})
+    _run(plan / "super-e2", "supervised", {"epochs": 2, "lr": 0.1, "batch_size": 128, "init": None},
+         {"top1": 7.1, "top5": 23.9, "n_test": 10000, "n_labelled": 5000, "wall_time_s": 60})
     _run(plan / "unfinished", "pretrain", {}, {})
     (plan / "unfinished" / "result.json").unlink()
     text = _script().record(plan)
@@ -44,4 +46,6 @@ def test_the_record_reads_accuracies_intervals_recipes_and_provenance(tmp_path):
                    f"{stats.wilson(38.0, 10000).text()} | higher | 5000 | 9.8 | 4.891 |")
     assert "| random | random init | 12.3 [11.7, 13.0] |" in text
     assert "| a-pretrain | pretrain | 10.0 min | 01234567+dirty | Some CPU (2) |" in text
+    assert "| super-e2 | supervised from scratch, 2 epochs, lr 0.1, batch 128 | 7.1 [6.6, 7.6] |" in text
+    assert "| 23.9 [23.1, 24.7] | lower | 5000 |" in text  # below the random floor: said so
     assert "unfinished" not in text
