@@ -46,13 +46,21 @@ def _row(html: str, name: str) -> dict:
     raise AssertionError(f"no main-table row {name}")
 
 
+def _acc(cell: str) -> tuple[float, float, float]:
+    """``"3.4 [2.1, 5.4]"`` or ``"3.4 ± 0.2 [2.1, 5.4]"`` -> (3.4, 2.1, 5.4)."""
+    m = re.fullmatch(r"([\d.]+)(?: ± [\d.]+)? \[([\d.]+), ([\d.]+)\]", cell)
+    assert m, f"no accuracy with a 95% interval in {cell!r}"
+    return float(m[1]), float(m[2]), float(m[3])
+
+
 def test_smoke_plan_finishes_and_reports_every_row(smoke):
     assert smoke["code"] == 0
     html = smoke["html"]
     for name in plans.ROW_NAMES:
         row = _row(html, name)
-        top1, top5 = float(row["Top-1 (%)"]), float(row["Top-5 (%)"])
+        (top1, lo1, hi1), (top5, lo5, hi5) = _acc(row["Top-1 (%)"]), _acc(row["Top-5 (%)"])
         assert 0.0 <= top1 <= top5 <= 100.0, (name, row)
+        assert lo1 <= top1 <= hi1 and lo5 <= top5 <= hi5, (name, row)  # every number has its 95%
         assert "Missing" not in row, row  # nothing missing: no such column
         assert row["Labelled images"] == "300", row  # every row: 30% of 10 images x 100 classes
     assert "stand-in" in html and "generated stand-in data" in html  # flagged to the reader
