@@ -2,7 +2,8 @@
 
     python scripts/evidence.py outputs/recipe > docs/evidence-recipe.md
 
-For each probe (and supervised run tested on CIFAR-100): the encoder's pretraining recipe, CIFAR-100 top-1/top-5 with 95% Wilson intervals
+For each probe (and supervised run tested on CIFAR-100): the encoder's pretraining recipe,
+CIFAR-100 top-1/top-5 with 95% Wilson intervals
 over the test images, and whether it clears the random encoder's interval; for every run: wall
 time, commit, CPU, precision, so each figure traces back to the run that produced it.
 """
@@ -77,8 +78,10 @@ def record(plan_dir: Path) -> str:
         prov = r["cfg"].get("provenance") or {}
         hw = prov.get("hardware") or {}
         runtime = r["res"].get("runtime") or {}
+        commit = str(prov.get("git_commit"))
+        dirty = "+dirty" if "dirty" in commit else ""
         lines.append(f"| {name} | {r['cfg']['stage']} | {r['res'].get('wall_time_s', 0) / 60:.1f} min | "
-                     f"{str(prov.get('git_commit'))[:8]}{'+dirty' if 'dirty' in str(prov.get('git_commit')) else ''} | {hw.get('cpu')} ({hw.get('torch_threads')}) | "
+                     f"{commit[:8]}{dirty} | {hw.get('cpu')} ({hw.get('torch_threads')}) | "
                      f"{runtime.get('precision', r['cfg']['config'].get('precision'))} | "
                      f"{prov.get('started_at')} |")
     return "\n".join(lines) + "\n"
