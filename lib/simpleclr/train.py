@@ -508,8 +508,10 @@ def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean
     return SimCLRParts(model, train_model, augment, optimizer, scheduler, _make_scaler(runtime), lr)
 
 
-def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
-    """SimCLR pretraining of a ResNet-18 into the run folder ``out_dir``; returns result.json's dict."""
+def _run_stage(cfg: Any, out_dir: PathLike,
+               work: Callable[[Any, RunDir, Runtime, distributed.World, PathLike], dict]) -> dict:
+    """What every training stage does first: a finished run is returned as it is, a config with a
+    ``launcher`` runs under it (torchrun), and otherwise ``work`` runs with the run folder's lock."""
     run = RunDir(out_dir)
     done = run.finished(cfg)
     if done is not None:
@@ -519,7 +521,12 @@ def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
     runtime = _runtime(cfg)
     world = _world(runtime)
     with _writer_lock(run, world, runtime.device):
-        return _pretrain(cfg, run, runtime, world, out_dir)
+        return work(cfg, run, runtime, world, out_dir)
+
+
+def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
+    """SimCLR pretraining of a ResNet-18 into the run folder ``out_dir``; returns result.json's dict."""
+    return _run_stage(cfg, out_dir, _pretrain)
 
 
 def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distributed.World,
@@ -742,16 +749,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     The labelled images are the probes' ones at the same share and seed (``data.labelled_split``);
     with an ``encoder_lr_grid``, short trials choose the encoder lr scale on validation first.
     """
-    run = RunDir(out_dir)
-    done = run.finished(cfg)
-    if done is not None:
-        return done
-    if launch.wanted(cfg):
-        return launch.run_launched(cfg, out_dir)
-    runtime = _runtime(cfg)
-    world = _world(runtime)
-    with _writer_lock(run, world, runtime.device):
-        return _train_supervised(cfg, run, runtime, world, out_dir)
+    return _run_stage(cfg, out_dir, _train_supervised)
 
 
 def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
