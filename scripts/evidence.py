@@ -1,16 +1,22 @@
 """Write a plan's evidence record (markdown) from its run folders: no number is typed by hand.
 
     python scripts/evidence.py outputs/recipe > docs/evidence-recipe.md
+    python scripts/evidence.py outputs/recipe outputs/curves --curves --figure docs/evidence-curves.png
 
 For each probe (and supervised run tested on CIFAR-100): the encoder's pretraining recipe,
 CIFAR-100 top-1/top-5 with 95% Wilson intervals
 over the test images, and whether it clears the random encoder's interval; for every run: wall
-time, commit, CPU, precision, so each figure traces back to the run that produced it.
+time, commit, CPU, precision, so each figure traces back to the run that produced it. With
+``--curves``, the runs of all the folders given are also read as learning curves: one curve per
+learner (SimCLR probes by pretraining steps, one per recipe; supervised training from scratch by
+epochs), with the budget at which each first clears the random encoder's interval and how fast it
+rises after, all computed here from the same intervals.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -87,15 +93,123 @@ def record(plan_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+# ---- learning curves across plan folders --------------------------------------------------------
+Point = tuple[float, str, stats.Interval]  # (budget, run name, top-1 interval)
+
+
+def curves(plan_dirs: list[Path]) -> tuple[Optional[stats.Interval], dict[str, list[Point]]]:
+    """(the random encoder's top-1 interval, learner label -> points sorted by budget).
+
+    A SimCLR point is a probe of a pretrained encoder, its budget the pretraining steps; points
+    share a curve when everything else in the recipe and the probe's label share are equal. A
+    supervised point is a run from scratch tested on CIFAR-100, its budget the epochs."""
+    floor, out = None, {}
+    for plan_dir in plan_dirs:
+        found = runs(plan_dir)
+        for name, r in found.items():
+            c, res = r["cfg"]["config"], r["res"]
+            if "top1" not in res or "n_test" not in res:
+                continue
+            top1 = stats.wilson(res["top1"], res["n_test"])
+            pre = _encoder_run(r, found) if r["cfg"]["stage"] == "linear_eval" else None
+            if r["cfg"]["stage"] == "linear_eval" and c.get("encoder") == "random":
+                floor = floor or top1
+            elif pre:
+                pc = found[pre]["cfg"]["config"]
+                steps = found[pre]["res"].get("steps") or pc.get("steps")
+                recipe = ", ".join(f"{k} {pc.get(k)}" for k in RECIPE_KEYS if k != "steps")
+                label = f"SimCLR ({recipe}; probe on {c.get('label_fraction')} of the labels)"
+                out.setdefault(label, []).append((float(steps), f"{plan_dir.name}/{name}", top1))
+            elif r["cfg"]["stage"] == "supervised" and not c.get("init"):
+                label = (f"supervised from scratch (lr {c.get('lr')}, batch {c.get('batch_size')}, "
+                         f"{c.get('subset_fraction')} of the labels)")
+                out.setdefault(label, []).append((float(c.get("epochs")), f"{plan_dir.name}/{name}", top1))
+    return floor, {k: sorted(v) for k, v in out.items() if len(v) >= 2}
+
+
+def crossing(points: list[Point], floor: stats.Interval) -> str:
+    """Where a curve first clears the floor's interval, and its rise per doubling of budget after."""
+    above = [i for i, (_, _, t) in enumerate(points) if stats.compare(t, floor) == "higher"]
+    if not above:
+        return (f"never clears the random encoder's interval up to {points[-1][0]:g} "
+                f"(last point {points[-1][2].text()})")
+    i = above[0]
+    x, _, t = points[i]
+    text = f"first clears the random encoder's interval at {x:g} ({t.text()} vs {floor.text()})"
+    if i:
+        text += f"; at {points[i - 1][0]:g} it was {stats.compare(points[i - 1][2], floor)}"
+    if i + 1 < len(points):
+        xl, _, tl = points[-1]
+        per = (tl.value - t.value) / math.log2(xl / x)
+        text += (f"; from {x:g} to {xl:g} it rises {tl.value - t.value:+.1f} points "
+                 f"({per:+.1f} per doubling), to {tl.text()}")
+    return text
+
+
+def curves_section(plan_dirs: list[Path]) -> str:
+    floor, found = curves(plan_dirs)
+    lines = ["# Learning curves", "",
+             "Read by `python scripts/evidence.py " + " ".join(str(d) for d in plan_dirs) + " --curves`; "
+             "budgets are SimCLR pretraining steps (of the given batch) and supervised epochs.", ""]
+    if floor is None or not found:
+        return "\n".join(lines + ["No random-encoder probe or no learner with two points yet.", ""])
+    lines += [f"Random encoder (the floor): top-1 {floor.text()}.", ""]
+    for label, points in found.items():
+        lines += [f"**{label}**: {crossing(points, floor)}.", "",
+                  "| budget | run | top-1 % [95%] | vs random |", "| --- | --- | --- | --- |"]
+        lines += [f"| {x:g} | {name} | {t.text()} | {stats.compare(t, floor)} |" for x, name, t in points]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def curves_figure(plan_dirs: list[Path], path: Path) -> None:
+    """Top-1 with its interval against budget (log scale), one panel per kind of budget."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    floor, found = curves(plan_dirs)
+    kinds = {"SimCLR": "pretraining steps (batch 128)", "supervised": "epochs on the labelled images"}
+    fig, axs = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, (prefix, xlabel) in zip(axs, kinds.items()):
+        ticks: set[float] = set()
+        for label, points in found.items():
+            if label.startswith(prefix):
+                xs = [x for x, _, _ in points]
+                ticks.update(xs)
+                ys = [t.value for _, _, t in points]
+                err = [[t.value - t.low for _, _, t in points], [t.high - t.value for _, _, t in points]]
+                ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label.split(" (")[0])
+        if floor is not None:
+            ax.axhspan(floor.low, floor.high, color="grey", alpha=0.3, label=f"random encoder {floor.text()}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(ticks), [f"{x:g}" for x in sorted(ticks)])
+        ax.minorticks_off()
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("CIFAR-100 top-1 % (95% interval)")
+        ax.set_title(prefix)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("plan_dir", type=Path, help="a plan's output folder, e.g. outputs/recipe")
+    p.add_argument("plan_dirs", type=Path, nargs="+", help="plan output folders, e.g. outputs/recipe")
+    p.add_argument("--curves", action="store_true", help="also the learning curves across the folders")
+    p.add_argument("--figure", type=Path, help="write the learning curves as a PNG here")
     ns = p.parse_args(argv)
-    if not ns.plan_dir.is_dir():
-        print(f"evidence: {ns.plan_dir} is not a folder: run the plan first "
-              f"(simpleclr plan run {ns.plan_dir.name})", file=sys.stderr)
-        return 2
-    sys.stdout.write(record(ns.plan_dir))
+    for d in ns.plan_dirs:
+        if not d.is_dir():
+            print(f"evidence: {d} is not a folder: run the plan first (simpleclr plan run {d.name})",
+                  file=sys.stderr)
+            return 2
+    sys.stdout.write("\n".join(record(d) for d in ns.plan_dirs))
+    if ns.curves:
+        sys.stdout.write("\n" + curves_section(ns.plan_dirs))
+    if ns.figure:
+        curves_figure(ns.plan_dirs, ns.figure)
     return 0
 
 

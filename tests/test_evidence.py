@@ -49,3 +49,37 @@ def test_the_record_reads_accuracies_intervals_recipes_and_provenance(tmp_path):
     assert "| super-e2 | supervised from scratch, 2 epochs, lr 0.1, batch 128 | 7.1 [6.6, 7.6] |" in text
     assert "| 23.9 [23.1, 24.7] | lower | 5000 |" in text  # below the random floor: said so
     assert "unfinished" not in text
+
+
+def test_learning_curves_state_where_each_learner_clears_the_floor(tmp_path):
+    # Two plan folders feed one curve per learner: SimCLR probes by pretraining steps, supervised
+    # runs from scratch by epochs; the crossing is the first point whose interval lies above the floor's.
+    ev = _script()
+    recipe = {"lr": 1.0, "weight_decay": 1e-4, "jitter_strength": 0.5, "temperature": 0.5,
+              "batch_size": 128, "image_size": 16}
+    a, b = tmp_path / "recipe", tmp_path / "curves"
+    probe = {"n_test": 10000, "n_labelled": 5000, "top5": 30.0}
+    _run(a / "random", "linear_eval", {"encoder": "random"}, {"top1": 12.3, **probe})
+    for plan, steps, top1 in ((a, 200, 15.6), (b, 100, 14.5), (b, 50, 12.6)):
+        _run(plan / f"s{steps}-pretrain", "pretrain", {**recipe, "steps": steps}, {"steps": steps})
+        _run(plan / f"s{steps}", "linear_eval", {"encoder": str(plan / f"s{steps}-pretrain"),
+                                                  "label_fraction": 0.1}, {"top1": top1, **probe})
+    for epochs, top1 in ((2, 6.5), (8, 13.2)):
+        _run(b / f"super-e{epochs}", "supervised", {"epochs": epochs, "lr": 0.1, "batch_size": 128,
+                                                     "subset_fraction": 0.1, "init": None},
+             {"top1": top1, **probe})
+    _run(b / "finetuned", "supervised", {"epochs": 8, "lr": 0.1, "init": "x"}, {"top1": 30.0, **probe})
+    floor, found = ev.curves([a, b])
+    assert floor.text() == "12.3 [11.7, 13.0]"
+    simclr = next(v for k, v in found.items() if k.startswith("SimCLR"))
+    sup = next(v for k, v in found.items() if k.startswith("supervised"))
+    assert [(x, n) for x, n, _ in simclr] == [(50, "curves/s50"), (100, "curves/s100"), (200, "recipe/s200")]
+    assert [x for x, _, _ in sup] == [2, 8] and len(found) == 2  # the fine-tuned run is no point
+    text = ev.crossing(simclr, floor)
+    assert text.startswith("first clears the random encoder's interval at 100 (14.5 [13.8, 15.2]")
+    assert "at 50 it was same" in text and "rises +1.1 points (+1.1 per doubling), to 15.6" in text
+    assert ev.crossing(sup, floor).startswith("never clears the random encoder's interval up to 8")
+    section = ev.curves_section([a, b])
+    assert "| 100 | curves/s100 | 14.5 [13.8, 15.2] | higher |" in section
+    ev.curves_figure([a, b], tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
