@@ -10,7 +10,8 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from simpleclr.data.cifar import write_cifar10_archive, write_cifar100_archive
+from _formats import write_cifar10_archive
+from simpleclr.data.cifar import write_cifar100_archive
 from simpleclr.data.tinyimagenet import write_tiny_imagenet_zip
 
 

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from _datagen import coded_cifar10, coded_cifar100, coded_tiny, tiny_value
+from _formats import write_stl10_folder
 from simpleclr import data
 from simpleclr.data import DataError, load_split
-from simpleclr.data.stl10 import write_stl10_folder
 
 
 def test_cifar100_loader_keeps_labels_with_their_images(tmp_path):

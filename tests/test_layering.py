@@ -11,7 +11,7 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "simpleclr"
 LOW = {"data", "augment", "models", "losses"}
-HIGH = {"train", "evaluate", "plans", "report", "cli", "study", "figures"}
+HIGH = {"train", "evaluate", "plans", "report", "tables", "cli", "study", "figures"}
 OUTSIDE = {"notebooks", "plans", "tests", "scripts"}  # repository folders, not importable parts of lib
 
 
@@ -113,6 +113,7 @@ def test_the_graph_is_read():
     assert {"evaluate", "augment", "losses", "runs"} <= GRAPH["train"]
     assert "runs" in GRAPH["data"]  # data/cache.py: from ..runs import atomic_write_json
     assert "study" in GRAPH["report"] and "figures" in GRAPH["plans"]
+    assert "tables" in GRAPH["report"] and "study" in GRAPH["tables"]
 
 
 def test_no_import_cycles():
@@ -129,6 +130,13 @@ def test_the_lowest_layer_imports_nothing_above_it():
 def test_nothing_but_the_cli_imports_the_report():
     bad = [a for m in sorted(GRAPH) if m != "cli" for a in _arrows(m, {"report"})]
     assert not bad, "only cli may import report: " + "; ".join(bad)
+
+
+def test_only_the_report_imports_its_tables():
+    """``tables`` is the report's half that aggregates and formats: below report, above study."""
+    bad = [a for m in sorted(GRAPH) if m != "report" for a in _arrows(m, {"tables"})]
+    assert not bad, "only report may import tables: " + "; ".join(bad)
+    assert "report" not in _reach(GRAPH, "tables"), _arrows("tables", set(GRAPH))
 
 
 def test_the_report_never_trains_or_evaluates():

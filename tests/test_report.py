@@ -176,6 +176,17 @@ def test_hparam_table_groups_probes_by_their_pretraining_values(study):
     assert cells == {(0.2, 512): (RESULTS["hp"][0], 1), (0.5, 512): (pytest.approx(42.0), 2)}
 
 
+def test_hparam_axes_are_the_pretraining_fields_only(study):
+    """The display's columns and the heatmap's panels come from the axes: an interval bound or
+    the test-set size taken for an axis would split the heatmap into one panel per seed mean."""
+    hp = rp.hparam_table(study)
+    assert fg.hparam_axes(hp) == ["temperature", "batch_size"]
+    shown = rp.hparam_display(hp).columns.tolist()
+    assert shown[:3] == ["temperature", "batch size", "Probe top-1 (%)"]
+    fig = fg.plot_hparam_heatmap(hp)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["SimCLR hyperparameters"]
+
+
 def test_tsne_uses_one_fixed_subset_for_every_panel_and_caches(study):
     panels = fg.tsne_panels(study, n_points=60, seed=0, perplexity=10)
     assert [p["row"] for p in panels] == ["selfsuper-transfer", "selfsuper", "super", "random"]

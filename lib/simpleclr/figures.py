@@ -25,11 +25,14 @@ from .study import ROW_NAMES, ReportError, RunInfo, Study
 PathLike = Union[str, Path]
 
 
-HPARAM_VALUES = frozenset({"top1", "top1_std", "top5", "top5_std", "n", "planned", "n_labelled",
-                           "missing", "knn_top1", "final_loss"})
+# The columns tables.hparam_table adds to its axes: the seed summary, kNN and loss.
+HPARAM_VALUES = frozenset({"top1", "top1_std", "top1_lo", "top1_hi", "top5", "top5_std", "top5_lo",
+                           "top5_hi", "n", "n_test", "planned", "n_labelled", "missing", "knn_top1",
+                           "final_loss"})
 
 
 def hparam_axes(df: pd.DataFrame) -> list[str]:
+    """The pretraining fields a hyperparameter table varies: every column but HPARAM_VALUES."""
     return [c for c in df.columns if c not in HPARAM_VALUES]
 
 

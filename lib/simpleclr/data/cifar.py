@@ -1,4 +1,5 @@
-"""CIFAR-10/100 in the official python-pickle layout: read an extracted folder, write an archive.
+"""CIFAR-10/100 in the official python-pickle layout: read an extracted folder; write a CIFAR-100
+archive (what the generated stand-in ``synthetic-cifar100`` is packed as).
 
 The pickles are read with a restricted unpickler that only builds numpy arrays and plain Python
 values, so a tampered archive cannot run code when it is loaded.
@@ -104,7 +105,7 @@ def read_cifar10(folder: Path) -> RawDataset:
                       _names(_key(meta, "label_names", folder / "batches.meta")))
 
 
-# ---- writing (for generated stand-ins and tests) ------------------------------------------------
+# ---- writing (the generated stand-in's archive: data/synthetic.py) -------------------------------
 def _add(tar: tarfile.TarFile, name: str, obj: dict) -> None:
     data = pickle.dumps(obj, protocol=4)
     info = tarfile.TarInfo(name)
@@ -146,24 +147,6 @@ def write_cifar100_archive(path: Path, train: tuple[np.ndarray, np.ndarray, np.n
                 "filenames": [f"{split}_{i:06d}.png" for i in range(len(images))],
                 "batch_label": f"{split}ing batch 1 of 1", "data": _flat(images),
                 "fine_labels": [int(v) for v in fine], "coarse_labels": [int(v) for v in coarse]})
-    return path
-
-
-def write_cifar10_archive(path: Path, train: tuple[np.ndarray, np.ndarray],
-                          test: tuple[np.ndarray, np.ndarray], names: Sequence[str]) -> Path:
-    """Write ``cifar-10-python.tar.gz`` in the official layout (train spread over five batches)."""
-    path = Path(path)
-    images, labels = train
-    chunks = np.array_split(np.arange(len(images)), 5)
-    with _targz(path) as tar:
-        _add(tar, f"{CIFAR10_FOLDER}/batches.meta", {"label_names": list(names),
-                                                     "num_cases_per_batch": len(chunks[0]),
-                                                     "num_vis": 3072})
-        parts = [(f"data_batch_{i + 1}", images[c], labels[c]) for i, c in enumerate(chunks)]
-        for name, imgs, labs in parts + [("test_batch", test[0], test[1])]:
-            _add(tar, f"{CIFAR10_FOLDER}/{name}", {
-                "batch_label": name, "data": _flat(imgs), "labels": [int(v) for v in labs],
-                "filenames": [f"{name}_{i:05d}.png" for i in range(len(imgs))]})
     return path
 
 

@@ -1,4 +1,4 @@
-"""STL-10 in its official binary layout (``stl10_binary/``): read an extracted folder, write one.
+"""STL-10 in its official binary layout (``stl10_binary/``): read an extracted folder.
 
 Each ``*_X.bin`` holds uint8 images stored column-major per channel, i.e. ``(N, 3, W, H)``;
 ``*_y.bin`` holds labels 1..10. ``unlabeled`` (100,000 images) has no labels (served as -1).
@@ -7,7 +7,6 @@ Images are opened as memory maps, so the 2.7 GB unlabeled split is never read wh
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -49,23 +48,3 @@ def read_stl10(folder: Path) -> RawDataset:
     splits["unlabeled"] = RawSplit(unlabeled, np.full(len(unlabeled), -1, dtype=np.int64))
     names = [ln.strip() for ln in (folder / "class_names.txt").read_text().splitlines() if ln.strip()]
     return RawDataset(splits, names)
-
-
-def write_stl10_folder(folder: Path, train: tuple[np.ndarray, np.ndarray],
-                       test: tuple[np.ndarray, np.ndarray], unlabeled: np.ndarray,
-                       names: Sequence[str]) -> Path:
-    """Write the binary files of ``stl10_binary/`` from uint8 ``(N, 3, 96, 96)`` images and 0-based
-    labels (stored 1-based, column-major, as in the release)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def put(name: str, images: np.ndarray) -> None:
-        np.ascontiguousarray(np.asarray(images, np.uint8).transpose(0, 1, 3, 2)).tofile(folder / name)
-
-    for split, (images, labels) in (("train", train), ("test", test)):
-        put(f"{split}_X.bin", images)
-        (np.asarray(labels) + 1).astype(np.uint8).tofile(folder / f"{split}_y.bin")
-    put("unlabeled_X.bin", unlabeled)
-    (folder / "class_names.txt").write_text("".join(f"{n}\n" for n in names))
-    (folder / "fold_indices.txt").write_text(" ".join(map(str, range(len(train[0])))) + "\n")
-    return folder
