@@ -137,8 +137,15 @@ def test_the_report_never_trains_or_evaluates():
 
 
 def test_study_and_figures_read_run_folders_only():
-    assert _reach(GRAPH, "study") <= {"runs", "locks"}, _arrows("study", set(GRAPH))
-    assert _reach(GRAPH, "figures") <= {"study", "runs", "locks"}, _arrows("figures", set(GRAPH))
+    assert _reach(GRAPH, "study") <= {"runs", "locks", "errors"}, _arrows("study", set(GRAPH))
+    assert _reach(GRAPH, "figures") <= {"study", "runs", "locks", "errors"}, _arrows("figures", set(GRAPH))
+
+
+def test_the_errors_module_is_the_bottom_and_every_error_stands_on_it():
+    """``errors`` imports nothing of ours; the modules that define error classes import it."""
+    assert not GRAPH["errors"], "errors imports " + "; ".join(_arrows("errors", set(GRAPH)))
+    assert {"config", "locks", "runs", "data", "models", "study", "plans", "launch", "train"} <= {
+        m for m in GRAPH if "errors" in GRAPH[m]}
 
 
 def test_lib_imports_nothing_from_the_repository_folders():

@@ -12,11 +12,7 @@ from typing import Optional, Sequence
 
 from .config import (ConfigError, LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig,
                      add_config_arguments, config_from_args, read_config_file)
-
-
-def _one_line(e: BaseException) -> str:
-    """An error's message on one line, however many lines the layer below gave it."""
-    return " ".join(str(e).split())
+from .errors import SimpleCLRError
 
 
 def _stage_parser(sub, name: str, cls: type[StageConfig], help: str) -> None:
@@ -142,21 +138,13 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .runs import BrokenRun, CheckpointError, RunConflict, RunLocked
-
     parser = build_parser(argv)
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (ConfigError, RunConflict, RunLocked, CheckpointError, BrokenRun) as e:
-        print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
+    except SimpleCLRError as e:  # any layer's error for a person: its one line, no traceback
+        print(f"simpleclr: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # a data-layer or weights error: one line, no traceback
-        if type(e).__name__ in ("DataError", "WeightsError", "PlanError", "TrainingDiverged",
-                                "LaunchError", "ReportError"):
-            print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("simpleclr: interrupted; finished work and checkpoints are kept, run again to resume",
               file=sys.stderr)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar
 
+from .errors import SimpleCLRError
+
 T = TypeVar("T", bound="StageConfig")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -34,7 +36,7 @@ PROBE_WEIGHT_DECAYS: Tuple[float, ...] = tuple(float(f"{10 ** (-6 + 11 * i / 44)
 RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_threads", "launcher"})
 
 
-class ConfigError(ValueError):
+class ConfigError(SimpleCLRError, ValueError):
     """A bad configuration value; the message is one line saying what is wrong and what to do."""
 
 

@@ -22,12 +22,13 @@ from typing import Union
 
 from .config import ConfigError, StageConfig
 from .distributed import launched
+from .errors import SimpleCLRError
 from .runs import RunDir
 
 PathLike = Union[str, Path]
 
 
-class LaunchError(RuntimeError):
+class LaunchError(SimpleCLRError, RuntimeError):
     """The launched command failed; the message names its exit code and its last log line."""
 
 

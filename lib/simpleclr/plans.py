@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 from .config import STAGES, ConfigError, StageConfig, config_from_dict, yaml_load
+from .errors import SimpleCLRError
 from .runs import BrokenRun, RunDir, atomic_write_json, git_commit, read_json
 from .runwatch import RunWatch, fmt_seconds
 from .study import MAIN_ROWS, MANIFEST, ROLES, ROW_NAMES
@@ -78,7 +79,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 
 
-class PlanError(ValueError):
+class PlanError(SimpleCLRError, ValueError):
     """A plan that cannot run; the message is one line saying what is wrong and what to do."""
 
 
@@ -410,7 +411,7 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
         except data.DataError as e:
             hint = "" if name.startswith("synthetic-") else (
                 " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
-            if "accept-checksum" in str(e) and accept is None:
+            if isinstance(e, data.ChecksumMismatch) and accept is None:
                 hint = (f"; the quick and full plans pass it to every run from the environment: "
                         f"export {ACCEPT_ENV}=<sha256>") + hint
             raise PlanError(f"{e}{hint}") from None

@@ -30,6 +30,7 @@ from . import data as data_mod
 from . import distributed, evaluate, launch, models
 from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig, encoder_lr_grid
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
+from .errors import SimpleCLRError
 from .losses import nt_xent
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from .runs import RunDir, RunLocked
@@ -45,7 +46,7 @@ SYNC_EVERY = 25
 PROGRESS_EVERY_S = 5.0  # how often rank 0 rewrites progress.json for a watching plan
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(SimpleCLRError, RuntimeError):
     """The loss or the gradient became NaN/Inf; the last good checkpoint is kept untouched."""
 
 
