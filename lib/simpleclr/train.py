@@ -791,6 +791,7 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
                        "val_top1": _last_value(rows, "val_top1"),
                        "val_top5": _last_value(rows, "val_top5"), "checkpoint": str(path),
                        "n_train": len(labelled.fit), "n_test": len(test), "lr": parts.lr,
+                       "encoder_standin": models.uses_standin(parts.encoder_meta),
                        **labelled.record(), **choice,
                        "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"]})
         run.write_result(result)
