@@ -301,3 +301,26 @@ def test_plots_of_sections_without_numbers_return_none(study):
     assert fg.plot_hparam_heatmap(rp.hparam_table(study).assign(top1=float("nan"))) is None
     assert fg.plot_finetune(rp.finetune_table(study).assign(gain_top1=float("nan"))) is None
     assert fg.plot_label_efficiency(rp.label_table(study).iloc[0:0]) is None
+
+
+def test_stand_in_weights_are_read_from_the_record_never_the_file_name(tmp_path):
+    from simpleclr.study import RunInfo, Study
+
+    def run(name: str, stage: str, spec: str, result: dict) -> RunInfo:
+        key = "encoder" if stage == "linear_eval" else "init"
+        return RunInfo(name=name, notebook=stage, stage=stage, path=tmp_path / name, role={},
+                       state="done", reason=None, fingerprint="f", config_json={"config": {key: spec}},
+                       result={"fingerprint": "f", **result})
+
+    runs = {  # a real ImageNet file that happens to be named like a stand-in, a fine-tuning from a
+        # stand-in under a plain name, and a probe written before encoder_standin was recorded
+        "named": run("named", "linear_eval", "imagenet:/w/standin-imagenet-resnet18.pth",
+                     {"encoder_source": "imagenet", "encoder_standin": False}),
+        "ft": run("ft", "supervised", "imagenet:/w/resnet18.pth", {"encoder_standin": True}),
+        "old": run("old", "linear_eval", "imagenet:/w/resnet18.pth", {"encoder_source": "standin"}),
+    }
+    study = Study(plan_dir=tmp_path, manifest={}, runs=runs)
+    assert [r.name for r in rp.standin_runs(study)] == ["ft", "old"]
+    assert rp.encoder_label(study, runs["named"]) == "torchvision ImageNet weights (standin-imagenet-resnet18.pth)"
+    assert rp.encoder_label(study, runs["ft"]) == "stand-in weights (not ImageNet)"
+    assert rp.encoder_label(study, runs["old"]) == "stand-in weights (not ImageNet)"

@@ -378,6 +378,7 @@ def test_fine_tuning_loads_every_encoder_weight_of_a_pretrain_run(reference_run,
     assert got["meta"]["source"]["stage"] == "finetune"
     assert got["meta"]["source"]["init"] == str(pre_out)
     assert 0.0 <= result["top1"] <= 100.0
+    assert result["encoder_standin"] is False  # recorded for the report (a pretrain run, no stand-in)
 
 
 def test_explicit_bf16_on_a_cpu_without_native_bf16_says_once_that_it_is_slower(monkeypatch, capsys):

@@ -6,40 +6,39 @@ so the CLI, the notebooks' parameters and config.json share one set of names.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from typing import Optional, Sequence
 
-from .config import (ConfigError, LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig,
-                     add_config_arguments, config_from_args, read_config_file)
+from .config import (REGISTRY, ConfigError, Stage, StageCommand, add_config_arguments, config_from_args,
+                     read_config_file)
+from .errors import SimpleCLRError
 
 
-def _one_line(e: BaseException) -> str:
-    """An error's message on one line, however many lines the layer below gave it."""
-    return " ".join(str(e).split())
-
-
-def _stage_parser(sub, name: str, cls: type[StageConfig], help: str) -> None:
-    p = sub.add_parser(name, help=help, description=help)
+def _stage_parser(sub, stage: Stage, command: StageCommand) -> None:
+    p = sub.add_parser(command.name, help=command.help, description=command.help)
     p.add_argument("--out", required=True, help="run folder to write (resumed if it exists)")
     p.add_argument("--config", help="YAML or JSON file of config fields; options override it")
-    add_config_arguments(p, cls)
-    p.set_defaults(stage_cls=cls, stage_name=name)
+    add_config_arguments(p, stage.config)
+    p.set_defaults(func=_run_stage, stage=stage, stage_command=command)
+
+
+def _entry(stage: Stage):
+    """The library function that runs ``stage`` (``train`` or ``evaluate``, imported only now)."""
+    module, name = stage.entry.split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 def _run_stage(ns: argparse.Namespace) -> int:
     """One stage; under torchrun every rank runs this and rank 0 alone prints the result."""
     from . import distributed
 
-    cfg = config_from_args(ns.stage_cls, ns, read_config_file(ns.config))
-    if ns.stage_name == "finetune" and not cfg.init:
-        raise ConfigError('finetune needs --init ("imagenet", a run folder or a checkpoint path)')
-    if ns.stage_cls is PretrainConfig:
-        from .train import pretrain_simclr as fn
-    elif ns.stage_cls is SupervisedConfig:
-        from .train import train_supervised as fn
-    else:
-        from .evaluate import linear_eval_on_one_rank as fn
+    stage, command = ns.stage, ns.stage_command
+    cfg = config_from_args(stage.config, ns, read_config_file(ns.config))
+    if command.needs_init and not getattr(cfg, "init", None):
+        raise ConfigError(f'{command.name} needs --init ("imagenet", a run folder or a checkpoint path)')
+    fn = _entry(stage)
     try:
         result = fn(cfg, ns.out)
         if distributed.current_world().is_main:
@@ -116,12 +115,9 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
                             "comma-separated list (recorded as unofficial)")
     d.set_defaults(func=_data)
 
-    _stage_parser(sub, "pretrain", PretrainConfig, "SimCLR pretraining")
-    _stage_parser(sub, "supervised", SupervisedConfig, "supervised training from scratch")
-    _stage_parser(sub, "finetune", SupervisedConfig, "supervised fine-tuning from an encoder (--init)")
-    _stage_parser(sub, "linear-eval", LinearEvalConfig, "linear probe on frozen features")
-    for name in ("pretrain", "supervised", "finetune", "linear-eval"):
-        sub.choices[name].set_defaults(func=_run_stage)
+    for stage in REGISTRY:
+        for command in stage.commands:
+            _stage_parser(sub, stage, command)
 
     pl = sub.add_parser("plan", help="run or show an experiment plan (papermill)")
     psub = pl.add_subparsers(dest="plan_cmd", required=True)
@@ -142,21 +138,13 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .runs import BrokenRun, CheckpointError, RunConflict, RunLocked
-
     parser = build_parser(argv)
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (ConfigError, RunConflict, RunLocked, CheckpointError, BrokenRun) as e:
-        print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
+    except SimpleCLRError as e:  # any layer's error for a person: its one line, no traceback
+        print(f"simpleclr: error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # a data-layer or weights error: one line, no traceback
-        if type(e).__name__ in ("DataError", "WeightsError", "PlanError", "TrainingDiverged",
-                                "LaunchError", "ReportError"):
-            print(f"simpleclr: error: {_one_line(e)}", file=sys.stderr)
-            return 2
-        raise
     except KeyboardInterrupt:
         print("simpleclr: interrupted; finished work and checkpoints are kept, run again to resume",
               file=sys.stderr)

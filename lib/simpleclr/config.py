@@ -20,6 +20,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Tuple, Type, TypeVar
 
+from .errors import SimpleCLRError
+
 T = TypeVar("T", bound="StageConfig")
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -34,7 +36,7 @@ PROBE_WEIGHT_DECAYS: Tuple[float, ...] = tuple(float(f"{10 ** (-6 + 11 * i / 44)
 RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_threads", "launcher"})
 
 
-class ConfigError(ValueError):
+class ConfigError(SimpleCLRError, ValueError):
     """A bad configuration value; the message is one line saying what is wrong and what to do."""
 
 
@@ -346,16 +348,73 @@ def _check_common_training(cfg: Any) -> None:
         _fail(cfg, "checkpoint_every", "use an integer >= 1 (epochs)")
 
 
-STAGES: dict[str, Type[StageConfig]] = {
-    c.stage: c for c in (PretrainConfig, SupervisedConfig, LinearEvalConfig)
-}
+# ---- the stage registry: every name a stage goes by, in one place -----------------------------
+@dataclass(frozen=True)
+class StageCommand:
+    """A ``simpleclr`` subcommand that runs a stage."""
+
+    name: str  # "pretrain", "supervised", "finetune", "linear-eval"
+    help: str
+    needs_init: bool = False  # refused without --init; the command of a config that sets init
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the study: its config class, the library function that runs it, its notebook
+    and its CLI subcommands. The CLI, the launcher, plans and :func:`config_from_dict` all read
+    :data:`REGISTRY`, so adding or renaming a stage is one entry here."""
+
+    config: Type[StageConfig]
+    # "module:function" inside simpleclr, called as function(cfg, out_dir) -> result. A name, not
+    # an import: config imports nothing of ours; the CLI imports it when it runs the stage.
+    entry: str
+    notebook: str  # notebooks/<notebook>.ipynb, also what a plan's run names as its notebook
+    commands: Tuple[StageCommand, ...]
+
+    @property
+    def name(self) -> str:
+        """The stage's own name: config.json's ``stage``, ``cfg.stage``."""
+        return self.config.stage
+
+    def command_for(self, cfg: StageConfig) -> StageCommand:
+        """The subcommand that runs ``cfg``: ``finetune`` for a supervised config with ``init``."""
+        init = bool(getattr(cfg, "init", None))
+        return next((c for c in self.commands if c.needs_init == init), self.commands[0])
+
+
+REGISTRY: Tuple[Stage, ...] = (
+    Stage(PretrainConfig, "train:pretrain_simclr", "pretrain",
+          (StageCommand("pretrain", "SimCLR pretraining"),)),
+    Stage(SupervisedConfig, "train:train_supervised", "supervised",
+          (StageCommand("supervised", "supervised training from scratch"),
+           StageCommand("finetune", "supervised fine-tuning from an encoder (--init)", needs_init=True))),
+    Stage(LinearEvalConfig, "evaluate:linear_eval_on_one_rank", "linear_eval",
+          (StageCommand("linear-eval", "linear probe on frozen features"),)),
+)
+STAGES: dict[str, Type[StageConfig]] = {s.name: s.config for s in REGISTRY}
+
+
+def get_stage(name: str) -> Stage:
+    """The registry entry of the stage called ``name`` ("pretrain", "supervised", "linear_eval")."""
+    for s in REGISTRY:
+        if s.name == name:
+            return s
+    raise ConfigError(f"unknown stage {name!r}; use one of {', '.join(STAGES)}")
+
+
+def stage_of(cfg: StageConfig) -> Stage:
+    """The registry entry of ``cfg``'s stage."""
+    return get_stage(cfg.stage)
+
+
+def notebook_stage(notebook: str) -> Optional[Stage]:
+    """The stage ``notebooks/<notebook>.ipynb`` runs, None for a notebook that runs no stage."""
+    return next((s for s in REGISTRY if s.notebook == notebook), None)
 
 
 def config_from_dict(stage: str, d: dict) -> StageConfig:
     """The config of ``stage`` ("pretrain", "supervised", "linear_eval") from a dict."""
-    if stage not in STAGES:
-        raise ConfigError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
-    return STAGES[stage].from_dict(d)
+    return get_stage(stage).config.from_dict(d)
 
 
 # ---- config files ----------------------------------------------------------------------------

@@ -20,14 +20,15 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-from .config import ConfigError, StageConfig
+from .config import ConfigError, StageConfig, stage_of
 from .distributed import launched
+from .errors import SimpleCLRError
 from .runs import RunDir
 
 PathLike = Union[str, Path]
 
 
-class LaunchError(RuntimeError):
+class LaunchError(SimpleCLRError, RuntimeError):
     """The launched command failed; the message names its exit code and its last log line."""
 
 
@@ -44,10 +45,8 @@ def launcher_argv(launcher: str) -> list[str]:
 
 
 def stage_command(cfg: StageConfig) -> str:
-    """The ``simpleclr`` subcommand that runs ``cfg``'s stage."""
-    if cfg.stage == "supervised":
-        return "finetune" if getattr(cfg, "init", None) else "supervised"
-    return {"pretrain": "pretrain", "linear_eval": "linear-eval"}[cfg.stage]
+    """The ``simpleclr`` subcommand that runs ``cfg``'s stage (the stage registry's)."""
+    return stage_of(cfg).command_for(cfg).name
 
 
 def command(cfg: StageConfig, out_dir: PathLike, config_file: PathLike) -> list[str]:

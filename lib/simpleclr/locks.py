@@ -1,5 +1,5 @@
 """One exclusive inter-process lock on a file, for the data cache (builders wait their turn) and the
-run folder (a second writer is refused). Standard library only.
+run folder (a second writer is refused). Standard library (and simpleclr.errors) only.
 
 The lock is ``flock`` on an open file, so the kernel lets go of it when its process dies, however it
 dies: a lock left by a killed process never blocks anyone. The holder writes its pid into the file,
@@ -14,13 +14,15 @@ import time
 from pathlib import Path
 from typing import IO, Callable, Iterator, Optional
 
+from .errors import SimpleCLRError
+
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; atomic renames still keep files whole
     fcntl = None  # type: ignore[assignment]
 
 
-class LockHeld(RuntimeError):
+class LockHeld(SimpleCLRError, RuntimeError):
     """Another process holds the lock (``pid`` None when it has not written its pid yet)."""
 
     def __init__(self, path: Path, pid: Optional[int]):

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .config import STEMS
+from .errors import SimpleCLRError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -27,7 +28,7 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 DOWNLOAD_TIMEOUT_S = 15.0
 
 
-class WeightsError(RuntimeError):
+class WeightsError(SimpleCLRError, RuntimeError):
     """Weights that cannot be found or loaded; the message is one line saying what to do."""
 
 

@@ -57,7 +57,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from .config import STAGES, ConfigError, StageConfig, config_from_dict, yaml_load
+from .config import REGISTRY, STAGES, ConfigError, StageConfig, notebook_stage, yaml_load
+from .errors import SimpleCLRError
 from .runs import BrokenRun, RunDir, atomic_write_json, git_commit, read_json
 from .runwatch import RunWatch, fmt_seconds
 from .study import MAIN_ROWS, MANIFEST, ROLES, ROW_NAMES
@@ -65,7 +66,7 @@ from .study import MAIN_ROWS, MANIFEST, ROLES, ROW_NAMES
 PathLike = Union[str, os.PathLike]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = ("pretrain", "supervised", "linear_eval")
+NOTEBOOKS = tuple(s.notebook for s in REGISTRY)  # the stage notebooks a plan's runs may name
 REPORT_NOTEBOOK = "report"
 ACCEPT_ENV = "SIMPLECLR_ACCEPT_CHECKSUM"  # what the shipped plans read accept_checksum from
 STANDIN_FILES = {"imagenet_weights": "standin-imagenet-resnet18.pth"}
@@ -78,7 +79,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
 
 
-class PlanError(ValueError):
+class PlanError(SimpleCLRError, ValueError):
     """A plan that cannot run; the message is one line saying what is wrong and what to do."""
 
 
@@ -228,13 +229,13 @@ def _merge_defaults(defaults: Any, where: str) -> dict[str, dict]:
     unknown = sorted(set(defaults) - {"all", *NOTEBOOKS})
     if unknown:
         raise PlanError(f"{where}: defaults has unknown section {unknown[0]!r}; use all, {', '.join(NOTEBOOKS)}")
-    every = {f.name for cls in STAGES.values() for f in fields(cls)}
+    every = {f.name for s in REGISTRY for f in fields(s.config)}
     bad = sorted(set(defaults.get("all") or {}) - every)
     if bad:
         raise PlanError(f"{where}: defaults.all has {bad[0]!r}, a field of no stage")
     out = {}
     for nb in NOTEBOOKS:
-        names = {f.name for f in fields(STAGES[nb])}
+        names = {f.name for f in fields(notebook_stage(nb).config)}
         out[nb] = {k: v for k, v in (defaults.get("all") or {}).items() if k in names}
         out[nb].update(defaults.get(nb) or {})
     return out
@@ -361,7 +362,7 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
                 raise PlanError(f'{w}: launch must be a command, e.g. "torchrun --nproc-per-node 4"')
             params["launcher"] = r["launch"]
         try:
-            cfg = config_from_dict(r["notebook"], params)
+            cfg = notebook_stage(r["notebook"]).config.from_dict(params)
         except ConfigError as e:
             raise PlanError(f"{w}: {e}") from None
         except TypeError as e:
@@ -410,7 +411,7 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
         except data.DataError as e:
             hint = "" if name.startswith("synthetic-") else (
                 " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
-            if "accept-checksum" in str(e) and accept is None:
+            if isinstance(e, data.ChecksumMismatch) and accept is None:
                 hint = (f"; the quick and full plans pass it to every run from the environment: "
                         f"export {ACCEPT_ENV}=<sha256>") + hint
             raise PlanError(f"{e}{hint}") from None

@@ -53,11 +53,17 @@ def _datasets(study: Study) -> dict[str, dict]:
     return out
 
 
+def _standin(run: RunInfo) -> bool:
+    """Whether a stand-in (not torchvision's ImageNet file) is in the run's encoder's past, as the
+    stage recorded it from the file's hash (``encoder_standin``; ``encoder_source`` before that)."""
+    result = run.result or {}
+    if "encoder_standin" in result:
+        return bool(result["encoder_standin"])
+    return result.get("encoder_source") == "standin"
+
+
 def standin_runs(study: Study) -> list[RunInfo]:
-    return [r for r in study.runs.values()
-            if r.done and ((r.result or {}).get("encoder_source") == "standin"
-                           or "standin" in str(r.config.get("init") or "")
-                           or "standin" in str(r.config.get("encoder") or ""))]
+    return [r for r in study.runs.values() if r.done and _standin(r)]
 
 
 def warnings(study: Study) -> list[str]:
@@ -342,8 +348,7 @@ def encoder_label(study: Study, run: RunInfo) -> str:
     if src is not None:
         return f"run {src.name}"
     if str(spec).startswith("imagenet"):
-        source = (run.result or {}).get("encoder_source")  # from the file's hash, when probed
-        if source == "standin" or (source is None and "standin" in Path(str(spec)).name):
+        if _standin(run):
             return "stand-in weights (not ImageNet)"
         return "torchvision ImageNet weights" + ("" if spec == "imagenet" else f" ({Path(spec[9:]).name})")
     return str(spec)

@@ -25,20 +25,21 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
+from .errors import SimpleCLRError
 from .locks import LockHeld, file_lock
 
 PathLike = Union[str, os.PathLike]
 
 
-class RunConflict(RuntimeError):
+class RunConflict(SimpleCLRError, RuntimeError):
     """A run folder already holds a different run."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(SimpleCLRError, RuntimeError):
     """A run folder's checkpoint that cannot be loaded; one line naming it and what to do."""
 
 
-class RunLocked(RuntimeError):
+class RunLocked(SimpleCLRError, RuntimeError):
     """Another process is writing the run folder; one line naming its pid."""
 
     def __init__(self, path: PathLike, pid: Optional[int]):
@@ -92,7 +93,7 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
         torch.save(obj, tmp)
 
 
-class TorchFileError(RuntimeError):
+class TorchFileError(SimpleCLRError, RuntimeError):
     """A torch file that ``weights_only`` loading refuses or cannot parse. ``reason`` is one short
     line; callers raise their own error with it, adding what to do."""
 
@@ -130,7 +131,7 @@ def load_torch_file(path: PathLike, map_location: Any = "cpu") -> Any:
         raise TorchFileError(path, _load_failure(e)) from None
 
 
-class BrokenRun(ValueError):
+class BrokenRun(SimpleCLRError, ValueError):
     """A damaged JSON file (a run's config.json or result.json, a plan's manifest); one line naming
     it and what to do. A ValueError, as the JSONDecodeError it replaces was, so callers that
     tolerate a torn file (``except ValueError``) still do."""

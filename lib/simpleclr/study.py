@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from .errors import SimpleCLRError
 from .runs import BrokenRun, RunDir, read_json
 
 PathLike = Union[str, Path]
@@ -38,7 +39,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 ROW_INFO = {name: (rep, ev) for name, rep, ev in MAIN_ROWS}
 
 
-class ReportError(RuntimeError):
+class ReportError(SimpleCLRError, RuntimeError):
     """The plan folder cannot be reported on; one line saying what to do."""
 
 

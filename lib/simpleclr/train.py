@@ -30,6 +30,7 @@ from . import data as data_mod
 from . import distributed, evaluate, launch, models
 from .config import ConfigError, PretrainConfig, StageConfig, SupervisedConfig, encoder_lr_grid
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
+from .errors import SimpleCLRError
 from .losses import nt_xent
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from .runs import RunDir, RunLocked
@@ -45,7 +46,7 @@ SYNC_EVERY = 25
 PROGRESS_EVERY_S = 5.0  # how often rank 0 rewrites progress.json for a watching plan
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(SimpleCLRError, RuntimeError):
     """The loss or the gradient became NaN/Inf; the last good checkpoint is kept untouched."""
 
 
@@ -790,6 +791,7 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
                        "val_top1": _last_value(rows, "val_top1"),
                        "val_top5": _last_value(rows, "val_top5"), "checkpoint": str(path),
                        "n_train": len(labelled.fit), "n_test": len(test), "lr": parts.lr,
+                       "encoder_standin": models.uses_standin(parts.encoder_meta),
                        **labelled.record(), **choice,
                        "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"]})
         run.write_result(result)

@@ -12,7 +12,7 @@ from typing import Optional, Union
 from . import fetch
 from .cache import cache_dir, load_arrays, open_raw, read_meta, write_cache
 from .cifar import check_folder
-from .errors import DataError
+from .errors import ChecksumMismatch, DataError
 from .registry import DatasetSpec, get_spec
 from .split import Split
 
@@ -73,9 +73,10 @@ def _check_accepted(spec: DatasetSpec, prov: dict, accept: Optional[str], where:
     if fetch.accepts(accept, prov.get("md5"), prov.get("sha256")):
         return
     sha = prov.get("sha256")
-    raise DataError(f"{where} was prepared from a re-packed {spec.name} archive, not the official "
-                    f"file (sha256 {sha}): accept it with --accept-checksum {sha} "
-                    f"(accept_checksum=\"{sha}\"), or delete {where} and use the official archive")
+    raise ChecksumMismatch(f"{where} was prepared from a re-packed {spec.name} archive, not the "
+                           f"official file (sha256 {sha}): accept it with --accept-checksum {sha} "
+                           f"(accept_checksum=\"{sha}\"), or delete {where} and use the official "
+                           "archive", sha256=sha)
 
 
 def _verify(spec: DatasetSpec, archive: Path, accept: Optional[str], fetched: bool) -> dict:
@@ -94,13 +95,13 @@ def _verify(spec: DatasetSpec, archive: Path, accept: Optional[str], fetched: bo
             "delete it (a new copy is then downloaded) or replace it"
         raise DataError(f"archive {archive} is truncated or corrupt ({problem}); {what}")
     if accept:
-        raise DataError(f"checksum mismatch for {archive}: accept_checksum {accept!r} matches neither "
-                        f"its md5 {md5} nor its sha256 {sha}; pass --accept-checksum {sha} to "
-                        "accept this file")
-    raise DataError(f"checksum mismatch for {archive}: expected md5 {spec.md5} (official), got md5 "
-                    f"{md5} (sha256 {sha}); if you trust this re-packed archive accept it with "
-                    f"--accept-checksum {sha} (accept_checksum=\"{sha}\"), else delete it to "
-                    "download the official file")
+        raise ChecksumMismatch(f"checksum mismatch for {archive}: accept_checksum {accept!r} matches "
+                               f"neither its md5 {md5} nor its sha256 {sha}; pass --accept-checksum "
+                               f"{sha} to accept this file", sha256=sha)
+    raise ChecksumMismatch(f"checksum mismatch for {archive}: expected md5 {spec.md5} (official), got "
+                           f"md5 {md5} (sha256 {sha}); if you trust this re-packed archive accept it "
+                           f"with --accept-checksum {sha} (accept_checksum=\"{sha}\"), else delete it "
+                           "to download the official file", sha256=sha)
 
 
 # ---- getting the extracted folder ---------------------------------------------------------------
