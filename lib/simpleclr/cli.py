@@ -35,9 +35,9 @@ def _run_stage(ns: argparse.Namespace) -> int:
     if ns.stage_name == "finetune" and not cfg.init:
         raise ConfigError('finetune needs --init ("imagenet", a run folder or a checkpoint path)')
     if ns.stage_cls is PretrainConfig:
-        from .train import pretrain_simclr as fn
+        from .pretrain import pretrain_simclr as fn
     elif ns.stage_cls is SupervisedConfig:
-        from .train import train_supervised as fn
+        from .supervised import train_supervised as fn
     else:
         from .evaluate import linear_eval_on_one_rank as fn
     try:
