@@ -84,7 +84,7 @@ run is not redone.
 from simpleclr import notebook as nb
 from simpleclr.config import PretrainConfig
 from simpleclr.figures import setup_style, show
-from simpleclr.train import pretrain_simclr
+from simpleclr.pretrain import pretrain_simclr
 
 setup_style()
 cfg = nb.stage_config(PretrainConfig, globals())
@@ -117,7 +117,7 @@ are the linear probe's at the same share and seed: `subset_fraction` of the spli
 from simpleclr import notebook as nb
 from simpleclr.config import SupervisedConfig
 from simpleclr.figures import setup_style, show
-from simpleclr.train import train_supervised
+from simpleclr.supervised import train_supervised
 
 setup_style()
 cfg = nb.stage_config(SupervisedConfig, globals())

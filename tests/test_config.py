@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 
 import pytest
 
 from simpleclr import cli
 from simpleclr.config import (ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig,
-                              read_config_file)
+                              TrainingConfig, read_config_file)
 
 NON_FINITE = [math.nan, math.inf, -math.inf]
 
@@ -30,6 +31,59 @@ def test_non_finite_values_are_refused_for_every_float_field(cls, field, value):
 def test_finite_values_still_pass():
     assert PretrainConfig(grad_clip=1.0, warmup_epochs=0).grad_clip == 1.0
     assert LinearEvalConfig(weight_decays=(0, 1e-3)).weight_decays == (0.0, 1e-3)
+
+
+# The checks of TrainingConfig, one bad value each; the message after the class name is the same
+# for both training stages.
+TRAINING_CHECKS = [
+    ("lr", 0.0, "use a value in (0, 100]"),
+    ("lr", 101.0, "use a value in (0, 100]"),
+    ("batch_size", 0, "use an integer >= 1"),
+    ("epochs", 0, "use an integer >= 1"),
+    ("optimizer", "adam", "use one of ('lars', 'sgd', 'adamw')"),
+    ("lr_scaling", "cubic", "use one of ('linear', 'sqrt', 'none')"),
+    ("weight_decay", 2.0, "use a value in [0, 1]"),
+    ("momentum", 1.0, "use a value in [0, 1)"),
+    ("warmup_epochs", 101.0, "use a value in [0, epochs=100]"),
+    ("grad_clip", 0.0, "use None (off) or a value > 0"),
+    ("checkpoint_every", 0, "use an integer >= 1 (epochs)"),
+    ("stem", "vit", "use one of ('cifar', 'imagenet')"),
+    ("subset_fraction", 0.0, "use a fraction in (0, 1]"),
+    ("val_fraction", 1.0, "use a fraction in [0, 1)"),
+]
+
+
+@pytest.mark.parametrize("field, value, allowed", TRAINING_CHECKS,
+                         ids=[f"{f}={v!r}" for f, v, _ in TRAINING_CHECKS])
+def test_the_training_checks_are_the_same_for_both_training_stages(field, value, allowed):
+    said = {}
+    for cls in (TrainingConfig, PretrainConfig, SupervisedConfig):
+        with pytest.raises(ConfigError) as e:
+            cls(**{field: value})
+        msg = str(e.value)
+        assert "\n" not in msg and msg.startswith(f"{cls.__name__}.{field}={value!r} is invalid: ")
+        said[cls] = msg.split(" is invalid: ", 1)[1]
+    assert said[PretrainConfig] == said[SupervisedConfig] == said[TrainingConfig] == allowed
+
+
+def test_both_training_stages_are_training_configs_with_their_own_recipe():
+    shared = {f.name for f in fields(TrainingConfig)}
+    for cls in (PretrainConfig, SupervisedConfig):
+        assert issubclass(cls, TrainingConfig)
+        names = [f.name for f in fields(cls)]
+        assert shared <= set(names) and len(names) == len(set(names))
+    assert not issubclass(LinearEvalConfig, TrainingConfig)
+    pre, sup = PretrainConfig(), SupervisedConfig()
+    assert (pre.batch_size, pre.optimizer, pre.lr, pre.weight_decay, pre.warmup_epochs) == (
+        512, "lars", 1.0, 1e-4, 10.0)
+    assert (sup.batch_size, sup.optimizer, sup.lr, sup.weight_decay, sup.warmup_epochs) == (
+        256, "sgd", 0.1, 5e-4, 5.0)
+    # the schedule's length: epochs of steps, unless pretraining fixes the steps (size study)
+    assert sup.run_steps(7) == pre.run_steps(7) == 700
+    assert PretrainConfig(steps=30).run_steps(7) == 30
+    # a stage's own checks still come after the shared ones
+    with pytest.raises(ConfigError, match="SimCLR needs negatives"):
+        PretrainConfig(batch_size=1)
 
 
 def _cli_error(capsys, argv: list[str]) -> str:

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from _interrupt import Interrupt
-from simpleclr import train
+from simpleclr import pretrain, supervised, train
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.data import prepare
 from simpleclr.device import resolve_runtime
@@ -166,18 +166,18 @@ def _one_step_in_default_dtype(world: World, stage: str, sync_bn: bool) -> dict:
     if stage == "simclr":
         cfg = PretrainConfig(batch_size=GLOBAL_BATCH, proj_hidden=32, proj_out=16, sync_bn=sync_bn,
                              precision="fp32", channels_last=False)
-        parts = train.build_simclr(cfg, runtime, image_size=IMG, mean=(0.5,) * 3, std=(0.25,) * 3,
-                                   total_steps=10, warmup_steps=0, world=world)
-        loss, _ = train.simclr_step(parts.train_model, _FixedViews(), parts.optimizer,
-                                    parts.scheduler, runtime, images[mine], None, 0.5)
+        parts = pretrain.build_simclr(cfg, runtime, image_size=IMG, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                      total_steps=10, warmup_steps=0, world=world)
+        loss, _ = pretrain.simclr_step(parts.train_model, _FixedViews(), parts.optimizer,
+                                       parts.scheduler, runtime, images[mine], None, 0.5)
     else:
         cfg = SupervisedConfig(batch_size=GLOBAL_BATCH, sync_bn=sync_bn, precision="fp32",
                                channels_last=False)
-        parts = train.build_supervised(cfg, runtime, image_size=IMG, mean=(0.5,) * 3,
-                                       std=(0.25,) * 3, num_classes=4, total_steps=10,
-                                       warmup_steps=0, world=world)
-        loss, _ = train.supervised_step(parts.train_model, _FixedViews(), parts.optimizer,
-                                        parts.scheduler, runtime, images[mine], labels[mine], None)
+        parts = supervised.build_supervised(cfg, runtime, image_size=IMG, mean=(0.5,) * 3,
+                                            std=(0.25,) * 3, num_classes=4, total_steps=10,
+                                            warmup_steps=0, world=world)
+        loss, _ = supervised.supervised_step(parts.train_model, _FixedViews(), parts.optimizer,
+                                             parts.scheduler, runtime, images[mine], labels[mine], None)
     model = parts.model
     return {"loss": loss, "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
             "params": {n: p.detach().clone() for n, p in model.named_parameters()},
@@ -324,18 +324,18 @@ def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
 
         setattr(RunDir, name, record)
     cfg = _pretrain_cfg(data_dir)
-    train.pretrain_simclr(cfg, f"{root}/straight")
-    step = train.simclr_step
-    train.simclr_step = Interrupt(step, at=2 * 4 + 2)  # second step of epoch 3, on every rank
+    pretrain.pretrain_simclr(cfg, f"{root}/straight")
+    step = pretrain.simclr_step
+    pretrain.simclr_step = Interrupt(step, at=2 * 4 + 2)  # second step of epoch 3, on every rank
     try:
-        train.pretrain_simclr(cfg, f"{root}/resumed")
+        pretrain.pretrain_simclr(cfg, f"{root}/resumed")
         raise AssertionError("the interruption did not happen")
     except KeyboardInterrupt:
         pass
     finally:
-        train.simclr_step = step
+        pretrain.simclr_step = step
     checkpoint_epoch = RunDir(f"{root}/resumed").load_checkpoint("last")["epoch"]
-    result = train.pretrain_simclr(cfg, f"{root}/resumed")
+    result = pretrain.pretrain_simclr(cfg, f"{root}/resumed")
     return [writes, checkpoint_epoch, result]
 
 
@@ -365,7 +365,7 @@ def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(t
 
 def _pretrain_refused(world: World, data_dir: str, root: str) -> str:
     try:
-        train.pretrain_simclr(_pretrain_cfg(data_dir), root)
+        pretrain.pretrain_simclr(_pretrain_cfg(data_dir), root)
     except RunLocked as e:
         return str(e)
     return "not refused"
@@ -390,7 +390,7 @@ def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
     data_dir = str(tmp_path / "data")
     prepare(TINY, root=data_dir, image_size=8)
     cfg = _pretrain_cfg(data_dir).replace(epochs=1, launcher=LAUNCH)
-    result = train.pretrain_simclr(cfg, tmp_path / "pre")  # what a notebook cell calls
+    result = pretrain.pretrain_simclr(cfg, tmp_path / "pre")  # what a notebook cell calls
     log = capfd.readouterr().out
     assert "launching:" in log and "torch.distributed.run" in log
     assert log.count('"final_loss"') == 1  # rank 0 alone prints the result
@@ -412,6 +412,6 @@ def test_a_launched_stage_that_fails_raises_one_line_with_the_reason(tmp_path):
     prepare(TINY, root=data_dir, image_size=8)
     cfg = _pretrain_cfg(data_dir).replace(batch_size=15, launcher=LAUNCH)
     with pytest.raises(LaunchError, match="not divisible by the 2 processes") as e:
-        train.pretrain_simclr(cfg, tmp_path / "bad")
+        pretrain.pretrain_simclr(cfg, tmp_path / "bad")
     assert "\n" not in str(e.value)
     assert not (tmp_path / "bad" / "result.json").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "simpleclr"
 LOW = {"data", "augment", "models", "losses"}
-HIGH = {"train", "evaluate", "plans", "report", "tables", "cli", "study", "figures"}
+HIGH = {"train", "pretrain", "supervised", "evaluate", "plans", "report", "tables", "cli", "study", "figures"}
 OUTSIDE = {"notebooks", "plans", "tests", "scripts"}  # repository folders, not importable parts of lib
 
 
@@ -122,12 +122,14 @@ def _arrows(src: str, targets: set[str]) -> list[str]:
 
 def test_the_graph_is_read():
     """A parser that saw nothing would pass every rule: check arrows that must be there."""
-    assert {"data", "train", "report", "plans", "study", "figures"} <= set(GRAPH)
-    assert {"evaluate", "augment", "losses", "runs"} <= GRAPH["train"]
+    assert {"data", "train", "pretrain", "supervised", "report", "plans", "study", "figures"} <= set(GRAPH)
+    assert {"evaluate", "augment", "losses", "runs", "train"} <= GRAPH["pretrain"]
+    assert {"evaluate", "augment", "runs", "train"} <= GRAPH["supervised"]
+    assert {"data", "launch", "runs"} <= GRAPH["train"]
     assert "runs" in GRAPH["data"]  # data/cache.py: from ..runs import atomic_write_json
     assert "study" in GRAPH["report"] and "figures" in GRAPH["plans"]
     assert "tables" in GRAPH["report"] and "study" in GRAPH["tables"]
-    assert {"train", "evaluate"} <= GRAPH["cli"]  # the stages' entries, through the registry
+    assert {"pretrain", "supervised", "evaluate"} <= GRAPH["cli"]  # the stages' entries, through the registry
 
 
 def test_no_import_cycles():
@@ -155,7 +157,8 @@ def test_only_the_report_imports_its_tables():
 
 def test_the_report_never_trains_or_evaluates():
     reached = _reach(GRAPH, "report")
-    assert not reached & {"train", "evaluate"}, f"report reaches {sorted(reached & {'train', 'evaluate'})}"
+    stages = {"train", "pretrain", "supervised", "evaluate"}
+    assert not reached & stages, f"report reaches {sorted(reached & stages)}"
 
 
 def test_study_and_figures_read_run_folders_only():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from simpleclr.config import PretrainConfig, SupervisedConfig
 from simpleclr.optim import (LARS, build_optimizer, param_groups, scaled_lr, warmup_cosine,
                              warmup_cosine_scheduler)
 
@@ -151,6 +152,26 @@ def test_lars_state_round_trips():
     opt2.load_state_dict(opt.state_dict())
     for p in model.parameters():
         assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[p]["momentum_buffer"])
+
+
+def test_build_optimizer_takes_either_training_config():
+    """Both stages' configs are TrainingConfigs: SimCLR's gets LARS without nesterov or an encoder
+    lr (it has neither field), supervised training its SGD with nesterov and the encoder's lr."""
+    pre = build_optimizer(_Clf(), PretrainConfig(), lr=0.5)
+    assert isinstance(pre, LARS)
+    assert {g["name"] for g in pre.param_groups} == {"model/decay", "model/no_decay"}
+    assert all(not g["nesterov"] and g["momentum"] == 0.9 for g in pre.param_groups)
+    assert {g["name"]: g["weight_decay"] for g in pre.param_groups} == {"model/decay": 1e-4,
+                                                                        "model/no_decay": 0.0}
+    sup = build_optimizer(_Clf(), SupervisedConfig(init="imagenet", encoder_lr_scale=0.1), lr=0.5)
+    assert isinstance(sup, torch.optim.SGD)
+    by_name = {g["name"]: g for g in sup.param_groups}
+    assert set(by_name) == {"encoder/decay", "encoder/no_decay", "model/decay", "model/no_decay"}
+    assert by_name["encoder/decay"]["lr"] == pytest.approx(0.05) and by_name["model/decay"]["lr"] == 0.5
+    assert by_name["model/decay"]["weight_decay"] == 5e-4
+    assert all(g["nesterov"] for g in sup.param_groups)
+    adamw = build_optimizer(_Clf(), SupervisedConfig(optimizer="adamw"), lr=0.5)
+    assert isinstance(adamw, torch.optim.AdamW) and len(adamw.param_groups) == 2
 
 
 # ---- lr scaling and schedule ---------------------------------------------------------------

@@ -17,7 +17,7 @@ from PIL import Image
 
 from _interrupt import Interrupt
 from simpleclr import data as data_mod
-from simpleclr import evaluate, models, train
+from simpleclr import evaluate, models, pretrain, supervised, train
 from simpleclr.config import (ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig,
                               encoder_lr_grid)
 from simpleclr.data import DataError, load_split
@@ -118,7 +118,7 @@ def reference_run(data_dir, tmp_path_factory) -> tuple[PretrainConfig, Path, dic
     """An uninterrupted 4-epoch pretraining run (2 steps per epoch, checkpoints every 2)."""
     cfg = _pretrain_cfg(data_dir, checkpoint_every=2)
     out = tmp_path_factory.mktemp("runs") / "reference"
-    return cfg, out, train.pretrain_simclr(cfg, out)
+    return cfg, out, pretrain.pretrain_simclr(cfg, out)
 
 
 def test_pretrain_run_folder_holds_what_the_contract_names(reference_run):
@@ -158,15 +158,15 @@ def test_resume_after_interruption_gives_bit_identical_weights(reference_run, tm
     out = tmp_path / "resumed"
     # Interrupt in the middle of epoch 4: metrics of epoch 3 were written, but with
     # checkpoint_every=2 the last checkpoint is from epoch 2, so epoch 3 is redone.
-    monkeypatch.setattr(train, "simclr_step", Interrupt(train.simclr_step, at=3 * 2 + 1))
+    monkeypatch.setattr(pretrain, "simclr_step", Interrupt(pretrain.simclr_step, at=3 * 2 + 1))
     with pytest.raises(KeyboardInterrupt):
-        train.pretrain_simclr(cfg, out)
+        pretrain.pretrain_simclr(cfg, out)
     run = RunDir(out)
     assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
     assert run.load_checkpoint("last")["epoch"] == 2
     assert not run.result_path.exists()
     monkeypatch.undo()
-    result = train.pretrain_simclr(cfg, out)
+    result = pretrain.pretrain_simclr(cfg, out)
     ref, got = _final(ref_out), _final(out)
     _assert_same_tensors(ref["encoder"], got["encoder"])
     _assert_same_tensors(ref["head"], got["head"])
@@ -187,13 +187,13 @@ def test_a_finished_run_is_not_redone(reference_run, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(train, "simclr_step", no_training)
-    monkeypatch.setattr(train, "_load", no_training)
-    assert train.pretrain_simclr(cfg, out) == result
+    monkeypatch.setattr(pretrain, "simclr_step", no_training)
+    monkeypatch.setattr(pretrain, "_load", no_training)
+    assert pretrain.pretrain_simclr(cfg, out) == result
     # runtime-only fields (progress, threads, device) do not make it another run
-    assert train.pretrain_simclr(cfg.replace(progress=True, num_threads=2), out) == result
+    assert pretrain.pretrain_simclr(cfg.replace(progress=True, num_threads=2), out) == result
     with pytest.raises(RunConflict, match="another config"):
-        train.pretrain_simclr(cfg.replace(lr=0.5), out)
+        pretrain.pretrain_simclr(cfg.replace(lr=0.5), out)
 
 
 def _draws(gen: torch.Generator) -> list:
@@ -228,7 +228,7 @@ def test_a_damaged_last_checkpoint_is_named_in_one_line(data_dir, tmp_path, dama
                "random-bytes": np.random.default_rng(0).bytes(4096), "not-a-checkpoint": whole}[damage]
     last.write_bytes(damaged)
     with pytest.raises(CheckpointError) as e:
-        train.pretrain_simclr(cfg, run.path)
+        pretrain.pretrain_simclr(cfg, run.path)
     msg = str(e.value)
     assert "\n" not in msg and str(last) in msg and "delete it and run again to restart" in msg
     assert last.read_bytes() == damaged  # left as it was, for the user to look at or delete
@@ -240,18 +240,18 @@ def test_a_damaged_last_checkpoint_is_named_in_one_line(data_dir, tmp_path, dama
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
         data_dir, tmp_path, monkeypatch, sync_each_step):
     cfg = _pretrain_cfg(data_dir, epochs=3, knn_every=0)
-    real_nt_xent, calls = train.nt_xent, [0]
+    real_nt_xent, calls = pretrain.nt_xent, [0]
 
     def poisoned(z1, z2, t):  # the 4th step (second of epoch 2) blows up
         calls[0] += 1
         loss = real_nt_xent(z1, z2, t)
         return loss * float("nan") if calls[0] >= 4 else loss
 
-    monkeypatch.setattr(train, "nt_xent", poisoned)
+    monkeypatch.setattr(pretrain, "nt_xent", poisoned)
     monkeypatch.setattr(train, "_sync_each_step", lambda device: sync_each_step)
     last = tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(train.TrainingDiverged) as info:
-        train.pretrain_simclr(cfg, tmp_path)
+        pretrain.pretrain_simclr(cfg, tmp_path)
     msg = str(info.value)
     assert "\n" not in msg and "not finite" in msg and "lower lr" in msg and str(last) in msg
     assert ("step 4 " in msg) if sync_each_step else ("epoch 2" in msg)
@@ -278,13 +278,13 @@ def test_config_errors_come_before_any_compute(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(models, "resnet18_encoder", no_model)
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=r"batch_size=512 is larger than the 110 training images"):
-        train.pretrain_simclr(_pretrain_cfg(data_dir, batch_size=512), out)
+        pretrain.pretrain_simclr(_pretrain_cfg(data_dir, batch_size=512), out)
     with pytest.raises(ConfigError, match="batch_size"):
-        train.train_supervised(_sup_cfg(data_dir, dataset=TINY, batch_size=111), out)
+        supervised.train_supervised(_sup_cfg(data_dir, dataset=TINY, batch_size=111), out)
     with pytest.raises(DataError):
-        train.pretrain_simclr(_pretrain_cfg(data_dir, dataset="no-such-dataset"), out)
+        pretrain.pretrain_simclr(_pretrain_cfg(data_dir, dataset="no-such-dataset"), out)
     with pytest.raises(ConfigError, match="'no-such-launcher' is not on PATH"):
-        train.pretrain_simclr(_pretrain_cfg(data_dir, launcher="no-such-launcher -n 2"), out)
+        pretrain.pretrain_simclr(_pretrain_cfg(data_dir, launcher="no-such-launcher -n 2"), out)
     assert not out.exists()  # nothing was claimed or written
 
 
@@ -301,9 +301,9 @@ def test_epoch_order_is_seeded_per_epoch_and_drops_the_last_partial_batch():
 
 
 def test_blur_is_off_below_64_px_unless_asked_for():
-    assert train.default_blur_prob(32, None) == 0.0
-    assert train.default_blur_prob(64, None) == 0.5
-    assert train.default_blur_prob(32, 0.3) == 0.3
+    assert pretrain.default_blur_prob(32, None) == 0.0
+    assert pretrain.default_blur_prob(64, None) == 0.5
+    assert pretrain.default_blur_prob(32, 0.3) == 0.3
 
 
 # ---- learning ------------------------------------------------------------------------------
@@ -328,7 +328,7 @@ def test_simclr_loss_falls_and_beats_a_random_encoder(shapes, data_dir, tmp_path
                         optimizer="lars", lr=2.0, lr_scaling="none", temperature=0.3, weight_decay=1e-6,
                         crop_scale_min=0.4, jitter_strength=0.5, val_fraction=0.0, knn_every=0,
                         precision="auto", seed=1)
-    result = train.pretrain_simclr(cfg, tmp_path / "simclr")
+    result = pretrain.pretrain_simclr(cfg, tmp_path / "simclr")
     losses = [r["loss"] for r in RunDir(tmp_path / "simclr").read_metrics()]
     assert losses[-1] < losses[0] - 0.8, losses
     runtime = resolve_runtime("cpu", "fp32", num_threads=1)
@@ -346,7 +346,7 @@ def test_simclr_loss_falls_and_beats_a_random_encoder(shapes, data_dir, tmp_path
 
 def test_supervised_from_scratch_learns_and_reports_test_accuracy(shapes, data_dir, tmp_path):
     cfg = _sup_cfg(data_dir, dataset=shapes, image_size=None, epochs=5, lr=0.1, precision="auto")
-    result = train.train_supervised(cfg, tmp_path)
+    result = supervised.train_supervised(cfg, tmp_path)
     rows = RunDir(tmp_path).read_metrics()
     assert set(result) >= {"top1", "top5", "val_top1", "val_top5", "wall_time_s", "images_per_s",
                            "checkpoint"}
@@ -367,7 +367,7 @@ def test_fine_tuning_loads_every_encoder_weight_of_a_pretrain_run(reference_run,
     pre = _final(pre_out)
     cfg = _sup_cfg(data_dir, dataset=TINY, image_size=8, init=str(pre_out), encoder_lr_scale=0.0,
                    epochs=1, batch_size=55)
-    result = train.train_supervised(cfg, tmp_path)
+    result = supervised.train_supervised(cfg, tmp_path)
     got = _final(tmp_path)
     # a frozen encoder (lr scale 0) ends with exactly the pretrained weights, batch-norm running
     # statistics included (it stays in eval()): all of them were loaded, none moved
@@ -409,10 +409,10 @@ def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference
     # class is 6, a fifth of those (1.2 -> 1) validates, 5 fit; 10 classes.
     _, pre_out, _ = reference_run
     share = dict(val_fraction=0.2, seed=5)
-    scratch = train.train_supervised(
+    scratch = supervised.train_supervised(
         _sup_cfg(data_dir, subset_fraction=0.5, subset_seed=2, epochs=1, batch_size=25, **share),
         tmp_path / "super")
-    finetune = train.train_supervised(
+    finetune = supervised.train_supervised(
         _sup_cfg(data_dir, subset_fraction=0.5, subset_seed=2, epochs=1, batch_size=25,
                  init=str(pre_out), **share), tmp_path / "finetune")
     probe = evaluate.linear_eval(LinearEvalConfig(
@@ -433,16 +433,16 @@ def test_fine_tuning_chooses_the_encoder_lr_on_validation_never_on_test(referenc
                                                                         tmp_path, monkeypatch):
     _, pre_out, _ = reference_run
     seen: list[int] = []  # the number of images of every accuracy measurement, in order
-    real_classify = train._classify
+    real_classify = supervised._classify
 
     def counting(model, images, labels, *a, **k):
         seen.append(len(labels))
         return real_classify(model, images, labels, *a, **k)
 
-    monkeypatch.setattr(train, "_classify", counting)
+    monkeypatch.setattr(supervised, "_classify", counting)
     cfg = _sup_cfg(data_dir, init=str(pre_out), epochs=2, batch_size=50, encoder_lr_grid=(1.0, 0.0),
                    trial_epochs=1)
-    result = train.train_supervised(cfg, tmp_path / "tuned")
+    result = supervised.train_supervised(cfg, tmp_path / "tuned")
     # 120 training images: 10 validate; 40 test images. Each trial validates once (1 epoch), the
     # real run twice, and the test set is measured once, at the very end.
     assert seen == [10, 10, 10, 10, 40]
@@ -461,7 +461,7 @@ def test_fine_tuning_chooses_the_encoder_lr_on_validation_never_on_test(referenc
     # the real run is exactly a lone run at the chosen scale
     monkeypatch.undo()
     alone = cfg.replace(encoder_lr_grid=(), encoder_lr_scale=result["encoder_lr_scale"])
-    lone = train.train_supervised(alone, tmp_path / "alone")
+    lone = supervised.train_supervised(alone, tmp_path / "alone")
     _assert_same_tensors(_final(tmp_path / "tuned")["encoder"], _final(tmp_path / "alone")["encoder"])
     assert lone["top1"] == result["top1"] and lone["encoder_lr_trials"] == []
     assert lone["encoder_lr_chosen_on"] is None and lone["encoder_lr_grid"] == [result["encoder_lr_scale"]]

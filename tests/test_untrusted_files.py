@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simpleclr import cli, figures, models, report, train
+from simpleclr import cli, figures, models, pretrain, report, train
 from simpleclr.config import PretrainConfig
 from simpleclr.data import DataError, load_split
 from simpleclr.models import WeightsError, encoder_state, load_encoder, resnet18_encoder
@@ -123,7 +123,7 @@ def test_resume_checkpoint(tmp_path, marker, capsys):
     last.parent.mkdir()
     torch.save({"model": {}, "rng": _Payload(marker)}, last)
     with pytest.raises(CheckpointError) as e:
-        train.pretrain_simclr(cfg, run.path)
+        pretrain.pretrain_simclr(cfg, run.path)
     _one_line(str(e.value), last, "delete it")
     err = _cli_error(capsys, ["pretrain", "--out", str(run.path), "--dataset", TINY, "--data-dir",
                               cfg.data_dir, "--image-size", "8", "--epochs", "1", "--batch-size",

@@ -1,7 +1,7 @@
 """``simpleclr bench``: how fast the training and evaluation paths run on this device.
 
 Every figure is measured in one process, after warm-up, as the median of several repeats, on the
-exact objects the trainer builds (:func:`simpleclr.train.build_simclr`, ``simclr_step``, ...), so
+exact objects the trainer builds (:func:`simpleclr.pretrain.build_simclr`, ``simclr_step``, ...), so
 ratios between lines are meaningful even on a shared, noisy machine:
 
 - ``model_step``: ResNet-18 + projection head forward/backward/NT-Xent/optimizer step on ready,
@@ -101,7 +101,9 @@ def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "aut
               only: Optional[list[str]] = None) -> dict:
     """Measure the cases in ``only`` and return a JSON-ready dict of figures."""
     from . import augment as augment_mod
-    from . import evaluate, models, train
+    from . import evaluate, models
+    from . import pretrain as pretrain_mod
+    from . import supervised as supervised_mod
     from .losses import nt_xent
     from .device import resolve_runtime
 
@@ -126,8 +128,8 @@ def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "aut
     big = 10**9  # a schedule long enough never to reach its end during the benchmark
 
     if {"model_step", "simclr_step"} & set(only):
-        parts = train.build_simclr(cfg, rt, image_size=image_size, mean=CIFAR_MEAN, std=CIFAR_STD,
-                                   total_steps=big, warmup_steps=0)
+        parts = pretrain_mod.build_simclr(cfg, rt, image_size=image_size, mean=CIFAR_MEAN,
+                                          std=CIFAR_STD, total_steps=big, warmup_steps=0)
         if "model_step" in only:
             views = parts.augment(data[: 2 * batch_size], gen)
             views = views.contiguous(memory_format=torch.channels_last) if rt.channels_last else views
@@ -145,9 +147,9 @@ def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "aut
                                  "ms_per_step": 1e3 * s}
         if "simclr_step" in only:
             def simclr() -> None:
-                train.simclr_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
-                                  rt, data[next(batch_of)], gen, cfg.temperature, parts.scaler,
-                                  check_finite=False)
+                pretrain_mod.simclr_step(parts.train_model, parts.augment, parts.optimizer,
+                                         parts.scheduler, rt, data[next(batch_of)], gen, cfg.temperature,
+                                         parts.scaler, check_finite=False)
 
             s = _time(simclr, **timing)
             res["simclr_step"] = {"images_per_s": batch_size / s, "ms_per_step": 1e3 * s}
@@ -161,13 +163,15 @@ def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "aut
     if "supervised_step" in only:
         scfg = SupervisedConfig(batch_size=batch_size, precision=precision, compile=compile,
                                 channels_last=channels_last, device=device, epochs=1, warmup_epochs=0.0)
-        sparts = train.build_supervised(scfg, rt, image_size=image_size, mean=CIFAR_MEAN, std=CIFAR_STD,
-                                        num_classes=100, total_steps=big, warmup_steps=0)
+        sparts = supervised_mod.build_supervised(scfg, rt, image_size=image_size, mean=CIFAR_MEAN,
+                                                 std=CIFAR_STD, num_classes=100, total_steps=big,
+                                                 warmup_steps=0)
 
         def supervised() -> None:
             idx = next(batch_of)
-            train.supervised_step(sparts.train_model, sparts.augment, sparts.optimizer, sparts.scheduler,
-                                  rt, data[idx], labels[idx], gen, scaler=sparts.scaler, check_finite=False)
+            supervised_mod.supervised_step(sparts.train_model, sparts.augment, sparts.optimizer,
+                                           sparts.scheduler, rt, data[idx], labels[idx], gen,
+                                           scaler=sparts.scaler, check_finite=False)
 
         s = _time(supervised, **timing)
         res["supervised_step"] = {"images_per_s": batch_size / s, "ms_per_step": 1e3 * s}

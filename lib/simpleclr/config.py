@@ -152,7 +152,68 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
-class PretrainConfig(StageConfig):
+class TrainingConfig(StageConfig):
+    """Fields and checks the training stages share (SimCLR pretraining, supervised training): the
+    training images, the schedule, the optimizer and checkpointing.
+
+    ``batch_size``, ``optimizer``, ``lr``, ``weight_decay`` and ``warmup_epochs`` are each stage's
+    recipe: every stage declares them again with its own default (a field declared again keeps its
+    place in the field order). ``build_optimizer`` and the schedule read a ``TrainingConfig``.
+    """
+
+    split: str = "train"
+    subset_fraction: float = 1.0  # a class-balanced share of the split, drawn with subset_seed
+    subset_seed: int = 0
+    stem: str = "cifar"
+    epochs: int = 100
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.1  # per 256 images under the linear rule
+    lr_scaling: str = "linear"
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 5.0
+    grad_clip: Optional[float] = None
+    val_fraction: float = 0.1  # held out from the training split to watch or validate the run
+    checkpoint_every: int = 1
+    sync_bn: Optional[bool] = None  # None: the stage's own choice (train.uses_sync_bn)
+
+    def validate(self) -> None:
+        """The shared checks; a stage's ``validate`` calls this first, then adds its own."""
+        if self.epochs < 1:
+            _fail(self, "epochs", "use an integer >= 1")
+        if self.batch_size < 1:
+            _fail(self, "batch_size", "use an integer >= 1")
+        if self.optimizer not in OPTIMIZERS:
+            _fail(self, "optimizer", f"use one of {OPTIMIZERS}")
+        if self.lr_scaling not in LR_SCALINGS:
+            _fail(self, "lr_scaling", f"use one of {LR_SCALINGS}")
+        if not 0.0 < self.lr <= 100.0:
+            _fail(self, "lr", "use a value in (0, 100]")
+        if not 0.0 <= self.weight_decay <= 1.0:
+            _fail(self, "weight_decay", "use a value in [0, 1]")
+        if not 0.0 <= self.momentum < 1.0:
+            _fail(self, "momentum", "use a value in [0, 1)")
+        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
+            _fail(self, "warmup_epochs", f"use a value in [0, epochs={self.epochs}]")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            _fail(self, "grad_clip", "use None (off) or a value > 0")
+        if self.checkpoint_every < 1:
+            _fail(self, "checkpoint_every", "use an integer >= 1 (epochs)")
+        if self.stem not in STEMS:
+            _fail(self, "stem", f"use one of {STEMS}")
+        if not 0.0 < self.subset_fraction <= 1.0:
+            _fail(self, "subset_fraction", "use a fraction in (0, 1]")
+        if not 0.0 <= self.val_fraction < 1.0:
+            _fail(self, "val_fraction", "use a fraction in [0, 1)")
+
+    def run_steps(self, steps_per_epoch: int) -> int:
+        """How many optimizer steps the run takes at ``steps_per_epoch``: ``epochs`` of them."""
+        return self.epochs * steps_per_epoch
+
+
+@dataclass(frozen=True)
+class PretrainConfig(TrainingConfig):
     """SimCLR pretraining (Chen et al. 2020), defaults after google-research/simclr's CIFAR recipe.
 
     That command (``run.py --train_batch_size 512 --learning_rate 1.0 --weight_decay 1e-4
@@ -162,45 +223,36 @@ class PretrainConfig(StageConfig):
     (plans/recipe.yaml, 2026-11-29, one run each): the CIFAR recipe's probe reached 15.6% top-1
     [95%: 14.9, 16.4], the ImageNet settings 11.2% [10.6, 11.8], a random encoder 12.3% [11.7, 13.0].
     The lr scales linearly with the batch (lr x B/256), as in that command.
+
+    Of :class:`TrainingConfig`'s fields, ``subset_fraction`` is the size study's share of the
+    training images, ``val_fraction`` the kNN monitor's held-out part of the split, and ``sync_bn``
+    None means on with several processes (SimCLR's global BN).
     """
 
     stage: ClassVar[str] = "pretrain"
 
-    split: str = "train"
-    subset_fraction: float = 1.0
-    subset_seed: int = 0
-    stem: str = "cifar"
-    proj_hidden: int = 2048
-    proj_out: int = 128
-    proj_bn: bool = True
-    epochs: int = 100
-    steps: Optional[int] = None  # when set, train for exactly this many steps (size study)
+    # The recipe (TrainingConfig's fields, with SimCLR's CIFAR defaults).
     batch_size: int = 512
     optimizer: str = "lars"
     lr: float = 1.0  # per 256 images under the linear rule (the CIFAR command: 1.0 x B/256)
-    lr_scaling: str = "linear"
     weight_decay: float = 1e-4
-    momentum: float = 0.9
     warmup_epochs: float = 10.0
+
+    proj_hidden: int = 2048
+    proj_out: int = 128
+    proj_bn: bool = True
+    steps: Optional[int] = None  # when set, train for exactly this many steps (size study)
     temperature: float = 0.5
     jitter_strength: float = 0.5
     crop_scale_min: float = 0.08
     blur_prob: Optional[float] = None  # None: 0 below 64 px, 0.5 at 64 px and up
-    grad_clip: Optional[float] = None
     knn_every: int = 10  # epochs between kNN monitor evaluations; 0 turns it off
     knn_k: int = 200
     knn_temperature: float = 0.1
     knn_max_bank: int = 10000
-    val_fraction: float = 0.1  # held-out part of the training split for the kNN monitor
-    checkpoint_every: int = 1
-    sync_bn: Optional[bool] = None  # None: on with several processes (SimCLR's global BN)
 
     def validate(self) -> None:
-        _check_common_training(self)
-        if self.stem not in STEMS:
-            _fail(self, "stem", f"use one of {STEMS}")
-        if not 0.0 < self.subset_fraction <= 1.0:
-            _fail(self, "subset_fraction", "use a fraction in (0, 1]")
+        super().validate()
         if self.proj_hidden < 1 or self.proj_out < 1:
             _fail(self, "proj_hidden" if self.proj_hidden < 1 else "proj_out", "use an integer >= 1")
         if self.steps is not None and self.steps < 1:
@@ -219,22 +271,32 @@ class PretrainConfig(StageConfig):
             _fail(self, "knn_every" if self.knn_every < 0 else "knn_k", "use non-negative integers (knn_k >= 1)")
         if not 0.0 < self.knn_temperature <= 10.0:
             _fail(self, "knn_temperature", "use a value in (0, 10]")
-        if not 0.0 <= self.val_fraction < 1.0:
-            _fail(self, "val_fraction", "use a fraction in [0, 1)")
+
+    def run_steps(self, steps_per_epoch: int) -> int:
+        """``steps`` when set (the size study fixes them), else ``epochs`` of ``steps_per_epoch``."""
+        return self.steps or super().run_steps(steps_per_epoch)
 
 
 @dataclass(frozen=True)
-class SupervisedConfig(StageConfig):
-    """Supervised training from scratch, or fine-tuning when ``init`` names an encoder."""
+class SupervisedConfig(TrainingConfig):
+    """Supervised training from scratch, or fine-tuning when ``init`` names an encoder.
+
+    Of :class:`TrainingConfig`'s fields, ``subset_fraction`` is the label budget: this
+    class-balanced share of the split, then ``val_fraction`` of it held out (evaluated every epoch;
+    test only at the end), both drawn with ``subset_seed``: the probes' label_fraction / label_seed
+    rule (``data.labelled_split``). ``sync_bn`` None means off (per-process statistics, as
+    supervised recipes do).
+    """
 
     stage: ClassVar[str] = "supervised"
 
-    split: str = "train"
-    # The label budget: this class-balanced share of the split, then val_fraction of it held out,
-    # both drawn with subset_seed: the probes' label_fraction / label_seed rule (data.labelled_split).
-    subset_fraction: float = 1.0
-    subset_seed: int = 0
-    stem: str = "cifar"
+    # The recipe (TrainingConfig's fields, with the supervised defaults).
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.1  # per 256 images under the linear rule
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 5.0
+
     init: Optional[str] = None  # None (from scratch), "imagenet", or a run folder / checkpoint path
     encoder_lr_scale: float = 1.0  # fine-tuning: encoder lr = lr x this (unless the grid chooses it)
     # Fine-tuning: the encoder lr scales tried, each in a trial of trial_epochs scored on the
@@ -242,28 +304,12 @@ class SupervisedConfig(StageConfig):
     # encoder_lr_scale as given; one value: that value, without trials.
     encoder_lr_grid: Tuple[float, ...] = ()
     trial_epochs: int = 20  # each trial's length (at most epochs), its schedule compressed to it
-    epochs: int = 100
-    batch_size: int = 256
-    optimizer: str = "sgd"
-    lr: float = 0.1  # per 256 images under the linear rule
-    lr_scaling: str = "linear"
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
     nesterov: bool = True
-    warmup_epochs: float = 5.0
     label_smoothing: float = 0.0
     crop_padding: int = 4
-    val_fraction: float = 0.1  # held out from train, evaluated every epoch; test only at the end
-    grad_clip: Optional[float] = None
-    checkpoint_every: int = 1
-    sync_bn: Optional[bool] = None  # None: off (per-process statistics, as supervised recipes do)
 
     def validate(self) -> None:
-        _check_common_training(self)
-        if self.stem not in STEMS:
-            _fail(self, "stem", f"use one of {STEMS}")
-        if not 0.0 < self.subset_fraction <= 1.0:
-            _fail(self, "subset_fraction", "use a fraction in (0, 1]")
+        super().validate()
         if not 0.0 <= self.encoder_lr_scale <= 10.0:
             _fail(self, "encoder_lr_scale", "use a value in [0, 10] (0 freezes the encoder)")
         if any(not 0.0 <= v <= 10.0 for v in self.encoder_lr_grid):
@@ -278,8 +324,6 @@ class SupervisedConfig(StageConfig):
             _fail(self, "label_smoothing", "use a value in [0, 1)")
         if not 0 <= self.crop_padding <= 16:
             _fail(self, "crop_padding", "use an integer in [0, 16]")
-        if not 0.0 <= self.val_fraction < 1.0:
-            _fail(self, "val_fraction", "use a fraction in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -325,29 +369,6 @@ def encoder_lr_grid(cfg: SupervisedConfig) -> tuple[float, ...]:
     return tuple(sorted(set(cfg.encoder_lr_grid))) or (cfg.encoder_lr_scale,)
 
 
-def _check_common_training(cfg: Any) -> None:
-    if cfg.epochs < 1:
-        _fail(cfg, "epochs", "use an integer >= 1")
-    if cfg.batch_size < 1:
-        _fail(cfg, "batch_size", "use an integer >= 1")
-    if cfg.optimizer not in OPTIMIZERS:
-        _fail(cfg, "optimizer", f"use one of {OPTIMIZERS}")
-    if cfg.lr_scaling not in LR_SCALINGS:
-        _fail(cfg, "lr_scaling", f"use one of {LR_SCALINGS}")
-    if not 0.0 < cfg.lr <= 100.0:
-        _fail(cfg, "lr", "use a value in (0, 100]")
-    if not 0.0 <= cfg.weight_decay <= 1.0:
-        _fail(cfg, "weight_decay", "use a value in [0, 1]")
-    if not 0.0 <= cfg.momentum < 1.0:
-        _fail(cfg, "momentum", "use a value in [0, 1)")
-    if cfg.warmup_epochs < 0 or cfg.warmup_epochs > cfg.epochs:
-        _fail(cfg, "warmup_epochs", f"use a value in [0, epochs={cfg.epochs}]")
-    if cfg.grad_clip is not None and cfg.grad_clip <= 0:
-        _fail(cfg, "grad_clip", "use None (off) or a value > 0")
-    if cfg.checkpoint_every < 1:
-        _fail(cfg, "checkpoint_every", "use an integer >= 1 (epochs)")
-
-
 # ---- the stage registry: every name a stage goes by, in one place -----------------------------
 @dataclass(frozen=True)
 class StageCommand:
@@ -383,9 +404,9 @@ class Stage:
 
 
 REGISTRY: Tuple[Stage, ...] = (
-    Stage(PretrainConfig, "train:pretrain_simclr", "pretrain",
+    Stage(PretrainConfig, "pretrain:pretrain_simclr", "pretrain",
           (StageCommand("pretrain", "SimCLR pretraining"),)),
-    Stage(SupervisedConfig, "train:train_supervised", "supervised",
+    Stage(SupervisedConfig, "supervised:train_supervised", "supervised",
           (StageCommand("supervised", "supervised training from scratch"),
            StageCommand("finetune", "supervised fine-tuning from an encoder (--init)", needs_init=True))),
     Stage(LinearEvalConfig, "evaluate:linear_eval_on_one_rank", "linear_eval",

@@ -20,6 +20,7 @@ from .config import LinearEvalConfig
 from .device import Runtime, eval_mode, resolve_runtime, seed_everything
 
 if TYPE_CHECKING:
+    from . import data as data_mod
     from .runs import RunDir
 
 
@@ -138,30 +139,15 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
     ``init`` warm-starts from a previous probe (same raw-feature space), e.g. along a weight-decay path.
     The returned layer's ``fit_info`` holds the final objective, L-BFGS iterations and largest gradient.
     """
-    if feats.dim() != 2 or feats.shape[0] != labels.shape[0] or feats.shape[0] == 0:
-        raise ValueError(f"fit_linear_probe needs features (N, D) and N labels with N > 0, got "
-                         f"{tuple(feats.shape)} and {tuple(labels.shape)}")
-    if weight_decay < 0:
-        raise ValueError(f"weight_decay={weight_decay} is invalid: use a value >= 0")
+    _check_probe_inputs(feats, labels, num_classes, weight_decay)
     labels = labels.long()
-    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
-                         f"[{int(labels.min())}, {int(labels.max())}]")
     device = device or feats.device
     x = feats.to(device=device, dtype=dtype)
     y = labels.to(device)
-    mu = x.mean(0)
-    sd = x.std(0, unbiased=False)
-    sd = torch.where(sd > 1e-6 * sd.max().clamp_min(1e-12), sd, torch.ones_like(sd))  # constant columns
+    mu, sd = _standardisation(x)
     z = (x - mu) / sd
-    n, d = z.shape
 
-    weight = torch.zeros(num_classes, d, device=device, dtype=dtype)
-    bias = torch.zeros(num_classes, device=device, dtype=dtype)
-    if init is not None:  # raw-space (W, b) -> standardised space: W' = W * sd, b' = b + W @ mu
-        w0 = init.weight.detach().to(device=device, dtype=dtype)
-        weight = w0 * sd
-        bias = init.bias.detach().to(device=device, dtype=dtype) + w0 @ mu
+    weight, bias = _initial_probe(init, num_classes, mu, sd, device, dtype)
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
@@ -180,17 +166,58 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
         opt.step(closure)
         final_loss = float(closure().detach())
     state = opt.state[weight]  # L-BFGS keeps its counters under the first parameter
-    with torch.no_grad():
-        w_raw = weight / sd
-        b_raw = bias - w_raw @ mu
-    probe = nn.Linear(d, num_classes)
-    with torch.no_grad():
-        probe.weight.copy_(w_raw.float())
-        probe.bias.copy_(b_raw.float())
+    probe = _raw_space_probe(weight, bias, mu, sd)
     grad_max = max(float(p.grad.abs().max()) for p in (weight, bias))
     probe.fit_info = {"loss": final_loss, "iterations": int(state.get("n_iter", 0)),
                       "weight_decay": float(weight_decay), "grad_max": grad_max}
     return probe.to(feats.device)
+
+
+def _check_probe_inputs(feats: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                        weight_decay: float) -> None:
+    """:func:`fit_linear_probe`'s argument checks (ValueError naming what is wrong)."""
+    if feats.dim() != 2 or feats.shape[0] != labels.shape[0] or feats.shape[0] == 0:
+        raise ValueError(f"fit_linear_probe needs features (N, D) and N labels with N > 0, got "
+                         f"{tuple(feats.shape)} and {tuple(labels.shape)}")
+    if weight_decay < 0:
+        raise ValueError(f"weight_decay={weight_decay} is invalid: use a value >= 0")
+    labels = labels.long()
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range "
+                         f"[{int(labels.min())}, {int(labels.max())}]")
+
+
+def _standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The features' per-column mean and std (constant columns get std 1, so they stay 0)."""
+    mu = x.mean(0)
+    sd = x.std(0, unbiased=False)
+    sd = torch.where(sd > 1e-6 * sd.max().clamp_min(1e-12), sd, torch.ones_like(sd))  # constant columns
+    return mu, sd
+
+
+def _initial_probe(init: Optional[nn.Linear], num_classes: int, mu: torch.Tensor, sd: torch.Tensor,
+                   device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W, b) in the standardised space to start L-BFGS from: zeros, or ``init`` carried over."""
+    weight = torch.zeros(num_classes, mu.shape[0], device=device, dtype=dtype)
+    bias = torch.zeros(num_classes, device=device, dtype=dtype)
+    if init is not None:  # raw-space (W, b) -> standardised space: W' = W * sd, b' = b + W @ mu
+        w0 = init.weight.detach().to(device=device, dtype=dtype)
+        weight = w0 * sd
+        bias = init.bias.detach().to(device=device, dtype=dtype) + w0 @ mu
+    return weight, bias
+
+
+def _raw_space_probe(weight: torch.Tensor, bias: torch.Tensor, mu: torch.Tensor,
+                     sd: torch.Tensor) -> nn.Linear:
+    """The fitted standardised-space (W, b) as a float32 ``nn.Linear`` on raw features."""
+    with torch.no_grad():
+        w_raw = weight / sd
+        b_raw = bias - w_raw @ mu
+    probe = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        probe.weight.copy_(w_raw.float())
+        probe.bias.copy_(b_raw.float())
+    return probe
 
 
 def probe_logits(probe: nn.Linear, feats: torch.Tensor) -> torch.Tensor:
@@ -247,7 +274,6 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     """:func:`linear_eval`'s work, with the run folder's lock held."""
     from . import data
     from .models import load_encoder, source_name, uses_standin
-    from .runs import atomic_torch_save
 
     done = run.finished(cfg)  # another process may have finished it meanwhile
     if done is not None:
@@ -255,15 +281,8 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
     seed_everything(cfg.seed)
     encoder, meta = load_encoder(cfg.encoder, cfg.stem)  # fails fast, before the data is read
-    kwargs = dict(root=cfg.data_dir, image_size=cfg.image_size, accept_checksum=cfg.accept_checksum)
-    train = data.load_split(cfg.dataset, "train", **kwargs)
-    test = data.load_split(cfg.dataset, "test", **kwargs)
-    if len(train) == 0 or len(test) == 0 or not train.labelled or not test.labelled:
-        raise data.DataError(f"{cfg.dataset} needs labelled train and test splits for linear_eval, "
-                             f"got {len(train)} train and {len(test)} test images")
-    mean = tuple(meta["mean"]) if meta.get("mean") is not None else tuple(train.mean)
-    std = tuple(meta["std"]) if meta.get("std") is not None else tuple(train.std)
-    input_size = int(meta.get("image_size") or cfg.image_size or train.image_size)
+    train, test = _probe_splits(cfg)
+    mean, std, input_size = _encoder_input(cfg, meta, train)
     num_classes = train.num_classes
 
     # Which training images are used: the rule every stage shares (a class-balanced label share,
@@ -281,30 +300,88 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
                  device=str(runtime.device)) == "partial":
         run.truncate_metrics([])  # an interrupted earlier attempt: its rows are redone below
 
-
     # Frozen encoder: snapshot every weight and BN buffer, extract once, then check nothing moved.
     before = _state_copy(encoder)
     encoder = encoder.to(runtime.device)
     if runtime.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
     t_feat = time.perf_counter()
-    extract = dict(size=input_size, batch_size=cfg.feature_batch_size)
-    train_feats = extract_features(encoder, sub_images, mean, std, runtime, **extract)
-    test_feats = extract_features(encoder, test.images, mean, std, runtime, **extract)
+    train_feats, test_feats = _frozen_features(cfg, encoder, (sub_images, test.images), mean, std,
+                                               input_size, runtime)
     feature_seconds = time.perf_counter() - t_feat
-    if not (torch.isfinite(train_feats).all() and torch.isfinite(test_feats).all()):
+    t_probe = time.perf_counter()
+    probe = _probe_on_validation(cfg, run, train_feats, sub_labels, fit_idx, val_idx, num_classes,
+                                 runtime.device)
+    test_acc = topk_accuracy(probe_logits(probe["final"], test_feats), test.labels)
+    probe_seconds = time.perf_counter() - t_probe
+    _check_frozen(encoder, before)
+
+    if cfg.save_features:
+        _save_test_features(cfg, run, test_feats, test, source_name(meta))
+    result = {"top1": test_acc["top1"], "top5": test_acc["top5"], **probe["choice"],
+              "n_train": int(subset.numel()), "n_test": len(test), "num_classes": num_classes,
+              **labelled.record(),
+              "encoder": cfg.encoder, "encoder_source": source_name(meta),
+              "encoder_standin": uses_standin(meta), "encoder_meta": dict(meta),
+              "input_size": input_size, "mean": list(mean), "std": list(std),
+              "probe_iterations": probe["final"].fit_info["iterations"],
+              "probe_loss": probe["final"].fit_info["loss"],
+              "feature_seconds": feature_seconds, "probe_seconds": probe_seconds,
+              "images_per_s": (int(subset.numel()) + len(test)) / max(feature_seconds, 1e-9),
+              "runtime": runtime.describe(), "wall_time_s": time.perf_counter() - t0}
+    run.write_result(result)
+    return run.read_result()
+
+
+def _frozen_features(cfg: LinearEvalConfig, encoder: nn.Module, image_sets: Sequence[torch.Tensor],
+                     mean: Sequence[float], std: Sequence[float], size: int,
+                     runtime: Runtime) -> list[torch.Tensor]:
+    """The features of each uint8 image set (the encoder already on the device); a non-finite
+    feature means a broken checkpoint and fails."""
+    feats = [extract_features(encoder, images, mean, std, runtime, size=size,
+                              batch_size=cfg.feature_batch_size) for images in image_sets]
+    if not all(torch.isfinite(f).all() for f in feats):
         raise RuntimeError(f"encoder {cfg.encoder!r} produced non-finite features: the checkpoint "
                            "is broken (diverged training?)")
+    return feats
 
-    # Weight decay on val, from the strongest penalty down, each fit warm-started from the last.
-    probe_device = runtime.device
-    t_probe = time.perf_counter()
+
+def _encoder_input(cfg: LinearEvalConfig, meta: dict,
+                   train: "data_mod.Split") -> tuple[tuple, tuple, int]:
+    """(mean, std, size) the encoder's images get: what it was trained with (its checkpoint's
+    meta), else the dataset's statistics and the configured or native size."""
+    mean = tuple(meta["mean"]) if meta.get("mean") is not None else tuple(train.mean)
+    std = tuple(meta["std"]) if meta.get("std") is not None else tuple(train.std)
+    return mean, std, int(meta.get("image_size") or cfg.image_size or train.image_size)
+
+
+def _probe_splits(cfg: LinearEvalConfig) -> tuple["data_mod.Split", "data_mod.Split"]:
+    """The dataset's train and test splits; both must be labelled and non-empty."""
+    from . import data
+
+    kwargs = dict(root=cfg.data_dir, image_size=cfg.image_size, accept_checksum=cfg.accept_checksum)
+    train = data.load_split(cfg.dataset, "train", **kwargs)
+    test = data.load_split(cfg.dataset, "test", **kwargs)
+    if len(train) == 0 or len(test) == 0 or not train.labelled or not test.labelled:
+        raise data.DataError(f"{cfg.dataset} needs labelled train and test splits for linear_eval, "
+                             f"got {len(train)} train and {len(test)} test images")
+    return train, test
+
+
+def _probe_on_validation(cfg: LinearEvalConfig, run: "RunDir", feats: torch.Tensor,
+                         labels: torch.Tensor, fit_idx: torch.Tensor, val_idx: torch.Tensor,
+                         num_classes: int, device: torch.device) -> dict:
+    """The weight decay chosen on validation, then the probe refitted on all labelled images.
+
+    Tried from the strongest penalty down, each fit warm-started from the last; one metrics row
+    per value. Returns ``{"final": probe, "choice": the result's weight-decay fields}``.
+    """
     rows, probe = [], None
     for wd in sorted(set(cfg.weight_decays), reverse=True):
         t = time.perf_counter()
-        probe = fit_linear_probe(train_feats[fit_idx], sub_labels[fit_idx], num_classes, wd,
-                                 max_iter=cfg.probe_max_iter, init=probe, device=probe_device)
-        val = topk_accuracy(probe_logits(probe, train_feats[val_idx]), sub_labels[val_idx])
+        probe = fit_linear_probe(feats[fit_idx], labels[fit_idx], num_classes, wd,
+                                 max_iter=cfg.probe_max_iter, init=probe, device=device)
+        val = topk_accuracy(probe_logits(probe, feats[val_idx]), labels[val_idx])
         row = {"weight_decay": wd, "val_top1": val["top1"], "val_top5": val["top5"],
                "loss": probe.fit_info["loss"], "iterations": probe.fit_info["iterations"],
                "n_fit": int(fit_idx.numel()), "n_val": int(val_idx.numel()),
@@ -315,41 +392,33 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     grid = sorted(set(cfg.weight_decays))
     # The best value at the strong end of the grid suggests the grid stopped too early.
     at_edge = len(grid) > 1 and best["weight_decay"] == grid[-1]
-    final = fit_linear_probe(train_feats, sub_labels, num_classes, best["weight_decay"],
-                             max_iter=cfg.probe_max_iter, device=probe_device)
-    test_logits = probe_logits(final, test_feats)
-    test_acc = topk_accuracy(test_logits, test.labels)
-    probe_seconds = time.perf_counter() - t_probe
+    final = fit_linear_probe(feats, labels, num_classes, best["weight_decay"],
+                             max_iter=cfg.probe_max_iter, device=device)
+    return {"final": final, "choice": {"val_top1": best["val_top1"], "weight_decay": best["weight_decay"],
+                                       "weight_decay_grid": grid, "weight_decay_at_strong_edge": at_edge}}
 
+
+def _check_frozen(encoder: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    """Raise if any weight or buffer of the frozen ``encoder`` differs from the snapshot ``before``."""
     changed = _changed_keys(encoder, before)
     if changed:
         raise RuntimeError(f"linear_eval changed frozen encoder weights/buffers ({', '.join(changed[:5])}"
                            f"{' ...' if len(changed) > 5 else ''}): this is a bug, please report it")
 
-    if cfg.save_features:
-        atomic_torch_save({"features": test_feats.half(), "labels": test.labels.clone(),
-                           "coarse_labels": None if test.coarse_labels is None
-                           else test.coarse_labels.clone(),
-                           "classes": list(test.classes),
-                           "coarse_classes": None if test.coarse_classes is None
-                           else list(test.coarse_classes),
-                           "encoder": cfg.encoder, "encoder_source": source_name(meta)},
-                          run.features_path)
-    n_images = int(subset.numel()) + len(test)
-    result = {"top1": test_acc["top1"], "top5": test_acc["top5"], "val_top1": best["val_top1"],
-              "weight_decay": best["weight_decay"], "weight_decay_grid": grid,
-              "weight_decay_at_strong_edge": at_edge,
-              "n_train": int(subset.numel()), "n_test": len(test), "num_classes": num_classes,
-              **labelled.record(),
-              "encoder": cfg.encoder, "encoder_source": source_name(meta),
-              "encoder_standin": uses_standin(meta), "encoder_meta": dict(meta),
-              "input_size": input_size, "mean": list(mean), "std": list(std),
-              "probe_iterations": final.fit_info["iterations"], "probe_loss": final.fit_info["loss"],
-              "feature_seconds": feature_seconds, "probe_seconds": probe_seconds,
-              "images_per_s": n_images / max(feature_seconds, 1e-9),
-              "runtime": runtime.describe(), "wall_time_s": time.perf_counter() - t0}
-    run.write_result(result)
-    return run.read_result()
+
+def _save_test_features(cfg: LinearEvalConfig, run: "RunDir", test_feats: torch.Tensor,
+                        test: "data_mod.Split", encoder_source: str) -> None:
+    """features.pt: the test split's features (float16) and labels, for the report's t-SNE."""
+    from .runs import atomic_torch_save
+
+    atomic_torch_save({"features": test_feats.half(), "labels": test.labels.clone(),
+                       "coarse_labels": None if test.coarse_labels is None
+                       else test.coarse_labels.clone(),
+                       "classes": list(test.classes),
+                       "coarse_classes": None if test.coarse_classes is None
+                       else list(test.coarse_classes),
+                       "encoder": cfg.encoder, "encoder_source": encoder_source},
+                      run.features_path)
 
 
 def linear_eval_on_one_rank(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:

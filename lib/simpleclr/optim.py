@@ -13,10 +13,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .config import TrainingConfig
 
 __all__ = ["LARS", "build_optimizer", "param_groups", "scaled_lr", "warmup_cosine",
            "warmup_cosine_scheduler"]
@@ -129,12 +132,13 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float,
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: Any, lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: "TrainingConfig", lr: float) -> torch.optim.Optimizer:
     """The optimizer ``cfg.optimizer`` ("lars", "sgd" or "adamw") over ``model``'s trainable parameters.
 
-    Reads ``cfg.weight_decay``, ``cfg.momentum`` and, where the config has them, ``cfg.nesterov`` and
-    ``cfg.encoder_lr_scale`` (fine-tuning: the encoder's lr is ``lr * encoder_lr_scale``). Biases and
-    norm parameters are never decayed, whatever the optimizer.
+    Reads ``cfg.weight_decay``, ``cfg.momentum`` and, where the config has them (supervised training
+    does, SimCLR does not), ``cfg.nesterov`` and ``cfg.encoder_lr_scale`` (fine-tuning: the encoder's
+    lr is ``lr * encoder_lr_scale``). Biases and norm parameters are never decayed, whatever the
+    optimizer.
     """
     groups = param_groups(model, lr, cfg.weight_decay, getattr(cfg, "encoder_lr_scale", 1.0))
     if not groups:
