@@ -9,7 +9,7 @@ from .synthetic import class_patterns, write_synthetic_cifar100, write_synthetic
 
 __all__ = [
     "DataError", "DatasetSpec", "LabelledSplit", "Split", "available_datasets", "class_patterns",
-    "default_data_dir", "get_spec", "index_digest", "info", "labelled_split", "load_split", "prepare", "resolve", "stratified_subset",
-    "train_val_split",
+    "default_data_dir", "get_spec", "index_digest", "info", "labelled_split", "load_split", "prepare",
+    "resolve", "stratified_subset", "train_val_split",
     "write_synthetic_cifar100", "write_synthetic_tiny_imagenet",
 ]
