@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from simpleclr import estimate, plans
+from simpleclr import estimate, plans, study
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.runs import RunDir
 
@@ -153,7 +153,7 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
     p = plans.load_plan(name, tmp_path)
     roles = [(k, v) for s in p.runs.values() for k, v in s.report.items()]
     rows = {v for k, v in roles if k == "row"}
-    assert rows == set(plans.ROW_NAMES)
+    assert rows == set(study.ROW_NAMES)
     kinds = {k for k, _ in roles}
     assert {"finetune", "label_efficiency", "size_study", "hparam", "features"} <= kinds
     # size study: nested subsets of one dataset, trained for the same number of steps
