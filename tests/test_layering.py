@@ -11,7 +11,7 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "simpleclr"
 LOW = {"data", "augment", "models", "losses"}
-HIGH = {"train", "evaluate", "plans", "report", "cli", "study", "figures"}
+HIGH = {"train", "evaluate", "plans", "planfile", "estimate", "report", "cli", "study", "figures"}
 OUTSIDE = {"notebooks", "plans", "tests", "scripts"}  # repository folders, not importable parts of lib
 
 
@@ -139,6 +139,17 @@ def test_the_report_never_trains_or_evaluates():
 def test_study_and_figures_read_run_folders_only():
     assert _reach(GRAPH, "study") <= {"runs", "locks"}, _arrows("study", set(GRAPH))
     assert _reach(GRAPH, "figures") <= {"study", "runs", "locks"}, _arrows("figures", set(GRAPH))
+
+
+def test_estimate_times_with_bench_and_sizes_from_data_and_never_reaches_plans():
+    """plans imports estimate, never the other way; estimate reads no study and draws nothing."""
+    assert {"bench", "data"} <= GRAPH["estimate"] and "estimate" in GRAPH["plans"]
+    bad = _reach(GRAPH, "estimate") & {"plans", "planfile", "report", "study", "figures", "cli"}
+    assert not bad, f"estimate reaches {sorted(bad)}: " + "; ".join(_arrows("estimate", set(GRAPH)))
+
+
+def test_plan_files_are_read_without_running_or_timing_anything():
+    assert _reach(GRAPH, "planfile") <= {"config", "runs", "locks", "study"}, _arrows("planfile", set(GRAPH))
 
 
 def test_lib_imports_nothing_from_the_repository_folders():
