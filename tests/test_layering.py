@@ -13,7 +13,8 @@ from pathlib import Path
 
 LIB = Path(__file__).resolve().parents[1] / "lib" / "simpleclr"
 LOW = {"data", "augment", "models", "losses"}
-HIGH = {"train", "pretrain", "supervised", "evaluate", "plans", "report", "tables", "cli", "study", "figures"}
+HIGH = {"train", "pretrain", "supervised", "evaluate", "plans", "planfile", "estimate", "report", "tables",
+        "cli", "study", "figures"}
 OUTSIDE = {"notebooks", "plans", "tests", "scripts"}  # repository folders, not importable parts of lib
 
 
@@ -169,8 +170,19 @@ def test_study_and_figures_read_run_folders_only():
 def test_the_errors_module_is_the_bottom_and_every_error_stands_on_it():
     """``errors`` imports nothing of ours; the modules that define error classes import it."""
     assert not GRAPH["errors"], "errors imports " + "; ".join(_arrows("errors", set(GRAPH)))
-    assert {"config", "locks", "runs", "data", "models", "study", "plans", "launch", "train"} <= {
+    assert {"config", "locks", "runs", "data", "models", "study", "planfile", "launch", "train"} <= {
         m for m in GRAPH if "errors" in GRAPH[m]}
+
+
+def test_estimate_times_with_bench_and_sizes_from_data_and_never_reaches_plans():
+    """plans imports estimate, never the other way; estimate reads no study and draws nothing."""
+    assert {"bench", "data"} <= GRAPH["estimate"] and "estimate" in GRAPH["plans"]
+    bad = _reach(GRAPH, "estimate") & {"plans", "planfile", "report", "study", "figures", "cli"}
+    assert not bad, f"estimate reaches {sorted(bad)}: " + "; ".join(_arrows("estimate", set(GRAPH)))
+
+
+def test_plan_files_are_read_without_running_or_timing_anything():
+    assert _reach(GRAPH, "planfile") <= {"config", "runs", "locks", "study", "errors"}, _arrows("planfile", set(GRAPH))
 
 
 def test_lib_imports_nothing_from_the_repository_folders():

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from simpleclr import plans
+from simpleclr import planfile, plans
 from simpleclr.config import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ def test_parameters_are_the_config_fields(name):
 
 def test_report_parameters_are_what_plans_pass():
     params = parameters(read("report"))
-    assert set(params) == {"plan_dir", *plans.REPORT_PARAMS}
+    assert set(params) == {"plan_dir", *planfile.REPORT_PARAMS}
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

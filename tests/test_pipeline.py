@@ -14,7 +14,7 @@ import time
 import pytest
 import yaml
 
-from simpleclr import plans
+from simpleclr import planfile, plans, study
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def _acc(cell: str) -> tuple[float, float, float]:
 def test_smoke_plan_finishes_and_reports_every_row(smoke):
     assert smoke["code"] == 0
     html = smoke["html"]
-    for name in plans.ROW_NAMES:
+    for name in study.ROW_NAMES:
         row = _row(html, name)
         (top1, lo1, hi1), (top5, lo5, hi5) = _acc(row["Top-1 (%)"]), _acc(row["Top-5 (%)"])
         assert 0.0 <= top1 <= top5 <= 100.0, (name, row)
@@ -112,7 +112,7 @@ def test_second_run_reuses_every_finished_run(smoke, capsys):
 
 def test_a_failing_run_leaves_the_others_and_the_report_intact(smoke, capsys):
     root = smoke["root"]
-    plan = yaml.safe_load(plans.find_plan_file("smoke").read_text())
+    plan = yaml.safe_load(planfile.find_plan_file("smoke").read_text())
     for run in plan["runs"]:
         if run["name"] == "random":  # a new folder whose encoder cannot be loaded
             run["name"] = "random-broken"

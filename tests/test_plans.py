@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from simpleclr import plans
+from simpleclr import estimate, plans, study
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.runs import RunDir
 
@@ -153,7 +153,7 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
     p = plans.load_plan(name, tmp_path)
     roles = [(k, v) for s in p.runs.values() for k, v in s.report.items()]
     rows = {v for k, v in roles if k == "row"}
-    assert rows == set(plans.ROW_NAMES)
+    assert rows == set(study.ROW_NAMES)
     kinds = {k for k, _ in roles}
     assert {"finetune", "label_efficiency", "size_study", "hparam", "features"} <= kinds
     # size study: nested subsets of one dataset, trained for the same number of steps
@@ -201,7 +201,7 @@ def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
 
 
 def test_status_and_show(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(plans.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
+    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
     p = load(tmp_path, BASE)
     assert p.runs["pre"].status() == "todo"
     RunDir(p.runs["pre"].path).start(p.runs["pre"].config)
@@ -326,24 +326,24 @@ def test_only_runs_the_named_runs_and_their_needs(tmp_path, monkeypatch):
 
 def test_work_units_follow_the_config():
     cfg = PretrainConfig(dataset="cifar100", steps=100, batch_size=256).to_dict()
-    assert plans.work_units("pretrain", cfg) == 2 * 100 * 256
+    assert estimate.work_units("pretrain", cfg) == 2 * 100 * 256
     cfg = PretrainConfig(dataset="cifar100", epochs=2, val_fraction=0.1, subset_fraction=0.5,
                          image_size=16, warmup_epochs=0).to_dict()
-    assert plans.work_units("pretrain", cfg) == pytest.approx(2 * 2 * 50000 * 0.5 * 0.9 / 4)
+    assert estimate.work_units("pretrain", cfg) == pytest.approx(2 * 2 * 50000 * 0.5 * 0.9 / 4)
     cfg = LinearEvalConfig(dataset="cifar100", label_fraction=0.1).to_dict()
-    assert plans.work_units("linear_eval", cfg) == pytest.approx((5000 + 10000) / 3)
+    assert estimate.work_units("linear_eval", cfg) == pytest.approx((5000 + 10000) / 3)
     cfg = LinearEvalConfig(dataset="cifar100", encoder="imagenet", image_size=128).to_dict()
-    assert plans.work_units("linear_eval", cfg) == pytest.approx(60000 / 3)  # its stem: 4x down
+    assert estimate.work_units("linear_eval", cfg) == pytest.approx(60000 / 3)  # its stem: 4x down
     # supervised: 5,000 labelled images, 4,500 trained on and 500 validated each epoch
     cfg = SupervisedConfig(dataset="cifar100", subset_fraction=0.1, epochs=2, warmup_epochs=0).to_dict()
     epoch = 4500 + 500 / 3
-    assert plans.work_units("supervised", cfg) == pytest.approx(2 * epoch + 10000 / 3)
+    assert estimate.work_units("supervised", cfg) == pytest.approx(2 * epoch + 10000 / 3)
     # choosing the encoder lr among 3 values adds 3 trials of trial_epochs (at most epochs)
     tuned = SupervisedConfig(dataset="cifar100", subset_fraction=0.1, epochs=2, warmup_epochs=0,
                              init="runs/pre", encoder_lr_grid=(0.1, 0.3, 1.0), trial_epochs=1).to_dict()
-    assert plans.work_units("supervised", tuned) == pytest.approx((2 + 3) * epoch + 10000 / 3)
+    assert estimate.work_units("supervised", tuned) == pytest.approx((2 + 3) * epoch + 10000 / 3)
     one = {**tuned, "encoder_lr_grid": [0.3], "trial_epochs": 5}  # one value: no trials
-    assert plans.work_units("supervised", one) == pytest.approx(2 * epoch + 10000 / 3)
+    assert estimate.work_units("supervised", one) == pytest.approx(2 * epoch + 10000 / 3)
 
 
 def test_estimates_come_from_recorded_runs_on_this_machine(tmp_path):
@@ -353,17 +353,17 @@ def test_estimates_come_from_recorded_runs_on_this_machine(tmp_path):
     params: {epochs: 4, warmup_epochs: 0}
 """)
     finish(p.runs["pre"], {"wall_time_s": 100.0}, data={"n_train": 180})
-    est = plans.Estimator(tmp_path / "out")
+    est = estimate.Estimator(tmp_path / "out")
     assert est.finished and est.finished[0]["sizes"] == (200, 0)  # 180 / (1 - 0.1 val)
     # the same config: its recorded time (plus notebook start-up)
     again = plans.RunSpec("x", "pretrain", p.runs["pre"].config, tmp_path / "elsewhere")
     sec, basis = est.seconds(again)
-    assert sec == pytest.approx(100.0 + plans.NOTEBOOK_OVERHEAD_S) and "same config" in basis
+    assert sec == pytest.approx(100.0 + estimate.NOTEBOOK_OVERHEAD_S) and "same config" in basis
     # twice the epochs at the recorded rate: twice the time
     sec, basis = est.seconds(p.runs["pre2"])
-    units = plans.work_units("pretrain", p.runs["pre2"].config.to_dict())
-    rate = 100.0 / plans.work_units("pretrain", p.runs["pre"].config.to_dict(), (200, 0))
-    assert sec == pytest.approx(plans.NOTEBOOK_OVERHEAD_S + units * rate)
+    units = estimate.work_units("pretrain", p.runs["pre2"].config.to_dict())
+    rate = 100.0 / estimate.work_units("pretrain", p.runs["pre"].config.to_dict(), (200, 0))
+    assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + units * rate)
     assert "finished pretrain run" in basis
     assert socket.gethostname() == est.host
 
@@ -371,9 +371,11 @@ def test_estimates_come_from_recorded_runs_on_this_machine(tmp_path):
 def test_measure_times_steps_once_per_precision(tmp_path, monkeypatch):
     import torch
 
-    tiny = lambda stem: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())  # noqa: E731
+    # an encoder with the 512 features bench's supervised step (models.Classifier) expects
+    tiny = lambda stem: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),  # noqa: E731
+                                            torch.nn.Flatten(), torch.nn.Linear(4, 512))
     monkeypatch.setattr("simpleclr.models.resnet18_encoder", tiny)
-    est = plans.Estimator(tmp_path)
+    est = estimate.Estimator(tmp_path)
     per_image, warmup = est.measure("fp32")
     assert 0 < per_image < 1 and warmup >= 0
     monkeypatch.setattr("simpleclr.models.resnet18_encoder", lambda *a: pytest.fail("timed twice"))
@@ -406,7 +408,7 @@ def test_a_damaged_result_json_marks_its_run_broken_and_the_plan_and_report_go_o
     with pytest.raises(ValueError, match="is damaged"):  # what code tolerating a torn file catches
         RunDir(p.runs["pre"].path).read_result()
     capsys.readouterr()
-    monkeypatch.setattr(plans.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
+    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
     assert plans.show_plan(write_plan(tmp_path, FOUR), outputs=tmp_path / "out") == 0
     shown = capsys.readouterr().out
     assert "3 done, 0 partial, 0 todo, 1 broken" in shown

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simpleclr import plans
+from simpleclr import estimate, plans
 from simpleclr.runs import RunDir
 from simpleclr.runwatch import RunWatch, fmt_seconds, progress_line
 
@@ -50,7 +50,7 @@ def _plan(budget=None, smaller=None) -> plans.Plan:
 
 
 def test_plan_clock_sums_by_stage_warns_over_budget_and_scales_time_left():
-    clock = plans.PlanClock({"a": 600.0, "b": 600.0, "c": 300.0})
+    clock = estimate.PlanClock({"a": 600.0, "b": 600.0, "c": 300.0})
     assert clock.summary(_plan()) == \
         "plan p: estimate on this machine about 25m00s (pretrain 20m00s, linear_eval 5m00s)"
     assert "WARNING" not in clock.summary(_plan(budget=15))  # within twice the budget

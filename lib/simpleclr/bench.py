@@ -22,11 +22,13 @@ import resource
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
 from .config import PretrainConfig, SupervisedConfig, _parse_bool
+from .device import Runtime, resolve_runtime
 
 CIFAR_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR_STD = (0.2673, 0.2564, 0.2762)
@@ -74,11 +76,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int, steps: int) -> float:
-    """Median seconds per call over ``repeats`` groups of ``steps`` calls, after ``warmup`` calls."""
+@dataclass(frozen=True)
+class Timing:
+    """One case's timing: the median seconds per call, and what the warm-up calls cost on top
+    (oneDNN's kernel preparation, cuDNN's autotuning: paid again by every fresh process)."""
+
+    seconds: float
+    warmup_s: float
+
+
+def time_steps(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: int,
+               steps: int) -> Timing:
+    """Median seconds per call over ``repeats`` groups of ``steps`` calls, after ``warmup`` calls
+    timed one by one (their excess over the median is :attr:`Timing.warmup_s`)."""
+    first = []
     for _ in range(warmup):
+        t0 = time.perf_counter()
         fn()
-    _sync(device)
+        _sync(device)
+        first.append(time.perf_counter() - t0)
     per_call = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -86,7 +102,8 @@ def _time(fn: Callable[[], Any], device: torch.device, *, warmup: int, repeats: 
             fn()
         _sync(device)
         per_call.append((time.perf_counter() - t0) / steps)
-    return statistics.median(per_call)
+    median = statistics.median(per_call)
+    return Timing(median, sum(max(0.0, t - median) for t in first))
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -95,96 +112,137 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "auto",
-              channels_last: bool = True, compile: bool = False, device: str = "auto",
-              repeats: int = 5, steps: int = 3, warmup: int = 2,
-              only: Optional[list[str]] = None) -> dict:
-    """Measure the cases in ``only`` and return a JSON-ready dict of figures."""
-    from . import augment as augment_mod
-    from . import evaluate, models
-    from . import pretrain as pretrain_mod
-    from . import supervised as supervised_mod
-    from .losses import nt_xent
-    from .device import resolve_runtime
+# ---- the cases: each builds the trainer's own objects and returns one step to time -------------
+@dataclass
+class Inputs:
+    """What every case steps on: the runtime, random uint8 images and labels already on the
+    device, the augmentation generator and endless index batches drawn as the trainer draws them."""
 
-    only = list(only or CASES)
+    cfg: PretrainConfig
+    rt: Runtime
+    data: torch.Tensor
+    labels: torch.Tensor
+    gen: torch.Generator
+    batches: Iterator[torch.Tensor]
+    image_size: int
+
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.batch_size
+
+
+BIG = 10**9  # a schedule long enough never to reach its end during the benchmark
+
+
+def make_inputs(batch_size: int = 256, image_size: int = 32, precision: str = "auto",
+                channels_last: bool = True, compile: bool = False, device: str = "auto") -> Inputs:
+    """The runtime and data of a benchmark: ``max(4 * batch_size, 2048)`` random images."""
     cfg = PretrainConfig(batch_size=batch_size, precision=precision, channels_last=channels_last,
                          compile=compile, device=device, epochs=1, warmup_epochs=0.0)
     rt = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last)
-    dev = rt.device
-    gen = torch.Generator(device=dev).manual_seed(0)
     n_data = max(4 * batch_size, 2048)
     data = torch.randint(0, 256, (n_data, 3, image_size, image_size), dtype=torch.uint8,
-                         generator=torch.Generator().manual_seed(0)).to(dev)
-    labels = torch.randint(0, 100, (n_data,), generator=torch.Generator().manual_seed(1)).to(dev)
-    batch_of = _batches(n_data, batch_size, dev)
-    timing = dict(device=dev, warmup=warmup, repeats=repeats, steps=steps)
-    out: dict[str, Any] = {"device": str(dev), "device_name": _device_name(dev),
-                           "torch": torch.__version__, "threads": torch.get_num_threads(),
-                           "precision": rt.precision, "channels_last": rt.channels_last,
-                           "compile": compile, "batch_size": batch_size, "image_size": image_size,
-                           "unit": "images/s (a SimCLR image is two views)", "results": {}}
-    res = out["results"]
-    big = 10**9  # a schedule long enough never to reach its end during the benchmark
+                         generator=torch.Generator().manual_seed(0)).to(rt.device)
+    labels = torch.randint(0, 100, (n_data,), generator=torch.Generator().manual_seed(1)).to(rt.device)
+    return Inputs(cfg, rt, data, labels, torch.Generator(device=rt.device).manual_seed(0),
+                  _batches(n_data, batch_size, rt.device), image_size)
 
-    if {"model_step", "simclr_step"} & set(only):
-        parts = pretrain_mod.build_simclr(cfg, rt, image_size=image_size, mean=CIFAR_MEAN,
-                                          std=CIFAR_STD, total_steps=big, warmup_steps=0)
-        if "model_step" in only:
-            views = parts.augment(data[: 2 * batch_size], gen)
-            views = views.contiguous(memory_format=torch.channels_last) if rt.channels_last else views
 
-            def model_step() -> None:
-                parts.optimizer.zero_grad(set_to_none=True)
-                with rt.autocast():
-                    z = parts.train_model(views)
-                z1, z2 = z.float().chunk(2)
-                nt_xent(z1, z2, cfg.temperature).backward()
-                parts.optimizer.step()
+def simclr_parts(inp: Inputs) -> Any:
+    """ResNet-18 + head, augmentation, LARS and schedule, as :func:`pretrain.pretrain_simclr` builds them."""
+    from . import pretrain
 
-            s = _time(model_step, **timing)
-            res["model_step"] = {"images_per_s": batch_size / s, "views_per_s": 2 * batch_size / s,
-                                 "ms_per_step": 1e3 * s}
-        if "simclr_step" in only:
-            def simclr() -> None:
-                pretrain_mod.simclr_step(parts.train_model, parts.augment, parts.optimizer,
-                                         parts.scheduler, rt, data[next(batch_of)], gen, cfg.temperature,
-                                         parts.scaler, check_finite=False)
+    return pretrain.build_simclr(inp.cfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
+                              std=CIFAR_STD, total_steps=BIG, warmup_steps=0)
 
-            s = _time(simclr, **timing)
-            res["simclr_step"] = {"images_per_s": batch_size / s, "ms_per_step": 1e3 * s}
-        del parts
 
-    if "augment" in only:
-        aug = augment_mod.SimCLRAugment(image_size, CIFAR_MEAN, CIFAR_STD)
-        s = _time(lambda: aug.two_views(data[next(batch_of)], gen), **timing)
-        res["augment"] = {"images_per_s": batch_size / s, "ms_per_step": 1e3 * s}
+def model_case(inp: Inputs, parts: Any) -> Callable[[], None]:
+    """Forward/backward/NT-Xent/optimizer step on views augmented once, up front."""
+    from .losses import nt_xent
 
-    if "supervised_step" in only:
-        scfg = SupervisedConfig(batch_size=batch_size, precision=precision, compile=compile,
-                                channels_last=channels_last, device=device, epochs=1, warmup_epochs=0.0)
-        sparts = supervised_mod.build_supervised(scfg, rt, image_size=image_size, mean=CIFAR_MEAN,
-                                                 std=CIFAR_STD, num_classes=100, total_steps=big,
-                                                 warmup_steps=0)
+    views = parts.augment(inp.data[: 2 * inp.batch_size], inp.gen)
+    views = views.contiguous(memory_format=torch.channels_last) if inp.rt.channels_last else views
 
-        def supervised() -> None:
-            idx = next(batch_of)
-            supervised_mod.supervised_step(sparts.train_model, sparts.augment, sparts.optimizer,
-                                           sparts.scheduler, rt, data[idx], labels[idx], gen,
-                                           scaler=sparts.scaler, check_finite=False)
+    def model_step() -> None:
+        parts.optimizer.zero_grad(set_to_none=True)
+        with inp.rt.autocast():
+            z = parts.train_model(views)
+        z1, z2 = z.float().chunk(2)
+        nt_xent(z1, z2, inp.cfg.temperature).backward()
+        parts.optimizer.step()
 
-        s = _time(supervised, **timing)
-        res["supervised_step"] = {"images_per_s": batch_size / s, "ms_per_step": 1e3 * s}
-        del sparts
+    return model_step
 
-    if "linear_eval_features" in only:
-        encoder = models.resnet18_encoder("cifar").to(dev)
-        n = 4 * batch_size
-        s = _time(lambda: evaluate.extract_features(encoder, data[:n], CIFAR_MEAN, CIFAR_STD, rt,
-                                                    batch_size=max(batch_size, 512)),
-                  device=dev, warmup=1, repeats=max(3, repeats // 2), steps=1)
-        res["linear_eval_features"] = {"images_per_s": n / s, "ms_per_step": 1e3 * s * batch_size / n}
 
+def simclr_case(inp: Inputs, parts: Any = None) -> Callable[[], None]:
+    """The real pretraining step end to end: one call trains on ``batch_size`` images (two views each)."""
+    from . import pretrain
+
+    parts = parts if parts is not None else simclr_parts(inp)
+
+    def simclr() -> None:
+        pretrain.simclr_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler, inp.rt,
+                          inp.data[next(inp.batches)], inp.gen, inp.cfg.temperature, parts.scaler,
+                          check_finite=False)
+
+    return simclr
+
+
+def augment_case(inp: Inputs) -> Callable[[], Any]:
+    """The two-view augmentation alone."""
+    from .augment import SimCLRAugment
+
+    aug = SimCLRAugment(inp.image_size, CIFAR_MEAN, CIFAR_STD)
+    return lambda: aug.two_views(inp.data[next(inp.batches)], inp.gen)
+
+
+def supervised_case(inp: Inputs) -> Callable[[], None]:
+    """The supervised step end to end (crop + flip, forward, cross-entropy, backward, SGD step)."""
+    from . import supervised as supervised_mod
+
+    c = inp.cfg
+    scfg = SupervisedConfig(batch_size=c.batch_size, precision=c.precision, compile=c.compile,
+                            channels_last=c.channels_last, device=c.device, epochs=1, warmup_epochs=0.0)
+    parts = supervised_mod.build_supervised(scfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
+                                   std=CIFAR_STD, num_classes=100, total_steps=BIG, warmup_steps=0)
+
+    def supervised() -> None:
+        idx = next(inp.batches)
+        supervised_mod.supervised_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
+                              inp.rt, inp.data[idx], inp.labels[idx], inp.gen, scaler=parts.scaler,
+                              check_finite=False)
+
+    return supervised
+
+
+def features_case(inp: Inputs, n: int) -> Callable[[], Any]:
+    """Frozen-encoder feature extraction of ``n`` images (one view, no grad)."""
+    from . import evaluate, models
+
+    encoder = models.resnet18_encoder("cifar").to(inp.rt.device)
+    return lambda: evaluate.extract_features(encoder, inp.data[:n], CIFAR_MEAN, CIFAR_STD, inp.rt,
+                                             batch_size=max(inp.batch_size, 512))
+
+
+# ---- the command ------------------------------------------------------------------------------
+def _rate(seconds: float, images: int) -> dict[str, float]:
+    return {"images_per_s": images / seconds, "ms_per_step": 1e3 * seconds}
+
+
+def _simclr_results(inp: Inputs, only: list[str], timing: dict) -> dict[str, dict]:
+    """``model_step`` and ``simclr_step``, on one set of SimCLR parts."""
+    res: dict[str, dict] = {}
+    parts = simclr_parts(inp)
+    b = inp.batch_size
+    if "model_step" in only:
+        s = time_steps(model_case(inp, parts), **timing).seconds
+        res["model_step"] = {"images_per_s": b / s, "views_per_s": 2 * b / s, "ms_per_step": 1e3 * s}
+    if "simclr_step" in only:
+        res["simclr_step"] = _rate(time_steps(simclr_case(inp, parts), **timing).seconds, b)
+    return res
+
+
+def _ratios(res: dict[str, dict]) -> dict[str, float]:
     ratios = {}
     if "model_step" in res and "simclr_step" in res:
         ratios["simclr_step / model_step"] = res["simclr_step"]["images_per_s"] / res["model_step"]["images_per_s"]
@@ -192,7 +250,36 @@ def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "aut
         # one feature = one forward of one view; a training "view" is one forward + backward
         ratios["features / model_step views"] = (res["linear_eval_features"]["images_per_s"]
                                                  / res["model_step"]["views_per_s"])
-    out["ratios"] = ratios
+    return ratios
+
+
+def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "auto",
+              channels_last: bool = True, compile: bool = False, device: str = "auto",
+              repeats: int = 5, steps: int = 3, warmup: int = 2,
+              only: Optional[list[str]] = None) -> dict:
+    """Measure the cases in ``only`` and return a JSON-ready dict of figures."""
+    only = list(only or CASES)
+    inp = make_inputs(batch_size, image_size, precision, channels_last, compile, device)
+    dev = inp.rt.device
+    timing = dict(device=dev, warmup=warmup, repeats=repeats, steps=steps)
+    out: dict[str, Any] = {"device": str(dev), "device_name": _device_name(dev),
+                           "torch": torch.__version__, "threads": torch.get_num_threads(),
+                           "precision": inp.rt.precision, "channels_last": inp.rt.channels_last,
+                           "compile": compile, "batch_size": batch_size, "image_size": image_size,
+                           "unit": "images/s (a SimCLR image is two views)", "results": {}}
+    res = out["results"]
+    if {"model_step", "simclr_step"} & set(only):
+        res.update(_simclr_results(inp, only, timing))
+    if "augment" in only:
+        res["augment"] = _rate(time_steps(augment_case(inp), **timing).seconds, batch_size)
+    if "supervised_step" in only:
+        res["supervised_step"] = _rate(time_steps(supervised_case(inp), **timing).seconds, batch_size)
+    if "linear_eval_features" in only:
+        n = 4 * batch_size
+        s = time_steps(features_case(inp, n), device=dev, warmup=1, repeats=max(3, repeats // 2),
+                       steps=1).seconds
+        res["linear_eval_features"] = {"images_per_s": n / s, "ms_per_step": 1e3 * s * batch_size / n}
+    out["ratios"] = _ratios(res)
     out["peak_memory_mb"] = _peak_memory_mb(dev)
     return out
 

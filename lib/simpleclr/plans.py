@@ -1,389 +1,30 @@
-"""Experiment plans: YAML files listing runs, executed as papermill notebooks into run folders.
+"""Experiment plans: run a plan's runs as papermill notebooks into run folders, then the report.
 
-A plan (``plans/<name>.yaml``) names its runs, the notebook (= stage) each one executes, its
-parameters and what the report does with it. :func:`load_plan` validates the whole plan up front
-(unknown notebook, missing need, cycle, bad reference, invalid config value: one line each) so no
-compute starts on a broken plan; :func:`run_plan` executes the runs in dependency order, skipping
-finished ones and resuming partial ones, then renders the report; :func:`show_plan` lists status
-and an estimate of the time left.
-
-Plan file::
-
-    name: smoke                       # outputs/<name>/<run>/ (default: the file name)
-    description: one paragraph for the report
-    standins: [imagenet_weights]      # generated files the plan may reference (smoke only)
-    defaults:                         # merged under every run's params
-      all: {device: auto}             #   every stage (keys must be a field of some stage)
-      pretrain: {epochs: 2}           #   one stage
-    report: {title: ..., tsne_points: 1000}
-    runs:
-      - name: selfsuper-pretrain
-        notebook: pretrain            # pretrain | supervised | linear_eval
-        params: {dataset: cifar100}
-      - name: selfsuper
-        notebook: linear_eval
-        params: {encoder: "{runs.selfsuper-pretrain}"}   # that run's folder; implies needs
-        report: {row: selfsuper}
-      - name: hp-t{temperature}-s{seed}                  # one run per combination
-        matrix: {temperature: [0.2, 0.5], seed: [0, 1]}
-        notebook: pretrain
-        params: {temperature: "{temperature}", seed: "{seed}"}
-      - name: big-pretrain
-        notebook: pretrain
-        launch: torchrun --nproc-per-node 8  # the notebook starts the stage through torchrun
-
-References: ``{runs.<name>}`` (a run folder), ``{standin.imagenet_weights}`` (the generated
-stand-in file), ``{env.<VARIABLE>}`` (an environment variable, None when unset, e.g. for
-``accept_checksum``), ``{<matrix key>}`` (a whole-string placeholder keeps the value's type).
-
-Report roles (a run's ``report:`` mapping; runs sharing a role and value are seeds, averaged):
-``row`` (a main-table row), ``finetune`` (fine-tuned from that row's encoder: its gain over
-``super``), ``label_efficiency`` (a point of that row's label curve), ``size_study`` (a probe of an
-encoder pretrained on a subset: x is that run's ``subset_fraction``), ``hparam`` (the pretraining
-fields that are the study's axes), ``features`` (t-SNE features for a row tested directly).
-The report reads everything else from the run folders.
+A plan (``plans/<name>.yaml``, read and validated by :func:`simpleclr.planfile.load_plan`) names
+its runs, the notebook (= stage) each one executes, its parameters and what the report does with
+it. :func:`run_plan` checks the data every run needs, executes the runs in dependency order,
+skipping finished ones and resuming partial ones, then renders the report; :func:`show_plan`
+lists status and an estimate of the time left (:mod:`simpleclr.estimate`).
 """
 from __future__ import annotations
 
 import contextlib
-import copy
-import itertools
-import math
 import os
-import re
 import sys
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
-from .config import REGISTRY, STAGES, ConfigError, StageConfig, notebook_stage, yaml_load
-from .errors import SimpleCLRError
-from .runs import BrokenRun, RunDir, atomic_write_json, git_commit, read_json
+from .estimate import Estimator, PlanClock, estimate_runs
+from .planfile import REPO_ROOT, Plan, PlanError, RunSpec, load_plan
+from .runs import RunDir, atomic_write_json, git_commit
 from .runwatch import RunWatch, fmt_seconds
-from .study import MAIN_ROWS, MANIFEST, ROLES, ROW_NAMES
+from .study import MAIN_ROWS, MANIFEST
 
 PathLike = Union[str, os.PathLike]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-NOTEBOOKS = tuple(s.notebook for s in REGISTRY)  # the stage notebooks a plan's runs may name
 REPORT_NOTEBOOK = "report"
 ACCEPT_ENV = "SIMPLECLR_ACCEPT_CHECKSUM"  # what the shipped plans read accept_checksum from
-STANDIN_FILES = {"imagenet_weights": "standin-imagenet-resnet18.pth"}
-
-REPORT_PARAMS = ("title", "tsne_points", "tsne_seed", "tsne_perplexity")  # report.ipynb's parameters
-PLAN_KEYS = {"name", "description", "defaults", "report", "runs", "standins", "estimate",
-             "budget_min", "smaller"}
-RUN_KEYS = {"name", "notebook", "params", "needs", "report", "matrix", "launch"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
-
-
-class PlanError(SimpleCLRError, ValueError):
-    """A plan that cannot run; the message is one line saying what is wrong and what to do."""
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One run of a plan, fully resolved: its config is what the notebook will build."""
-
-    name: str
-    notebook: str
-    config: StageConfig
-    path: Path
-    needs: tuple[str, ...] = ()
-    report: dict = field(default_factory=dict)
-
-    @property
-    def params(self) -> dict:
-        """The notebook's parameters: every config field plus ``out_dir``."""
-        return {**self.config.to_dict(), "out_dir": str(self.path)}
-
-    def status(self) -> str:
-        return RunDir(self.path).status(self.config.fingerprint())
-
-
-@dataclass(frozen=True)
-class Plan:
-    name: str
-    source: Path
-    description: str
-    outputs: Path  # the plan's folder: <outputs>/<name>
-    runs: dict[str, RunSpec]  # in an order where every run follows its needs
-    report: dict = field(default_factory=dict)
-    standins: tuple[str, ...] = ()
-    estimate: str = ""
-    budget_min: Optional[float] = None  # the wall time the plan is sized for, where one is stated
-    smaller: Optional[str] = None  # the plan to name when this one would take far longer here
-
-    def standin_path(self, kind: str) -> Path:
-        return self.outputs / STANDIN_FILES[kind]
-
-    def closure(self, names: Iterable[str]) -> list[str]:
-        """``names`` and everything they need, in execution order."""
-        want: set[str] = set()
-        stack = list(names)
-        while stack:
-            n = stack.pop()
-            if n not in self.runs:
-                raise PlanError(f"plan {self.name}: no run named {n!r}; runs: {', '.join(self.runs)}")
-            if n not in want:
-                want.add(n)
-                stack.extend(self.runs[n].needs)
-        return [n for n in self.runs if n in want]
-
-
-# ---- loading and validation ---------------------------------------------------------------
-def find_plan_file(plan: PathLike) -> Path:
-    """A plan file from a path or a name (``plans/<name>.yaml`` here, then in the repository)."""
-    p = Path(plan)
-    if p.suffix in (".yaml", ".yml", ".json") or p.is_file():
-        if not p.is_file():
-            raise PlanError(f"plan file {p} does not exist")
-        return p
-    for base in (Path.cwd() / "plans", REPO_ROOT / "plans"):
-        for ext in (".yaml", ".yml"):
-            if (base / f"{plan}{ext}").is_file():
-                return base / f"{plan}{ext}"
-    known = sorted({q.stem for q in (REPO_ROOT / "plans").glob("*.yaml")})
-    raise PlanError(f"no plan named {str(plan)!r}: use one of {', '.join(known) or '(none found)'} "
-                    "or the path of a YAML file")
-
-
-def _substitute(obj: Any, values: dict) -> Any:
-    """Replace ``{key}`` for the keys of ``values`` in every string inside ``obj``."""
-    if isinstance(obj, str):
-        m = _REF.fullmatch(obj)
-        if m and m.group(1) in values:
-            return values[m.group(1)]
-        return _REF.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), obj)
-    if isinstance(obj, list):
-        return [_substitute(v, values) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _substitute(v, values) for k, v in obj.items()}
-    return obj
-
-
-def _expand(raw: dict, where: str) -> list[dict]:
-    """One entry per combination of the run's ``matrix`` (itself when it has none)."""
-    matrix = raw.get("matrix")
-    if matrix is None:
-        return [raw]
-    if not isinstance(matrix, dict) or not matrix or not all(isinstance(v, list) and v for v in matrix.values()):
-        raise PlanError(f"{where}: matrix must map each key to a non-empty list of values")
-    missing = [k for k in matrix if "{" + k + "}" not in str(raw.get("name", ""))]
-    if missing:
-        raise PlanError(f"{where}: the run name must contain {{{missing[0]}}} so each matrix run gets its own folder")
-    body = {k: v for k, v in raw.items() if k != "matrix"}
-    return [_substitute(body, dict(zip(matrix, combo))) for combo in itertools.product(*matrix.values())]
-
-
-def _references(obj: Any) -> list[str]:
-    if isinstance(obj, str):
-        return _REF.findall(obj)
-    if isinstance(obj, list):
-        return [r for v in obj for r in _references(v)]
-    if isinstance(obj, dict):
-        return [r for v in obj.values() for r in _references(v)]
-    return []
-
-
-def _needs(value: Any, where: str) -> list[str]:
-    """A run's ``needs``: a list of run names, or one name as a string (never split into letters)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise PlanError(f"{where}: needs must be a run name or a list of run names, e.g. [pre]")
-    return list(value)
-
-
-def _order(deps: dict[str, list[str]], plan_name: str) -> list[str]:
-    """Runs in file order, each moved after its needs; a cycle is an error naming it."""
-    done: list[str] = []
-    state: dict[str, int] = {}  # 1 visiting, 2 done
-
-    def visit(n: str, path: list[str]) -> None:
-        if state.get(n) == 2:
-            return
-        if state.get(n) == 1:
-            cycle = path[path.index(n):] + [n]
-            raise PlanError(f"plan {plan_name}: runs need each other in a cycle: {' -> '.join(cycle)}")
-        state[n] = 1
-        for d in deps[n]:
-            visit(d, path + [n])
-        state[n] = 2
-        done.append(n)
-
-    for n in deps:
-        visit(n, [])
-    return done
-
-
-def _merge_defaults(defaults: Any, where: str) -> dict[str, dict]:
-    if defaults is None:
-        return {}
-    if not isinstance(defaults, dict):
-        raise PlanError(f"{where}: defaults must be a mapping of all/{'/'.join(NOTEBOOKS)} to parameters")
-    unknown = sorted(set(defaults) - {"all", *NOTEBOOKS})
-    if unknown:
-        raise PlanError(f"{where}: defaults has unknown section {unknown[0]!r}; use all, {', '.join(NOTEBOOKS)}")
-    every = {f.name for s in REGISTRY for f in fields(s.config)}
-    bad = sorted(set(defaults.get("all") or {}) - every)
-    if bad:
-        raise PlanError(f"{where}: defaults.all has {bad[0]!r}, a field of no stage")
-    out = {}
-    for nb in NOTEBOOKS:
-        names = {f.name for f in fields(notebook_stage(nb).config)}
-        out[nb] = {k: v for k, v in (defaults.get("all") or {}).items() if k in names}
-        out[nb].update(defaults.get(nb) or {})
-    return out
-
-
-def _check_role(role: Any, run: str, notebook: str, where: str) -> dict:
-    if role is None:
-        return {}
-    if not isinstance(role, dict):
-        raise PlanError(f"{where}: report must be a mapping such as {{row: selfsuper}}")
-    for key, value in role.items():
-        if key not in ROLES:
-            raise PlanError(f"{where}: report key {key!r} is unknown; use one of {', '.join(ROLES)}")
-        if notebook not in ROLES[key]:
-            raise PlanError(f"{where}: report.{key} needs a {' or '.join(ROLES[key])} run, not {notebook}")
-        if key in ("row", "finetune", "label_efficiency", "features") and value not in ROW_NAMES:
-            raise PlanError(f"{where}: report.{key}={value!r} is not a main-table row; "
-                            f"use one of {', '.join(ROW_NAMES)}")
-        if key == "row" and notebook == "supervised" and value != "super":
-            raise PlanError(f"{where}: only the 'super' row is tested directly; probe the others with linear_eval")
-        if key == "hparam":
-            names = {f.name for f in fields(STAGES["pretrain"])}
-            if not isinstance(value, list) or not value or not set(value) <= names:
-                raise PlanError(f"{where}: report.hparam must list pretrain fields, e.g. [temperature, batch_size]")
-    return dict(role)
-
-
-def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
-    """Read and validate a plan; every error is a :class:`PlanError` with one line."""
-    import yaml
-
-    source = find_plan_file(plan)
-    try:
-        raw = yaml_load(source.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise PlanError(f"plan file {source} is not valid YAML{at}: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise PlanError(f"plan file {source} must hold a mapping with a 'runs' list")
-    name = str(raw.get("name") or source.stem)
-    where = f"plan {name} ({source})"
-    if not _NAME.match(name):
-        raise PlanError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-'")
-    unknown = sorted(set(raw) - PLAN_KEYS)
-    if unknown:
-        raise PlanError(f"{where}: unknown key {unknown[0]!r}; use {', '.join(sorted(PLAN_KEYS))}")
-    standins = tuple(raw.get("standins") or ())
-    bad = [s for s in standins if s not in STANDIN_FILES]
-    if bad:
-        raise PlanError(f"{where}: unknown stand-in {bad[0]!r}; use {', '.join(STANDIN_FILES)}")
-    defaults = _merge_defaults(raw.get("defaults"), where)
-    bad = [r for r in _references(raw.get("defaults") or {}) if not r.startswith("env.")]
-    if bad:
-        raise PlanError(f"{where}: defaults may only reference {{env.<VARIABLE>}}, not {{{bad[0]}}}")
-    runs_raw = raw.get("runs")
-    if not isinstance(runs_raw, list) or not runs_raw:
-        raise PlanError(f"{where}: 'runs' must be a non-empty list of runs")
-
-    plan_dir = Path(outputs) / name
-    entries: list[dict] = []
-    for i, r in enumerate(runs_raw):
-        w = f"{where}: run #{i + 1}"
-        if not isinstance(r, dict) or "name" not in r:
-            raise PlanError(f"{w}: each run is a mapping with at least name and notebook")
-        w = f"{where}: run {r['name']!r}"
-        extra = sorted(set(r) - RUN_KEYS)
-        if extra:
-            raise PlanError(f"{w}: unknown key {extra[0]!r}; use {', '.join(sorted(RUN_KEYS))}")
-        entries.extend(_expand(r, w))
-
-    seen: dict[str, dict] = {}
-    for r in entries:
-        n = str(r["name"])
-        w = f"{where}: run {n!r}"
-        if not _NAME.match(n):
-            raise PlanError(f"{w}: a run name must be letters, digits, '.', '_' or '-' (it names a folder)")
-        if n in seen:
-            raise PlanError(f"{w}: the name is used twice; run names must be unique")
-        if r.get("notebook") not in NOTEBOOKS:
-            raise PlanError(f"{w}: unknown notebook {r.get('notebook')!r}; use one of {', '.join(NOTEBOOKS)}")
-        if not isinstance(r.get("params") or {}, dict):
-            raise PlanError(f"{w}: params must be a mapping of config fields to values")
-        seen[n] = r
-
-    deps: dict[str, list[str]] = {}
-    for n, r in seen.items():
-        w = f"{where}: run {n!r}"
-        needs = _needs(r.get("needs"), w)
-        for ref in _references(r.get("params") or {}):
-            kind, _, target = ref.partition(".")
-            if kind == "runs" and target:
-                needs.append(target)
-            elif kind == "standin" and target in standins:
-                continue
-            elif kind == "standin":
-                raise PlanError(f"{w}: {{{ref}}} names a stand-in the plan does not list under 'standins'")
-            elif kind == "env" and target:
-                continue
-            else:
-                raise PlanError(f"{w}: unknown reference {{{ref}}}; use {{runs.<run name>}}, "
-                               "{standin.<kind>}, {env.<VARIABLE>} or a matrix key")
-        for d in needs:
-            if d not in seen:
-                raise PlanError(f"{w}: needs {d!r}, which the plan does not define")
-            if d == n:
-                raise PlanError(f"{w}: a run cannot need itself")
-        deps[n] = list(dict.fromkeys(needs))
-
-    values = {f"runs.{n}": str(plan_dir / n) for n in seen}
-    values.update({f"standin.{k}": str(plan_dir / STANDIN_FILES[k]) for k in standins})
-    values.update({f"env.{ref[4:]}": os.environ.get(ref[4:]) or None for r in seen.values()
-                   for ref in _references(r.get("params") or {}) if ref.startswith("env.")})
-    values.update({f"env.{ref[4:]}": os.environ.get(ref[4:]) or None
-                   for ref in _references(raw.get("defaults") or {}) if ref.startswith("env.")})
-    runs: dict[str, RunSpec] = {}
-    for n in _order(deps, name):
-        r = seen[n]
-        w = f"{where}: run {n!r}"
-        params = _substitute({**copy.deepcopy(defaults.get(r["notebook"], {})),
-                              **copy.deepcopy(r.get("params") or {})}, values)
-        if r.get("launch") is not None:  # the stage runs under this launcher (e.g. torchrun)
-            if not isinstance(r["launch"], str) or not r["launch"].strip():
-                raise PlanError(f'{w}: launch must be a command, e.g. "torchrun --nproc-per-node 4"')
-            params["launcher"] = r["launch"]
-        try:
-            cfg = notebook_stage(r["notebook"]).config.from_dict(params)
-        except ConfigError as e:
-            raise PlanError(f"{w}: {e}") from None
-        except TypeError as e:
-            raise PlanError(f"{w}: {e}") from None
-        runs[n] = RunSpec(name=n, notebook=r["notebook"], config=cfg, path=plan_dir / n,
-                          needs=tuple(deps[n]), report=_check_role(r.get("report"), n, r["notebook"], w))
-    report = raw.get("report") or {}
-    if not isinstance(report, dict):
-        raise PlanError(f"{where}: report must be a mapping of report notebook parameters")
-    extra = sorted(set(report) - set(REPORT_PARAMS))
-    if extra:
-        raise PlanError(f"{where}: report has unknown parameter {extra[0]!r}; use {', '.join(REPORT_PARAMS)}")
-    budget = raw.get("budget_min")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
-                               or not math.isfinite(budget) or budget <= 0):
-        raise PlanError(f"{where}: budget_min must be a positive number of minutes, not {budget!r}")
-    return Plan(name=name, source=source, description=str(raw.get("description") or "").strip(),
-                outputs=plan_dir, runs=runs, report=report, standins=standins,
-                estimate=str(raw.get("estimate") or "").strip(),
-                budget_min=None if budget is None else float(budget),
-                smaller=str(raw["smaller"]) if raw.get("smaller") else None)
 
 
 # ---- what a plan needs before it starts -----------------------------------------------------
@@ -518,17 +159,12 @@ def execute_notebook(name: str, output: Path, parameters: dict, *, cwd: Optional
                         log_output=False, **extra)
 
 
-def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
-             only: Optional[Sequence[str]] = None, *, progress: bool = True) -> int:
-    """Execute a plan's runs, then render the report; the exit code is 1 when a run failed.
+def _before_runs(p: Plan, names: Sequence[str], statuses: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(runs to run, why some cannot) once the data, stand-ins and weights they need are there.
 
-    Finished runs with the same config are skipped, partial ones resume (the library resumes from
-    ``checkpoints/last.pt``). A failed run is reported with its executed notebook; runs that do not
-    need it go on, and the report still renders with that row marked missing.
+    A stale run folder (another config) stops the plan here, before any compute; a missing
+    ImageNet weights file only marks the runs that use it unavailable.
     """
-    p = load_plan(plan, outputs)
-    names = p.closure(only) if only else list(p.runs)
-    statuses = {n: p.runs[n].status() for n in p.runs}
     stale = [n for n in names if statuses[n] == "stale"]
     if stale:
         raise PlanError(f"{p.runs[stale[0]].path} holds a run with another config than plan {p.name} "
@@ -542,67 +178,77 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
         if why:
             print(f"note: ImageNet weights unavailable, their rows will be marked missing: {why}", flush=True)
             unavailable = {n: f"ImageNet weights unavailable: {why}" for n in todo if _uses_imagenet(p.runs[n])}
+    return todo, unavailable
 
-    states: dict[str, dict] = {}
-    write_manifest(p, states)
-    print(f"plan {p.name}: {len(names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
-    runnable = [n for n in todo if n not in unavailable]
-    clock = PlanClock(estimate_runs(p, runnable, Path(outputs)) if progress else {})
-    if progress:
-        print(clock.summary(p), flush=True)
-    failed: list[str] = []
-    started = time.time()
-    width = len(str(len(names)))
-    for i, n in enumerate(names, 1):
-        spec = p.runs[n]
-        tag = f"[{i:>{width}}/{len(names)}] {n} ({spec.notebook})"
-        blocked = [d for d in spec.needs
-                   if states.get(d, {}).get("state") in ("failed", "blocked", "unavailable", "broken")]
-        if statuses[n] == "broken":  # a damaged JSON file: never run over it, never delete it
-            states[n] = {"state": "broken", "reason": RunDir(spec.path).problem()}
-            failed.append(n)
-            print(f"{tag}: BROKEN, not run: {states[n]['reason']}", flush=True)
-            write_manifest(p, states)
-            continue
-        if statuses[n] == "done":
-            res = RunDir(spec.path).read_result() or {}
-            states[n] = {"state": "done", "reason": None, "reused": True, "seconds": 0.0,
-                         "wall_time_s": res.get("wall_time_s")}
-            print(f"{tag}: done earlier with the same config, skipped", flush=True)
-            continue
-        if n in unavailable or blocked:
-            state = "unavailable" if n in unavailable or all(
-                states[d]["state"] == "unavailable" for d in blocked) else "blocked"
-            reason = unavailable.get(n) or f"needs {blocked[0]}, which did not finish ({states[blocked[0]]['reason']})"
-            states[n] = {"state": state, "reason": reason}
-            print(f"{tag}: not run: {reason}", flush=True)
-            write_manifest(p, states)
-            continue
-        verb = "resuming" if statuses[n] == "partial" else "running"
-        print(f"{tag}: {verb} -> {spec.path}", flush=True)
-        t0 = time.time()
-        try:
-            with RunWatch(tag, RunDir(spec.path)) if progress else contextlib.nullcontext():
-                execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params)
-        except KeyboardInterrupt:
-            states[n] = {"state": "partial", "reason": "interrupted"}
-            write_manifest(p, states)
-            raise
-        except Exception as e:  # papermill's execution error, a dead kernel, ...
-            reason = _failure_reason(e)
-            states[n] = {"state": "failed", "reason": reason, "seconds": time.time() - t0}
-            failed.append(n)
-            print(f"{tag}: FAILED after {fmt_seconds(time.time() - t0)}: {reason}\n"
-                  f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
-            write_manifest(p, states)
-            continue
+
+def _not_run(spec: RunSpec, status: str, states: dict[str, dict], unavailable: dict[str, str]) -> Optional[dict]:
+    """The state of a run that is not executed now (broken, done earlier, unavailable, blocked by
+    a need that did not finish), or None when it is to run."""
+    if status == "broken":  # a damaged JSON file: never run over it, never delete it
+        return {"state": "broken", "reason": RunDir(spec.path).problem()}
+    if status == "done":
         res = RunDir(spec.path).read_result() or {}
-        states[n] = {"state": "done", "reason": None, "reused": False, "seconds": time.time() - t0,
-                     "wall_time_s": res.get("wall_time_s")}
-        clock.finished(n, time.time() - t0)
-        print(f"{tag}: done in {fmt_seconds(time.time() - t0)}{clock.left_text()}", flush=True)
-        write_manifest(p, states)
+        return {"state": "done", "reason": None, "reused": True, "seconds": 0.0,
+                "wall_time_s": res.get("wall_time_s")}
+    blocked = [d for d in spec.needs
+               if states.get(d, {}).get("state") in ("failed", "blocked", "unavailable", "broken")]
+    if spec.name in unavailable or blocked:
+        state = "unavailable" if spec.name in unavailable or all(
+            states[d]["state"] == "unavailable" for d in blocked) else "blocked"
+        reason = (unavailable.get(spec.name)
+                  or f"needs {blocked[0]}, which did not finish ({states[blocked[0]]['reason']})")
+        return {"state": state, "reason": reason}
+    return None
 
+
+def _execute_run(p: Plan, spec: RunSpec, tag: str, states: dict[str, dict], progress: bool) -> dict:
+    """Execute one run's notebook; its state (done or failed). An interrupt leaves it partial, in
+    the manifest too, and goes on up."""
+    t0 = time.time()
+    try:
+        with RunWatch(tag, RunDir(spec.path)) if progress else contextlib.nullcontext():
+            execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params)
+    except KeyboardInterrupt:
+        states[spec.name] = {"state": "partial", "reason": "interrupted"}
+        write_manifest(p, states)
+        raise
+    except Exception as e:  # papermill's execution error, a dead kernel, ...
+        reason = _failure_reason(e)
+        print(f"{tag}: FAILED after {fmt_seconds(time.time() - t0)}: {reason}\n"
+              f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
+        return {"state": "failed", "reason": reason, "seconds": time.time() - t0}
+    res = RunDir(spec.path).read_result() or {}
+    return {"state": "done", "reason": None, "reused": False, "seconds": time.time() - t0,
+            "wall_time_s": res.get("wall_time_s")}
+
+
+def _run_one(p: Plan, spec: RunSpec, tag: str, status: str, states: dict[str, dict],
+             unavailable: dict[str, str], clock: PlanClock, progress: bool) -> None:
+    """One run's turn: skipped with its reason, or executed; its state goes into ``states`` and the
+    manifest (a run done earlier changes nothing there)."""
+    state = _not_run(spec, status, states, unavailable)
+    if state is not None:
+        states[spec.name] = state
+        if state["state"] == "broken":
+            print(f"{tag}: BROKEN, not run: {state['reason']}", flush=True)
+        elif state["state"] == "done":
+            print(f"{tag}: done earlier with the same config, skipped", flush=True)
+            return
+        else:
+            print(f"{tag}: not run: {state['reason']}", flush=True)
+        write_manifest(p, states)
+        return
+    print(f"{tag}: {'resuming' if status == 'partial' else 'running'} -> {spec.path}", flush=True)
+    states[spec.name] = state = _execute_run(p, spec, tag, states, progress)
+    if state["state"] == "done":
+        clock.finished(spec.name, state["seconds"])
+        print(f"{tag}: done in {fmt_seconds(state['seconds'])}{clock.left_text()}", flush=True)
+    write_manifest(p, states)
+
+
+def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_dir: PathLike,
+                started: float) -> int:
+    """Render the report; 1 when it or any run failed, broke or was blocked."""
     print(f"plan {p.name}: runs finished in {fmt_seconds(time.time() - started)}; rendering the report", flush=True)
     try:
         html = render_report(p, report_dir)
@@ -611,6 +257,7 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
         print(f"report: FAILED: {_failure_reason(e)}\n    executed notebook: {p.outputs / 'report.ipynb'}",
               flush=True)
         return 1
+    failed = [n for n in names if states[n]["state"] in ("failed", "broken")]
     if failed:
         print(f"plan {p.name}: {len(failed)} run(s) failed or broken: {', '.join(failed)} "
               "(their rows are marked missing in the report)", file=sys.stderr, flush=True)
@@ -619,52 +266,31 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     return 1 if blocked else 0
 
 
-def estimate_runs(plan: Plan, names: Sequence[str], outputs: Path) -> dict[str, Optional[float]]:
-    """Seconds each run should take on this machine (None where it cannot be estimated)."""
-    est = Estimator(outputs)
-    return {n: est.seconds(plan.runs[n])[0] for n in names}
+def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
+             only: Optional[Sequence[str]] = None, *, progress: bool = True) -> int:
+    """Execute a plan's runs, then render the report; the exit code is 1 when a run failed.
 
-
-class PlanClock:
-    """The plan's time left: the estimates of the runs still to go, scaled by how the finished
-    runs of this session compared with their own estimates (a slower machine shows at once)."""
-
-    def __init__(self, estimates: dict[str, Optional[float]]):
-        self.estimates = estimates
-        self.pending = [n for n in estimates]
-        self.spent = self.expected = 0.0
-
-    def summary(self, plan: Plan) -> str:
-        by_stage: dict[str, float] = {}
-        for n, sec in self.estimates.items():
-            stage = plan.runs[n].config.stage
-            by_stage[stage] = by_stage.get(stage, 0.0) + (sec or 0.0)
-        total = sum(by_stage.values())
-        unknown = sum(sec is None for sec in self.estimates.values())
-        parts = ", ".join(f"{stage} {fmt_seconds(sec)}" for stage, sec in by_stage.items())
-        text = (f"plan {plan.name}: estimate on this machine about {fmt_seconds(total)}"
-                + (f" ({parts})" if parts else "")
-                + (f", {unknown} run(s) not estimated" if unknown else ""))
-        if plan.budget_min and total > 2 * 60 * plan.budget_min:
-            smaller = f"; for a shorter try: make report PLAN={plan.smaller}" if plan.smaller else ""
-            text += (f"\nplan {plan.name}: WARNING: that is {total / 60 / plan.budget_min:.1f}x the "
-                     f"{plan.budget_min:g} min it is sized for (a slower CPU, e.g. without bf16, "
-                     f"or a busy machine){smaller}")
-        return text
-
-    def finished(self, name: str, seconds: float) -> None:
-        if name in self.pending:
-            self.pending.remove(name)
-            if self.estimates.get(name):
-                self.spent += seconds
-                self.expected += self.estimates[name]  # type: ignore[operator]
-
-    def left_text(self) -> str:
-        known = [self.estimates[n] for n in self.pending if self.estimates.get(n)]
-        if not self.estimates or not self.pending:
-            return ""
-        scale = self.spent / self.expected if self.expected else 1.0
-        return f"; plan: about {fmt_seconds(scale * sum(known))} left ({len(self.pending)} runs)"
+    Finished runs with the same config are skipped, partial ones resume (the library resumes from
+    ``checkpoints/last.pt``). A failed run is reported with its executed notebook; runs that do not
+    need it go on, and the report still renders with that row marked missing.
+    """
+    p = load_plan(plan, outputs)
+    names = p.closure(only) if only else list(p.runs)
+    statuses = {n: p.runs[n].status() for n in p.runs}
+    todo, unavailable = _before_runs(p, names, statuses)
+    states: dict[str, dict] = {}
+    write_manifest(p, states)
+    print(f"plan {p.name}: {len(names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
+    runnable = [n for n in todo if n not in unavailable]
+    clock = PlanClock(estimate_runs(p, runnable, Path(outputs)) if progress else {})
+    if progress:
+        print(clock.summary(p), flush=True)
+    started = time.time()
+    width = len(str(len(names)))
+    for i, n in enumerate(names, 1):
+        tag = f"[{i:>{width}}/{len(names)}] {n} ({p.runs[n].notebook})"
+        _run_one(p, p.runs[n], tag, statuses[n], states, unavailable, clock, progress)
+    return _after_runs(p, names, states, report_dir, started)
 
 
 def render_report(plan: Plan, report_dir: PathLike = "report") -> Path:
@@ -707,184 +333,6 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
           + "".join(f", {counts[s]} {s}" for s in ("stale", "broken") if counts[s]) + f"; {left}")
     print("  estimate: a finished run of the same config on this machine gives its recorded wall time; "
           "otherwise seconds per image from finished runs of the stage here, else a short timing of "
-          "ResNet-18 steps now, times the images the run will process, plus notebook start-up")
+          "the supervised step now (simpleclr bench's), times the images the run will process, plus "
+          "notebook start-up")
     return 0
-
-
-NATIVE_SIZE = {"cifar100": 32, "cifar10": 32, "synthetic-cifar100": 32, "tiny-imagenet": 64,
-               "synthetic-tiny-imagenet": 64, "stl10": 96}
-SIZES = {"cifar100": (50000, 10000), "cifar10": (50000, 10000), "tiny-imagenet": (100000, 10000),
-         "stl10": (5000, 8000)}
-
-
-def dataset_sizes(name: str) -> Optional[tuple[int, int]]:
-    """(train, test) image counts of a dataset name, without reading it; None when unknown."""
-    if name in SIZES:
-        return SIZES[name]
-    if name.startswith("synthetic-"):
-        from .data.registry import get_spec
-
-        try:
-            params = get_spec(name).params
-        except Exception:  # a bad name fails properly when the run reads its data
-            return None
-        held_out = params.get("test", params.get("val", 0))
-        return params["classes"] * params["train"], params["classes"] * held_out
-    return None
-NOTEBOOK_OVERHEAD_S = 8.0  # kernel start, imports and data loading per notebook (measured here: 5-10 s)
-
-
-def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> Optional[float]:
-    """Compute a run costs, in ResNet-18 training-image passes at 32 px (a forward pass: 1/3).
-
-    From the config alone: images seen per epoch times epochs (two views for SimCLR), the
-    probe's feature extraction, scaled by input area relative to 32 px (a quarter of it behind
-    the ImageNet stem, which downsamples by 4).
-    """
-    sizes = sizes or dataset_sizes(cfg.get("dataset", ""))
-    if sizes is None:
-        return None
-    n_train, n_test = sizes
-    size = cfg.get("image_size") or NATIVE_SIZE.get(cfg.get("dataset", "").split(":")[0], 32)
-    weights = str(cfg.get("encoder") or cfg.get("init") or "")
-    imagenet_stem = cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
-    area = (size / (4 if imagenet_stem else 1) / 32) ** 2
-    if stage == "pretrain":
-        per_epoch = n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
-        seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
-        return 2 * seen * area
-    if stage == "supervised":
-        return (supervised_epochs(cfg) * supervised_epoch_units(cfg, n_train) + (n_test or 0) / 3) * area
-    if stage == "linear_eval":
-        return (n_train * cfg.get("label_fraction", 1.0) + (n_test or 0)) / 3 * area
-    return None
-
-
-def supervised_epoch_units(cfg: dict, n_train: int) -> float:
-    """One supervised epoch: training on the fit part of the labelled share, a forward pass over
-    its validation part (``data.labelled_split``'s counts, up to per-class rounding)."""
-    labelled = n_train * cfg.get("subset_fraction", 1.0)
-    val = labelled * cfg.get("val_fraction", 0.0)
-    return labelled - val + val / 3
-
-
-def supervised_epochs(cfg: dict) -> int:
-    """Epochs a supervised run trains: its own, plus one trial per encoder lr scale when it
-    chooses among several (``train._choose_encoder_lr``)."""
-    grid = set(cfg.get("encoder_lr_grid") or ())
-    trials = len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"]) if len(grid) > 1 else 0
-    return cfg["epochs"] + trials
-
-
-class Estimator:
-    """Seconds a run will take on this machine, from what finished runs here recorded."""
-
-    def __init__(self, outputs: Path):
-        import socket
-
-        self.host = socket.gethostname()
-        self.finished: list[dict] = []
-        self._measured: dict[str, tuple[float, float]] = {}
-        for cfg_path in sorted(Path(outputs).glob("*/*/config.json")):
-            try:
-                cfg = read_json(cfg_path) or {}
-                res = read_json(cfg_path.parent / "result.json")
-            except BrokenRun:  # a damaged run says so in its own row; it just gives no timing
-                continue
-            host = ((cfg.get("provenance") or {}).get("hardware") or {}).get("hostname")
-            if res and res.get("wall_time_s") and host == self.host and cfg.get("stage") in STAGES:
-                self.finished.append({"stage": cfg["stage"], "fingerprint": cfg.get("fingerprint"),
-                                      "config": cfg.get("config") or {}, "seconds": float(res["wall_time_s"]),
-                                      "sizes": self._sizes(cfg, res)})
-
-    @staticmethod
-    def _sizes(cfg: dict, res: dict) -> Optional[tuple[int, int]]:
-        data = cfg.get("data") or {}
-        if cfg.get("stage") == "pretrain" and data.get("n_train"):
-            c = cfg.get("config") or {}
-            full = data["n_train"] / max(c.get("subset_fraction", 1.0) * (1 - c.get("val_fraction", 0.0)), 1e-9)
-            return (round(full), 0)
-        if cfg.get("stage") == "linear_eval" and res.get("n_train") is not None:
-            frac = (cfg.get("config") or {}).get("label_fraction", 1.0)
-            return (round(res["n_train"] / frac), int(res.get("n_test") or 0))
-        return None
-
-    def _rate(self, stage: str, precision: str) -> tuple[Optional[float], str]:
-        rates = []
-        for r in self.finished:
-            if r["stage"] != stage or r["config"].get("precision", "auto") != precision:
-                continue
-            units = work_units(r["stage"], r["config"], r["sizes"])
-            if units:
-                rates.append(r["seconds"] / units)
-        if rates:
-            rates.sort()
-            return rates[len(rates) // 2], f"median of {len(rates)} finished {stage} run(s) here"
-        return None, ""
-
-    def measure(self, precision: str = "auto") -> tuple[float, float]:
-        """(seconds per 32-px training image, one-off warm-up seconds) of ResNet-18 here, timed now.
-
-        Six steps of 32 images at 32 px: the first three include oneDNN's kernel preparation,
-        which every fresh notebook pays again (about 13 s for bf16 on a 2-core CPU), returned
-        apart as per-run overhead; the fastest of the last three gives the rate.
-        """
-        if precision not in self._measured:
-            import torch
-
-            from .device import resolve_runtime
-            from .models import resnet18_encoder
-
-            rt = resolve_runtime(precision=precision)
-            net = resnet18_encoder("cifar").to(rt.device)
-            if rt.channels_last:
-                net = net.to(memory_format=torch.channels_last)
-            opt = torch.optim.SGD(net.parameters(), lr=0.01)
-            x = torch.randn(32, 3, 32, 32, device=rt.device)
-            times: list[float] = []
-            for _ in range(6):
-                t = time.perf_counter()
-                with rt.autocast():
-                    loss = net(x).float().square().mean()
-                loss.backward()
-                opt.step()
-                opt.zero_grad()
-                if rt.device.type == "cuda":
-                    torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-            steady = min(times[3:])
-            warmup = sum(max(0.0, t - steady) for t in times[:3])
-            self._measured[precision] = (steady / 32, warmup)
-        return self._measured[precision]
-
-    def seconds(self, spec: RunSpec) -> tuple[Optional[float], str]:
-        """(seconds left, how it was estimated) for a run that is not done."""
-        fp = spec.config.fingerprint()
-        left = self._fraction_left(spec)
-        same = [r for r in self.finished if r["fingerprint"] == fp]
-        if same:
-            return NOTEBOOK_OVERHEAD_S + same[0]["seconds"] * left, "recorded wall time of the same config here"
-        cfg = spec.config.to_dict()
-        units = work_units(spec.config.stage, cfg)
-        if units is None:
-            return None, f"dataset {cfg.get('dataset')} has no known size"
-        rate, basis = self._rate(spec.config.stage, cfg.get("precision", "auto"))
-        overhead = NOTEBOOK_OVERHEAD_S
-        if rate is None:
-            per_image, warmup = self.measure(cfg.get("precision", "auto"))
-            rate = per_image * (1.15 if spec.config.stage == "pretrain" else 1.0)  # + augmentation
-            overhead += warmup if spec.config.stage != "linear_eval" else warmup / 3
-            basis = f"timed ResNet-18 steps now ({1 / per_image:.0f} img/s at 32 px, {warmup:.0f} s warm-up)"
-        return overhead + units * rate * left, f"{basis}; {units:,.0f} image passes"
-
-    @staticmethod
-    def _fraction_left(spec: RunSpec) -> float:
-        """1 for a run not started; for a partial one, the share of its epochs still to run."""
-        rows = RunDir(spec.path).read_metrics()
-        total = getattr(spec.config, "epochs", None)
-        if not rows or not total or spec.config.stage == "linear_eval":
-            return 1.0
-        done = max((r.get("epoch") or 0) for r in rows)
-        if getattr(spec.config, "steps", None):
-            return max(0.0, 1 - max((r.get("step") or 0) for r in rows) / spec.config.steps)
-        return max(0.0, 1 - done / total)

@@ -44,6 +44,8 @@ class DatasetSpec:
     params: Mapping[str, int] = field(default_factory=dict)
     path: Optional[Path] = None    # image folders: the folder itself
     aliases: Mapping[str, str] = field(default_factory=dict)  # asked-for split -> served split
+    n_train: Optional[int] = None  # images in the train split; None: known only from the files
+    n_test: Optional[int] = None   # images in the split served as "test" (Tiny ImageNet: val)
 
     @property
     def key(self) -> str:
@@ -55,23 +57,23 @@ _CIFAR100 = DatasetSpec(
     "cifar100", "CIFAR-100: 50,000 train / 10,000 test 32x32 images, 100 fine and 20 coarse classes",
     ("train", "test"), 32, read_cifar100, CIFAR100_FOLDER, "cifar-100-python.tar.gz",
     "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85",
-    CIFAR100_FILES)
+    CIFAR100_FILES, n_train=50000, n_test=10000)
 _CIFAR10 = DatasetSpec(
     "cifar10", "CIFAR-10: 50,000 train / 10,000 test 32x32 images, 10 classes",
     ("train", "test"), 32, read_cifar10, CIFAR10_FOLDER, "cifar-10-python.tar.gz",
     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a",
-    CIFAR10_FILES)
+    CIFAR10_FILES, n_train=50000, n_test=10000)
 _TINY = DatasetSpec(
     "tiny-imagenet", "Tiny ImageNet-200: 100,000 train / 10,000 labelled val 64x64 images, 200 "
     "classes (the unlabelled test split is not offered; 'test' serves val)",
     ("train", "val"), TINY_SIZE, read_tiny_imagenet, TINY_FOLDER, "tiny-imagenet-200.zip",
     "http://cs231n.stanford.edu/tiny-imagenet-200.zip", "90528d7ca1a48142e341f4ef8d21d0de",
-    TINY_FILES, aliases={"test": "val"})
+    TINY_FILES, aliases={"test": "val"}, n_train=100000, n_test=10000)
 _STL10 = DatasetSpec(
     "stl10", "STL-10: 100,000 unlabeled (labels -1) + 5,000 train / 8,000 test 96x96 images, "
     "10 classes", ("train", "test", "unlabeled"), STL_SIZE, read_stl10, STL_FOLDER,
     "stl10_binary.tar.gz", "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-    "91f7769df0f17e558f3565bffb0c7dfb", STL_FILES)
+    "91f7769df0f17e558f3565bffb0c7dfb", STL_FILES, n_train=5000, n_test=8000)
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (_CIFAR100, _CIFAR10, _TINY, _STL10)}
 
@@ -123,7 +125,8 @@ def _synthetic(name: str) -> DatasetSpec:
                     f"(oriented grating + shape), {counts} images per class, "
                     f"{like.native_size}x{like.native_size}, seed {params['seed']}",
         generator=partial(_generate, generator, {argnames[k]: v for k, v in params.items()}),
-        params={**params, "version": GENERATOR_VERSION})
+        params={**params, "version": GENERATOR_VERSION}, n_train=params["classes"] * params["train"],
+        n_test=params["classes"] * params.get("test", params.get("val", 0)))
 
 
 def _generate(generator: Callable[..., Path], kwargs: dict, path: Path) -> Path:
