@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simpleclr import cli, config, launch, plans
+from simpleclr import cli, config, launch, planfile, plans
 from simpleclr.config import REGISTRY, STAGES, ConfigError, StageConfig, config_from_dict, get_stage
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -44,7 +44,7 @@ def test_each_subcommand_builds_its_stage_config(stage, command):
 def test_the_notebooks_are_the_registry_notebooks_and_the_report():
     present = {p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")}
     assert present == {s.notebook for s in REGISTRY} | {plans.REPORT_NOTEBOOK}
-    assert plans.NOTEBOOKS == tuple(s.notebook for s in REGISTRY)
+    assert planfile.NOTEBOOKS == tuple(s.notebook for s in REGISTRY)
     for s in REGISTRY:
         assert config.notebook_stage(s.notebook) is s
     assert config.notebook_stage(plans.REPORT_NOTEBOOK) is None
