@@ -7,8 +7,8 @@ from dataclasses import fields
 import pytest
 
 from simpleclr import cli
-from simpleclr.config import (ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig,
-                              TrainingConfig, read_config_file)
+from simpleclr.config import ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig, TrainingConfig
+from simpleclr.configio import read_config_file
 
 NON_FINITE = [math.nan, math.inf, -math.inf]
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from simpleclr import cli, config, launch, planfile, plans
+from simpleclr import cli, config, configio, launch, planfile, plans
 from simpleclr.config import REGISTRY, STAGES, ConfigError, StageConfig, config_from_dict, get_stage
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -37,7 +37,7 @@ def test_each_subcommand_builds_its_stage_config(stage, command):
     assert ns.stage is stage and ns.stage_command is command
     options = {a.dest for a in p._actions}
     assert {f.name for f in dataclasses.fields(stage.config)} <= options
-    cfg = config.config_from_args(stage.config, ns)
+    cfg = configio.config_from_args(stage.config, ns)
     assert type(cfg) is stage.config and cfg.seed == 3
 
 

@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from .config import PretrainConfig, SupervisedConfig, _parse_bool
+from .config import PretrainConfig, SupervisedConfig
+from .configio import parse_bool
 from .device import Runtime, resolve_runtime
 
 CIFAR_MEAN = (0.5071, 0.4865, 0.4409)
@@ -51,8 +52,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="images per step")
     p.add_argument("--image-size", type=int, default=32, choices=(16, 32, 64))
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
-    p.add_argument("--channels-last", type=_parse_bool, default=True)
-    p.add_argument("--compile", type=_parse_bool, default=False)
+    p.add_argument("--channels-last", type=parse_bool, default=True)
+    p.add_argument("--compile", type=parse_bool, default=False)
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats; the median is reported")
     p.add_argument("--steps", type=int, default=None, help="steps per repeat")

@@ -11,8 +11,8 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from .config import (REGISTRY, ConfigError, Stage, StageCommand, add_config_arguments, config_from_args,
-                     read_config_file)
+from .config import REGISTRY, ConfigError, Stage, StageCommand
+from .configio import add_config_arguments, config_from_args, read_config_file
 from .errors import SimpleCLRError
 
 

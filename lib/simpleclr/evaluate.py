@@ -293,9 +293,6 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     fit_idx = torch.searchsorted(subset, labelled.fit)  # positions inside the labelled subset
     val_idx = torch.searchsorted(subset, labelled.val)
     sub_images = train.images if subset.numel() == len(train) else train.images[subset]
-    if int(test.labels.max()) >= num_classes:
-        raise data.DataError(f"{cfg.dataset}: test labels reach {int(test.labels.max())} but train has "
-                             f"{num_classes} classes: the two splits do not belong together")
     if run.start(cfg, data={"train": train.provenance, "test": test.provenance},
                  device=str(runtime.device)) == "partial":
         run.truncate_metrics([])  # an interrupted earlier attempt: its rows are redone below
@@ -356,7 +353,8 @@ def _encoder_input(cfg: LinearEvalConfig, meta: dict,
 
 
 def _probe_splits(cfg: LinearEvalConfig) -> tuple["data_mod.Split", "data_mod.Split"]:
-    """The dataset's train and test splits; both must be labelled and non-empty."""
+    """The dataset's train and test splits; both must be labelled and non-empty, with the test
+    labels inside the train split's classes."""
     from . import data
 
     kwargs = dict(root=cfg.data_dir, image_size=cfg.image_size, accept_checksum=cfg.accept_checksum)
@@ -365,6 +363,9 @@ def _probe_splits(cfg: LinearEvalConfig) -> tuple["data_mod.Split", "data_mod.Sp
     if len(train) == 0 or len(test) == 0 or not train.labelled or not test.labelled:
         raise data.DataError(f"{cfg.dataset} needs labelled train and test splits for linear_eval, "
                              f"got {len(train)} train and {len(test)} test images")
+    if int(test.labels.max()) >= train.num_classes:
+        raise data.DataError(f"{cfg.dataset}: test labels reach {int(test.labels.max())} but train has "
+                             f"{train.num_classes} classes: the two splits do not belong together")
     return train, test
 
 

@@ -52,7 +52,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-from .config import REGISTRY, ConfigError, StageConfig, notebook_stage, yaml_load
+from .config import REGISTRY, ConfigError, StageConfig, notebook_stage
+from .configio import yaml_load
 from .errors import SimpleCLRError
 from .runs import RunDir
 from .study import ROLES, ROW_NAMES
