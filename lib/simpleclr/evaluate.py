@@ -255,19 +255,15 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     A finished folder (``result.json`` with the same config fingerprint) is returned as it is; a
     folder holding another config raises :class:`simpleclr.runs.RunConflict`.
     """
-    from .runs import RunDir
-
-    t0 = time.perf_counter()
-    run = RunDir(out_dir)
-    done = run.finished(cfg)  # RunConflict for another config, BrokenRun for a damaged file
-    if done is not None:
-        return done
     from . import launch
 
-    if launch.wanted(cfg):
-        return launch.run_launched(cfg, out_dir)
-    with run.lock():
-        return _linear_eval(cfg, run, t0)
+    t0 = time.perf_counter()
+
+    def here(run: "RunDir") -> dict:
+        with run.lock():
+            return _linear_eval(cfg, run, t0)
+
+    return launch.run_stage(cfg, out_dir, here)
 
 
 def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:

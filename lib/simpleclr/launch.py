@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 from .config import ConfigError, StageConfig, stage_of
 from .distributed import launched
@@ -87,6 +87,20 @@ def wanted(cfg: StageConfig) -> bool:
         raise ConfigError(f"launcher={cfg.launcher!r} is set, but this process was itself started by "
                           "a launcher (RANK is set): drop --launcher inside torchrun")
     return True
+
+
+def run_stage(cfg: StageConfig, out_dir: PathLike, work: Callable[[RunDir], dict]) -> dict:
+    """The preamble every stage shares: a finished run folder's result is returned as it is
+    (another config's run or a damaged file raise, see :meth:`RunDir.finished`), a config with a
+    ``launcher`` runs under it, and otherwise ``work`` runs here on the run folder (it takes the
+    folder's lock: one writer, however the stage spreads over processes)."""
+    run = RunDir(out_dir)
+    done = run.finished(cfg)
+    if done is not None:
+        return done
+    if wanted(cfg):
+        return run_launched(cfg, out_dir)
+    return work(run)
 
 
 def run_launched(cfg: StageConfig, out_dir: PathLike) -> dict:

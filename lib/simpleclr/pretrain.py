@@ -19,11 +19,9 @@ from . import distributed, evaluate, models
 from .config import PretrainConfig
 from .device import Runtime, eval_mode, seed_everything
 from .losses import nt_xent
-from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from .runs import RunDir
-from .train import (PathLike, _channels_last, _data_record, _finish_step, _last_value, _load, _Loop,
-                    _loss_dtype, _make_scaler, _parallel, _run_loop, _run_stage, _schedule, _seed_of,
-                    _summary)
+from .train import (PathLike, TrainParts, _channels_last, _data_record, _finish_step, _last_value, _load, _Loop,
+                    _loss_dtype, _parallel, _run_loop, _run_stage, _schedule, _seed_of, _summary, _train_parts)
 
 __all__ = ["pretrain_simclr", "simclr_step", "SimCLRParts", "build_simclr", "default_blur_prob"]
 
@@ -59,16 +57,12 @@ def default_blur_prob(image_size: int, blur_prob: Optional[float]) -> float:
 
 
 @dataclass
-class SimCLRParts:
-    """The model, its compiled training form, augmentation, optimizer, schedule and scaler."""
+class SimCLRParts(TrainParts):
+    """The model and augmentation, with the training parts (compiled form, optimizer, schedule,
+    scaler, lr)."""
 
     model: models.SimCLRNet
-    train_model: nn.Module
     augment: "augment_mod.SimCLRAugment"
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: Optional[torch.amp.GradScaler]
-    lr: float
 
 
 def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean: Any, std: Any,
@@ -81,10 +75,8 @@ def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean
     augment = augment_mod.SimCLRAugment(image_size, mean, std, scale=(cfg.crop_scale_min, 1.0),
                                         jitter_strength=cfg.jitter_strength,
                                         blur_prob=default_blur_prob(image_size, cfg.blur_prob))
-    lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
-    optimizer = build_optimizer(model, cfg, lr)
-    scheduler = warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)
-    return SimCLRParts(model, train_model, augment, optimizer, scheduler, _make_scaler(runtime), lr)
+    return SimCLRParts(model=model, augment=augment,
+                       **_train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
 
 
 def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:

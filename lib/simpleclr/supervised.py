@@ -20,10 +20,9 @@ from . import data as data_mod
 from . import distributed, evaluate, models
 from .config import ConfigError, SupervisedConfig, encoder_lr_grid
 from .device import Runtime, eval_mode, seed_everything
-from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from .runs import RunDir
-from .train import (PathLike, _channels_last, _data_record, _finish_step, _last_value, _load, _Loop,
-                    _loss_dtype, _make_scaler, _parallel, _run_loop, _run_stage, _schedule, _summary)
+from .train import (PathLike, TrainParts, _channels_last, _data_record, _finish_step, _last_value, _load, _Loop,
+                    _loss_dtype, _parallel, _run_loop, _run_stage, _schedule, _summary, _train_parts)
 
 __all__ = ["train_supervised", "supervised_step", "SupervisedParts", "build_supervised"]
 
@@ -45,14 +44,12 @@ def supervised_step(model: nn.Module, augment: "augment_mod.SupervisedAugment",
 
 
 @dataclass
-class SupervisedParts:
+class SupervisedParts(TrainParts):
+    """The classifier and augmentation, with the training parts, the normalisation the images get
+    and where the encoder came from."""
+
     model: models.Classifier
-    train_model: nn.Module
     augment: "augment_mod.SupervisedAugment"
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: Optional[torch.amp.GradScaler]
-    lr: float
     mean: tuple
     std: tuple
     encoder_meta: dict
@@ -71,11 +68,8 @@ def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int
     model = models.Classifier(encoder, num_classes, freeze_encoder=cfg.encoder_lr_scale == 0)
     model, train_model = _parallel(model, cfg, runtime, world)
     augment = augment_mod.SupervisedAugment(image_size, mean, std, padding=cfg.crop_padding)
-    lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
-    optimizer = build_optimizer(model, cfg, lr)
-    scheduler = warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)
-    return SupervisedParts(model, train_model, augment, optimizer, scheduler, _make_scaler(runtime),
-                           lr, tuple(mean), tuple(std), meta)
+    return SupervisedParts(model=model, augment=augment, mean=tuple(mean), std=tuple(std), encoder_meta=meta,
+                           **_train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
 
 
 def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tensor, mean: Any,

@@ -35,6 +35,7 @@ from . import distributed, launch
 from .config import ConfigError, PretrainConfig, StageConfig, TrainingConfig
 from .device import Runtime, resolve_runtime
 from .errors import SimpleCLRError
+from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from .runs import RunDir, RunLocked
 
 __all__ = ["TrainingDiverged", "uses_sync_bn"]
@@ -162,6 +163,27 @@ def _make_scaler(runtime: Runtime) -> Optional[torch.amp.GradScaler]:
     return torch.amp.GradScaler(runtime.device.type) if runtime.use_grad_scaler else None
 
 
+@dataclass
+class TrainParts:
+    """What a stage's step drives besides its model and augmentation: the compiled or wrapped
+    training form of the model, the optimizer at the scaled lr, its schedule and the loss scaler."""
+
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Optional[torch.amp.GradScaler]
+    lr: float
+
+
+def _train_parts(model: nn.Module, train_model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
+                 total_steps: int, warmup_steps: int) -> dict:
+    """The :class:`TrainParts` fields, built alike for both stages (lr scaled by the batch)."""
+    lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
+    optimizer = build_optimizer(model, cfg, lr)
+    return {"train_model": train_model, "optimizer": optimizer, "lr": lr, "scaler": _make_scaler(runtime),
+            "scheduler": warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)}
+
+
 def uses_sync_bn(cfg: TrainingConfig, world: distributed.World) -> bool:
     """Global batch norm: asked for, or by default for SimCLR on several processes (SimCLR's
     "global BN": per-device statistics let the contrastive task cheat on them)."""
@@ -228,18 +250,15 @@ def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) ->
 
 def _run_stage(cfg: TrainingConfig, out_dir: PathLike,
                work: Callable[[Any, RunDir, Runtime, distributed.World, PathLike], dict]) -> dict:
-    """What every training stage does first: a finished run is returned as it is, a config with a
-    ``launcher`` runs under it (torchrun), and otherwise ``work`` runs with the run folder's lock."""
-    run = RunDir(out_dir)
-    done = run.finished(cfg)
-    if done is not None:
-        return done
-    if launch.wanted(cfg):
-        return launch.run_launched(cfg, out_dir)
-    runtime = _runtime(cfg)
-    world = _world(runtime)
-    with _writer_lock(run, world, runtime.device):
-        return work(cfg, run, runtime, world, out_dir)
+    """:func:`launch.run_stage` for a training stage: ``work`` runs with this process's runtime and
+    world, with the run folder's lock held (by rank 0 for all ranks under torchrun)."""
+    def here(run: RunDir) -> dict:
+        runtime = _runtime(cfg)
+        world = _world(runtime)
+        with _writer_lock(run, world, runtime.device):
+            return work(cfg, run, runtime, world, out_dir)
+
+    return launch.run_stage(cfg, out_dir, here)
 
 
 def _load(cfg: StageConfig, split_name: str) -> "data_mod.Split":
