@@ -177,6 +177,23 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
         assert len(seeds) >= 3
 
 
+def test_the_quick_plans_main_rows_are_the_evidence_runs(tmp_path):
+    # plans/quick.yaml is sized from docs/evidence.md: its SimCLR pretraining, its supervised row
+    # and its random floor must be exactly the configs measured there (same fingerprint), so the
+    # curves' figures are what these runs give; a drift in either file fails here.
+    quick, recipe, curves = (plans.load_plan(n, tmp_path / n) for n in ("quick", "recipe", "curves"))
+
+    def fp(plan, run):
+        return plan.runs[run].config.fingerprint()
+
+    assert fp(quick, "selfsuper-pretrain") == fp(recipe, "published-pretrain")
+    # the probe too, but for the encoder's path (each plan probes its own pretraining run)
+    assert (quick.runs["selfsuper"].config.replace(encoder="x").fingerprint()
+            == recipe.runs["published"].config.replace(encoder="x").fingerprint())
+    assert fp(quick, "super") == fp(curves, "super-e16")
+    assert fp(quick, "random") == fp(curves, "random")
+
+
 @pytest.mark.parametrize("name", ["smoke", "quick", "full"])
 def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
     # Rows, fine-tuning and label-curve points are compared at a label share and seed, so each
