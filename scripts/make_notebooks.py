@@ -237,6 +237,7 @@ sz = rp.size_table(study)
 if len(sz):
     display(rp.styled(rp.size_display(sz), "Linear-probe top-1 by pretraining-set size", missing_col="Missing"))
     fg.show(fg.plot_size_curve(sz, floor=main["top1"].get("random"), ceiling=main["top1"].get("super")))
+    display(Markdown(rp.study_spread(sz, ["pct"])))
 else:
     display(Markdown("_This plan has no size-study runs._"))
 """),
@@ -246,6 +247,7 @@ hp = rp.hparam_table(study)
 if len(hp):
     display(rp.styled(rp.hparam_display(hp), "Hyperparameter study", missing_col="Missing"))
     fg.show(fg.plot_hparam_heatmap(hp))
+    display(Markdown(rp.study_spread(hp, fg.hparam_axes(hp))))
 else:
     display(Markdown("_This plan has no hyperparameter runs._"))
 """),

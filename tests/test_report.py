@@ -324,3 +324,19 @@ def test_stand_in_weights_are_read_from_the_record_never_the_file_name(tmp_path)
     assert rp.encoder_label(study, runs["named"]) == "torchvision ImageNet weights (standin-imagenet-resnet18.pth)"
     assert rp.encoder_label(study, runs["ft"]) == "stand-in weights (not ImageNet)"
     assert rp.encoder_label(study, runs["old"]) == "stand-in weights (not ImageNet)"
+
+
+def test_a_study_says_from_its_intervals_whether_its_cells_differ():
+    # Two cells whose intervals overlap are no difference; apart, the best is named above the worst.
+    close = pd.DataFrame([{"temperature": 0.2, "top1": 15.1, "top1_lo": 14.4, "top1_hi": 15.8},
+                          {"temperature": 0.5, "top1": 15.6, "top1_lo": 14.9, "top1_hi": 16.4}])
+    text = rp.study_spread(close, ["temperature"])
+    assert text.startswith("Best cell temperature 0.5: 15.6 [14.9, 16.4]%; worst temperature 0.2: 15.1")
+    assert "overlap, so at this budget the study shows no difference" in text
+    apart = close.assign(top1=[12.0, 15.6], top1_lo=[11.4, 14.9], top1_hi=[12.7, 16.4])
+    assert rp.study_spread(apart, ["temperature"]).endswith("above the worst beyond their 95% intervals.")
+    sizes = pd.DataFrame([{"pct": 10.0, "top1": 14.0, "top1_lo": 13.3, "top1_hi": 14.7},
+                          {"pct": 100.0, "top1": 15.0, "top1_lo": float("nan"), "top1_hi": float("nan")}])
+    assert "nothing to compare" in rp.study_spread(sizes, ["pct"])  # one cell has no interval
+    assert "Best cell 100% of the pretraining images" in rp.study_spread(
+        sizes.assign(top1_lo=[13.3, 14.3], top1_hi=[14.7, 15.7]), ["pct"])

@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from .study import ROW_INFO, RunInfo, Study
-from .tables import fmt_pm, fmt_seconds, input_size, main_table, run_length, short_dataset, versus
+from .tables import (fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length, short_dataset,
+                     versus)
 # The report's entry point and its error, as the report notebook and callers know them.
 from .study import ReportError, load_study  # noqa: F401
 # The tables the report notebook shows, reached there as rp.* like the prose.
@@ -156,6 +157,27 @@ def verdict(done: pd.DataFrame) -> str:
                      "noise at this plan's budget, so read the rows as a check of the pipeline, "
                      "not as a result")
     return text
+
+
+def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
+    """What a study (pretraining-set size, hyperparameters) shows, from its cells' 95% intervals:
+    whether its best and worst cells differ beyond the noise. ``axes`` name a cell."""
+    cells = [(r, row_interval(r)) for _, r in df.iterrows()]
+    cells = [(r, i) for r, i in cells if i is not None]
+    if len(cells) < 2:
+        return "_Fewer than two finished cells: nothing to compare yet._"
+    (hi_row, hi), (lo_row, lo) = max(cells, key=lambda c: c[1].value), min(cells, key=lambda c: c[1].value)
+
+    def name(row: pd.Series) -> str:
+        return ", ".join(f"{row[a]:g}% of the pretraining images" if a == "pct"
+                         else f"{a.replace('_', ' ')} {row[a]:g}" if isinstance(row[a], (int, float))
+                         else f"{a.replace('_', ' ')} {row[a]}" for a in axes)
+
+    text = f"Best cell {name(hi_row)}: {hi.text()}%; worst {name(lo_row)}: {lo.text()}%. "
+    if hi.overlaps(lo):
+        return text + ("Their 95% intervals overlap, so at this budget the study shows no difference "
+                       "between its cells: it needs more steps or seeds to separate them.")
+    return text + "The best is above the worst beyond their 95% intervals."
 
 
 def headline(study: Study, title: str = "") -> str:
