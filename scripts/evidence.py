@@ -84,10 +84,13 @@ def record(plan_dir: Path) -> str:
         prov = r["cfg"].get("provenance") or {}
         hw = prov.get("hardware") or {}
         runtime = r["res"].get("runtime") or {}
-        commit = str(prov.get("git_commit"))
-        dirty = "+dirty" if "dirty" in commit else ""
+        commits = [str(prov.get("git_commit"))]
+        last = (r["res"].get("finished_by") or {}).get("git_commit")
+        if last and last != commits[0]:  # interrupted, then resumed or redone under newer code
+            commits.append(str(last))
+        shown = " → ".join(c[:8] + ("+dirty" if "dirty" in c else "") for c in commits)
         lines.append(f"| {name} | {r['cfg']['stage']} | {r['res'].get('wall_time_s', 0) / 60:.1f} min | "
-                     f"{commit[:8]}{dirty} | {hw.get('cpu')} ({hw.get('torch_threads')}) | "
+                     f"{shown} | {hw.get('cpu')} ({hw.get('torch_threads')}) | "
                      f"{runtime.get('precision', r['cfg']['config'].get('precision'))} | "
                      f"{prov.get('started_at')} |")
     return "\n".join(lines) + "\n"

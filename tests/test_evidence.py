@@ -38,6 +38,9 @@ def test_the_record_reads_accuracies_intervals_recipes_and_provenance(tmp_path):
          {"top1": 12.3, "top5": 31.7, "n_test": 10000, "n_labelled": 5000, "wall_time_s": 60})
     _run(plan / "super-e2", "supervised", {"epochs": 2, "lr": 0.1, "batch_size": 128, "init": None},
          {"top1": 7.1, "top5": 23.9, "n_test": 10000, "n_labelled": 5000, "wall_time_s": 60})
+    _run(plan / "resumed", "linear_eval", {"encoder": "random"},
+         {"top1": 12.3, "top5": 31.7, "n_test": 10000, "wall_time_s": 60,
+          "finished_by": {"git_commit": "fedcba9876543210"}})
     _run(plan / "unfinished", "pretrain", {}, {})
     (plan / "unfinished" / "result.json").unlink()
     text = _script().record(plan)
@@ -49,6 +52,8 @@ def test_the_record_reads_accuracies_intervals_recipes_and_provenance(tmp_path):
     assert "| super-e2 | supervised from scratch, 2 epochs, lr 0.1, batch 128 | 7.1 [6.6, 7.6] |" in text
     assert "| 23.9 [23.1, 24.7] | lower | 5000 |" in text  # below the random floor: said so
     assert "unfinished" not in text
+    # interrupted under one commit, finished under another: both are named
+    assert "| resumed | linear_eval | 1.0 min | 01234567+dirty → fedcba98 |" in text
 
 
 def test_learning_curves_state_where_each_learner_clears_the_floor(tmp_path):

@@ -247,6 +247,11 @@ def test_provenance_lists_every_run_with_state_and_commit(study):
     assert enc["ss-s1"] == "run ss-pre-s1" and enc["ft-ss"] == "run ss-pre-s0"
     assert enc["random"] == "random" and enc["super"] == "—"
     assert enc["imagenet"] == "torchvision ImageNet weights"
+    assert not done["git commit"].str.contains("finished under").any()  # one session each here
+    # a run started under one commit and finished under another names both
+    assert (rp._commits({"git_commit": "1111111111aaXX"}, {"git_commit": "2222222222bb+dirty"})
+            == "1111111111aa, finished under 2222222222bb (uncommitted changes)")
+    assert rp._commits({"git_commit": "1111111111aa"}, {"git_commit": "1111111111aa"}) == "1111111111aa"
 
 
 def test_versions_a_run_did_not_record_show_as_not_recorded(tmp_path):

@@ -125,3 +125,22 @@ def test_the_lock_names_its_holder_and_an_unused_folder_is_left_as_it_was(tmp_pa
     with run.lock():
         pass
     assert sorted(p.name for p in run.path.iterdir()) == ["keep.txt"]
+
+
+def test_a_result_records_the_session_that_finished_it(tmp_path, monkeypatch):
+    # A run interrupted under one commit and finished under another: config.json keeps the first,
+    # result.json names the second, so the number traces to the code that produced it.
+    from simpleclr import runs
+    from simpleclr.config import LinearEvalConfig
+
+    cfg = LinearEvalConfig(encoder="random", dataset="synthetic-cifar100:train=2,test=2")
+    run = RunDir(tmp_path / "r")
+    monkeypatch.setattr(runs, "git_commit", lambda cwd=None: "1111111111aa")
+    assert run.start(cfg, device="cpu") == "todo"
+    monkeypatch.setattr(runs, "git_commit", lambda cwd=None: "2222222222bb")
+    assert run.start(cfg, device="cpu") == "partial"  # the resumed session
+    run.write_result({"top1": 1.0})
+    assert run.read_config()["provenance"]["git_commit"] == "1111111111aa"
+    by = run.read_result()["finished_by"]
+    assert by["git_commit"] == "2222222222bb" and by["device"] == "cpu" and "finished_at" in by
+    assert run.read_result()["top1"] == 1.0

@@ -346,12 +346,21 @@ def provenance_table(study: Study) -> pd.DataFrame:
         rows.append({"run": r.name, "stage": r.stage, "state": "done" if r.done else r.state,
                      "wall time": fmt_seconds((r.result or {}).get("wall_time_s")) if r.done else "—",
                      "device": f"{prov.get('device') or '—'} ({hw.get('gpu') or hw.get('cpu') or '?'})",
-                     "git commit": _short_commit(prov.get("git_commit")),
+                     "git commit": _commits(prov, (r.result or {}).get("finished_by")),
                      "data (checksum status)": ", ".join(f"{d['dataset']}: {d['source']}"
                                                          for d in data.values()) or "—",
                      "encoder": encoder_label(study, r),
                      "missing": r.why_missing})
     return pd.DataFrame(rows)
+
+
+def _commits(started: dict, finished: Optional[dict]) -> str:
+    """The commit a run started under, and the one that finished it where that differs (a run
+    interrupted and resumed under newer code)."""
+    first, last = started.get("git_commit"), (finished or {}).get("git_commit")
+    if last and last != first:
+        return f"{_short_commit(first)}, finished under {_short_commit(last)}"
+    return _short_commit(first)
 
 
 def _short_commit(commit: Optional[str]) -> str:

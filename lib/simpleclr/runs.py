@@ -370,7 +370,11 @@ class RunDir:
 
     # result ------------------------------------------------------------------------------
     def write_result(self, result: dict) -> None:
-        """Write result.json last: its presence marks the run as finished."""
+        """Write result.json last: its presence marks the run as finished. It records the session
+        that finished the run (``finished_by``: commit, versions, hardware, time), since a run that
+        was interrupted and resumed may have started under another commit than config.json's."""
         cfg = self.read_config() or {}
-        atomic_write_json(self.result_path, {"stage": cfg.get("stage"),
-                                             "fingerprint": cfg.get("fingerprint"), **result})
+        by = provenance((cfg.get("provenance") or {}).get("device"))
+        by["finished_at"] = by.pop("started_at")
+        atomic_write_json(self.result_path, {"stage": cfg.get("stage"), "fingerprint": cfg.get("fingerprint"),
+                                             "finished_by": by, **result})
