@@ -25,7 +25,8 @@ def _stage_parser(sub, stage: Stage, command: StageCommand) -> None:
 
 
 def _entry(stage: Stage):
-    """The library function that runs ``stage`` (``train`` or ``evaluate``, imported only now)."""
+    """The library function that runs ``stage`` (in ``pretrain``, ``supervised`` or ``evaluate``,
+    imported only now: config names it, so config imports nothing above it)."""
     module, name = stage.entry.split(":")
     return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
