@@ -101,7 +101,7 @@ def supervised_epoch_units(cfg: dict, n_train: int) -> float:
 
 def supervised_epochs(cfg: dict) -> int:
     """Epochs a supervised run trains: its own, plus one trial per encoder lr scale when it
-    chooses among several (``train._choose_encoder_lr``)."""
+    chooses among several (``supervised._choose_encoder_lr``)."""
     grid = set(cfg.get("encoder_lr_grid") or ())
     trials = len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"]) if len(grid) > 1 else 0
     return cfg["epochs"] + trials
