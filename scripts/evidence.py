@@ -10,7 +10,9 @@ time, commit, CPU, precision, so each figure traces back to the run that produce
 ``--curves``, the runs of all the folders given are also read as learning curves: one curve per
 learner (SimCLR probes by pretraining steps, one per recipe; supervised training from scratch by
 epochs), with the budget at which each first clears the random encoder's interval and how fast it
-rises after, all computed here from the same intervals.
+rises after, all computed here from the same intervals. With ``--ablation PLAN/RUN``, every SimCLR
+probe whose pretraining differs from that reference probe's in exactly one setting (the probe
+itself equal) is set against it: one factor at a time, and the seed-to-seed spread beside it.
 """
 from __future__ import annotations
 
@@ -105,7 +107,8 @@ def curves(plan_dirs: list[Path]) -> tuple[Optional[stats.Interval], dict[str, l
 
     A SimCLR point is a probe of a pretrained encoder, its budget the pretraining steps; points
     share a curve when everything else in the recipe and the probe's label share are equal. A
-    supervised point is a run from scratch tested on CIFAR-100, its budget the epochs."""
+    supervised point is a run from scratch tested on CIFAR-100, its budget the epochs. Only seed 0
+    makes a curve (another seed at the same budget is read by ``--ablation`` as spread)."""
     floor, out = None, {}
     for plan_dir in plan_dirs:
         found = runs(plan_dir)
@@ -116,14 +119,14 @@ def curves(plan_dirs: list[Path]) -> tuple[Optional[stats.Interval], dict[str, l
             top1 = stats.wilson(res["top1"], res["n_test"])
             pre = _encoder_run(r, found) if r["cfg"]["stage"] == "linear_eval" else None
             if r["cfg"]["stage"] == "linear_eval" and c.get("encoder") == "random":
-                floor = floor or top1
-            elif pre:
-                pc = found[pre]["cfg"]["config"]
+                floor = floor or (top1 if c.get("seed", 0) == 0 else None)
+            elif pre and found[pre]["cfg"]["config"].get("seed", 0) == 0 and c.get("seed", 0) == 0:
+                pc = found[pre]["cfg"]["config"]  # a curve is one seed's: other seeds are spread
                 steps = found[pre]["res"].get("steps") or pc.get("steps")
                 recipe = ", ".join(f"{k} {pc.get(k)}" for k in RECIPE_KEYS if k != "steps")
                 label = f"SimCLR ({recipe}; probe on {c.get('label_fraction')} of the labels)"
                 out.setdefault(label, []).append((float(steps), f"{plan_dir.name}/{name}", top1))
-            elif r["cfg"]["stage"] == "supervised" and not c.get("init"):
+            elif r["cfg"]["stage"] == "supervised" and not c.get("init") and c.get("seed", 0) == 0:
                 label = (f"supervised from scratch (lr {c.get('lr')}, batch {c.get('batch_size')}, "
                          f"{c.get('subset_fraction')} of the labels)")
                 out.setdefault(label, []).append((float(c.get("epochs")), f"{plan_dir.name}/{name}", top1))
@@ -197,11 +200,81 @@ def curves_figure(plan_dirs: list[Path], path: Path) -> None:
     plt.close(fig)
 
 
+# ---- one factor at a time ----------------------------------------------------------------------
+IGNORED = {"progress", "num_threads", "data_dir", "accept_checksum", "launcher"}  # not the experiment
+Probe = tuple[str, dict, dict, stats.Interval]  # (plan/run, probe config, pretrain config, top-1)
+
+
+def simclr_probes(plan_dirs: list[Path]) -> dict[str, Probe]:
+    """Every SimCLR probe of the folders, and the random encoder's (pretrain config {})."""
+    out = {}
+    for plan_dir in plan_dirs:
+        found = runs(plan_dir)
+        for name, r in found.items():
+            c, res = r["cfg"]["config"], r["res"]
+            if r["cfg"]["stage"] != "linear_eval" or "top1" not in res:
+                continue
+            pre = _encoder_run(r, found)
+            if pre or c.get("encoder") == "random":
+                key = f"{plan_dir.name}/{name}"
+                out[key] = (key, c, found[pre]["cfg"]["config"] if pre else {},
+                            stats.wilson(res["top1"], res["n_test"]))
+    return out
+
+
+def _diff(a: dict, b: dict, skip: set[str]) -> dict[str, tuple]:
+    return {k: (a.get(k), b.get(k)) for k in sorted((set(a) | set(b)) - skip - IGNORED)
+            if a.get(k) != b.get(k)}
+
+
+def ablation_section(plan_dirs: list[Path], reference: str) -> str:
+    """Each probe one setting away from ``reference`` (the probe equal), and the seed spread."""
+    probes = simclr_probes(plan_dirs)
+    lines = ["# One factor at a time", "",
+             "Read by `python scripts/evidence.py " + " ".join(str(d) for d in plan_dirs)
+             + f" --ablation {reference}`: every SimCLR probe whose pretraining differs from "
+             f"`{reference}`'s in exactly one setting, the probe itself equal.", ""]
+    if reference not in probes:
+        return "\n".join(lines + [f"No finished probe `{reference}` yet.", ""])
+    _, ref_probe, ref_pre, ref_t = probes[reference]
+    rows, seeds = [], []
+    for key, probe, pre, t in probes.values():
+        if key == reference or _diff(probe, ref_probe, {"encoder"}):
+            continue
+        d = _diff(pre, ref_pre, set())
+        if len(d) == 1:
+            (setting, (mine, ref)), = d.items()
+            (seeds if setting == "seed" else rows).append((setting, ref, mine, key, t))
+    randoms = [p for p in probes.values() if not p[2]]
+    spread = [abs(t.value - ref_t.value) for *_, t in seeds]
+    spread += [abs(a[3].value - b[3].value) for i, a in enumerate(randoms) for b in randoms[i + 1:]
+               if list(_diff(a[1], b[1], set())) == ["seed"]]
+    lines += [f"Reference `{reference}`: top-1 {ref_t.text()}.", "",
+              "| setting | reference → this run | run | top-1 % [95%] | difference (points) | vs reference |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for setting, ref, mine, key, t in sorted(rows) + sorted(seeds):
+        lines.append(f"| {setting} | {ref} → {mine} | {key} | {t.text()} | "
+                     f"{t.value - ref_t.value:+.1f} | {stats.compare(t, ref_t)} |")
+    lines += [f"| random encoder | seed {c.get('seed', 0)} | {k} | {t.text()} |  |  |"
+              for k, c, _, t in sorted(randoms, key=lambda p: (p[1].get("seed", 0), p[0]))]
+    lines.append("")
+    if spread and rows:
+        noise = max(spread)
+        matter = [f"{s} ({ref} → {m}: {t.value - ref_t.value:+.1f})" for s, ref, m, _, t in sorted(rows)
+                  if stats.compare(t, ref_t) != "same" and abs(t.value - ref_t.value) > noise]
+        lines += [f"A second seed moved top-1 by at most {noise:.1f} points. Beyond both the "
+                  "intervals and that: " + ("; ".join(matter) if matter else "none of the settings")
+                  + ".", ""]
+    return "\n".join(lines)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("plan_dirs", type=Path, nargs="+", help="plan output folders, e.g. outputs/recipe")
     p.add_argument("--curves", action="store_true", help="also the learning curves across the folders")
     p.add_argument("--figure", type=Path, help="write the learning curves as a PNG here")
+    p.add_argument("--ablation", metavar="PLAN/RUN",
+                   help="set each probe one setting away from this one against it, e.g. recipe/published")
     ns = p.parse_args(argv)
     for d in ns.plan_dirs:
         if not d.is_dir():
@@ -211,6 +284,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     sys.stdout.write("\n".join(record(d) for d in ns.plan_dirs))
     if ns.curves:
         sys.stdout.write("\n" + curves_section(ns.plan_dirs))
+    if ns.ablation:
+        sys.stdout.write("\n" + ablation_section(ns.plan_dirs, ns.ablation))
     if ns.figure:
         curves_figure(ns.plan_dirs, ns.figure)
     return 0

@@ -88,3 +88,46 @@ def test_learning_curves_state_where_each_learner_clears_the_floor(tmp_path):
     assert "| 100 | curves/s100 | 14.5 [13.8, 15.2] | higher |" in section
     ev.curves_figure([a, b], tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_one_factor_at_a_time_sets_each_single_change_against_the_reference_and_the_seed_spread(tmp_path):
+    # Only probes one pretraining setting away from the reference (the probe itself equal) are
+    # rows; a setting "matters" only beyond both the intervals and the seed-to-seed spread.
+    ev = _script()
+    recipe = {"lr": 1.0, "weight_decay": 1e-4, "jitter_strength": 0.5, "steps": 200, "seed": 0,
+              "progress": False}
+    probe = {"n_test": 10000, "n_labelled": 5000, "top5": 30.0}
+    a, b = tmp_path / "recipe", tmp_path / "ablation"
+
+    def simclr(plan, name, top1, label_fraction=0.1, **changes):
+        _run(plan / f"{name}-pretrain", "pretrain", {**recipe, **changes}, {"steps": 200})
+        _run(plan / name, "linear_eval", {"encoder": str(plan / f"{name}-pretrain"),
+                                          "label_fraction": label_fraction}, {"top1": top1, **probe})
+
+    simclr(a, "published", 15.6)
+    simclr(b, "lr0.3", 11.0, lr=0.3)  # far below: matters
+    simclr(b, "wd1e-6", 15.0, weight_decay=1e-6)  # inside the reference's interval: does not
+    simclr(b, "jitter1.0", 14.0, jitter_strength=1.0, progress=True)  # progress is not the experiment
+    simclr(b, "two-changes", 9.0, lr=0.3, weight_decay=1e-6)  # not one factor: left out
+    simclr(b, "other-probe", 9.0, lr=0.5, label_fraction=0.01)  # probe differs: left out
+    simclr(b, "published-seed1", 15.1, seed=1)
+    _run(a / "random", "linear_eval", {"encoder": "random", "seed": 0}, {"top1": 12.3, **probe})
+    _run(b / "random-seed1", "linear_eval", {"encoder": "random", "seed": 1}, {"top1": 12.7, **probe})
+
+    text = ev.ablation_section([a, b], "recipe/published")
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    w = lambda v: stats.wilson(v, 10000).text()  # noqa: E731
+    assert rows == [
+        f"| jitter_strength | 0.5 → 1.0 | ablation/jitter1.0 | {w(14.0)} | -1.6 | lower |",
+        f"| lr | 1.0 → 0.3 | ablation/lr0.3 | {w(11.0)} | -4.6 | lower |",
+        f"| weight_decay | 0.0001 → 1e-06 | ablation/wd1e-6 | {w(15.0)} | -0.6 | same |",
+        f"| seed | 0 → 1 | ablation/published-seed1 | {w(15.1)} | -0.5 | same |",
+        f"| random encoder | seed 0 | recipe/random | {w(12.3)} |  |  |",
+        f"| random encoder | seed 1 | ablation/random-seed1 | {w(12.7)} |  |  |"]
+    # the spread is the larger of the two seed differences (0.5 and 0.4)
+    assert ("A second seed moved top-1 by at most 0.5 points. Beyond both the intervals and that: "
+            "jitter_strength (0.5 → 1.0: -1.6); lr (1.0 → 0.3: -4.6).") in text
+    assert "No finished probe" in ev.ablation_section([a, b], "recipe/missing")
+    # the curves read seed 0 only: the seed-1 probe is not a second point at 200 steps
+    _, found = ev.curves([a, b])
+    assert all(name != "ablation/published-seed1" for pts in found.values() for _, name, _ in pts)
