@@ -414,14 +414,21 @@ def test_repacked_archive_error_says_how_plans_accept_it(tmp_path, monkeypatch):
         plans.run_plan(write_plan(tmp_path, text), outputs=tmp_path / "out", report_dir=tmp_path / "r")
 
 
+def _finished_then_damaged(tmp_path, monkeypatch, run: str, file: str, text: str):
+    """The four-run plan finished, then one file of ``run`` overwritten with ``text``."""
+    p = load(tmp_path, FOUR)
+    assert _run(tmp_path, monkeypatch, FakeNotebooks(p)) == 0
+    damaged = p.runs[run].path / file
+    damaged.write_text(text)
+    return p, damaged
+
+
 def test_a_damaged_result_json_marks_its_run_broken_and_the_plan_and_report_go_on(
         tmp_path, monkeypatch, capsys):
     from simpleclr import report
 
-    p = load(tmp_path, FOUR)
-    assert _run(tmp_path, monkeypatch, FakeNotebooks(p)) == 0
-    damaged = p.runs["pre"].path / "result.json"
-    damaged.write_text('{"final_loss": 4.0, "wall')  # cut short, as a full disk would leave it
+    # cut short, as a full disk would leave it
+    p, damaged = _finished_then_damaged(tmp_path, monkeypatch, "pre", "result.json", '{"final_loss": 4.0, "wall')
     with pytest.raises(ValueError, match="is damaged"):  # what code tolerating a torn file catches
         RunDir(p.runs["pre"].path).read_result()
     capsys.readouterr()
@@ -455,10 +462,8 @@ def test_a_damaged_config_json_is_one_line_for_the_stage_and_broken_for_the_repo
         tmp_path, monkeypatch, capsys):
     from simpleclr import cli, report
 
-    p = load(tmp_path, FOUR)
-    assert _run(tmp_path, monkeypatch, FakeNotebooks(p)) == 0
-    damaged = p.runs["random"].path / "config.json"
-    damaged.write_text("[1, 2]")  # valid JSON, but not what a run folder holds
+    # valid JSON, but not what a run folder holds
+    p, damaged = _finished_then_damaged(tmp_path, monkeypatch, "random", "config.json", "[1, 2]")
     assert cli.main(["linear-eval", "--out", str(p.runs["random"].path), "--dataset",
                      "synthetic-cifar100:train=2,test=2"]) == 2
     err = capsys.readouterr().err.strip()
