@@ -34,11 +34,11 @@ def matmul_tflops(device: torch.device, n: int, dtype: torch.dtype) -> float:
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     for _ in range(3):
         a @ b
-    bench._sync(device)
+    bench.sync(device)
     t0, reps = time.perf_counter(), 10
     for _ in range(reps):
         a @ b
-    bench._sync(device)
+    bench.sync(device)
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
@@ -91,7 +91,7 @@ def main() -> None:
     a = p.parse_args()
     rt = resolve_runtime("auto", "auto", True)
     batch = 16 if a.small else 512
-    out = {"device": bench._device_name(rt.device), "torch": torch.__version__,
+    out = {"device": bench.device_name(rt.device), "torch": torch.__version__,
            "precision": rt.precision, "correctness": correctness(rt, 32 if a.small else 256)}
     out["matmul_tflops_bf16"] = matmul_tflops(rt.device, 512 if a.small else 8192, torch.bfloat16)
     for compile in (False, True):

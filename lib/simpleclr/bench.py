@@ -72,7 +72,8 @@ def resolve_options(ns: argparse.Namespace) -> dict[str, Any]:
     return chosen
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer reads compute, not launch (CUDA only)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -94,14 +95,14 @@ def time_steps(fn: Callable[[], Any], device: torch.device, *, warmup: int, repe
     for _ in range(warmup):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         first.append(time.perf_counter() - t0)
     per_call = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(steps):
             fn()
-        _sync(device)
+        sync(device)
         per_call.append((time.perf_counter() - t0) / steps)
     median = statistics.median(per_call)
     return Timing(median, sum(max(0.0, t - median) for t in first))
@@ -263,7 +264,7 @@ def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "aut
     inp = make_inputs(batch_size, image_size, precision, channels_last, compile, device)
     dev = inp.rt.device
     timing = dict(device=dev, warmup=warmup, repeats=repeats, steps=steps)
-    out: dict[str, Any] = {"device": str(dev), "device_name": _device_name(dev),
+    out: dict[str, Any] = {"device": str(dev), "device_name": device_name(dev),
                            "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "precision": inp.rt.precision, "channels_last": inp.rt.channels_last,
                            "compile": compile, "batch_size": batch_size, "image_size": image_size,
@@ -294,7 +295,8 @@ def _batches(n: int, batch_size: int, device: torch.device):
             yield perm[i:i + batch_size]
 
 
-def _device_name(dev: torch.device) -> str:
+def device_name(dev: torch.device) -> str:
+    """The GPU's name, or the CPU model this process runs on: what a timing was measured on."""
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     from .runs import hardware
