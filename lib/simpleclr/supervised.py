@@ -18,7 +18,7 @@ from torch import nn
 from . import augment as augment_mod
 from . import data as data_mod
 from . import distributed, evaluate, models
-from .config import ConfigError, SupervisedConfig, encoder_lr_grid
+from .config import ConfigError, SupervisedConfig, encoder_lr_grid, stage_of
 from .device import Runtime, eval_mode, seed_everything
 from .runs import RunDir
 from .train import (PathLike, TrainParts, _channels_last, _data_record, _finish_step, _last_value, _load, _Loop,
@@ -116,7 +116,7 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
 
     loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
                  parts.scaler, step, validate, len(labelled.fit), steps_per_epoch, total, epochs,
-                 desc="finetune" if cfg.init else "supervised")
+                 desc=stage_of(cfg).command_for(cfg).name)
     return parts, _run_loop(loop), loop
 
 
@@ -210,7 +210,7 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
         acc = _classify(parts.model, test.images.to(dev), test.labels, parts.mean, parts.std, runtime)
         meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
                 "image_size": split.image_size,
-                "source": {"run": str(out_dir), "stage": "finetune" if cfg.init else "supervised",
+                "source": {"run": str(out_dir), "stage": stage_of(cfg).command_for(cfg).name,
                            "dataset": cfg.dataset, "split": cfg.split, "init": cfg.init,
                            "init_source": parts.encoder_meta.get("source")}}
         state = models.encoder_state(parts.model.encoder, meta)
