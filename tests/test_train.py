@@ -21,7 +21,7 @@ from simpleclr import evaluate, models, pretrain, supervised, train
 from simpleclr.config import (ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig,
                               encoder_lr_grid)
 from simpleclr.data import DataError, load_split
-from simpleclr.device import resolve_runtime
+from simpleclr.device import resolve_runtime, rng_state, set_rng_state
 from simpleclr.distributed import World
 from simpleclr.optim import warmup_cosine
 from simpleclr.runs import CheckpointError, RunConflict, RunDir, atomic_torch_save
@@ -208,10 +208,10 @@ def test_checkpoint_rng_states_load_with_weights_only_and_restore_every_generato
     torch.manual_seed(3)
     gen = torch.Generator().manual_seed(4)
     random.gauss(0, 1), np.random.standard_normal()  # both keep a cached second normal: saved too
-    atomic_torch_save(train._rng_state({"augment": gen}), tmp_path / "rng.pt")
+    atomic_torch_save(rng_state({"augment": gen}), tmp_path / "rng.pt")
     expected = _draws(gen)
     state = torch.load(tmp_path / "rng.pt", weights_only=True)  # tensors and plain values only
-    train._set_rng_state(state)
+    set_rng_state(state)
     gen.set_state(state["augment"])
     assert _draws(gen) == expected
 

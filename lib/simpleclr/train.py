@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from torch import nn
 from . import data as data_mod
 from . import distributed, launch
 from .config import ConfigError, PretrainConfig, StageConfig, TrainingConfig
-from .device import Runtime, resolve_runtime
+from .device import Runtime, resolve_runtime, rng_state, set_rng_state
 from .errors import SimpleCLRError
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from .runs import RunDir, RunLocked
@@ -204,33 +203,6 @@ def _parallel(model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
     return model, (torch.compile(train_model) if cfg.compile else train_model)
 
 
-def _rng_state(extra: dict[str, torch.Generator]) -> dict:
-    """Every RNG's state as tensors and plain numbers, so last.pt loads with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
-                       "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
-                        "gauss": py_gauss},
-             **{k: g.get_state() for k, g in extra.items()}}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    """The inverse of :func:`_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @contextlib.contextmanager
 def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) -> Iterator[None]:
     """Rank 0 holds the run folder's lock for the block. When another process has it, every rank
@@ -308,7 +280,7 @@ def _save_last(loop: _Loop, epoch: int, step: int, clock: dict) -> None:
         "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
         "scheduler": loop.scheduler.state_dict(),
         "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
-        "epoch": epoch, "step": step, "rng": _rng_state(loop.state.get("generators", {})),
+        "epoch": epoch, "step": step, "rng": rng_state(loop.state.get("generators", {})),
         "fingerprint": loop.cfg.fingerprint(), **clock})
 
 
@@ -329,7 +301,7 @@ def _resume(loop: _Loop) -> tuple[int, int, dict]:
     loop.scheduler.load_state_dict(ckpt["scheduler"])
     if loop.scaler is not None and ckpt.get("scaler") is not None:
         loop.scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(ckpt["rng"])
+    set_rng_state(ckpt["rng"])
     if loop.world.is_main:
         loop.run.truncate_metrics([r for r in loop.run.read_metrics()
                                    if r.get("epoch", 0) <= ckpt["epoch"]])
