@@ -297,7 +297,7 @@ def _resume(loop: _Loop) -> tuple[int, int, dict]:
     ckpt = loop.run.load_checkpoint("last", required=_CHECKPOINT_KEYS)
     loop.trace = _resume_trace(loop, ckpt)
     if loop.world.is_main:
-        _drop_rows_past(loop.run, ckpt)
+        _drop_rows_past(loop.run, ckpt, keep_trace=loop.trace is not None)
     if ckpt is None:
         return 0, 0, clock
     loop.model.load_state_dict(ckpt["model"])
@@ -319,14 +319,15 @@ def _resume_trace(loop: _Loop, ckpt: Optional[dict]) -> Optional[StepTrace]:
                            ckpt["trace"] if ckpt is not None else None)
 
 
-def _drop_rows_past(run: RunDir, ckpt: Optional[dict]) -> None:
+def _drop_rows_past(run: RunDir, ckpt: Optional[dict], keep_trace: bool) -> None:
     """Drop the metrics and step-trace rows a killed run wrote past its checkpoint (all of them
-    when it had none): the resumed run writes them again."""
+    when it had none; the whole trace when it goes on without one): the resumed run writes them
+    again."""
     epoch, step = (ckpt["epoch"], ckpt["step"]) if ckpt is not None else (0, 0)
     if run.metrics_path.exists():
         run.truncate_metrics([r for r in run.read_metrics() if r.get("epoch", 0) <= epoch])
     if run.steps_path.exists():
-        run.truncate_steps([r for r in run.read_steps() if r.get("step", 0) <= step])
+        run.truncate_steps([r for r in run.read_steps() if keep_trace and r.get("step", 0) <= step])
 
 
 def _progress(loop: _Loop, initial: int):
