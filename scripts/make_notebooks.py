@@ -93,7 +93,8 @@ cfg
         code("result = pretrain_simclr(cfg, out_dir)"),
         md("## Result"),
         code("nb.result_table(result)"),
-        md("## Training curves\nNT-Xent loss per epoch and the kNN monitor's top-1 on the held-out split."),
+        md("## Training curves\nNT-Xent loss along the steps (the run's step trace, `steps.jsonl`, in epochs) "
+           "and the kNN monitor's top-1 on the held-out split, per epoch."),
         code("show(nb.plot_run(out_dir))"),
     ])
 
@@ -126,7 +127,8 @@ cfg
         code("result = train_supervised(cfg, out_dir)"),
         md("## Result\nTop-1 / top-5 on the test split (measured once, at the end)."),
         code("nb.result_table(result)"),
-        md("## Training curves\nCross-entropy loss per epoch and top-1 on the validation split."),
+        md("## Training curves\nCross-entropy loss along the steps (the run's step trace, `steps.jsonl`, in "
+           "epochs) and top-1 on the validation split, per epoch."),
         code("show(nb.plot_run(out_dir))"),
     ])
 
@@ -263,7 +265,9 @@ if panels:
 else:
     display(Markdown("_No saved features yet._"))
 """),
-        md("## Training curves"),
+        md("## Training curves\nLoss along the steps (each run's step trace, `steps.jsonl`, in epochs; one "
+           "point per epoch for a run folder written before there was one) and the accuracy watched "
+           "per epoch."),
         code("""
 curves = fg.curve_runs(study)
 if curves:

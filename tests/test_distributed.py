@@ -301,7 +301,8 @@ def test_sync_bn_defaults_on_for_simclr_only_and_only_on_several_processes():
 
 # ---- a real 2-process pretraining run: resume, one writer ------------------------------------
 TINY = "synthetic-cifar100:classes=4,train=20,test=4,seed=5"
-WRITES = ("start", "log_metrics", "truncate_metrics", "save_checkpoint", "write_result")
+WRITES = ("start", "log_metrics", "truncate_metrics", "log_steps", "truncate_steps", "save_checkpoint",
+          "write_result")
 
 
 def _pretrain_cfg(data_dir: str) -> PretrainConfig:
@@ -344,7 +345,7 @@ def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(t
     prepare(TINY, root=data_dir, image_size=8)
     (rank0, rank1) = _spawn(tmp_path, _pretrain_twice, data_dir, str(tmp_path))
     assert rank1[0] == [], f"rank 1 wrote to the run folder: {rank1[0]}"
-    assert {"start", "log_metrics", "save_checkpoint", "write_result"} <= set(rank0[0])
+    assert {"start", "log_metrics", "log_steps", "save_checkpoint", "write_result"} <= set(rank0[0])
     assert rank0[1] == rank1[1] == 2
     assert rank0[2] == rank1[2]  # every rank returns the result rank 0 wrote
     straight, resumed = RunDir(tmp_path / "straight"), RunDir(tmp_path / "resumed")
@@ -358,6 +359,12 @@ def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(t
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # one row per epoch: one writer, no duplicates
     assert [r["loss"] for r in rows] == [r["loss"] for r in straight.read_metrics()]
     assert all(r["knn_top1"] is not None for r in rows)
+    # the step trace: a row per step (12 steps), once each; a row's loss is the mean over ranks, as
+    # the epoch's is, so an epoch's 4 rows average to its metrics loss
+    trace = resumed.read_steps()
+    assert [t["step"] for t in trace] == list(range(1, 13)) and trace == straight.read_steps()
+    assert [sum(t["loss"] for t in trace[i:i + 4]) / 4 for i in (0, 4, 8)] == pytest.approx(
+        [r["loss"] for r in rows], rel=1e-6)
     result = straight.read_result()
     assert result["runtime"]["world_size"] == 2 and result["runtime"]["sync_bn"] is True
     assert result["steps"] == 12 and result["n_train"] == 72

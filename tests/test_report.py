@@ -17,6 +17,8 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 from simpleclr import figures as fg
 from simpleclr import report as rp
 from simpleclr import stats
+from simpleclr.runs import RunDir
+from simpleclr.study import RunInfo, Study
 
 from _studyfolders import FAILED, RESULTS, build_study
 
@@ -228,6 +230,43 @@ def test_figures_have_labelled_axes(study):
     tag = fg.figure_html(figs[2])
     assert tag.startswith('<img src="data:image/png;base64,iVBOR')  # a PNG, inline
     assert 'alt="Pretraining-set size (same number of optimisation steps): CIFAR-100 linear-probe top-1' in tag
+
+
+def _run_info(path, notebook: str, role: dict, config: dict | None = None) -> RunInfo:
+    return RunInfo(name=path.name, notebook=notebook, stage=notebook, path=path, role=role, state="done",
+                   reason=None, fingerprint=None, config_json={"config": config or {}})
+
+
+def test_training_curves_draw_the_step_trace_and_per_epoch_metrics_without_one(tmp_path):
+    """A half-epoch SimCLR run (one metrics row) draws its step trace; a supervised run folder
+    from before the trace draws its epochs as it always did."""
+    pre, sup = RunDir(tmp_path / "pre"), RunDir(tmp_path / "sup")
+    pre.log_metrics({"epoch": 1, "step": 200, "loss": 5.0, "knn_top1": 12.0})
+    trace = [{"step": s, "epoch": s / 400, "loss": 6.0 - s / 100, "lr": 0.1} for s in range(1, 201)]
+    pre.log_steps(trace)
+    for e in (1, 2):
+        sup.log_metrics({"epoch": e, "step": 5 * e, "loss": 4.0 - e, "val_top1": 5.0 * e})
+    runs = {"pre": _run_info(pre.path, "pretrain", {}),
+            "probe": _run_info(tmp_path / "probe", "linear_eval", {"row": "selfsuper"},
+                               {"encoder": str(pre.path)}),
+            "sup": _run_info(sup.path, "supervised", {"row": "super"})}
+    study = Study(plan_dir=tmp_path, manifest={}, runs=runs)
+    assert runs["pre"].steps() == trace and runs["sup"].steps() == []
+    curves = fg.curve_runs(study)
+    assert [(label, run.name) for label, run in curves] == [("selfsuper", "pre"), ("super", "sup")]
+    fig = fg.plot_training_curves(curves)
+    simclr, supervised, accuracy = fig.axes
+    (line,) = simclr.get_lines()
+    assert list(line.get_xdata()) == [t["epoch"] for t in trace]
+    assert list(line.get_ydata()) == [t["loss"] for t in trace]
+    assert simclr.get_xlabel() == "epoch"
+    (line,) = supervised.get_lines()
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [3.0, 2.0]
+    assert line.get_marker() == "."
+    assert [list(a.get_xdata()) for a in accuracy.get_lines()] == [[1], [1, 2]]  # per epoch, both
+    # without its trace the one-epoch run is no curve, as before there was a trace
+    pre.steps_path.unlink()
+    assert [label for label, _ in fg.curve_runs(study)] == ["super"]
 
 
 def test_warnings_flag_generated_data_standins_and_gaps(study):

@@ -17,11 +17,11 @@ from PIL import Image
 
 from _interrupt import Interrupt
 from simpleclr import data as data_mod
-from simpleclr import evaluate, models, pretrain, supervised, train
+from simpleclr import evaluate, models, pretrain, steptrace, supervised, train
 from simpleclr.config import (ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig,
                               encoder_lr_grid)
 from simpleclr.data import DataError, load_split
-from simpleclr.device import resolve_runtime
+from simpleclr.device import resolve_runtime, rng_state, set_rng_state
 from simpleclr.distributed import World
 from simpleclr.optim import warmup_cosine
 from simpleclr.runs import CheckpointError, RunConflict, RunDir, atomic_torch_save
@@ -141,6 +141,15 @@ def test_pretrain_run_folder_holds_what_the_contract_names(reference_run):
     base = 1.0 * 40 / 256
     assert [r["lr"] for r in rows] == pytest.approx(
         [base * warmup_cosine(r["step"] - 1, 8, 2) for r in rows])
+    # the step trace: 8 steps -> a row per step (window max(1, ceil(8 / 200)) = 1), at
+    # fractional epochs; each epoch's two rows average to its metrics loss
+    trace = run.read_steps()
+    assert [t["step"] for t in trace] == list(range(1, 9))
+    assert [t["epoch"] for t in trace] == [s / 2 for s in range(1, 9)]
+    assert [t["lr"] for t in trace] == pytest.approx([base * warmup_cosine(s - 1, 8, 2) for s in range(1, 9)])
+    assert [t["lr"] for t in trace[1::2]] == [r["lr"] for r in rows]  # the same step's lr, exactly
+    assert [(a["loss"] + b["loss"]) / 2 for a, b in zip(trace[::2], trace[1::2])] == pytest.approx(
+        [r["loss"] for r in rows], rel=1e-6)
     cfg_json = run.read_config()
     assert cfg_json["fingerprint"] == cfg.fingerprint()
     assert cfg_json["data"]["source"] == "generated" and cfg_json["data"]["n_train"] == 110
@@ -163,6 +172,7 @@ def test_resume_after_interruption_gives_bit_identical_weights(reference_run, tm
         pretrain.pretrain_simclr(cfg, out)
     run = RunDir(out)
     assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
+    assert [r["step"] for r in run.read_steps()] == [1, 2, 3, 4, 5, 6]  # written with epoch 3's row
     assert run.load_checkpoint("last")["epoch"] == 2
     assert not run.result_path.exists()
     monkeypatch.undo()
@@ -174,11 +184,57 @@ def test_resume_after_interruption_gives_bit_identical_weights(reference_run, tm
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
     assert [r["knn_top1"] for r in rows] == [r["knn_top1"] for r in ref_rows]
+    assert run.read_steps() == RunDir(ref_out).read_steps()  # epoch 3's rows dropped, then redone
     assert result["final_loss"] == ref_result["final_loss"]
     ref_opt = RunDir(ref_out).load_checkpoint("last")["optimizer"]["state"]
     got_opt = run.load_checkpoint("last")["optimizer"]["state"]
     for k in ref_opt:
         assert torch.equal(ref_opt[k]["momentum_buffer"], got_opt[k]["momentum_buffer"])
+
+
+class _Losses:
+    """Wraps a step function and keeps each step's loss tensor."""
+
+    def __init__(self, fn):
+        self.fn, self.losses = fn, []
+
+    def __call__(self, *args, **kwargs):
+        loss, gnorm = self.fn(*args, **kwargs)
+        self.losses.append(loss.clone())
+        return loss, gnorm
+
+
+def test_the_step_trace_averages_windows_across_epochs_and_resumes_inside_one(data_dir, tmp_path,
+                                                                              monkeypatch):
+    """2 rows a run (STEP_ROWS=2) of 6 steps: windows of 3 steps, each across an epoch's end (2
+    steps per epoch). Killed in the 2nd epoch, the run resumes from epoch 1's checkpoint in the
+    middle of the first window, and still logs the uninterrupted run's rows."""
+    monkeypatch.setattr(steptrace, "STEP_ROWS", 2)
+    cfg = _pretrain_cfg(data_dir, epochs=3, knn_every=0)
+    recorder = _Losses(pretrain.simclr_step)
+    monkeypatch.setattr(pretrain, "simclr_step", recorder)
+    pretrain.pretrain_simclr(cfg, tmp_path / "whole")
+    whole = RunDir(tmp_path / "whole").read_steps()
+    assert [(r["step"], r["epoch"]) for r in whole] == [(3, 1.5), (6, 3.0)]
+    # each row: the float32 sum over its window, as the device summed it, over the window's length
+    expected = []
+    for window in (recorder.losses[:3], recorder.losses[3:]):
+        total = torch.zeros(())
+        for loss in window:
+            total += loss
+        expected.append(float(total) / 3)
+    assert [r["loss"] for r in whole] == expected
+    base = 1.0 * 40 / 256
+    assert [r["lr"] for r in whole] == pytest.approx([base * warmup_cosine(s - 1, 6, 2) for s in (3, 6)])
+
+    monkeypatch.setattr(pretrain, "simclr_step", Interrupt(pretrain.simclr_step, at=4))
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.pretrain_simclr(cfg, tmp_path / "resumed")
+    run = RunDir(tmp_path / "resumed")
+    assert run.read_steps() == [] and run.load_checkpoint("last")["trace"]["steps"] == 2
+    monkeypatch.setattr(pretrain, "simclr_step", recorder.fn)
+    pretrain.pretrain_simclr(cfg, tmp_path / "resumed")
+    assert run.read_steps() == whole
 
 
 def test_a_finished_run_is_not_redone(reference_run, monkeypatch):
@@ -208,10 +264,10 @@ def test_checkpoint_rng_states_load_with_weights_only_and_restore_every_generato
     torch.manual_seed(3)
     gen = torch.Generator().manual_seed(4)
     random.gauss(0, 1), np.random.standard_normal()  # both keep a cached second normal: saved too
-    atomic_torch_save(train._rng_state({"augment": gen}), tmp_path / "rng.pt")
+    atomic_torch_save(rng_state({"augment": gen}), tmp_path / "rng.pt")
     expected = _draws(gen)
     state = torch.load(tmp_path / "rng.pt", weights_only=True)  # tensors and plain values only
-    train._set_rng_state(state)
+    set_rng_state(state)
     gen.set_state(state["augment"])
     assert _draws(gen) == expected
 

@@ -201,30 +201,45 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
 
 def curve_runs(study: Study) -> list[tuple[str, RunInfo]]:
     """(label, training run) behind each main-table row, first seed only, in row order; runs
-    with fewer than two epochs logged are left out (one point is not a curve)."""
+    with fewer than two epochs logged and fewer than two step-trace rows are left out (one point
+    is not a curve)."""
     out: list[tuple[str, RunInfo]] = []
     seen: set[str] = set()
     for name in ROW_NAMES:
         for r in study.with_role("row", name):
             src = r if r.stage in ("pretrain", "supervised") else study.source_run(r)
-            if src is not None and src.name not in seen and len(src.metrics()) >= 2:
+            if src is not None and src.name not in seen and _has_curve(src):
                 out.append((name, src))
                 seen.add(src.name)
                 break
     return out
 
 
+def _has_curve(run: RunInfo) -> bool:
+    return len(run.metrics()) >= 2 or len(run.steps()) >= 2
+
+
+def _rows(rows: list[dict]) -> pd.DataFrame:
+    """Rows with an epoch and a loss as a table; empty when they have neither."""
+    df = pd.DataFrame(rows)
+    return df if {"epoch", "loss"} <= set(df.columns) else pd.DataFrame()
+
+
 def plot_training_curves(curves: Sequence[tuple[str, RunInfo]]) -> Any:
-    """Loss per epoch (SimCLR and supervised apart) and the accuracy they were watched with."""
+    """Loss along training (SimCLR and supervised apart) and the accuracy they were watched with.
+
+    The loss is the step trace (``steps.jsonl``: about 200 points, at fractional epochs) where the
+    run has one, else one point per epoch from its metrics; the accuracy is per epoch."""
     import matplotlib.pyplot as plt
 
     fig, axs = plt.subplots(1, 3, figsize=(14, 3.8))
     for label, run in curves:
-        m = pd.DataFrame(run.metrics())
-        if m.empty or "epoch" not in m:
-            continue
+        m, s = _rows(run.metrics()), _rows(run.steps())
         simclr = run.stage == "pretrain"
-        axs[0 if simclr else 1].plot(m["epoch"], m["loss"], marker=".", label=label)
+        if len(s) >= 2:
+            axs[0 if simclr else 1].plot(s["epoch"], s["loss"], lw=1.2, label=label)
+        elif not m.empty:
+            axs[0 if simclr else 1].plot(m["epoch"], m["loss"], marker=".", label=label)
         acc = "knn_top1" if simclr else "val_top1"
         if acc in m and m[acc].notna().any():
             a = m.dropna(subset=[acc])

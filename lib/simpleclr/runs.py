@@ -5,6 +5,8 @@ Layout of one run folder::
 
     config.json     {"stage", "fingerprint", "config", "provenance", "data"}
     metrics.jsonl   one JSON object per line (per epoch), appended and flushed
+    steps.jsonl     the training loss along the steps: {"step", "epoch" (fractional), "loss" (mean
+                    since the row before), "lr"}, at most about 200 rows a run, written per epoch
     result.json     the final figures; its presence (with a matching fingerprint) means "done"
     checkpoints/    last.pt (for resume) and final.pt (the model), each written atomically
     features.pt     evaluation only: frozen test features for the report's t-SNE
@@ -209,6 +211,23 @@ def provenance(device: Optional[str] = None) -> dict:
 
 
 # ---- the run folder ---------------------------------------------------------------------
+def _read_rows(path: Path) -> list[dict]:
+    """The JSON lines of ``path`` ([] when there is none); a line torn by a kill is dropped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _rewrite_rows(path: Path, keep: Iterable[dict]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+
+
 class RunDir:
     """One stage's output folder. Only one process (rank 0) should write through it."""
 
@@ -216,6 +235,7 @@ class RunDir:
         self.path = Path(path)
         self.config_path = self.path / "config.json"
         self.metrics_path = self.path / "metrics.jsonl"
+        self.steps_path = self.path / "steps.jsonl"
         self.result_path = self.path / "result.json"
         self.checkpoint_dir = self.path / "checkpoints"
         self.features_path = self.path / "features.pt"
@@ -306,29 +326,39 @@ class RunDir:
                                              "provenance": provenance(device)})
         return "todo"
 
-    # metrics -----------------------------------------------------------------------------
+    # metrics (one row per epoch) and the step trace (one row per few steps) ------------------
     def log_metrics(self, row: dict) -> None:
         """Append one JSON line and flush it to disk."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(row, default=float) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        self._append(self.metrics_path, [row])
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics_path.exists():
-            return []
-        rows = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line torn by a kill: drop it
-                continue
-        return rows
+        return _read_rows(self.metrics_path)
 
     def truncate_metrics(self, keep: Iterable[dict]) -> None:
         """Rewrite metrics to ``keep`` (on resume: drop rows past the checkpoint)."""
-        atomic_write_bytes(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+        _rewrite_rows(self.metrics_path, keep)
+
+    def log_steps(self, rows: Iterable[dict]) -> None:
+        """Append step-trace rows (an epoch's at a time) and flush them to disk."""
+        self._append(self.steps_path, rows)
+
+    def read_steps(self) -> list[dict]:
+        """The step trace; [] for a run folder written before there was one."""
+        return _read_rows(self.steps_path)
+
+    def truncate_steps(self, keep: Iterable[dict]) -> None:
+        """Rewrite the step trace to ``keep`` (on resume: drop rows past the checkpoint)."""
+        _rewrite_rows(self.steps_path, keep)
+
+    def _append(self, path: Path, rows: Iterable[dict]) -> None:
+        text = "".join(json.dumps(r, default=float) + "\n" for r in rows)
+        if not text:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
 
     # progress of a running stage (what `plan run` shows while its notebook executes) -------
     def write_progress(self, step: int, total_steps: int, elapsed_s: float) -> None:

@@ -79,7 +79,12 @@ class RunInfo:
                 }.get(self.state, "not run yet")
 
     def metrics(self) -> list[dict]:
+        """The run's metrics rows, one per epoch."""
         return RunDir(self.path).read_metrics()
+
+    def steps(self) -> list[dict]:
+        """The run's step trace (``steps.jsonl``); [] for a folder written before there was one."""
+        return RunDir(self.path).read_steps()
 
 
 @dataclass

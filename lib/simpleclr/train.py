@@ -13,14 +13,13 @@ from generators seeded per (seed, epoch), so an epoch is the same whether or not
 
 This module holds what does not depend on the stage: the stage preamble (:func:`_run_stage`, the
 run folder's lock), the seeded order, the step's tail (backward, NaN/Inf guard, optimizer and
-schedule), the epoch loop with its progress, metrics, checkpoints and resume. Its underscored names
-are the stage modules' interface, not the library's.
+schedule), the epoch loop with its progress, metrics, step trace (:mod:`simpleclr.steptrace`),
+checkpoints and resume. Its underscored names are the stage modules' interface, not the library's.
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +32,11 @@ from torch import nn
 from . import data as data_mod
 from . import distributed, launch
 from .config import ConfigError, PretrainConfig, StageConfig, TrainingConfig
-from .device import Runtime, resolve_runtime
+from .device import Runtime, resolve_runtime, rng_state, set_rng_state
 from .errors import SimpleCLRError
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from .runs import RunDir, RunLocked
+from .steptrace import StepTrace
 
 __all__ = ["TrainingDiverged", "uses_sync_bn"]
 
@@ -204,33 +204,6 @@ def _parallel(model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
     return model, (torch.compile(train_model) if cfg.compile else train_model)
 
 
-def _rng_state(extra: dict[str, torch.Generator]) -> dict:
-    """Every RNG's state as tensors and plain numbers, so last.pt loads with ``weights_only=True``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, internal, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)),
-                       "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
-                        "gauss": py_gauss},
-             **{k: g.get_state() for k, g in extra.items()}}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    """The inverse of :func:`_rng_state`."""
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 @contextlib.contextmanager
 def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) -> Iterator[None]:
     """Rank 0 holds the run folder's lock for the block. When another process has it, every rank
@@ -295,6 +268,7 @@ class _Loop:
     epochs: int
     desc: str
     state: dict = field(default_factory=dict)
+    trace: Optional[StepTrace] = None  # None: a run begun before there was a step trace
     session_start: float = 0.0  # perf_counter() at the run's start, as if it had never stopped
     shown: float = 0.0  # perf_counter() when progress.json was last written
 
@@ -308,7 +282,8 @@ def _save_last(loop: _Loop, epoch: int, step: int, clock: dict) -> None:
         "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
         "scheduler": loop.scheduler.state_dict(),
         "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
-        "epoch": epoch, "step": step, "rng": _rng_state(loop.state.get("generators", {})),
+        "epoch": epoch, "step": step, "rng": rng_state(loop.state.get("generators", {})),
+        "trace": loop.trace.state() if loop.trace is not None else None,
         "fingerprint": loop.cfg.fingerprint(), **clock})
 
 
@@ -316,25 +291,43 @@ def _resume(loop: _Loop) -> tuple[int, int, dict]:
     """(completed epochs, step, clock) from checkpoints/last.pt, or a fresh start.
 
     Every rank loads the same checkpoint (the run folder must be on storage all nodes see); only
-    rank 0 rewrites the metrics file.
+    rank 0 rewrites the metrics and step-trace files.
     """
     clock = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0}
     ckpt = loop.run.load_checkpoint("last", required=_CHECKPOINT_KEYS)
+    loop.trace = _resume_trace(loop, ckpt)
+    if loop.world.is_main:
+        _drop_rows_past(loop.run, ckpt, keep_trace=loop.trace is not None)
     if ckpt is None:
-        if loop.run.metrics_path.exists() and loop.world.is_main:  # killed before a checkpoint
-            loop.run.truncate_metrics([])
         return 0, 0, clock
     loop.model.load_state_dict(ckpt["model"])
     loop.optimizer.load_state_dict(ckpt["optimizer"])
     loop.scheduler.load_state_dict(ckpt["scheduler"])
     if loop.scaler is not None and ckpt.get("scaler") is not None:
         loop.scaler.load_state_dict(ckpt["scaler"])
-    _set_rng_state(ckpt["rng"])
-    if loop.world.is_main:
-        loop.run.truncate_metrics([r for r in loop.run.read_metrics()
-                                   if r.get("epoch", 0) <= ckpt["epoch"]])
+    set_rng_state(ckpt["rng"])
     clock.update({k: ckpt[k] for k in clock})
     return int(ckpt["epoch"]), int(ckpt["step"]), clock
+
+
+def _resume_trace(loop: _Loop, ckpt: Optional[dict]) -> Optional[StepTrace]:
+    """The step trace with the checkpoint's open window, a new one without a checkpoint, and None
+    when the checkpoint predates the trace (its rows would begin mid-run)."""
+    if ckpt is not None and ckpt.get("trace") is None:
+        return None
+    return StepTrace.start(loop.total_steps, loop.steps_per_epoch, loop.runtime.device,
+                           ckpt["trace"] if ckpt is not None else None)
+
+
+def _drop_rows_past(run: RunDir, ckpt: Optional[dict], keep_trace: bool) -> None:
+    """Drop the metrics and step-trace rows a killed run wrote past its checkpoint (all of them
+    when it had none; the whole trace when it goes on without one): the resumed run writes them
+    again."""
+    epoch, step = (ckpt["epoch"], ckpt["step"]) if ckpt is not None else (0, 0)
+    if run.metrics_path.exists():
+        run.truncate_metrics([r for r in run.read_metrics() if r.get("epoch", 0) <= epoch])
+    if run.steps_path.exists():
+        run.truncate_steps([r for r in run.read_steps() if keep_trace and r.get("step", 0) <= step])
 
 
 def _progress(loop: _Loop, initial: int):
@@ -357,6 +350,7 @@ def _run_loop(loop: _Loop) -> list[dict]:
             t0 = time.perf_counter()
             done = _train_epoch(loop, epoch, step, bar, t0)
             step = done.step
+            trace_rows = loop.trace.rows() if loop.trace is not None else []
             mean_loss = float(distributed.all_reduce_mean(done.loss_sum)) / max(done.steps, 1)
             mean_norm = float(done.norm_sum) / max(done.steps, 1)
             train_s = time.perf_counter() - t0
@@ -370,6 +364,7 @@ def _run_loop(loop: _Loop) -> list[dict]:
                    "seconds": time.perf_counter() - t0,
                    "images_per_s": done.steps * cfg.batch_size / max(train_s, 1e-9), **extra}
             if loop.world.is_main:
+                loop.run.log_steps(trace_rows)
                 loop.run.log_metrics(row)
                 if (epoch + 1) % cfg.checkpoint_every == 0 or last:
                     _save_last(loop, epoch + 1, step, clock)
@@ -387,7 +382,7 @@ class _EpochSteps:
     step: int  # the run's step count after them
     loss_sum: torch.Tensor  # on the device: read only where reading is cheap (see SYNC_EVERY)
     norm_sum: torch.Tensor
-    lr: float  # the lr the epoch's last step used
+    lr: float  # the lr the epoch's last step used (so far)
     steps: int = 0  # steps taken in the epoch
 
 
@@ -405,8 +400,7 @@ def _train_epoch(loop: _Loop, epoch: int, step: int, bar: Any, t0: float) -> _Ep
                        lr=_main_lr(loop.optimizer))
     for i in range(n_steps):
         idx = order[i * local_batch:(i + 1) * local_batch]
-        if i == n_steps - 1:
-            done.lr = _main_lr(loop.optimizer)  # the lr this epoch's last step uses
+        lr = _main_lr(loop.optimizer)  # the lr this step uses
         try:
             loss, gnorm = loop.step(idx, gen, sync_each_step)
         except TrainingDiverged as e:
@@ -415,6 +409,9 @@ def _train_epoch(loop: _Loop, epoch: int, step: int, bar: Any, t0: float) -> _Ep
         done.norm_sum += gnorm
         done.step += 1
         done.steps += 1
+        done.lr = lr
+        if loop.trace is not None:
+            loop.trace.add(loss, done.step, lr)
         # reading the sums syncs: every step on CPU (free), every SYNC_EVERY elsewhere
         at_sync = sync_each_step or done.steps % SYNC_EVERY == 0 or i == n_steps - 1
         if at_sync and not sync_each_step:
