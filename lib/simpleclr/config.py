@@ -157,6 +157,9 @@ class TrainingConfig(StageConfig):
     place in the field order). ``build_optimizer`` and the schedule read a ``TrainingConfig``.
     """
 
+    # Batch norm across processes when sync_bn is None and the run has several (train.uses_sync_bn)
+    SYNC_BN_DEFAULT: ClassVar[bool] = False
+
     split: str = "train"
     subset_fraction: float = 1.0  # a class-balanced share of the split, drawn with subset_seed
     subset_seed: int = 0
@@ -172,7 +175,7 @@ class TrainingConfig(StageConfig):
     grad_clip: Optional[float] = None
     val_fraction: float = 0.1  # held out from the training split to watch or validate the run
     checkpoint_every: int = 1
-    sync_bn: Optional[bool] = None  # None: the stage's own choice (train.uses_sync_bn)
+    sync_bn: Optional[bool] = None  # None: the stage's own choice, SYNC_BN_DEFAULT
 
     def validate(self) -> None:
         """The shared checks; a stage's ``validate`` calls this first, then adds its own."""
@@ -226,6 +229,8 @@ class PretrainConfig(TrainingConfig):
     """
 
     stage: ClassVar[str] = "pretrain"
+    # SimCLR's "global BN": per-device statistics let the contrastive task cheat on them
+    SYNC_BN_DEFAULT: ClassVar[bool] = True
 
     # The recipe (TrainingConfig's fields, with SimCLR's CIFAR defaults).
     batch_size: int = 512

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import data as data_mod
 from . import distributed, launch
-from .config import ConfigError, PretrainConfig, StageConfig, TrainingConfig
+from .config import ConfigError, StageConfig, TrainingConfig
 from .device import Runtime, resolve_runtime, rng_state, set_rng_state
 from .errors import SimpleCLRError
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
@@ -189,9 +189,7 @@ def uses_sync_bn(cfg: TrainingConfig, world: distributed.World) -> bool:
     "global BN": per-device statistics let the contrastive task cheat on them)."""
     if not world.distributed:
         return False
-    if cfg.sync_bn is not None:
-        return cfg.sync_bn
-    return isinstance(cfg, PretrainConfig)
+    return cfg.SYNC_BN_DEFAULT if cfg.sync_bn is None else cfg.sync_bn
 
 
 def _parallel(model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
