@@ -273,7 +273,7 @@ curves = fg.curve_runs(study)
 if curves:
     fg.show(fg.plot_training_curves(curves))
 else:
-    display(Markdown("_No run logged two epochs or more: nothing to draw as a curve._"))
+    display(Markdown("_No run logged a curve (two epochs, or two rows of its step trace): nothing to draw._"))
 """),
         md("## Published reference figures\nFor context only: other budgets and training recipes."),
         code("display(rp.styled(rp.references_table(), 'Published ResNet-18 results on CIFAR-100'))"),

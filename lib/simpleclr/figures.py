@@ -247,7 +247,7 @@ def plot_training_curves(curves: Sequence[tuple[str, RunInfo]]) -> Any:
                         label=f"{label} ({'kNN' if simclr else 'val'})")
     for ax in axs:
         if not ax.has_data():
-            ax.text(0.5, 0.5, "no run here logged two epochs or more", ha="center", va="center",
+            ax.text(0.5, 0.5, "no run here logged a curve (two epochs or two trace rows)", ha="center", va="center",
                     transform=ax.transAxes, color="#6b7280")
             ax.set_xticks([])
             ax.set_yticks([])
