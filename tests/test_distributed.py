@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,12 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from _interrupt import Interrupt
-from simpleclr import pretrain, supervised, train
+from simpleclr import evaluate, pretrain, supervised, train
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.data import prepare
 from simpleclr.device import resolve_runtime
-from simpleclr.distributed import (World, convert_sync_batchnorm, gather_with_grad, init_from_env,
-                                   shard)
+from simpleclr.distributed import (MainRankFailed, World, convert_sync_batchnorm, gather_with_grad,
+                                   init_from_env, shard)
 from simpleclr.evaluate import linear_eval
 from simpleclr.launch import LaunchError
 from simpleclr.losses import nt_xent
@@ -387,6 +388,43 @@ def test_a_locked_run_folder_stops_every_rank_at_once(tmp_path):
         messages = _spawn(tmp_path, _pretrain_refused, data_dir, str(tmp_path / "held"))
     assert len(set(messages)) == 1 and f"pid {os.getpid()}" in messages[0], messages
     assert not (tmp_path / "held").exists()  # no rank wrote into it (the holder made it, empty)
+
+
+def _probe_without_encoder(world: World, root: str, out: str) -> list[str]:
+    cfg = LinearEvalConfig(dataset=TINY, data_dir=f"{root}/data", image_size=8,
+                           encoder=f"{root}/no-such-run", precision="fp32", progress=False,
+                           num_threads=1)
+    try:
+        evaluate.linear_eval_on_one_rank(cfg, f"{root}/probe")
+        return ["no error", ""]
+    except Exception as e:
+        return [type(e).__name__, str(e)]
+    finally:
+        # Rank 0 stays in the group until rank 1 has answered, as a process that lives on after
+        # the error does; leaving it would end rank 1's wait with gloo's "Connection closed by peer".
+        deadline = time.monotonic() + 600
+        while world.is_main and not Path(f"{out}.1").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+def test_when_rank0_fails_linear_eval_every_rank_raises_at_once(tmp_path):
+    """Rank 0 evaluates alone; its failure (here an encoder that does not exist) reaches the
+    rank waiting for it, which raises one line naming rank 0's error instead of waiting forever."""
+    out, seconds = str(tmp_path / "out"), 90  # process start-up is most of it
+    ctx = mp.start_processes(_env_worker, args=(_free_port(), out, _probe_without_encoder, str(tmp_path), out),
+                             nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + seconds
+    while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
+        if time.monotonic() >= deadline:
+            for p in ctx.processes:  # the ranks this test started
+                p.kill()
+            pytest.fail(f"the ranks were still running after {seconds} s: rank 1 waits for rank 0")
+    (kind0, line0), (kind1, line1) = [torch.load(f"{out}.{r}") for r in range(WORLD)]
+    assert kind0 != MainRankFailed.__name__ and "no-such-run" in line0, (kind0, line0)
+    assert kind1 == MainRankFailed.__name__, (kind1, line1)
+    assert line1.startswith(f"rank 0 failed in linear_eval: {kind0}: ") and "no-such-run" in line1
+    assert "read rank 0's output" in line1 and "\n" not in line1
+    assert not (tmp_path / "probe" / "result.json").exists()
 
 
 # ---- torchrun: the CLI under the launcher, and a config's launcher from a notebook -----------

@@ -8,13 +8,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Optional
+from typing import Callable, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+from .errors import SimpleCLRError
+
+T = TypeVar("T")
 
 # Ranks wait in a collective while rank 0 alone runs the kNN monitor, the final test pass or a
 # whole linear evaluation; NCCL's 10-minute default would abort a long one.
@@ -142,6 +146,63 @@ def from_main(value: int, device: Optional[torch.device] = None) -> int:
     t = torch.tensor([value], dtype=torch.int64, device=device)
     dist.broadcast(t, src=0)
     return int(t.item())
+
+
+def text_from_main(text: Optional[str], device: Optional[torch.device] = None) -> Optional[str]:
+    """Rank 0's ``text`` (or None) on every rank (identity on one process): :func:`from_main` for
+    a message, its UTF-8 bytes after their length."""
+    if not _distributed():
+        return text
+    data = b"" if text is None else text.encode("utf-8")
+    n = from_main(-1 if text is None else len(data), device)
+    if n <= 0:
+        return None if n < 0 else ""
+    buf = (torch.tensor(list(data), dtype=torch.uint8, device=device) if dist.get_rank() == 0
+           else torch.empty(n, dtype=torch.uint8, device=device))
+    dist.broadcast(buf, src=0)
+    return bytes(buf.cpu().tolist()).decode("utf-8")
+
+
+class MainRankFailed(SimpleCLRError, RuntimeError):
+    """Raised on the other ranks when rank 0 failed in work only it does (rank 0 raises its own
+    error, and its output says more)."""
+
+
+def _one_line(e: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(e).__name__}: {e}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def on_main(world: World, work: Callable[[], T], what: str,
+            device: Optional[torch.device] = None) -> Optional[T]:
+    """Rank 0 runs ``work()`` while the other ranks wait; its result on rank 0, None elsewhere.
+
+    The wait is a collective in which rank 0 says whether ``work`` failed, so when it raises
+    (anything, an interrupt included) every rank raises too, instead of waiting in a barrier for a
+    rank 0 that left: rank 0 its own error, the others :class:`MainRankFailed` with its one line.
+    Outside a multi-process group it is ``work()``.
+    """
+    if not world.distributed:
+        return work()
+    result: Optional[T] = None
+    failure: Optional[BaseException] = None
+    if world.is_main:
+        try:
+            result = work()
+        except BaseException as e:  # told to the others, then raised here unchanged
+            failure = e
+    try:
+        message = text_from_main(None if failure is None else _one_line(failure), device)
+    except Exception:
+        if failure is None:
+            raise
+        message = None  # the collective failed too: rank 0's own error, raised below, is the cause
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise MainRankFailed(f"rank 0 failed in {what}: {message} (rank {dist.get_rank()} stops "
+                             "with it; read rank 0's output for the details)")
+    return result
 
 
 def barrier() -> None:

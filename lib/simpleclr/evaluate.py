@@ -421,13 +421,14 @@ def _save_test_features(cfg: LinearEvalConfig, run: "RunDir", test_feats: torch.
 def linear_eval_on_one_rank(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
     """:func:`linear_eval` under torchrun: rank 0 evaluates (features of a frozen encoder and an
     L-BFGS probe take minutes, so sharding would save little), the other ranks wait for it and
-    return the same result. Outside torchrun it is :func:`linear_eval`."""
+    return the same result; when rank 0 fails, they raise
+    :class:`~simpleclr.distributed.MainRankFailed` with its error's line (rank 0 raises its own)
+    instead of waiting for it. Outside torchrun it is :func:`linear_eval`."""
     from . import distributed
     from .runs import RunDir
 
-    world = distributed.init_from_env()  # gloo is enough for one barrier
+    world = distributed.init_from_env()  # gloo is enough for one small broadcast
     if not world.distributed:
         return linear_eval(cfg, out_dir)
-    result = linear_eval(cfg, out_dir) if world.is_main else None
-    distributed.barrier()
+    result = distributed.on_main(world, lambda: linear_eval(cfg, out_dir), "linear_eval")
     return result if result is not None else (RunDir(out_dir).read_result() or {})

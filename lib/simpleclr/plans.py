@@ -127,18 +127,49 @@ def _failure_reason(e: BaseException) -> str:
     return text if len(text) <= 400 else text[:397] + "..."
 
 
+# How long a kernel asked to shut down may take to leave on its own before it is interrupted.
+KERNEL_EXIT_GRACE_S = 2.0
+
+
 def _kernel_manager_class() -> Optional[type]:
-    """A kernel manager that talks to the kernel over IPC (Unix sockets in Jupyter's private
-    runtime folder) instead of TCP on localhost: nothing listens on a port, and ipykernel's
-    "running over TCP without encryption" warning is not raised. None (TCP) where IPC is absent."""
+    """The kernel manager notebooks run under: jupyter_client's, with two changes.
+
+    It talks to the kernel over IPC instead of TCP on localhost: nothing listens on a port, and
+    ipykernel's "running over TCP without encryption" warning is not raised. (The Unix sockets are
+    ``kernel-ipc-<n>`` files in the working folder, which papermill makes ours and the kernel's
+    for the run; jupyter_client removes them at shutdown.)
+
+    And at shutdown it asks the kernel to leave before it interrupts it. jupyter_client sends
+    SIGINT first, which races papermill's last request (a kernel_info, after the last cell): a
+    kernel still inside that handler, between sending its reply and putting back its
+    ignore-SIGINT handler, takes the interrupt there and prints "[IPKernelApp] ERROR |
+    KeyboardInterrupt caught in kernel." to the terminal (now and then on a busy machine, after
+    any notebook of a plan). An idle kernel leaves on the request alone; one still running a cell
+    (the plan was interrupted) is interrupted after ``KERNEL_EXIT_GRACE_S``, as before, so the
+    cell's ``finally`` blocks run. None (jupyter_client's default manager, TCP) where IPC is
+    absent."""
     if os.name != "posix":
         return None
+    import asyncio
+
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs: Any) -> None:
             kwargs.setdefault("transport", "ipc")
             super().__init__(**kwargs)
+
+        async def _async_interrupt_kernel(self) -> None:
+            # shutdown_kernel interrupts first (shutting_down already set), then requests shutdown
+            # itself; a second request to a kernel that left (or is leaving) is harmless
+            if self.shutting_down and self.has_kernel:
+                await self._async_request_shutdown()
+                try:
+                    await asyncio.wait_for(self._async_wait(pollinterval=0.05), KERNEL_EXIT_GRACE_S)
+                    return  # it left without an interrupt
+                except asyncio.TimeoutError:
+                    pass  # busy in a cell: interrupt it, as jupyter_client does
+            await super()._async_interrupt_kernel()
 
     return IPCKernelManager
 
