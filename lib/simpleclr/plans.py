@@ -162,7 +162,9 @@ def _kernel_manager_class() -> Optional[type]:
         async def _async_interrupt_kernel(self) -> None:
             # shutdown_kernel interrupts first (shutting_down already set), then requests shutdown
             # itself; a second request to a kernel that left (or is leaving) is harmless
-            if self.shutting_down and self.has_kernel:
+            # (jupyter_client's private names, unpinned: where they are gone, its own behaviour)
+            leave = (getattr(self, "_async_request_shutdown", None), getattr(self, "_async_wait", None))
+            if getattr(self, "shutting_down", False) and self.has_kernel and all(leave):
                 await self._async_request_shutdown()
                 try:
                     await asyncio.wait_for(self._async_wait(pollinterval=0.05), KERNEL_EXIT_GRACE_S)
