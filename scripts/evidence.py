@@ -202,7 +202,16 @@ def curves_figure(plan_dirs: list[Path], path: Path) -> None:
 
 # ---- one factor at a time ----------------------------------------------------------------------
 IGNORED = {"progress", "num_threads", "data_dir", "accept_checksum", "launcher"}  # not the experiment
+BUDGET = {"steps", "epochs"}  # the learning curves' axis, not a recipe setting
 Probe = tuple[str, dict, dict, stats.Interval]  # (plan/run, probe config, pretrain config, top-1)
+
+
+def _with_defaults(stage: str, config: dict) -> dict:
+    """``config`` with the stage's defaults under it, so a field added after a run was recorded
+    compares as its default, not as a difference."""
+    from simpleclr.config import STAGES
+
+    return {**STAGES[stage]().to_dict(), **config}
 
 
 def simclr_probes(plan_dirs: list[Path]) -> dict[str, Probe]:
@@ -217,7 +226,8 @@ def simclr_probes(plan_dirs: list[Path]) -> dict[str, Probe]:
             pre = _encoder_run(r, found)
             if pre or c.get("encoder") == "random":
                 key = f"{plan_dir.name}/{name}"
-                out[key] = (key, c, found[pre]["cfg"]["config"] if pre else {},
+                pc = _with_defaults("pretrain", found[pre]["cfg"]["config"]) if pre else {}
+                out[key] = (key, _with_defaults("linear_eval", c), pc,
                             stats.wilson(res["top1"], res["n_test"]))
     return out
 
@@ -227,45 +237,67 @@ def _diff(a: dict, b: dict, skip: set[str]) -> dict[str, tuple]:
             if a.get(k) != b.get(k)}
 
 
+def _one_away(probes: dict[str, Probe], reference: str) -> tuple[list[tuple], list[Probe]]:
+    """(rows (setting, reference value, value, run, top-1) one pretraining setting away from the
+    reference, its budget equal; random-encoder probes otherwise equal to the reference's probe)."""
+    _, ref_probe, ref_pre, _ = probes[reference]
+    rows, randoms = [], []
+    for key, probe, pre, t in probes.values():
+        if key == reference:
+            continue
+        if not pre:  # one per seed (the same seed's probe is the same run again)
+            seen = {r[1].get("seed") for r in randoms}
+            if not _diff(probe, ref_probe, {"encoder", "seed"}) and probe.get("seed") not in seen:
+                randoms.append((key, probe, pre, t))
+            continue
+        d = _diff(pre, ref_pre, set())
+        if len(d) == 1 and not _diff(probe, ref_probe, {"encoder"}) and not set(d) & BUDGET:
+            (setting, (mine, ref)), = d.items()
+            rows.append((setting, str(ref), str(mine), key, t))
+    return sorted(rows, key=lambda r: (r[0] == "seed", r[0], r[3])), sorted(
+        randoms, key=lambda p: (p[1].get("seed", 0), p[0]))
+
+
+def _verdict(rows: list[tuple], randoms: list[Probe], ref_t: stats.Interval) -> str:
+    """Which settings move top-1 beyond the intervals and beyond the reference's seed spread."""
+    seeds = [abs(t.value - ref_t.value) for s, *_, t in rows if s == "seed"]
+    settings = [r for r in rows if r[0] != "seed"]
+    if not settings:
+        return ""
+    beyond = [r for r in settings if stats.compare(r[4], ref_t) != "same"]
+    if seeds:
+        noise = max(seeds)
+        beyond = [r for r in beyond if abs(r[4].value - ref_t.value) > noise]
+        said = f"A second seed of the reference moved top-1 by {noise:.1f} points"
+        rnd = [abs(a[3].value - b[3].value) for i, a in enumerate(randoms) for b in randoms[i + 1:]]
+        said += f" (the random encoder's by {max(rnd):.1f})" if rnd else ""
+        said += ". Beyond both the intervals and that: "
+    else:
+        said = "No second seed of the reference yet, so beyond the intervals only: "
+    named = [f"{s} ({ref} → {m}: {t.value - ref_t.value:+.1f})" for s, ref, m, _, t in beyond]
+    return said + ("; ".join(named) if named else "none of the settings") + "."
+
+
 def ablation_section(plan_dirs: list[Path], reference: str) -> str:
     """Each probe one setting away from ``reference`` (the probe equal), and the seed spread."""
     probes = simclr_probes(plan_dirs)
     lines = ["# One factor at a time", "",
              "Read by `python scripts/evidence.py " + " ".join(str(d) for d in plan_dirs)
              + f" --ablation {reference}`: every SimCLR probe whose pretraining differs from "
-             f"`{reference}`'s in exactly one setting, the probe itself equal.", ""]
-    if reference not in probes:
-        return "\n".join(lines + [f"No finished probe `{reference}` yet.", ""])
-    _, ref_probe, ref_pre, ref_t = probes[reference]
-    rows, seeds = [], []
-    for key, probe, pre, t in probes.values():
-        if key == reference or _diff(probe, ref_probe, {"encoder"}):
-            continue
-        d = _diff(pre, ref_pre, set())
-        if len(d) == 1:
-            (setting, (mine, ref)), = d.items()
-            (seeds if setting == "seed" else rows).append((setting, ref, mine, key, t))
-    randoms = [p for p in probes.values() if not p[2]]
-    spread = [abs(t.value - ref_t.value) for *_, t in seeds]
-    spread += [abs(a[3].value - b[3].value) for i, a in enumerate(randoms) for b in randoms[i + 1:]
-               if list(_diff(a[1], b[1], set())) == ["seed"]]
+             f"`{reference}`'s in exactly one setting other than its length (the learning curves "
+             "vary that), the probe itself equal; and the random encoder's probes.", ""]
+    if reference not in probes or not probes[reference][2]:
+        return "\n".join(lines + [f"No finished SimCLR probe `{reference}` yet.", ""])
+    ref_t = probes[reference][3]
+    rows, randoms = _one_away(probes, reference)
     lines += [f"Reference `{reference}`: top-1 {ref_t.text()}.", "",
               "| setting | reference → this run | run | top-1 % [95%] | difference (points) | vs reference |",
               "| --- | --- | --- | --- | --- | --- |"]
-    for setting, ref, mine, key, t in sorted(rows) + sorted(seeds):
-        lines.append(f"| {setting} | {ref} → {mine} | {key} | {t.text()} | "
-                     f"{t.value - ref_t.value:+.1f} | {stats.compare(t, ref_t)} |")
+    lines += [f"| {s} | {ref} → {m} | {key} | {t.text()} | {t.value - ref_t.value:+.1f} | "
+              f"{stats.compare(t, ref_t)} |" for s, ref, m, key, t in rows]
     lines += [f"| random encoder | seed {c.get('seed', 0)} | {k} | {t.text()} |  |  |"
-              for k, c, _, t in sorted(randoms, key=lambda p: (p[1].get("seed", 0), p[0]))]
-    lines.append("")
-    if spread and rows:
-        noise = max(spread)
-        matter = [f"{s} ({ref} → {m}: {t.value - ref_t.value:+.1f})" for s, ref, m, _, t in sorted(rows)
-                  if stats.compare(t, ref_t) != "same" and abs(t.value - ref_t.value) > noise]
-        lines += [f"A second seed moved top-1 by at most {noise:.1f} points. Beyond both the "
-                  "intervals and that: " + ("; ".join(matter) if matter else "none of the settings")
-                  + ".", ""]
-    return "\n".join(lines)
+              for k, c, _, t in randoms]
+    return "\n".join(lines + ["", _verdict(rows, randoms, ref_t), ""])
 
 
 def main(argv: Optional[list[str]] = None) -> int:
