@@ -2,8 +2,9 @@
 
 A run's metrics have one row per epoch, so a run of half an epoch has one point and no curve. The
 step trace adds one row every ``every = max(1, ceil(total_steps / STEP_ROWS))`` steps and one at the
-run's last step, whatever the run's length about STEP_ROWS rows: ``{"step", "epoch"
-(= step / steps_per_epoch), "loss" (the mean since the row before), "lr" (of the row's last step)}``.
+run's last step, so a run of any length has at most STEP_ROWS + 1 rows (one a step below
+STEP_ROWS steps): ``{"step", "epoch" (= step / steps_per_epoch), "loss" (the mean since the row
+before), "lr" (of the row's last step)}``.
 
 :class:`StepTrace` sums the loss on the device; a due row waits there, so the trace adds no host
 sync per step, and the loop reads an epoch's rows at its end (:meth:`StepTrace.rows`). The open

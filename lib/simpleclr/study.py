@@ -79,7 +79,7 @@ class RunInfo:
                 }.get(self.state, "not run yet")
 
     def metrics(self) -> list[dict]:
-        """The run's metrics rows, one per epoch."""
+        """The run's metrics rows: one per epoch (a probe: one per weight decay tried)."""
         return RunDir(self.path).read_metrics()
 
     def steps(self) -> list[dict]:
