@@ -371,6 +371,43 @@ def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(t
     assert result["steps"] == 12 and result["n_train"] == 72
 
 
+def _supervised_twice(world: World, data_dir: str, root: str) -> list:
+    """A 2-process supervised run straight through and one stopped at step 10 (after the epoch-2
+    checkpoint at step 8) and started again, with trace windows of 3 steps: the window of steps
+    7-9 is open at the checkpoint, so the resumed row 9 is made of a saved partial sum."""
+    from simpleclr import steptrace
+
+    steptrace.STEP_ROWS = 5  # 12 steps: a row every 3
+    cfg = SupervisedConfig(dataset=TINY, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
+                           warmup_epochs=0, val_fraction=0.1, precision="fp32", progress=False,
+                           num_threads=1)
+    supervised.train_supervised(cfg, f"{root}/straight")
+    step = supervised.supervised_step
+    supervised.supervised_step = Interrupt(step, at=10)
+    try:
+        supervised.train_supervised(cfg, f"{root}/resumed")
+        raise AssertionError("the interruption did not happen")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        supervised.supervised_step = step
+    return [RunDir(f"{root}/resumed").load_checkpoint("last")["step"],
+            supervised.train_supervised(cfg, f"{root}/resumed")]
+
+
+def test_two_process_supervised_resume_logs_the_trace_of_an_uninterrupted_run(tmp_path):
+    # Cross-entropy differs per rank (each its shard), so a window's partial sum saved from rank 0
+    # alone would make the row spanning the checkpoint a mix of rank 0's sum and the ranks' mean.
+    data_dir = str(tmp_path / "data")
+    prepare(TINY, root=data_dir, image_size=8)
+    (rank0, rank1) = _spawn(tmp_path, _supervised_twice, data_dir, str(tmp_path))
+    assert rank0[0] == rank1[0] == 8
+    straight, resumed = RunDir(tmp_path / "straight"), RunDir(tmp_path / "resumed")
+    assert [t["step"] for t in straight.read_steps()] == [3, 6, 9, 12]
+    assert resumed.read_steps() == straight.read_steps()
+    assert [r["loss"] for r in resumed.read_metrics()] == [r["loss"] for r in straight.read_metrics()]
+
+
 def _pretrain_refused(world: World, data_dir: str, root: str) -> str:
     try:
         pretrain.pretrain_simclr(_pretrain_cfg(data_dir), root)

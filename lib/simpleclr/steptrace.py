@@ -59,10 +59,14 @@ class StepTrace:
     def rows(self) -> list[dict]:
         """The due rows, read at once: one host sync and, on several processes, one all-reduce
         (every rank calls this at the same point), so a row's loss is the mean over ranks, as the
-        metrics' epoch loss is."""
-        if not self.due:
+        metrics' epoch loss is. The open window's sum goes through the same all-reduce and every
+        rank keeps the mean: rank 0's :meth:`state` in a checkpoint is then every rank's, and a
+        resumed row spanning it is the same mean an uninterrupted run logs."""
+        if not self.due and not self.steps:
             return []
-        sums = distributed.all_reduce_mean(torch.stack([d[2] for d in self.due])).tolist()
+        reduced = distributed.all_reduce_mean(torch.stack([d[2] for d in self.due] + [self.loss_sum]))
+        self.loss_sum = reduced[-1].clone()
+        sums = reduced[:-1].tolist()
         rows = [{"step": s, "epoch": s / self.steps_per_epoch, "loss": total / n, "lr": lr}
                 for (s, lr, _, n), total in zip(self.due, sums)]
         self.due = []
