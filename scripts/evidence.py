@@ -278,6 +278,28 @@ def _verdict(rows: list[tuple], randoms: list[Probe], ref_t: stats.Interval) -> 
     return said + ("; ".join(named) if named else "none of the settings") + "."
 
 
+def supervised_seed_pairs(plan_dirs: list[Path]) -> list[tuple[str, stats.Interval, str, stats.Interval]]:
+    """(seed-0 run, its top-1, other-seed run, its top-1) for supervised runs tested on CIFAR-100
+    whose configs differ in the seed alone."""
+    found = [(f"{d.name}/{n}", _with_defaults("supervised", r["cfg"]["config"]),
+              stats.wilson(r["res"]["top1"], r["res"]["n_test"]))
+             for d in plan_dirs for n, r in runs(d).items()
+             if r["cfg"]["stage"] == "supervised" and "top1" in r["res"]]
+    return [(ka, ta, kb, tb) for ka, ca, ta in found if ca.get("seed") == 0
+            for kb, cb, tb in found if list(_diff(ca, cb, set())) == ["seed"]]
+
+
+def _supervised_seed_lines(plan_dirs: list[Path]) -> list[str]:
+    pairs = supervised_seed_pairs(plan_dirs)
+    if not pairs:
+        return []
+    lines = ["Supervised training from scratch, the same config with another seed:", "",
+             "| seed 0 | top-1 % [95%] | other seed | top-1 % [95%] | difference (points) | vs seed 0 |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    return lines + [f"| {ka} | {ta.text()} | {kb} | {tb.text()} | {tb.value - ta.value:+.1f} | "
+                    f"{stats.compare(tb, ta)} |" for ka, ta, kb, tb in pairs] + [""]
+
+
 def ablation_section(plan_dirs: list[Path], reference: str) -> str:
     """Each probe one setting away from ``reference`` (the probe equal), and the seed spread."""
     probes = simclr_probes(plan_dirs)
@@ -297,7 +319,8 @@ def ablation_section(plan_dirs: list[Path], reference: str) -> str:
               f"{stats.compare(t, ref_t)} |" for s, ref, m, key, t in rows]
     lines += [f"| random encoder | seed {c.get('seed', 0)} | {k} | {t.text()} |  |  |"
               for k, c, _, t in randoms]
-    return "\n".join(lines + ["", _verdict(rows, randoms, ref_t), ""])
+    return "\n".join(lines + ["", _verdict(rows, randoms, ref_t), ""]
+                     + _supervised_seed_lines(plan_dirs))
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -137,6 +137,14 @@ def test_one_factor_at_a_time_sets_each_single_change_against_the_reference_and_
             "Beyond both the intervals and that: jitter_strength (0.5 → 1.0: -1.6); "
             "lr (1.0 → 0.3: -4.6).") in text
     assert "No finished SimCLR probe" in ev.ablation_section([a, b], "recipe/missing")
+    # supervised runs from scratch that differ in the seed alone are set side by side
+    sup = {"epochs": 16, "lr": 0.1, "batch_size": 128, "subset_fraction": 0.1, "init": None}
+    _run(a / "super-e16", "supervised", {**sup, "seed": 0}, {"top1": 18.0, **probe})
+    _run(b / "super-e16-seed1", "supervised", {**sup, "seed": 1}, {"top1": 16.0, **probe})
+    _run(b / "super-e8-seed1", "supervised", {**sup, "epochs": 8, "seed": 1}, {"top1": 13.0, **probe})
+    text = ev.ablation_section([a, b], "recipe/published")
+    pairs = [line for line in text.splitlines() if "super-e" in line]
+    assert pairs == [f"| recipe/super-e16 | {w(18.0)} | ablation/super-e16-seed1 | {w(16.0)} | -2.0 | lower |"]
     # the curves read seed 0 only: the seed-1 probe is not a second point at 200 steps
     _, found = ev.curves([a, b])
     assert all(name != "ablation/published-seed1" for pts in found.values() for _, name, _ in pts)
