@@ -313,6 +313,19 @@ def _pretrain_cfg(data_dir: str) -> PretrainConfig:
                           val_fraction=0.1, precision="fp32", progress=False, num_threads=1)
 
 
+def _interrupted(module, step_name: str, at: int, run) -> None:
+    """``run()`` with ``module.<step_name>`` raising KeyboardInterrupt on its ``at``-th call."""
+    step = getattr(module, step_name)
+    setattr(module, step_name, Interrupt(step, at=at))
+    try:
+        run()
+        raise AssertionError("the interruption did not happen")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        setattr(module, step_name, step)
+
+
 def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
     """Rank r records every run-folder write it makes; runs an uninterrupted run and one stopped
     in epoch 3 (after the epoch-2 checkpoint) and started again."""
@@ -327,15 +340,8 @@ def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
         setattr(RunDir, name, record)
     cfg = _pretrain_cfg(data_dir)
     pretrain.pretrain_simclr(cfg, f"{root}/straight")
-    step = pretrain.simclr_step
-    pretrain.simclr_step = Interrupt(step, at=2 * 4 + 2)  # second step of epoch 3, on every rank
-    try:
-        pretrain.pretrain_simclr(cfg, f"{root}/resumed")
-        raise AssertionError("the interruption did not happen")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        pretrain.simclr_step = step
+    # second step of epoch 3, on every rank
+    _interrupted(pretrain, "simclr_step", 2 * 4 + 2, lambda: pretrain.pretrain_simclr(cfg, f"{root}/resumed"))
     checkpoint_epoch = RunDir(f"{root}/resumed").load_checkpoint("last")["epoch"]
     result = pretrain.pretrain_simclr(cfg, f"{root}/resumed")
     return [writes, checkpoint_epoch, result]
@@ -382,15 +388,8 @@ def _supervised_twice(world: World, data_dir: str, root: str) -> list:
                            warmup_epochs=0, val_fraction=0.1, precision="fp32", progress=False,
                            num_threads=1)
     supervised.train_supervised(cfg, f"{root}/straight")
-    step = supervised.supervised_step
-    supervised.supervised_step = Interrupt(step, at=10)
-    try:
-        supervised.train_supervised(cfg, f"{root}/resumed")
-        raise AssertionError("the interruption did not happen")
-    except KeyboardInterrupt:
-        pass
-    finally:
-        supervised.supervised_step = step
+    _interrupted(supervised, "supervised_step", 10,
+                 lambda: supervised.train_supervised(cfg, f"{root}/resumed"))
     return [RunDir(f"{root}/resumed").load_checkpoint("last")["step"],
             supervised.train_supervised(cfg, f"{root}/resumed")]
 
