@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .errors import SimpleCLRError
+from .errors import SimpleCLRError, one_line
 
 T = TypeVar("T")
 
@@ -169,8 +169,7 @@ class MainRankFailed(SimpleCLRError, RuntimeError):
 
 
 def _one_line(e: BaseException, limit: int = 300) -> str:
-    text = " ".join(f"{type(e).__name__}: {e}".split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return one_line(f"{type(e).__name__}: {e}", limit)
 
 
 def on_main(world: World, work: Callable[[], T], what: str,

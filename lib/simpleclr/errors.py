@@ -19,3 +19,10 @@ class SimpleCLRError(Exception):
 
     def __str__(self) -> str:
         return " ".join(super().__str__().split())
+
+
+def one_line(text: str, limit: int) -> str:
+    """``text`` on one line (whitespace runs collapsed), cut to ``limit`` characters with "...":
+    how a failure is told where only a line fits (a plan's run table, another rank's error)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

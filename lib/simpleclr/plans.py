@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+from .errors import one_line
 from .estimate import Estimator, PlanClock, estimate_runs
 from .planfile import REPO_ROOT, Plan, PlanError, RunSpec, load_plan
 from .runs import RunDir, atomic_write_json, git_commit
@@ -122,9 +123,7 @@ def kernel_name() -> str:
 
 def _failure_reason(e: BaseException) -> str:
     ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
-    text = f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}"
-    text = " ".join(text.split())
-    return text if len(text) <= 400 else text[:397] + "..."
+    return one_line(f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}", 400)
 
 
 # How long a kernel asked to shut down may take to leave on its own before it is interrupted.
