@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from simpleclr import stats
+from simpleclr.report import stats
 
 RECIPE_KEYS = ("lr", "weight_decay", "jitter_strength", "temperature", "batch_size", "steps",
                "image_size")

@@ -24,8 +24,9 @@ import time
 
 import torch
 
-from simpleclr import augment, bench, losses, models
-from simpleclr.device import resolve_runtime
+from simpleclr.training import augment, losses, models
+from simpleclr.study import bench
+from simpleclr.training.device import resolve_runtime
 
 GFLOP_PER_IMAGE = 0.56 * 3 * 2  # forward per view x (fwd + bwd) x two views
 

@@ -81,10 +81,10 @@ run is not redone.
 """),
         parameters_cell(PretrainConfig, "pretrain"),
         code("""
-from simpleclr import notebook as nb
+from simpleclr.study import notebook as nb
 from simpleclr.config import PretrainConfig
-from simpleclr.figures import setup_style, show
-from simpleclr.pretrain import pretrain_simclr
+from simpleclr.report.figures import setup_style, show
+from simpleclr.training.pretrain import pretrain_simclr
 
 setup_style()
 cfg = nb.stage_config(PretrainConfig, globals())
@@ -115,10 +115,10 @@ are the linear probe's at the same share and seed: `subset_fraction` of the spli
 """),
         parameters_cell(SupervisedConfig, "supervised"),
         code("""
-from simpleclr import notebook as nb
+from simpleclr.study import notebook as nb
 from simpleclr.config import SupervisedConfig
-from simpleclr.figures import setup_style, show
-from simpleclr.supervised import train_supervised
+from simpleclr.report.figures import setup_style, show
+from simpleclr.training.supervised import train_supervised
 
 setup_style()
 cfg = nb.stage_config(SupervisedConfig, globals())
@@ -148,10 +148,10 @@ test features are saved for the report's t-SNE. Set `encoder` to the pretraining
 """),
         parameters_cell(LinearEvalConfig, "linear_eval"),
         code("""
-from simpleclr import notebook as nb
+from simpleclr.study import notebook as nb
 from simpleclr.config import LinearEvalConfig
-from simpleclr.evaluate import linear_eval
-from simpleclr.figures import setup_style, show
+from simpleclr.training.evaluate import linear_eval
+from simpleclr.report.figures import setup_style, show
 
 setup_style()
 cfg = nb.stage_config(LinearEvalConfig, globals())
@@ -179,8 +179,8 @@ def report() -> nbformat.NotebookNode:
         code("""
 from IPython.display import HTML, Markdown, display
 
-from simpleclr import figures as fg
-from simpleclr import report as rp
+from simpleclr.report import figures as fg
+from simpleclr.report import prose as rp
 
 fg.setup_style()
 study = rp.load_study(plan_dir)

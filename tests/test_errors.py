@@ -8,11 +8,12 @@ import pkgutil
 import pytest
 
 import simpleclr
-from simpleclr import cli, plans
+from simpleclr import cli
+from simpleclr.study import plans
 from simpleclr.data import ChecksumMismatch, DataError
 from simpleclr.errors import SimpleCLRError
 
-from _studyfolders import write_plan
+from helpers.studyfolders import write_plan
 
 
 def _error_classes() -> list[type]:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from simpleclr import cli, config, configio, launch, planfile, plans
+from simpleclr import cli, config, configio
+from simpleclr.training import launch
+from simpleclr.study import planfile, plans
 from simpleclr.config import REGISTRY, STAGES, ConfigError, StageConfig, config_from_dict, get_stage
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
@@ -68,7 +70,7 @@ def test_every_stage_config_class_has_one_entry():
 @pytest.mark.parametrize("stage", REGISTRY, ids=[s.name for s in REGISTRY])
 def test_each_entry_is_a_function_of_config_and_run_folder(stage):
     module, name = stage.entry.split(":")
-    fn = getattr(importlib.import_module(f"simpleclr.{module}"), name)
+    fn = getattr(importlib.import_module(module), name)
     assert callable(fn) and list(inspect.signature(fn).parameters)[:2] == ["cfg", "out_dir"]
 
 

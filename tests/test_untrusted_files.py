@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from simpleclr import cli, figures, models, pretrain, report, train
+from simpleclr import cli
+from simpleclr.report import figures, prose as report
+from simpleclr.training import models, pretrain, loop as train
 from simpleclr.config import PretrainConfig
 from simpleclr.data import DataError, load_split
-from simpleclr.models import WeightsError, encoder_state, load_encoder, resnet18_encoder
-from simpleclr.runs import CheckpointError, RunDir
+from simpleclr.training.models import WeightsError, encoder_state, load_encoder, resnet18_encoder
+from simpleclr.runs.rundir import CheckpointError, RunDir
 
 TINY = "synthetic-cifar100:classes=10,train=12,test=4,seed=3"
 

@@ -25,15 +25,14 @@ def _stage_parser(sub, stage: Stage, command: StageCommand) -> None:
 
 
 def _entry(stage: Stage):
-    """The library function that runs ``stage`` (in ``pretrain``, ``supervised`` or ``evaluate``,
-    imported only now: config names it, so config imports nothing above it)."""
+    """The library function that runs ``stage``, imported by the path the registry names."""
     module, name = stage.entry.split(":")
-    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return getattr(importlib.import_module(module), name)
 
 
 def _run_stage(ns: argparse.Namespace) -> int:
     """One stage; under torchrun every rank runs this and rank 0 alone prints the result."""
-    from . import distributed
+    from .training import distributed
 
     stage, command = ns.stage, ns.stage_command
     cfg = config_from_args(stage.config, ns, read_config_file(ns.config))
@@ -67,7 +66,7 @@ def _data(ns: argparse.Namespace) -> int:
 
 
 def _plan(ns: argparse.Namespace) -> int:
-    from . import plans
+    from .study import plans
 
     if ns.plan_cmd == "show":
         return plans.show_plan(ns.plan, outputs=ns.outputs)
@@ -75,7 +74,7 @@ def _plan(ns: argparse.Namespace) -> int:
 
 
 def _bench(ns: argparse.Namespace) -> int:
-    from . import bench
+    from .study import bench
 
     if hasattr(ns, "rest"):  # options were not parsed up front (argv did not name bench)
         p = argparse.ArgumentParser(prog="simpleclr bench")
@@ -87,7 +86,7 @@ def _bench(ns: argparse.Namespace) -> int:
 def _add_bench_arguments(p: argparse.ArgumentParser, argv: Sequence[str]) -> None:
     """The bench options, without importing torch for every other subcommand."""
     if "bench" in argv[:1] or not argv:
-        from .bench import add_arguments
+        from .study.bench import add_arguments
 
         add_arguments(p)
     else:  # parsed later by bench itself when the subcommand is bench after all

@@ -387,8 +387,8 @@ class Stage:
     :data:`REGISTRY`, so adding or renaming a stage is one entry here."""
 
     config: Type[StageConfig]
-    # "module:function" inside simpleclr, called as function(cfg, out_dir) -> result. A name, not
-    # an import: config imports nothing of ours; the CLI imports it when it runs the stage.
+    # "package.module:function", called as function(cfg, out_dir) -> result. An import path, not an
+    # import: the stage modules import config, so importing them here would be a cycle.
     entry: str
     notebook: str  # notebooks/<notebook>.ipynb, also what a plan's run names as its notebook
     commands: Tuple[StageCommand, ...]
@@ -405,12 +405,12 @@ class Stage:
 
 
 REGISTRY: Tuple[Stage, ...] = (
-    Stage(PretrainConfig, "pretrain:pretrain_simclr", "pretrain",
+    Stage(PretrainConfig, "simpleclr.training.pretrain:pretrain_simclr", "pretrain",
           (StageCommand("pretrain", "SimCLR pretraining"),)),
-    Stage(SupervisedConfig, "supervised:train_supervised", "supervised",
+    Stage(SupervisedConfig, "simpleclr.training.supervised:train_supervised", "supervised",
           (StageCommand("supervised", "supervised training from scratch"),
            StageCommand("finetune", "supervised fine-tuning from an encoder (--init)", needs_init=True))),
-    Stage(LinearEvalConfig, "evaluate:linear_eval_on_one_rank", "linear_eval",
+    Stage(LinearEvalConfig, "simpleclr.training.evaluate:linear_eval_on_one_rank", "linear_eval",
           (StageCommand("linear-eval", "linear probe on frozen features"),)),
 )
 STAGES: dict[str, Type[StageConfig]] = {s.name: s.config for s in REGISTRY}

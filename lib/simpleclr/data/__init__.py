@@ -3,8 +3,7 @@ generated stand-ins. Everything a training or evaluation stage needs is :func:`l
 from .api import default_data_dir, info, load_split, prepare, resolve
 from .errors import ChecksumMismatch, DataError
 from .registry import DatasetSpec, available_datasets, get_spec
-from .split import (LabelledSplit, Split, index_digest, labelled_split, stratified_subset,
-                    train_val_split)
+from .split import LabelledSplit, Split, index_digest, labelled_split, stratified_subset, train_val_split
 from .synthetic import class_patterns, write_synthetic_cifar100, write_synthetic_tiny_imagenet
 
 __all__ = [

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..runs import atomic_write_json
+from ..runs.rundir import atomic_write_json
 from .raw import RawDataset, RawSplit
 
 CACHE_VERSION = 1

@@ -19,7 +19,7 @@ import zlib
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from .. import locks
+from ..runs import locks
 from .errors import DataError
 from .progress import Progress
 

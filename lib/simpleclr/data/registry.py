@@ -13,8 +13,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
-from .cifar import CIFAR10_FILES, CIFAR10_FOLDER, CIFAR100_FILES, CIFAR100_FOLDER, read_cifar10, \
-    read_cifar100
+from .cifar import CIFAR10_FILES, CIFAR10_FOLDER, CIFAR100_FILES, CIFAR100_FOLDER, read_cifar10, read_cifar100
 from .errors import DataError
 from .raw import RawDataset
 from .stl10 import STL_FILES, STL_FOLDER, STL_SIZE, read_stl10

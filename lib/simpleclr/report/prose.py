@@ -1,0 +1,407 @@
+"""The report's prose, read from a plan's run folders alone.
+
+:func:`load_study` (from :mod:`simpleclr.report.model`) reads ``<outputs>/<plan>/plan.json`` and each
+run's folder; the functions here turn that study into the report's text: headline and verdict,
+protocol (recipe, labels, fine-tuning rate, caveats), warnings and provenance. The tables come
+from :mod:`simpleclr.report.tables` and are re-exported below, so the report notebook reaches all of it
+as ``rp.*``; the figures, t-SNE and the HTML export live in :mod:`simpleclr.report.figures`. Nothing here
+trains or evaluates a model.
+"""
+from __future__ import annotations
+
+import html
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import pandas as pd
+
+from .model import ROW_INFO, RunInfo, Study
+from .tables import (fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length, short_dataset,
+                     versus)
+# The report's entry point and its error, as the report notebook and callers know them.
+from .model import ReportError, load_study  # noqa: F401
+# The tables the report notebook shows, reached there as rp.* like the prose.
+from .tables import (finetune_display, finetune_table, hparam_display, hparam_table, label_display,  # noqa: F401
+                     label_table, main_table_display, size_display, size_table, style_main_table, styled)
+
+
+# Published figures for context, each verified against its source (see the URLs).
+REFERENCES: tuple[dict, ...] = (
+    {"what": "SimCLR ResNet-18 pretrained on CIFAR-100, linear classifier (solo-learn)",
+     "top1": 65.78, "top5": 89.04, "budget": "1000 epochs, batch 256, online linear head",
+     "source": "https://github.com/vturrisi/solo-learn (README, CIFAR-100 results table)"},
+    {"what": "ResNet-18 supervised from scratch on CIFAR-100 (pytorch-cifar100)",
+     "top1": 75.61, "top5": 93.05, "budget": "200 epochs, SGD, step schedule (top-1 error 24.39)",
+     "source": "https://github.com/weiaicunzai/pytorch-cifar100 (README, results table)"},
+)
+
+
+# ---- text: headline, protocol, provenance --------------------------------------------------------
+def _datasets(study: Study) -> dict[str, dict]:
+    """Each dataset the runs read, with its provenance (source, checksum) from config.json."""
+    out: dict[str, dict] = {}
+    for r in study.runs.values():
+        data = (r.config_json or {}).get("data") or {}
+        parts = [data] if "source" in data else [v for v in data.values() if isinstance(v, dict)]
+        for d in parts:
+            if "source" not in d:
+                continue
+            name = d.get("name") or d.get("dataset") or r.config.get("dataset")
+            out.setdefault(name, {"dataset": name, "source": d.get("source"), "sha256": d.get("sha256"),
+                                  "url": d.get("url"), "file": d.get("path") or d.get("file")})
+    return out
+
+
+def _standin(run: RunInfo) -> bool:
+    """Whether a stand-in (not torchvision's ImageNet file) is in the run's encoder's past, as the
+    stage recorded it from the file's hash (``encoder_standin``; ``encoder_source`` before that)."""
+    result = run.result or {}
+    if "encoder_standin" in result:
+        return bool(result["encoder_standin"])
+    return result.get("encoder_source") == "standin"
+
+
+def standin_runs(study: Study) -> list[RunInfo]:
+    return [r for r in study.runs.values() if r.done and _standin(r)]
+
+
+def warnings(study: Study) -> list[str]:
+    """What a reader must know before trusting a number: stand-ins, unofficial data, gaps."""
+    out = []
+    sr = standin_runs(study)
+    if sr:
+        out.append("The <b>imagenet-super</b> rows use a <b>generated stand-in</b> file in torchvision's "
+                   "ResNet-18 format (random weights), not the real ImageNet weights: those numbers "
+                   f"only show the pipeline works ({', '.join(r.name for r in sr)}).")
+    for d in _datasets(study).values():
+        if d["source"] == "generated":
+            out.append(f"<b>{d['dataset']}</b> is generated stand-in data (synthetic patterns), "
+                       "not the real dataset: accuracies say nothing about real images.")
+        elif d["source"] not in ("official", None):
+            out.append(f"<b>{d['dataset']}</b> came from a file whose checksum is not the official one "
+                       f"(source: {d['source']}, sha256 {str(d['sha256'])[:16]}…).")
+    out += budget_mismatches(study)
+    missing = [r for r in study.runs.values() if not r.done]
+    if missing:
+        out.append(f"{len(missing)} of {len(study.runs)} runs have no result; their rows are marked "
+                   "missing below with the reason.")
+    return out
+
+
+def _budget(study: Study) -> str:
+    parts = []
+    for name in ("selfsuper", "selfsuper-transfer", "super", "super-transfer"):
+        for r in study.with_role("row", name):
+            src = r if r.stage != "linear_eval" else study.source_run(r)
+            if src is None or not src.config:
+                continue
+            c = src.config
+            what = ("SimCLR" if src.stage == "pretrain" else "supervised")
+            frac = c.get("subset_fraction", 1.0)
+            parts.append(f"{name}: {what} on {c.get('dataset')}"
+                         + (f" ({100 * frac:g}% subset)" if frac < 1 else "")
+                         + f", {run_length(c)}, batch {c.get('batch_size')}")
+            break
+    return "; ".join(parts)
+
+
+def budget_mismatches(study: Study) -> list[str]:
+    """Compared runs (rows, fine-tuning, label curves) that, at one dataset and label share, used
+    different numbers of labelled or validation images: their comparison is not like for like."""
+    compared = {"row", "finetune", "label_efficiency"}
+    groups: dict[tuple, list[RunInfo]] = {}
+    for r in study.runs.values():
+        res = r.result or {}
+        if r.done and res.get("n_labelled") is not None and compared & set(r.role):
+            groups.setdefault((r.config.get("dataset"), res.get("label_fraction")), []).append(r)
+    out = []
+    for (dataset, frac), runs in groups.items():
+        counts = {(r.result["n_labelled"], r.result.get("n_val")) for r in runs}
+        if len(counts) > 1:
+            which = ", ".join(f"{r.name} {r.result['n_labelled']:,} ({r.result.get('n_val')} val)"
+                              for r in runs)
+            out.append(f"At {100 * frac:g}% of the {short_dataset(str(dataset))} labels the compared runs "
+                       f"used different labelled images: {which}.")
+    return out
+
+
+def verdict(done: pd.DataFrame) -> str:
+    """The study's answer in one sentence, from the main table's 95% intervals: a difference
+    inside the noise is said to be one, never turned into a ranking."""
+    best = done["top1"].idxmax()
+    b = done.loc[best]
+    text = (f"Best CIFAR-100 top-1: <b>{best}</b> ({ROW_INFO[best][0]}) at <b>"
+            f"{fmt_pm(b['top1'], b['top1_std'], low=b.get('top1_lo'), high=b.get('top1_hi'))}%</b>")
+    tied = [n for n in done.index if n != best and versus(done.loc[n], b) == "same"]
+    if tied:
+        text += (f"; the 95% interval of {', '.join(tied)} overlaps the best one's, "
+                 "so this plan does not rank them")
+    if "super" in done.index and best != "super":
+        sup = done.loc["super"]
+        rel = versus(b, sup)
+        if rel == "same":
+            text += (f"; no difference from supervised from scratch ({sup['top1']:.1f}%) is resolved "
+                     "at this budget")
+        else:
+            beyond = ", beyond the 95% intervals" if rel == "higher" else ""
+            text += (f", {b['d_top1']:+.1f} points vs supervised from scratch ({sup['top1']:.1f}%)"
+                     f"{beyond}")
+    trained = [n for n in done.index if n != "random"]
+    if "random" in done.index and trained:
+        above = [n for n in trained if versus(done.loc[n], done.loc["random"]) == "higher"]
+        if best == "random" or (not above and all(versus(done.loc[n], done.loc["random"])
+                                                  for n in trained)):
+            text += (" — no trained representation is above the random-encoder floor beyond the "
+                     "noise at this plan's budget, so read the rows as a check of the pipeline, "
+                     "not as a result")
+    return text
+
+
+def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
+    """What a study (pretraining-set size, hyperparameters) shows, from its cells' 95% intervals:
+    whether its best and worst cells differ beyond the noise. ``axes`` name a cell."""
+    cells = [(r, row_interval(r)) for _, r in df.iterrows()]
+    cells = [(r, i) for r, i in cells if i is not None]
+    if len(cells) < 2:
+        return "_Fewer than two finished cells: nothing to compare yet._"
+    (hi_row, hi), (lo_row, lo) = max(cells, key=lambda c: c[1].value), min(cells, key=lambda c: c[1].value)
+
+    def name(row: pd.Series) -> str:
+        return ", ".join(f"{row[a]:g}% of the pretraining images" if a == "pct"
+                         else f"{a.replace('_', ' ')} {row[a]:g}" if isinstance(row[a], (int, float))
+                         else f"{a.replace('_', ' ')} {row[a]}" for a in axes)
+
+    text = f"Best cell {name(hi_row)}: {hi.text()}%; worst {name(lo_row)}: {lo.text()}%. "
+    if hi.overlaps(lo):
+        return text + ("Their 95% intervals overlap, so at this budget the study shows no difference "
+                       "between its cells: it needs more steps or seeds to separate them.")
+    return text + "The best is above the worst beyond their 95% intervals."
+
+
+def headline(study: Study, title: str = "") -> str:
+    """The first thing a reader sees: title, plan, the verdict in one sentence, warnings."""
+    main = main_table(study)
+    title = title or f"SimCLR vs supervised ResNet-18 representations on CIFAR-100 — plan '{study.name}'"
+    lines = [f"<h1>{html.escape(title)}</h1>"]
+    done = main.dropna(subset=["top1"]) if len(main) else main
+    if len(done):
+        lines.append(f"<p style='font-size:1.1em'>{verdict(done)}.</p>")
+    else:
+        lines.append("<p>No run of this plan has finished yet.</p>")
+    n_done = sum(r.done for r in study.runs.values())
+    lines.append(f"<p>Plan <code>{html.escape(study.name)}</code>: {n_done} of {len(study.runs)} runs "
+                 f"finished; report written {time.strftime('%Y-%m-%d %H:%M')}.</p>")
+    warn = warnings(study)
+    if warn:
+        items = "".join(f"<li>{w}</li>" for w in warn)
+        lines.append("<div style='border-left:4px solid #d97706;background:#fffbeb;padding:6px 12px;'>"
+                     f"<b>Read with care</b><ul style='margin:4px 0'>{items}</ul></div>")
+    return "\n".join(lines)
+
+
+def _values_text(values: Sequence[float]) -> str:
+    """A grid as a reader takes it in: listed when short, else its size and range."""
+    values = sorted(float(v) for v in values)
+    if len(values) <= 8:
+        return ", ".join(f"{v:g}" for v in values)
+    return f"{len(values)} values from {values[0]:g} to {values[-1]:g}"
+
+
+def _labels_text(study: Study) -> str:
+    """How every stage takes its labelled images, with the validation share the plan used."""
+    shares = sorted({float(r.config.get("val_fraction", 0.1)) for r in study.runs.values()
+                     if r.stage in ("supervised", "linear_eval") and r.config})
+    val = " / ".join(f"{100 * v:g}%" for v in shares) or "a share"
+    return ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
+            "probe, `super`, fine-tuning — takes the same images: a class-balanced share *p* of "
+            f"CIFAR-100 train (per class, rounded half up), then {val} of each class of them held out "
+            "for validation, both drawn with *s*; each result.json records the counts and a digest "
+            "of both sets, and the tables give each row's labelled-image count. The probe chooses "
+            "its weight decay on the validation part and refits on all labelled images; supervised "
+            "training and fine-tuning train on the rest and validate every epoch.")
+
+
+def _finetune_text(study: Study) -> str:
+    """How fine-tuning got its encoder learning rate: the grid, the trials, or a fixed value."""
+    runs = [r for r in study.with_role("finetune") if r.config]
+    if not runs:
+        return ""
+    grids = {tuple(sorted(set(r.config.get("encoder_lr_grid")
+                              or [r.config.get("encoder_lr_scale", 1.0)]))) for r in runs}
+    tuned = [g for g in grids if len(g) > 1]
+    if not tuned:
+        fixed = ", ".join(f"{g[0]:g}" for g in sorted(grids))
+        return ("**Fine-tuning rate.** Not tuned in this plan: the encoder's learning rate is the "
+                f"head's times {fixed}, with the same schedule as `super`.")
+    epochs = sorted({min(int(r.config.get("trial_epochs", 20)), int(r.config.get("epochs", 1)))
+                     for r in runs})
+    return ("**Fine-tuning rate.** The encoder's learning rate is the head's times a scale chosen "
+            f"from {'; '.join(_values_text(g) for g in tuned)} by validation top-1 after one trial "
+            f"of {'/'.join(map(str, epochs))} epochs per value (the schedule compressed to it, never "
+            "scored on test); the real run then trains the full schedule with the chosen scale. "
+            "The fine-tuning table shows each value's validation top-1 and the choice.")
+
+
+def _caveats(study: Study) -> str:
+    """Choices a reader comparing with published numbers must know (issue #12, part 4)."""
+    items = []
+    if study.with_role("row", "random"):
+        items.append("The random encoder's probe uses the batch-norm running statistics of "
+                     "initialisation (mean 0, variance 1), not statistics of CIFAR-100 images: the "
+                     "frozen encoder runs in eval mode, like every other.")
+    imagenet = study.with_role("row", "imagenet-super")
+    sizes = sorted({int(input_size(r)) for r in imagenet if input_size(r)})
+    if imagenet and sizes:
+        px, grid = "/".join(str(s) for s in sizes), sizes[0] // 4
+        items.append(f"The ImageNet rows see CIFAR-100 upsampled to {px} px, where published ImageNet "
+                     "transfer figures use 224 px: the ImageNet stem's 4× downsampling then leaves a "
+                     f"{grid}×{grid} grid, what the CIFAR stem sees at {grid} px. "
+                     "How much 224 px would add was not measured (no GPU was available).")
+    probe = next((r for r in study.runs.values() if r.stage == "linear_eval" and r.config), None)
+    n_wd = len(probe.config.get("weight_decays") or []) if probe else 0
+    if n_wd and n_wd < 45:
+        items.append(f"The probe's weight-decay grid has {n_wd} values, against 45 log-spaced values "
+                     "in SimCLR's Appendix B.8 (the default grid; this plan narrowed it for time).")
+    return "**Caveats.** " + " ".join(items) if items else ""
+
+
+CIFAR_RECIPE = {"lr": 1.0, "weight_decay": 1e-4, "jitter_strength": 0.5, "temperature": 0.5,
+                "lr_scaling": "linear", "optimizer": "lars"}
+
+
+def _recipe_text(study: Study) -> str:
+    """Which SimCLR recipe the pretraining runs followed, from their configs."""
+    pres = [r.config for r in study.runs.values() if r.notebook == "pretrain" and r.config]
+    if not pres:
+        return ""
+    keys = list(CIFAR_RECIPE)
+    seen = {k: sorted({str(c.get(k)) for c in pres}) for k in keys}
+    used = ", ".join(f"{k} {'/'.join(v)}" for k, v in seen.items())
+    off = [k for k in keys if any(c.get(k) != CIFAR_RECIPE[k] for c in pres)]
+    verdict = ("google-research/simclr's CIFAR recipe" if not off else
+               "google-research/simclr's CIFAR recipe except " + ", ".join(off)
+               + " (varied on purpose where a study varies it)")
+    return (f"**SimCLR recipe.** {verdict}: {used}; the lr is per 256 images and scales linearly "
+            "with the batch (lr × B/256, as in that command), so the batch-size study changes both; "
+            "warm-up then cosine, stepped per iteration; weight decay and LARS adaptation skip "
+            "biases and batch-norm parameters.")
+
+
+def protocol(study: Study) -> str:
+    """What was compared and how, in a few paragraphs (markdown), from the configs."""
+    desc = study.manifest.get("description") or ""
+    probe = next((r for r in study.runs.values() if r.notebook == "linear_eval" and r.config), None)
+    wds = _values_text(probe.config.get("weight_decays") or []) if probe else ""
+    datasets = _datasets(study)
+    data_line = ", ".join(f"{d['dataset']} ({d['source']})" for d in datasets.values())
+    devices = sorted({str(((r.config_json or {}).get("provenance") or {}).get("device")) for r in study.runs.values()
+                      if r.config_json})
+    total = sum(float((r.result or {}).get("wall_time_s") or 0) for r in study.runs.values())
+    text = [
+        desc,
+        "",
+        "**Protocol.** Every representation is a ResNet-18 encoder (torchvision's, 512-d output; the "
+        "CIFAR stem — 3×3 stride-1 first convolution, no max-pool — for encoders we train, the "
+        "ImageNet stem for torchvision's weights). Each is evaluated on CIFAR-100 by the linear "
+        "classification protocol: the encoder is frozen and in eval mode, features of un-augmented "
+        "images are extracted once, and a multinomial logistic regression is fitted on them with its "
+        "weight decay chosen on a validation split carved from the labelled images "
+        f"(grid: {wds or 'n/a'}), "
+        "then refitted on all of them; top-1/top-5 are measured once on the test set. "
+        "`super` is trained and tested on CIFAR-100 directly; fine-tuning starts supervised training "
+        "from a pretrained encoder.",
+    ]
+    for para in (_recipe_text(study), _labels_text(study), _finetune_text(study), _caveats(study)):
+        if para:
+            text += ["", para]
+    text += [
+        "",
+        f"**Data.** {data_line or 'n/a'}.",
+        "",
+        f"**Budget.** {_budget(study) or 'n/a'}. Devices: {', '.join(devices) or 'n/a'}; total recorded "
+        f"run time {total / 60:.1f} min.",
+    ]
+    if study.manifest.get("estimate"):
+        text += ["", f"**Plan sizing.** {study.manifest['estimate']}"]
+    return "\n".join(text)
+
+
+def references_table() -> pd.DataFrame:
+    return pd.DataFrame([{"Published result": r["what"], "Top-1 (%)": f"{r['top1']:.2f}",
+                          "Top-5 (%)": f"{r['top5']:.2f}", "Budget": r["budget"],
+                          "Source": f"<a href='{r['source'].split(' ')[0]}'>{html.escape(r['source'])}</a>"}
+                         for r in REFERENCES])
+
+
+def provenance_table(study: Study) -> pd.DataFrame:
+    """Per run: state, wall time, device, commit, data checksum status, encoder source."""
+    rows = []
+    for r in study.runs.values():
+        cj = r.config_json or {}
+        prov = cj.get("provenance") or {}
+        hw = prov.get("hardware") or {}
+        data = _datasets(Study(study.plan_dir, {}, {r.name: r}))
+        rows.append({"run": r.name, "stage": r.stage, "state": "done" if r.done else r.state,
+                     "wall time": fmt_seconds((r.result or {}).get("wall_time_s")) if r.done else "—",
+                     "device": f"{prov.get('device') or '—'} ({hw.get('gpu') or hw.get('cpu') or '?'})",
+                     "git commit": _commits(prov, (r.result or {}).get("finished_by")),
+                     "data (checksum status)": ", ".join(f"{d['dataset']}: {d['source']}"
+                                                         for d in data.values()) or "—",
+                     "encoder": encoder_label(study, r),
+                     "missing": r.why_missing})
+    return pd.DataFrame(rows)
+
+
+def _commits(started: dict, finished: Optional[dict]) -> str:
+    """The commit a run started under, and the one that finished it where that differs (a run
+    interrupted and resumed under newer code)."""
+    first, last = started.get("git_commit"), (finished or {}).get("git_commit")
+    if last and last != first:
+        return f"{_short_commit(first)}, finished under {_short_commit(last)}"
+    return _short_commit(first)
+
+
+def _short_commit(commit: Optional[str]) -> str:
+    if not commit:
+        return "—"
+    return commit[:12] + (" (uncommitted changes)" if commit.endswith("+dirty") else "")
+
+
+def encoder_label(study: Study, run: RunInfo) -> str:
+    """Where a probe's or fine-tuning's encoder came from: a plan run, the ImageNet weights
+    (flagged when a stand-in), random, or nothing for training from scratch."""
+    spec = run.config.get("encoder") if run.stage == "linear_eval" else run.config.get("init")
+    if not spec:
+        return "—"
+    src = study.by_path(spec)
+    if src is not None:
+        return f"run {src.name}"
+    if str(spec).startswith("imagenet"):
+        if _standin(run):
+            return "stand-in weights (not ImageNet)"
+        return "torchvision ImageNet weights" + ("" if spec == "imagenet" else f" ({Path(spec[9:]).name})")
+    return str(spec)
+
+
+NOT_RECORDED = "not recorded"
+
+
+def versions(study: Study) -> dict:
+    """The library versions the runs recorded (the first run that recorded them); empty when no
+    run did. Never this machine's versions: those need not be the ones that made the numbers."""
+    for r in study.runs.values():
+        v = ((r.config_json or {}).get("provenance") or {}).get("versions")
+        if v:
+            return v
+    return {}
+
+
+def provenance_summary(study: Study) -> str:
+    m = study.manifest
+    v = versions(study)
+    shown = ", ".join(f"{k} {val or NOT_RECORDED}" for k, val in v.items()) or NOT_RECORDED
+    return (f"<p>Plan <code>{html.escape(m.get('plan', ''))}</code> "
+            f"from <code>{html.escape(m.get('source', ''))}</code>; "
+            f"git commit <code>{html.escape(str(m.get('git_commit') or NOT_RECORDED))}</code>; "
+            f"versions: {html.escape(shown)}.</p>")

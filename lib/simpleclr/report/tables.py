@@ -1,0 +1,431 @@
+"""The report's tables: a study's runs aggregated over seeds, and their display forms.
+
+Each ``*_table`` turns a :class:`~simpleclr.report.model.Study` into a pandas frame of numbers (means,
+standard deviations and 95% intervals over seeds, differences to ``super``); each ``*_display``
+turns that frame into the strings a reader sees, and :func:`styled` into an HTML table. The
+prose around them (headline, verdict, protocol, provenance) is :mod:`simpleclr.report.prose`'s, which
+re-exports the names the report notebook calls. Nothing here trains or evaluates a model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import stats
+from .figures import hparam_axes
+from .model import ROW_INFO, ROW_NAMES, RunInfo, Study
+
+
+# ---- aggregation ------------------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (NaN for one value) and count; NaNs for none."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return math.nan, math.nan, 0
+    arr = np.asarray(vals, dtype=np.float64)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan, len(arr)
+
+
+def accuracy_interval(values: Sequence[Optional[float]], n_test: Optional[int]) -> tuple[float, float]:
+    """95% interval of an accuracy: Wilson over the test images for one seed, Student-t over
+    seeds for several (:mod:`simpleclr.report.stats`); NaNs when it cannot be had."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals or (len(vals) == 1 and not n_test):
+        return math.nan, math.nan
+    iv = stats.over_seeds(vals, n=n_test)
+    return iv.low, iv.high
+
+
+def _metric_summary(runs: Sequence[RunInfo]) -> dict:
+    done = [r for r in runs if r.done]
+    n_test = next((int(r.result["n_test"]) for r in done if r.result.get("n_test")), None)
+    out: dict[str, Any] = {}
+    for key in ("top1", "top5"):
+        values = [r.result.get(key) for r in done]
+        mean, std, n = mean_std(values)
+        low, high = accuracy_interval(values, n_test)
+        out.update({key: mean, f"{key}_std": std, f"{key}_lo": low, f"{key}_hi": high, "n": n})
+    missing = [r for r in runs if not r.done]
+    return {**out, "n_test": n_test, "planned": len(runs), "n_labelled": labelled_count(done),
+            "missing": "; ".join(f"{r.name}: {r.why_missing}" for r in missing)}
+
+
+def row_interval(row: Any, key: str = "top1") -> Optional[stats.Interval]:
+    """A table row's accuracy as an :class:`stats.Interval` (None without one)."""
+    low, high = row.get(f"{key}_lo", math.nan), row.get(f"{key}_hi", math.nan)
+    if any(v is None or math.isnan(float(v)) for v in (row.get(key), low, high)):
+        return None
+    return stats.Interval(float(row[key]), float(low), float(high), "")
+
+
+def versus(row: Any, base: Any, key: str = "top1") -> str:
+    """"higher", "lower", "same" (inside the noise) or "" (no interval) for ``row`` against ``base``."""
+    a, b = row_interval(row, key), row_interval(base, key)
+    return stats.compare(a, b) if a is not None and b is not None else ""
+
+
+def labelled_count(runs: Sequence[RunInfo]) -> str:
+    """The labelled CIFAR-100 images behind finished runs, from their result.json: ``"5,000"``, a
+    range when they differ, ``"—"`` when no run recorded it."""
+    counts = sorted({int(r.result["n_labelled"]) for r in runs
+                     if r.result and r.result.get("n_labelled") is not None})
+    if not counts:
+        return "—"
+    return f"{counts[0]:,}" if len(counts) == 1 else f"{counts[0]:,}–{counts[-1]:,}"
+
+
+def encoder_lr_choice(run: RunInfo) -> str:
+    """How a fine-tuning run got its encoder lr scale: chosen on validation (with each value's
+    validation top-1), or given (a grid of one value, or none)."""
+    res = run.result or {}
+    trials = res.get("encoder_lr_trials") or []
+    scale = res.get("encoder_lr_scale", run.config.get("encoder_lr_scale", 1.0))
+    if not trials:
+        return f"{scale:g} (not tuned)"
+    scores = ", ".join(f"{t['encoder_lr_scale']:g}: {t['val_top1']:.1f}" for t in trials)
+    epochs = trials[0].get("epochs")
+    return f"{scale:g} (best validation top-1 of {scores}; {epochs}-epoch trials)"
+
+
+def short_dataset(name: str) -> str:
+    """A dataset name as the tables print it: ``imagefolder:<path>`` -> ``imagefolder``, and
+    generated data flagged ``(stand-in)``."""
+    return name.split(":")[0] + (" (stand-in)" if name.startswith("synthetic-") else "")
+
+
+def run_length(cfg: dict) -> str:
+    """How long a training run ran: its fixed step count, else its epochs."""
+    return f"{cfg['steps']} steps" if cfg.get("steps") else f"{cfg.get('epochs')} epochs"
+
+
+def training_budget(cfg: dict, stage: str) -> str:
+    """What a training run was given, e.g. ``"SimCLR, 40 steps x 128, 10% of cifar100"``."""
+    what = "SimCLR" if stage == "pretrain" else "supervised"
+    length = run_length(cfg)
+    frac = cfg.get("subset_fraction", 1.0)
+    share = f"{100 * frac:g}% of " if frac < 1 else ""
+    return f"{what}, {length} × {cfg.get('batch_size')}, {share}{short_dataset(cfg.get('dataset', '?'))}"
+
+
+def row_budget(study: Study, runs: Sequence[RunInfo]) -> str:
+    """The budget behind a main-table row: its training run and, for a probe, its label share."""
+    if not runs:
+        return ""
+    run = runs[0]
+    if run.stage == "supervised":
+        return training_budget(run.config, "supervised")
+    src = study.source_run(run)
+    encoder = str(run.config.get("encoder", ""))
+    if src is not None:
+        head = training_budget(src.config, src.stage)
+    elif encoder.startswith("imagenet"):
+        head = "torchvision IMAGENET1K_V1" if encoder == "imagenet" else "generated stand-in weights"
+    else:
+        head = "no training"
+    frac = run.config.get("label_fraction", 1.0)
+    return f"{head}; probe on {100 * frac:g}% of the labels"
+
+
+def input_size(run: RunInfo) -> Optional[int]:
+    """The pixel size the network saw: the probe's record, else the training data's."""
+    data = (run.config_json or {}).get("data") or {}
+    return (run.result or {}).get("input_size") or data.get("image_size") or run.config.get("image_size")
+
+
+def main_table(study: Study) -> pd.DataFrame:
+    """One row per main-table representation the plan has, in the issue's order.
+
+    Columns: representation, evaluation, top1/top5 (mean over seeds) and their std, n (seeds with
+    numbers) of planned, d_top1/d_top5 (difference to ``super``), input_size, missing (why not).
+    """
+    rows = []
+    for name in ROW_NAMES:
+        runs = study.with_role("row", name)
+        if not runs:
+            continue
+        rep, ev = ROW_INFO[name]
+        s = _metric_summary(runs)
+        sizes = sorted({input_size(r) for r in runs if r.done and input_size(r)})
+        rows.append({"row": name, "representation": rep, "evaluation": ev, **s,
+                     "input_size": ", ".join(str(x) for x in sizes), "budget": row_budget(study, runs)})
+    df = pd.DataFrame(rows).set_index("row") if rows else pd.DataFrame(
+        columns=["representation", "evaluation", "top1", "top1_std", "top5", "top5_std", "n", "planned",
+                 "missing", "n_labelled", "input_size", "budget"])
+    base = df.loc["super"] if "super" in df.index else None
+    df["d_top1"] = df["top1"] - base["top1"] if base is not None else math.nan
+    df["d_top5"] = df["top5"] - base["top5"] if base is not None else math.nan
+    return df
+
+
+def finetune_table(study: Study) -> pd.DataFrame:
+    """Fine-tuned accuracy per initial encoder, its gain over ``super`` and its linear probe."""
+    main = main_table(study)
+    rows = []
+    for name in ROW_NAMES:
+        runs = study.with_role("finetune", name)
+        if not runs:
+            continue
+        s = _metric_summary(runs)
+        probe = main.loc[name, "top1"] if name in main.index else math.nan
+        base = main.loc["super", "top1"] if "super" in main.index else math.nan
+        base5 = main.loc["super", "top5"] if "super" in main.index else math.nan
+        rows.append({"init": name, "representation": ROW_INFO[name][0], **s,
+                     "gain_top1": s["top1"] - base, "gain_top5": s["top5"] - base5, "probe_top1": probe,
+                     "gain_vs": versus(s, main.loc["super"]) if "super" in main.index else "",
+                     "encoder_lr": "; ".join(encoder_lr_choice(r) for r in runs if r.done) or "—"})
+    return pd.DataFrame(rows).set_index("init") if rows else pd.DataFrame()
+
+
+def _fraction(run: RunInfo) -> Optional[float]:
+    if run.notebook == "linear_eval":
+        return run.config.get("label_fraction", (run.result or {}).get("label_fraction"))
+    return run.config.get("subset_fraction")
+
+
+def label_table(study: Study) -> pd.DataFrame:
+    """Long form: one row per (representation, label fraction) with top-1/top-5 mean and std.
+
+    A curve's point at the main table's own label share (100% in the linear protocol) is the
+    main-table row itself, so plans need not run that probe twice.
+    """
+    groups: dict[tuple[str, float], list[RunInfo]] = {}
+    curve_rows = {r.role["label_efficiency"] for r in study.with_role("label_efficiency")}
+    for r in study.with_role("label_efficiency"):
+        groups.setdefault((r.role["label_efficiency"], float(_fraction(r) or 1.0)), []).append(r)
+    for name in curve_rows:
+        for r in study.with_role("row", name):
+            key = (name, float(_fraction(r) or 1.0))
+            if not any(x.role.get("label_efficiency") == name for x in groups.get(key, [])):
+                groups.setdefault(key, []).append(r)
+    rows = [{"row": name, "fraction": frac, "labels_pct": 100 * frac, **_metric_summary(runs)}
+            for (name, frac), runs in groups.items()]
+    if not rows:
+        return pd.DataFrame()
+    df = pd.DataFrame(rows)
+    df["order"] = df["row"].map({n: i for i, n in enumerate(ROW_NAMES)})
+    return df.sort_values(["order", "fraction"]).drop(columns="order").reset_index(drop=True)
+
+
+def _pretrain_of(study: Study, run: RunInfo) -> Optional[RunInfo]:
+    src = study.source_run(run)
+    return src if src is not None and src.stage == "pretrain" else None
+
+
+def size_table(study: Study) -> pd.DataFrame:
+    """Probe accuracy against the fraction (and count) of pretraining images, mean over seeds."""
+    groups: dict[float, list[tuple[RunInfo, Optional[RunInfo]]]] = {}
+    for r in study.with_role("size_study"):
+        pre = _pretrain_of(study, r)
+        frac = float(pre.config.get("subset_fraction", 1.0)) if pre and pre.config else math.nan
+        groups.setdefault(frac, []).append((r, pre))
+    rows = []
+    for frac, pairs in sorted(groups.items()):
+        pres = [p for _, p in pairs if p is not None and p.done]
+        n_images = [((p.config_json or {}).get("data") or {}).get("n_train") for p in pres]
+        first = pairs[0][1]
+        rows.append({"fraction": frac, "pct": 100 * frac,
+                     "n_images": int(np.nanmean([n for n in n_images if n])) if any(n_images) else math.nan,
+                     "dataset": first.config.get("dataset") if first else None,
+                     "steps": first.config.get("steps") if first else None,
+                     "epochs_equiv": (np.nanmean([p.result.get("epochs") or math.nan for p in pres])
+                                      if pres else math.nan),
+                     **_metric_summary([r for r, _ in pairs])})
+    return pd.DataFrame(rows)
+
+
+def hparam_table(study: Study) -> pd.DataFrame:
+    """One row per pretraining hyperparameter cell: the axes, probe top-1/top-5, kNN, final loss."""
+    groups: dict[tuple, list[tuple[RunInfo, Optional[RunInfo]]]] = {}
+    axes: list[str] = []
+    for r in study.with_role("hparam"):
+        for a in r.role["hparam"]:
+            if a not in axes:
+                axes.append(a)
+    for r in study.with_role("hparam"):
+        pre = _pretrain_of(study, r)
+        key = tuple((pre.config.get(a) if pre and pre.config else None) for a in axes)
+        groups.setdefault(key, []).append((r, pre))
+    rows = []
+    for key, pairs in groups.items():
+        pres = [p for _, p in pairs if p is not None and p.done]
+        knn = mean_std([p.result.get("knn_top1") for p in pres])
+        loss = mean_std([p.result.get("final_loss") for p in pres])
+        rows.append({**dict(zip(axes, key)), **_metric_summary([r for r, _ in pairs]),
+                     "knn_top1": knn[0], "final_loss": loss[0]})
+    if not rows:
+        return pd.DataFrame()
+    return pd.DataFrame(rows).sort_values(axes).reset_index(drop=True)
+
+
+# ---- formatting -----------------------------------------------------------------------------
+def fmt_pm(mean: float, std: float = math.nan, digits: int = 1, low: float = math.nan,
+           high: float = math.nan) -> str:
+    """``"65.2 ± 0.4 [64.6, 65.8]"``: mean, std over seeds, 95% interval; each part only when
+    known; ``"—"`` when missing."""
+    def known(v: Any) -> bool:
+        return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+    if not known(mean):
+        return "—"
+    text = f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if known(std) else "")
+    if known(low) and known(high):
+        text += f" [{low:.{digits}f}, {high:.{digits}f}]"
+    return text
+
+
+def fmt_acc(df: pd.DataFrame, key: str = "top1") -> list[str]:
+    """A column of accuracies with their std over seeds and 95% interval."""
+    lo = df[f"{key}_lo"] if f"{key}_lo" in df else [math.nan] * len(df)
+    hi = df[f"{key}_hi"] if f"{key}_hi" in df else [math.nan] * len(df)
+    return [fmt_pm(m, s, low=a, high=b) for m, s, a, b in zip(df[key], df[f"{key}_std"], lo, hi)]
+
+
+def fmt_seconds(seconds: Optional[float]) -> str:
+    """``"42 s"``, ``"3.5 min"``, ``"1.2 h"``; ``"—"`` when unknown."""
+    if seconds is None:
+        return "—"
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fmt_delta(d: float, digits: int = 1) -> str:
+    if d is None or (isinstance(d, float) and math.isnan(d)):
+        return "—"
+    return f"{d:+.{digits}f}"
+
+
+def _delta_color(text: str) -> str:
+    if text.startswith("+") and text.strip("+0.") != "":
+        return "color: #1a7f37; font-weight: 600"
+    if text.startswith("-") and text.strip("-0.") != "":
+        return "color: #b42318; font-weight: 600"
+    return ""
+
+
+TABLE_STYLES = [
+    {"selector": "", "props": "border-collapse: collapse; font-size: 0.92em; margin: 0.5em 0;"},
+    {"selector": "th", "props": "background: #f3f4f6; padding: 6px 10px; text-align: left; "
+                                "border-bottom: 2px solid #d0d7de;"},
+    {"selector": "td", "props": "padding: 5px 10px; border-bottom: 1px solid #e5e7eb;"},
+    {"selector": "caption", "props": "caption-side: top; text-align: left; font-weight: 600; "
+                                     "padding: 4px 0; color: #374151;"},
+]
+
+
+def styled(df: pd.DataFrame, caption: str = "", delta_cols: Sequence[str] = (),
+           missing_col: Optional[str] = None) -> "pd.io.formats.style.Styler":
+    """A display table: strings as given, deltas green/red, rows without numbers greyed (the
+    ``missing_col`` column is left out when nothing is missing)."""
+    if missing_col in df.columns and not df[missing_col].astype(bool).any():
+        df = df.drop(columns=missing_col)
+    sty = df.style.set_table_styles(TABLE_STYLES).hide(axis="index")
+    if caption:
+        sty = sty.set_caption(caption)
+    for c in delta_cols:
+        if c in df.columns:
+            sty = sty.map(_delta_color, subset=[c])
+    if missing_col and missing_col in df.columns:
+        def grey(row: pd.Series) -> list[str]:
+            return ["color: #6b7280; font-style: italic" if row[missing_col] else "" for _ in row]
+        sty = sty.apply(grey, axis=1)
+    return sty
+
+
+def _delta_cells(df: pd.DataFrame, key: str) -> list[str]:
+    """Differences to ``super``, marked "(within noise)" when the 95% intervals overlap."""
+    base = df.loc["super"] if "super" in df.index else None
+    cells = []
+    for name, row in df.iterrows():
+        if name == "super":
+            cells.append("(baseline)")
+            continue
+        text = fmt_delta(row[f"d_{key}"])
+        if base is not None and versus(row, base, key) == "same":
+            text += " (within noise)"
+        cells.append(text)
+    return cells
+
+
+def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
+    """The main table as the reader sees it (strings, missing rows say why)."""
+    out = pd.DataFrame({
+        "Representation": [f"{n} — {r}" for n, r in zip(df.index, df["representation"])],
+        "Evaluation on CIFAR-100": df["evaluation"],
+        "Top-1 (%)": fmt_acc(df, "top1"),
+        "Top-5 (%)": fmt_acc(df, "top5"),
+        "Δ top-1 vs super": _delta_cells(df, "top1"),
+        "Δ top-5 vs super": _delta_cells(df, "top5"),
+        "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Labelled images": df["n_labelled"],
+        "Input px": df["input_size"],
+        "Budget": df["budget"],
+        "Missing": df["missing"],
+    })
+    return out
+
+
+def finetune_display(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Initial encoder": [f"{n} — {r}" for n, r in zip(df.index, df["representation"])],
+        "Fine-tuned top-1 (%)": fmt_acc(df, "top1"),
+        "Fine-tuned top-5 (%)": fmt_acc(df, "top5"),
+        "Gain top-1": [fmt_delta(d) + (" (within noise)" if v == "same" else "")
+                       for d, v in zip(df["gain_top1"], df["gain_vs"])],
+        "Gain top-5": [fmt_delta(d) for d in df["gain_top5"]],
+        "Its linear probe top-1 (%)": [fmt_pm(p) for p in df["probe_top1"]],
+        "Encoder lr scale": df["encoder_lr"],
+        "Labelled images": df["n_labelled"],
+        "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Missing": df["missing"],
+    })
+
+
+def label_display(df: pd.DataFrame) -> pd.DataFrame:
+    """Representations as rows, label shares as columns, ``mean ± std [95% interval] (n images)``."""
+    cells = df.assign(cell=[(acc + (f" ({k} images)" if k != "—" else "")) if n else "missing"
+                            for acc, n, k in zip(fmt_acc(df, "top1"), df["n"], df["n_labelled"])])
+    wide = cells.pivot(index="row", columns="labels_pct", values="cell").fillna("—")
+    wide = wide.reindex([r for r in ROW_NAMES if r in wide.index])
+    wide.columns = [f"{c:g}% labels" for c in wide.columns]
+    return wide.reset_index().rename(columns={"row": "Representation"})
+
+
+def size_display(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Share of pretraining set": [f"{p:g}%" for p in df["pct"]],
+        "Images": ["—" if (isinstance(n, float) and math.isnan(n)) else f"{int(n):,}" for n in df["n_images"]],
+        "Steps": df["steps"].astype(object).where(df["steps"].notna(), "—"),
+        "Epochs (equivalent)": [fmt_pm(e) for e in df["epochs_equiv"]],
+        "Probe top-1 (%)": fmt_acc(df, "top1"),
+        "Probe top-5 (%)": fmt_acc(df, "top5"),
+        "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Missing": df["missing"],
+    })
+
+
+def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
+    """The hyperparameter table as the reader sees it: the axes (every column :func:`hparam_table`
+    did not add, see :func:`simpleclr.report.figures.hparam_axes`), then the accuracies, kNN and loss."""
+    axes = hparam_axes(df)
+    out = df[axes].map(lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+    out.columns = [a.replace("_", " ") for a in axes]
+    out["Probe top-1 (%)"] = fmt_acc(df, "top1")
+    out["Probe top-5 (%)"] = fmt_acc(df, "top5")
+    out["kNN monitor top-1 (%)"] = [fmt_pm(k) for k in df["knn_top1"]]
+    out["Final NT-Xent loss"] = [fmt_pm(v, digits=3) for v in df["final_loss"]]
+    out["Seeds"] = [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])]
+    out["Missing"] = df["missing"]
+    return out
+
+
+def style_main_table(df: pd.DataFrame) -> "pd.io.formats.style.Styler":
+    return styled(main_table_display(df),
+                  caption="Main table: CIFAR-100 test accuracy, mean ± std over seeds [95% interval]",
+                  delta_cols=("Δ top-1 vs super", "Δ top-5 vs super"), missing_col="Missing")

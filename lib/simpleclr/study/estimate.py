@@ -1,0 +1,253 @@
+"""How long a plan's runs will take on this machine.
+
+A run's cost is counted in *work units*, ResNet-18 training-image passes at 32 px (a forward pass
+alone: 1/3), from its config and its dataset's image counts in the data registry
+(:func:`simpleclr.data.get_spec`). Seconds per unit come, in order of preference, from a finished
+run of the same config here (its recorded wall time), from finished runs of the same stage here
+(their median rate), or from timing the trainer's supervised step now with :mod:`simpleclr.study.bench`.
+
+:class:`PlanClock` lives here too: it is nothing but arithmetic on these estimates (totals by stage,
+the budget warning, the time left rescaled by how the finished runs compared with theirs), and it
+reads a plan only through its attributes, so this module never imports :mod:`simpleclr.study.plans`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional, Protocol, Sequence
+
+from ..config import STAGES, StageConfig
+from ..runs.rundir import BrokenRun, RunDir, read_json
+from ..runs.watch import fmt_seconds
+
+NOTEBOOK_OVERHEAD_S = 8.0  # kernel start, imports and data loading per notebook (measured here: 5-10 s)
+MEASURE_BATCH = 32  # images per timed step: small enough for a few seconds on a 2-core CPU
+PRETRAIN_AUGMENT = 1.15  # a SimCLR view costs this much more than a supervised image (its augmentation)
+
+
+class RunLike(Protocol):
+    """What the estimator reads of a plan's run (:class:`simpleclr.study.plans.RunSpec`)."""
+
+    config: StageConfig
+    path: Path
+
+
+class PlanLike(Protocol):
+    """What the clock reads of a plan (:class:`simpleclr.study.plans.Plan`)."""
+
+    name: str
+    runs: Mapping[str, Any]
+    budget_min: Optional[float]
+    smaller: Optional[str]
+
+
+# ---- sizes and work, from the config and the data registry --------------------------------------
+def _spec(name: str) -> Any:
+    from ..data import get_spec
+
+    try:
+        return get_spec(name)
+    except Exception:  # a bad name fails properly when the run reads its data
+        return None
+
+
+def dataset_sizes(name: str) -> Optional[tuple[int, int]]:
+    """(train, test) image counts of a dataset name, from the registry without reading the data;
+    None when only the files know (an image folder) or the name is not a dataset."""
+    spec = _spec(name)
+    if spec is None or spec.n_train is None:
+        return None
+    return spec.n_train, spec.n_test or 0
+
+
+def native_size(name: str) -> int:
+    """The side in pixels a dataset's images have on disk (32 where the files decide)."""
+    spec = _spec(name)
+    return (spec.native_size if spec is not None else None) or 32
+
+
+def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> Optional[float]:
+    """Compute a run costs, in ResNet-18 training-image passes at 32 px (a forward pass: 1/3).
+
+    From the config alone: images seen per epoch times epochs (two views for SimCLR), the
+    probe's feature extraction, scaled by input area relative to 32 px (a quarter of it behind
+    the ImageNet stem, which downsamples by 4).
+    """
+    sizes = sizes or dataset_sizes(cfg.get("dataset", ""))
+    if sizes is None:
+        return None
+    n_train, n_test = sizes
+    size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
+    weights = str(cfg.get("encoder") or cfg.get("init") or "")
+    imagenet_stem = cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
+    area = (size / (4 if imagenet_stem else 1) / 32) ** 2
+    if stage == "pretrain":
+        per_epoch = n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
+        seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
+        return 2 * seen * area
+    if stage == "supervised":
+        return (supervised_epochs(cfg) * supervised_epoch_units(cfg, n_train) + (n_test or 0) / 3) * area
+    if stage == "linear_eval":
+        return (n_train * cfg.get("label_fraction", 1.0) + (n_test or 0)) / 3 * area
+    return None
+
+
+def supervised_epoch_units(cfg: dict, n_train: int) -> float:
+    """One supervised epoch: training on the fit part of the labelled share, a forward pass over
+    its validation part (``data.labelled_split``'s counts, up to per-class rounding)."""
+    labelled = n_train * cfg.get("subset_fraction", 1.0)
+    val = labelled * cfg.get("val_fraction", 0.0)
+    return labelled - val + val / 3
+
+
+def supervised_epochs(cfg: dict) -> int:
+    """Epochs a supervised run trains: its own, plus one trial per encoder lr scale when it
+    chooses among several (``supervised._choose_encoder_lr``)."""
+    grid = set(cfg.get("encoder_lr_grid") or ())
+    trials = len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"]) if len(grid) > 1 else 0
+    return cfg["epochs"] + trials
+
+
+# ---- seconds ---------------------------------------------------------------------------------------
+class Estimator:
+    """Seconds a run will take on this machine, from what finished runs here recorded."""
+
+    def __init__(self, outputs: Path):
+        import socket
+
+        self.host = socket.gethostname()
+        self.finished: list[dict] = []
+        self._measured: dict[str, tuple[float, float]] = {}
+        for cfg_path in sorted(Path(outputs).glob("*/*/config.json")):
+            try:
+                cfg = read_json(cfg_path) or {}
+                res = read_json(cfg_path.parent / "result.json")
+            except BrokenRun:  # a damaged run says so in its own row; it just gives no timing
+                continue
+            host = ((cfg.get("provenance") or {}).get("hardware") or {}).get("hostname")
+            if res and res.get("wall_time_s") and host == self.host and cfg.get("stage") in STAGES:
+                self.finished.append({"stage": cfg["stage"], "fingerprint": cfg.get("fingerprint"),
+                                      "config": cfg.get("config") or {}, "seconds": float(res["wall_time_s"]),
+                                      "sizes": self._sizes(cfg, res)})
+
+    @staticmethod
+    def _sizes(cfg: dict, res: dict) -> Optional[tuple[int, int]]:
+        data = cfg.get("data") or {}
+        if cfg.get("stage") == "pretrain" and data.get("n_train"):
+            c = cfg.get("config") or {}
+            full = data["n_train"] / max(c.get("subset_fraction", 1.0) * (1 - c.get("val_fraction", 0.0)), 1e-9)
+            return (round(full), 0)
+        if cfg.get("stage") == "linear_eval" and res.get("n_train") is not None:
+            frac = (cfg.get("config") or {}).get("label_fraction", 1.0)
+            return (round(res["n_train"] / frac), int(res.get("n_test") or 0))
+        return None
+
+    def _rate(self, stage: str, precision: str) -> tuple[Optional[float], str]:
+        rates = []
+        for r in self.finished:
+            if r["stage"] != stage or r["config"].get("precision", "auto") != precision:
+                continue
+            units = work_units(r["stage"], r["config"], r["sizes"])
+            if units:
+                rates.append(r["seconds"] / units)
+        if rates:
+            rates.sort()
+            return rates[len(rates) // 2], f"median of {len(rates)} finished {stage} run(s) here"
+        return None, ""
+
+    def measure(self, precision: str = "auto") -> tuple[float, float]:
+        """(seconds per 32-px training image, one-off warm-up seconds) here, timed now.
+
+        :mod:`simpleclr.study.bench`'s supervised step (the trainer's own objects: crop + flip, ResNet-18,
+        cross-entropy, SGD) on :data:`MEASURE_BATCH` images at 32 px: the first three steps
+        include oneDNN's kernel preparation, which every fresh notebook pays again (about 13 s for
+        bf16 on a 2-core CPU), returned apart as per-run overhead; the median of three more gives
+        the rate. Timed once per precision.
+        """
+        if precision not in self._measured:
+            from . import bench
+
+            inp = bench.make_inputs(batch_size=MEASURE_BATCH, image_size=32, precision=precision)
+            timing = bench.time_steps(bench.supervised_case(inp), inp.rt.device, warmup=3, repeats=3, steps=1)
+            self._measured[precision] = (timing.seconds / MEASURE_BATCH, timing.warmup_s)
+        return self._measured[precision]
+
+    def seconds(self, spec: RunLike) -> tuple[Optional[float], str]:
+        """(seconds left, how it was estimated) for a run that is not done."""
+        fp = spec.config.fingerprint()
+        left = self._fraction_left(spec)
+        same = [r for r in self.finished if r["fingerprint"] == fp]
+        if same:
+            return NOTEBOOK_OVERHEAD_S + same[0]["seconds"] * left, "recorded wall time of the same config here"
+        cfg = spec.config.to_dict()
+        units = work_units(spec.config.stage, cfg)
+        if units is None:
+            return None, f"dataset {cfg.get('dataset')} has no known size"
+        rate, basis = self._rate(spec.config.stage, cfg.get("precision", "auto"))
+        overhead = NOTEBOOK_OVERHEAD_S
+        if rate is None:
+            per_image, warmup = self.measure(cfg.get("precision", "auto"))
+            rate = per_image * (PRETRAIN_AUGMENT if spec.config.stage == "pretrain" else 1.0)
+            overhead += warmup if spec.config.stage != "linear_eval" else warmup / 3
+            basis = f"timed the supervised step now ({1 / per_image:.0f} img/s at 32 px, {warmup:.0f} s warm-up)"
+        return overhead + units * rate * left, f"{basis}; {units:,.0f} image passes"
+
+    @staticmethod
+    def _fraction_left(spec: RunLike) -> float:
+        """1 for a run not started; for a partial one, the share of its epochs still to run."""
+        rows = RunDir(spec.path).read_metrics()
+        total = getattr(spec.config, "epochs", None)
+        if not rows or not total or spec.config.stage == "linear_eval":
+            return 1.0
+        done = max((r.get("epoch") or 0) for r in rows)
+        if getattr(spec.config, "steps", None):
+            return max(0.0, 1 - max((r.get("step") or 0) for r in rows) / spec.config.steps)
+        return max(0.0, 1 - done / total)
+
+
+def estimate_runs(plan: PlanLike, names: Sequence[str], outputs: Path) -> dict[str, Optional[float]]:
+    """Seconds each run should take on this machine (None where it cannot be estimated)."""
+    est = Estimator(outputs)
+    return {n: est.seconds(plan.runs[n])[0] for n in names}
+
+
+# ---- a plan's time left while it runs -------------------------------------------------------------
+class PlanClock:
+    """The plan's time left: the estimates of the runs still to go, scaled by how the finished
+    runs of this session compared with their own estimates (a slower machine shows at once)."""
+
+    def __init__(self, estimates: dict[str, Optional[float]]):
+        self.estimates = estimates
+        self.pending = [n for n in estimates]
+        self.spent = self.expected = 0.0
+
+    def summary(self, plan: PlanLike) -> str:
+        by_stage: dict[str, float] = {}
+        for n, sec in self.estimates.items():
+            stage = plan.runs[n].config.stage
+            by_stage[stage] = by_stage.get(stage, 0.0) + (sec or 0.0)
+        total = sum(by_stage.values())
+        unknown = sum(sec is None for sec in self.estimates.values())
+        parts = ", ".join(f"{stage} {fmt_seconds(sec)}" for stage, sec in by_stage.items())
+        text = (f"plan {plan.name}: estimate on this machine about {fmt_seconds(total)}"
+                + (f" ({parts})" if parts else "")
+                + (f", {unknown} run(s) not estimated" if unknown else ""))
+        if plan.budget_min and total > 2 * 60 * plan.budget_min:
+            smaller = f"; for a shorter try: make report PLAN={plan.smaller}" if plan.smaller else ""
+            text += (f"\nplan {plan.name}: WARNING: that is {total / 60 / plan.budget_min:.1f}x the "
+                     f"{plan.budget_min:g} min it is sized for (a slower CPU, e.g. without bf16, "
+                     f"or a busy machine){smaller}")
+        return text
+
+    def finished(self, name: str, seconds: float) -> None:
+        if name in self.pending:
+            self.pending.remove(name)
+            if self.estimates.get(name):
+                self.spent += seconds
+                self.expected += self.estimates[name]  # type: ignore[operator]
+
+    def left_text(self) -> str:
+        known = [self.estimates[n] for n in self.pending if self.estimates.get(n)]
+        if not self.estimates or not self.pending:
+            return ""
+        scale = self.spent / self.expected if self.expected else 1.0
+        return f"; plan: about {fmt_seconds(scale * sum(known))} left ({len(self.pending)} runs)"

@@ -1,0 +1,370 @@
+"""Experiment plans: run a plan's runs as papermill notebooks into run folders, then the report.
+
+A plan (``plans/<name>.yaml``, read and validated by :func:`simpleclr.study.planfile.load_plan`) names
+its runs, the notebook (= stage) each one executes, its parameters and what the report does with
+it. :func:`run_plan` checks the data every run needs, executes the runs in dependency order,
+skipping finished ones and resuming partial ones, then renders the report; :func:`show_plan`
+lists status and an estimate of the time left (:mod:`simpleclr.study.estimate`).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from ..errors import one_line
+from .estimate import Estimator, PlanClock, estimate_runs
+from .planfile import REPO_ROOT, Plan, PlanError, RunSpec, load_plan
+from ..runs.rundir import RunDir, atomic_write_json, git_commit
+from ..runs.watch import RunWatch, fmt_seconds
+from ..report.model import MAIN_ROWS, MANIFEST
+
+PathLike = Union[str, os.PathLike]
+
+REPORT_NOTEBOOK = "report"
+ACCEPT_ENV = "SIMPLECLR_ACCEPT_CHECKSUM"  # what the shipped plans read accept_checksum from
+
+
+# ---- what a plan needs before it starts -----------------------------------------------------
+def _datasets(plan: Plan, names: Sequence[str]) -> list[tuple[str, Optional[str], Optional[str], Optional[int]]]:
+    out = []
+    for n in names:
+        c = plan.runs[n].config
+        key = (c.dataset, c.data_dir, c.accept_checksum, c.image_size)
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def check_data(plan: Plan, names: Sequence[str]) -> None:
+    """Make every dataset the runs use ready (cache, placed file or download) before any run.
+
+    Raises :class:`PlanError` with the data layer's own message and a pointer to the smoke plan,
+    so a machine without the data stops at once instead of after the first hour of runs.
+    """
+    from .. import data
+
+    for name, root, accept, size in _datasets(plan, names):
+        try:  # the native cache and the size the runs read, built once here
+            data.prepare(name, root=root, accept_checksum=accept, download=True, image_size=size)
+        except data.DataError as e:
+            hint = "" if name.startswith("synthetic-") else (
+                " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
+            if isinstance(e, data.ChecksumMismatch) and accept is None:
+                hint = (f"; the quick and full plans pass it to every run from the environment: "
+                        f"export {ACCEPT_ENV}=<sha256>") + hint
+            raise PlanError(f"{e}{hint}") from None
+
+
+def _uses_imagenet(spec: RunSpec) -> bool:
+    c = spec.config
+    value = getattr(c, "encoder", None) or getattr(c, "init", None) or ""
+    return value == "imagenet"
+
+
+def check_imagenet_weights() -> Optional[str]:
+    """None when torchvision's ImageNet ResNet-18 file is cached or can be fetched, else why not."""
+    from ..training.models import WeightsError, imagenet_encoder
+
+    try:
+        imagenet_encoder(progress=False)
+    except WeightsError as e:
+        return str(e)
+    return None
+
+
+def write_standins(plan: Plan) -> None:
+    from ..training.models import write_standin_imagenet_weights
+
+    for kind in plan.standins:
+        path = plan.standin_path(kind)
+        if kind == "imagenet_weights" and not path.is_file():
+            write_standin_imagenet_weights(path, seed=0)
+
+
+# ---- the manifest the report reads ----------------------------------------------------------
+def manifest(plan: Plan, states: dict[str, dict]) -> dict:
+    """The plan as resolved (runs, roles, folders) plus what happened to each run."""
+    return {
+        "plan": plan.name, "source": str(plan.source), "description": plan.description,
+        "estimate": plan.estimate, "report": plan.report, "standins": {
+            k: str(plan.standin_path(k)) for k in plan.standins},
+        "git_commit": git_commit(), "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "main_rows": [list(r) for r in MAIN_ROWS], "order": list(plan.runs),
+        "runs": {n: {"notebook": s.notebook, "stage": s.config.stage, "path": str(s.path),
+                     "fingerprint": s.config.fingerprint(), "config": s.config.to_dict(),
+                     "needs": list(s.needs),
+                     "report": s.report, **states.get(n, {"state": s.status(), "reason": None})}
+                 for n, s in plan.runs.items()},
+    }
+
+
+def write_manifest(plan: Plan, states: dict[str, dict]) -> Path:
+    path = plan.outputs / MANIFEST
+    atomic_write_json(path, manifest(plan, states))
+    return path
+
+
+# ---- execution -------------------------------------------------------------------------------
+def notebook_file(name: str) -> Path:
+    path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+    if not path.is_file():
+        raise PlanError(f"notebook {path} is missing: restore it from git (scripts/make_notebooks.py writes it)")
+    return path
+
+
+def kernel_name() -> str:
+    """The Jupyter kernel notebooks run in: ``$SIMPLECLR_KERNEL`` or ``python3``."""
+    return os.environ.get("SIMPLECLR_KERNEL", "python3")
+
+
+def _failure_reason(e: BaseException) -> str:
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    return one_line(f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}", 400)
+
+
+# How long a kernel asked to shut down may take to leave on its own before it is interrupted.
+KERNEL_EXIT_GRACE_S = 2.0
+
+
+def _kernel_manager_class() -> Optional[type]:
+    """The kernel manager notebooks run under: jupyter_client's, with two changes.
+
+    It talks to the kernel over IPC instead of TCP on localhost: nothing listens on a port, and
+    ipykernel's "running over TCP without encryption" warning is not raised. (The Unix sockets are
+    ``kernel-ipc-<n>`` files in the working folder, which papermill makes ours and the kernel's
+    for the run; jupyter_client removes them at shutdown.)
+
+    And at shutdown it asks the kernel to leave before it interrupts it. jupyter_client sends
+    SIGINT first, which races papermill's last request (a kernel_info, after the last cell): a
+    kernel still inside that handler, between sending its reply and putting back its
+    ignore-SIGINT handler, takes the interrupt there and prints "[IPKernelApp] ERROR |
+    KeyboardInterrupt caught in kernel." to the terminal (now and then on a busy machine, after
+    any notebook of a plan). An idle kernel leaves on the request alone; one still running a cell
+    (the plan was interrupted) is interrupted after ``KERNEL_EXIT_GRACE_S``, as before, so the
+    cell's ``finally`` blocks run. None (jupyter_client's default manager, TCP) where IPC is
+    absent."""
+    if os.name != "posix":
+        return None
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            super().__init__(**kwargs)
+
+        async def _async_interrupt_kernel(self) -> None:
+            # shutdown_kernel interrupts first (shutting_down already set), then requests shutdown
+            # itself; a second request to a kernel that left (or is leaving) is harmless
+            # (jupyter_client's private names, unpinned: where they are gone, its own behaviour)
+            leave = (getattr(self, "_async_request_shutdown", None), getattr(self, "_async_wait", None))
+            if getattr(self, "shutting_down", False) and self.has_kernel and all(leave):
+                await self._async_request_shutdown()
+                try:
+                    await asyncio.wait_for(self._async_wait(pollinterval=0.05), KERNEL_EXIT_GRACE_S)
+                    return  # it left without an interrupt
+                except asyncio.TimeoutError:
+                    pass  # busy in a cell: interrupt it, as jupyter_client does
+            await super()._async_interrupt_kernel()
+
+    return IPCKernelManager
+
+
+def execute_notebook(name: str, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
+                     progress: bool = False) -> None:
+    """Run ``notebooks/<name>.ipynb`` with ``parameters`` through papermill into ``output``.
+
+    ``progress`` shows papermill's per-cell bar; plans show a run's own steps instead (RunWatch).
+    """
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    manager = _kernel_manager_class()
+    extra = {"kernel_manager_class": manager} if manager is not None else {}
+    pm.execute_notebook(str(notebook_file(name)), str(output), parameters=parameters,
+                        kernel_name=kernel_name(), progress_bar=progress, cwd=str(cwd or Path.cwd()),
+                        log_output=False, **extra)
+
+
+def _before_runs(p: Plan, names: Sequence[str], statuses: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(runs to run, why some cannot) once the data, stand-ins and weights they need are there.
+
+    A stale run folder (another config) stops the plan here, before any compute; a missing
+    ImageNet weights file only marks the runs that use it unavailable.
+    """
+    stale = [n for n in names if statuses[n] == "stale"]
+    if stale:
+        raise PlanError(f"{p.runs[stale[0]].path} holds a run with another config than plan {p.name} "
+                        "gives it now: delete that folder to redo it, or use another --outputs folder")
+    todo = [n for n in names if statuses[n] not in ("done", "broken")]
+    check_data(p, todo)
+    write_standins(p)
+    unavailable: dict[str, str] = {}
+    if any(_uses_imagenet(p.runs[n]) for n in todo):
+        why = check_imagenet_weights()
+        if why:
+            print(f"note: ImageNet weights unavailable, their rows will be marked missing: {why}", flush=True)
+            unavailable = {n: f"ImageNet weights unavailable: {why}" for n in todo if _uses_imagenet(p.runs[n])}
+    return todo, unavailable
+
+
+def _not_run(spec: RunSpec, status: str, states: dict[str, dict], unavailable: dict[str, str]) -> Optional[dict]:
+    """The state of a run that is not executed now (broken, done earlier, unavailable, blocked by
+    a need that did not finish), or None when it is to run."""
+    if status == "broken":  # a damaged JSON file: never run over it, never delete it
+        return {"state": "broken", "reason": RunDir(spec.path).problem()}
+    if status == "done":
+        res = RunDir(spec.path).read_result() or {}
+        return {"state": "done", "reason": None, "reused": True, "seconds": 0.0,
+                "wall_time_s": res.get("wall_time_s")}
+    blocked = [d for d in spec.needs
+               if states.get(d, {}).get("state") in ("failed", "blocked", "unavailable", "broken")]
+    if spec.name in unavailable or blocked:
+        state = "unavailable" if spec.name in unavailable or all(
+            states[d]["state"] == "unavailable" for d in blocked) else "blocked"
+        reason = (unavailable.get(spec.name)
+                  or f"needs {blocked[0]}, which did not finish ({states[blocked[0]]['reason']})")
+        return {"state": state, "reason": reason}
+    return None
+
+
+def _execute_run(p: Plan, spec: RunSpec, tag: str, states: dict[str, dict], progress: bool) -> dict:
+    """Execute one run's notebook; its state (done or failed). An interrupt leaves it partial, in
+    the manifest too, and goes on up."""
+    t0 = time.time()
+    try:
+        with RunWatch(tag, RunDir(spec.path)) if progress else contextlib.nullcontext():
+            execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params)
+    except KeyboardInterrupt:
+        states[spec.name] = {"state": "partial", "reason": "interrupted"}
+        write_manifest(p, states)
+        raise
+    except Exception as e:  # papermill's execution error, a dead kernel, ...
+        reason = _failure_reason(e)
+        print(f"{tag}: FAILED after {fmt_seconds(time.time() - t0)}: {reason}\n"
+              f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
+        return {"state": "failed", "reason": reason, "seconds": time.time() - t0}
+    res = RunDir(spec.path).read_result() or {}
+    return {"state": "done", "reason": None, "reused": False, "seconds": time.time() - t0,
+            "wall_time_s": res.get("wall_time_s")}
+
+
+def _run_one(p: Plan, spec: RunSpec, tag: str, status: str, states: dict[str, dict],
+             unavailable: dict[str, str], clock: PlanClock, progress: bool) -> None:
+    """One run's turn: skipped with its reason, or executed; its state goes into ``states`` and the
+    manifest (a run done earlier changes nothing there)."""
+    state = _not_run(spec, status, states, unavailable)
+    if state is not None:
+        states[spec.name] = state
+        if state["state"] == "broken":
+            print(f"{tag}: BROKEN, not run: {state['reason']}", flush=True)
+        elif state["state"] == "done":
+            print(f"{tag}: done earlier with the same config, skipped", flush=True)
+            return
+        else:
+            print(f"{tag}: not run: {state['reason']}", flush=True)
+        write_manifest(p, states)
+        return
+    print(f"{tag}: {'resuming' if status == 'partial' else 'running'} -> {spec.path}", flush=True)
+    states[spec.name] = state = _execute_run(p, spec, tag, states, progress)
+    if state["state"] == "done":
+        clock.finished(spec.name, state["seconds"])
+        print(f"{tag}: done in {fmt_seconds(state['seconds'])}{clock.left_text()}", flush=True)
+    write_manifest(p, states)
+
+
+def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_dir: PathLike,
+                started: float) -> int:
+    """Render the report; 1 when it or any run failed, broke or was blocked."""
+    print(f"plan {p.name}: runs finished in {fmt_seconds(time.time() - started)}; rendering the report", flush=True)
+    try:
+        html = render_report(p, report_dir)
+        print(f"report: {html}", flush=True)
+    except Exception as e:
+        print(f"report: FAILED: {_failure_reason(e)}\n    executed notebook: {p.outputs / 'report.ipynb'}",
+              flush=True)
+        return 1
+    failed = [n for n in names if states[n]["state"] in ("failed", "broken")]
+    if failed:
+        print(f"plan {p.name}: {len(failed)} run(s) failed or broken: {', '.join(failed)} "
+              "(their rows are marked missing in the report)", file=sys.stderr, flush=True)
+        return 1
+    blocked = [n for n, s in states.items() if s["state"] == "blocked"]
+    return 1 if blocked else 0
+
+
+def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
+             only: Optional[Sequence[str]] = None, *, progress: bool = True) -> int:
+    """Execute a plan's runs, then render the report; the exit code is 1 when a run failed.
+
+    Finished runs with the same config are skipped, partial ones resume (the library resumes from
+    ``checkpoints/last.pt``). A failed run is reported with its executed notebook; runs that do not
+    need it go on, and the report still renders with that row marked missing.
+    """
+    p = load_plan(plan, outputs)
+    names = p.closure(only) if only else list(p.runs)
+    statuses = {n: p.runs[n].status() for n in p.runs}
+    todo, unavailable = _before_runs(p, names, statuses)
+    states: dict[str, dict] = {}
+    write_manifest(p, states)
+    print(f"plan {p.name}: {len(names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
+    runnable = [n for n in todo if n not in unavailable]
+    clock = PlanClock(estimate_runs(p, runnable, Path(outputs)) if progress else {})
+    if progress:
+        print(clock.summary(p), flush=True)
+    started = time.time()
+    width = len(str(len(names)))
+    for i, n in enumerate(names, 1):
+        tag = f"[{i:>{width}}/{len(names)}] {n} ({p.runs[n].notebook})"
+        _run_one(p, p.runs[n], tag, statuses[n], states, unavailable, clock, progress)
+    return _after_runs(p, names, states, report_dir, started)
+
+
+def render_report(plan: Plan, report_dir: PathLike = "report") -> Path:
+    """Execute the report notebook on the plan's folder and export it as one HTML file."""
+    from ..report.figures import export_html
+
+    executed = plan.outputs / "report.ipynb"
+    execute_notebook(REPORT_NOTEBOOK, executed, {**plan.report, "plan_dir": str(plan.outputs)})
+    return export_html(executed, Path(report_dir) / "report.html")
+
+
+# ---- status and estimates --------------------------------------------------------------------
+def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
+    """Print each run's status (done / partial / todo / stale / broken) and the time left here."""
+    p = load_plan(plan, outputs)
+    est = Estimator(Path(outputs))
+    rows = []
+    total = 0.0
+    unknown = 0
+    for n, spec in p.runs.items():
+        status = spec.status()
+        if status == "broken":  # not run until repaired: the last column says why
+            rows.append((n, spec.notebook, status, "-", RunDir(spec.path).problem() or ""))
+            continue
+        seconds, basis = (0.0, "") if status == "done" else est.seconds(spec)
+        if seconds is None:
+            unknown += 1
+        else:
+            total += seconds
+        rows.append((n, spec.notebook, status, "-" if status == "done" else fmt_seconds(seconds), basis))
+    w = [max(len(r[i]) for r in rows + [("run", "notebook", "status", "left", "")]) for i in range(4)]
+    print(f"plan {p.name} ({p.source}) -> {p.outputs}")
+    print(f"  {'run':<{w[0]}}  {'notebook':<{w[1]}}  {'status':<{w[2]}}  {'left':>{w[3]}}  basis")
+    for r in rows:
+        print(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}  {r[4]}")
+    counts = {s: sum(r[2] == s for r in rows) for s in ("done", "partial", "todo", "stale", "broken")}
+    left = f"about {fmt_seconds(total)} left on this machine" + (
+        f" (+{unknown} run(s) not estimated)" if unknown else "")
+    print(f"{counts['done']} done, {counts['partial']} partial, {counts['todo']} todo"
+          + "".join(f", {counts[s]} {s}" for s in ("stale", "broken") if counts[s]) + f"; {left}")
+    print("  estimate: a finished run of the same config on this machine gives its recorded wall time; "
+          "otherwise seconds per image from finished runs of the stage here, else a short timing of "
+          "the supervised step now (simpleclr bench's), times the images the run will process, plus "
+          "notebook start-up")
+    return 0

@@ -1,0 +1,474 @@
+"""The training loop the stages share: SimCLR pretraining (:mod:`simpleclr.training.pretrain`) and
+supervised training, fine-tuning included (:mod:`simpleclr.training.supervised`), run it.
+
+Both are plain loops over a uint8 image tensor that lives on the training device: each step indexes
+a batch, augments it there (per-sample parameters), runs one forward pass in the runtime's
+precision and memory format, and steps the optimizer and the per-iteration schedule. No data-loader
+workers, no per-step host copies, and no host synchronisation per step on accelerators.
+
+A run writes one folder (:class:`simpleclr.runs.rundir.RunDir`): started again it resumes from
+``checkpoints/last.pt`` and ends with the same weights as an uninterrupted run (bit-identical on
+CPU); a finished run returns its stored result. Order of the data and of the augmentation is drawn
+from generators seeded per (seed, epoch), so an epoch is the same whether or not the run was resumed.
+
+This module holds what does not depend on the stage: the stage preamble (:func:`_run_stage`, the
+run folder's lock), the seeded order, the step's tail (backward, NaN/Inf guard, optimizer and
+schedule), the epoch loop with its progress, metrics, step trace (:mod:`simpleclr.training.steptrace`),
+checkpoints and resume. Its underscored names are the stage modules' interface, not the library's.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import data as data_mod
+from . import distributed, launch
+from ..config import ConfigError, StageConfig, TrainingConfig
+from .device import Runtime, resolve_runtime, rng_state, set_rng_state
+from ..errors import SimpleCLRError
+from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
+from ..runs.rundir import RunDir, RunLocked
+from .steptrace import StepTrace
+
+__all__ = ["TrainingDiverged", "uses_sync_bn"]
+
+PathLike = Union[str, Path]
+# On accelerators the loss is read back (a host sync) only this often: the NaN/Inf guard and the
+# progress bar look at sums accumulated on the device in between.
+SYNC_EVERY = 25
+PROGRESS_EVERY_S = 5.0  # how often rank 0 rewrites progress.json for a watching plan
+
+
+class TrainingDiverged(SimpleCLRError, RuntimeError):
+    """The loss or the gradient became NaN/Inf; the last good checkpoint is kept untouched."""
+
+
+# ---- the steps' shared tail (the stages' steps end here) ------------------------------------
+def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def _finish_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler],
+                 scaler: Optional[torch.amp.GradScaler], grad_clip: Optional[float],
+                 check_finite: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """backward -> NaN/Inf guard -> optional clipping -> optimizer step -> schedule step."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip is not None:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    else:
+        grad_norm = _grad_norm(optimizer)
+    if check_finite:  # a host sync: the loops ask for it on CPU, where it costs nothing
+        # Under fp16 an Inf gradient is the scaler's business (it skips that step); the loss is ours.
+        bad = not bool(torch.isfinite(loss)) or (scaler is None and not bool(torch.isfinite(grad_norm)))
+        if bad:
+            raise TrainingDiverged(f"loss={float(loss.detach()):.4g}, grad_norm={float(grad_norm):.4g}")
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach(), grad_norm.detach()
+
+
+def _channels_last(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
+
+
+def _loss_dtype(t: torch.Tensor) -> torch.Tensor:
+    """The loss's input in float32 at least: bf16/fp16 activations are upcast, float64 (the
+    numerical equivalence tests) stays float64."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
+# ---- seeded order (DDP-ready: every rank draws the same permutation and takes its shard) ------
+def _seed_of(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+_DATA_STREAM, _AUG_STREAM = 1, 2
+
+
+def _epoch_indices(n: int, epoch: int, seed: int, batch_size: int, world: distributed.World,
+                   device: torch.device) -> torch.Tensor:
+    """This rank's sample order for ``epoch``: a seeded permutation, full batches only, on device."""
+    gen = torch.Generator().manual_seed(_seed_of(seed, _DATA_STREAM, epoch))
+    order = torch.randperm(n, generator=gen)
+    return distributed.shard(order, world, batch_size).to(device, non_blocking=True)
+
+
+def _augment_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(_seed_of(seed, _AUG_STREAM, epoch, rank))
+
+
+# ---- shared pieces --------------------------------------------------------------------------
+def _runtime(cfg: StageConfig) -> Runtime:
+    runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return runtime
+
+
+def _world(runtime: Runtime) -> distributed.World:
+    """This process's place in the job: under torchrun it joins the process group (NCCL on GPUs,
+    gloo on CPU); every rank holds the whole uint8 training set and takes its slice of each global
+    batch, rank 0 alone writes the run folder."""
+    return distributed.init_from_env(runtime.device)
+
+
+def _to_runtime(model: nn.Module, runtime: Runtime) -> nn.Module:
+    model = model.to(runtime.device)
+    return model.to(memory_format=torch.channels_last) if runtime.channels_last else model
+
+
+def _schedule(cfg: TrainingConfig, n_train: int, world: distributed.World) -> tuple[int, int, int, int]:
+    """(steps_per_epoch, total_steps, epochs, warmup_steps); fails before compute on a bad fit."""
+    name = type(cfg).__name__
+    if cfg.batch_size > n_train:
+        raise ConfigError(f"{name}.batch_size={cfg.batch_size} is larger than the {n_train} training "
+                          "images: lower batch_size (or raise subset_fraction / lower val_fraction)")
+    if cfg.batch_size % world.size:
+        raise ConfigError(f"{name}.batch_size={cfg.batch_size} is not divisible by the {world.size} "
+                          "processes: use a multiple of the world size")
+    steps_per_epoch = n_train // cfg.batch_size
+    total = cfg.run_steps(steps_per_epoch)
+    epochs = math.ceil(total / steps_per_epoch)
+    # Warm-up is the same fraction of the run as warmup_epochs / epochs, whether or not the run
+    # counts steps (the size study fixes steps, so small subsets run many epochs).
+    warmup = min(total, round(total * cfg.warmup_epochs / cfg.epochs))
+    return steps_per_epoch, total, epochs, warmup
+
+
+def _make_scaler(runtime: Runtime) -> Optional[torch.amp.GradScaler]:
+    return torch.amp.GradScaler(runtime.device.type) if runtime.use_grad_scaler else None
+
+
+@dataclass
+class TrainParts:
+    """What a stage's step drives besides its model and augmentation: the compiled or wrapped
+    training form of the model, the optimizer at the scaled lr, its schedule and the loss scaler."""
+
+    train_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Optional[torch.amp.GradScaler]
+    lr: float
+
+
+def _train_parts(model: nn.Module, train_model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
+                 total_steps: int, warmup_steps: int) -> dict:
+    """The :class:`TrainParts` fields, built alike for both stages (lr scaled by the batch)."""
+    lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
+    optimizer = build_optimizer(model, cfg, lr)
+    return {"train_model": train_model, "optimizer": optimizer, "lr": lr, "scaler": _make_scaler(runtime),
+            "scheduler": warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)}
+
+
+def uses_sync_bn(cfg: TrainingConfig, world: distributed.World) -> bool:
+    """Global batch norm: asked for, or by default for SimCLR on several processes (SimCLR's
+    "global BN": per-device statistics let the contrastive task cheat on them)."""
+    if not world.distributed:
+        return False
+    return cfg.SYNC_BN_DEFAULT if cfg.sync_bn is None else cfg.sync_bn
+
+
+def _parallel(model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
+              world: distributed.World) -> tuple[nn.Module, nn.Module]:
+    """(plain model, the form the step runs: DDP-wrapped on several processes, then compiled)."""
+    if uses_sync_bn(cfg, world):
+        model = distributed.convert_sync_batchnorm(model, runtime.device)
+    model = _to_runtime(model, runtime)
+    train_model = distributed.data_parallel(model, runtime.device, world)
+    return model, (torch.compile(train_model) if cfg.compile else train_model)
+
+
+@contextlib.contextmanager
+def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock for the block. When another process has it, every rank
+    raises :class:`RunLocked` together, so none waits in a collective for a rank 0 that left."""
+    with contextlib.ExitStack() as stack:
+        refused: Optional[RunLocked] = None
+        if world.is_main:
+            try:
+                stack.enter_context(run.lock())
+            except RunLocked as e:
+                refused = e
+        holder = distributed.from_main(0 if refused is None else (refused.pid or -1), device)
+        if holder:
+            raise refused or RunLocked(run.path, holder if holder > 0 else None)
+        yield
+
+
+def _run_stage(cfg: TrainingConfig, out_dir: PathLike,
+               work: Callable[[Any, RunDir, Runtime, distributed.World, PathLike], dict]) -> dict:
+    """:func:`launch.run_stage` for a training stage: ``work`` runs with this process's runtime and
+    world, with the run folder's lock held (by rank 0 for all ranks under torchrun)."""
+    def here(run: RunDir) -> dict:
+        runtime = _runtime(cfg)
+        world = _world(runtime)
+        with _writer_lock(run, world, runtime.device):
+            return work(cfg, run, runtime, world, out_dir)
+
+    return launch.run_stage(cfg, out_dir, here)
+
+
+def _load(cfg: StageConfig, split_name: str) -> "data_mod.Split":
+    return data_mod.load_split(cfg.dataset, split_name, root=cfg.data_dir, image_size=cfg.image_size,
+                               accept_checksum=cfg.accept_checksum)
+
+
+def _data_record(split: "data_mod.Split", train_idx: torch.Tensor,
+                 val_idx: Optional[torch.Tensor]) -> dict:
+    return {**split.provenance, "name": split.name, "split": split.split,
+            "image_size": split.image_size, "n_train": len(train_idx),
+            "n_val": 0 if val_idx is None else len(val_idx), "mean": list(split.mean),
+            "std": list(split.std)}
+
+
+# ---- the loop both stages share -------------------------------------------------------------
+@dataclass
+class _Loop:
+    """Everything the epoch loop needs; the stages fill it and supply the step and evaluation."""
+
+    cfg: TrainingConfig
+    run: RunDir
+    runtime: Runtime
+    world: distributed.World
+    model: nn.Module  # the plain module (state dicts come from here, never from a compiled wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: Optional[torch.amp.GradScaler]
+    step: Callable[[torch.Tensor, torch.Generator, bool], tuple[torch.Tensor, torch.Tensor]]
+    evaluate: Callable[[int, bool], dict]  # (epoch index, is last) -> extra metrics
+    n_train: int
+    steps_per_epoch: int
+    total_steps: int
+    epochs: int
+    desc: str
+    state: dict = field(default_factory=dict)
+    trace: Optional[StepTrace] = None  # None: a run begun before there was a step trace
+    session_start: float = 0.0  # perf_counter() at the run's start, as if it had never stopped
+    shown: float = 0.0  # perf_counter() when progress.json was last written
+
+
+_CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "elapsed_s", "train_s",
+                    "images")
+
+
+def _save_last(loop: _Loop, epoch: int, step: int, clock: dict) -> None:
+    loop.run.save_checkpoint({
+        "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict(),
+        "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
+        "epoch": epoch, "step": step, "rng": rng_state(loop.state.get("generators", {})),
+        "trace": loop.trace.state() if loop.trace is not None else None,
+        "fingerprint": loop.cfg.fingerprint(), **clock})
+
+
+def _resume(loop: _Loop) -> tuple[int, int, dict]:
+    """(completed epochs, step, clock) from checkpoints/last.pt, or a fresh start.
+
+    Every rank loads the same checkpoint (the run folder must be on storage all nodes see); only
+    rank 0 rewrites the metrics and step-trace files.
+    """
+    clock = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0}
+    ckpt = loop.run.load_checkpoint("last", required=_CHECKPOINT_KEYS)
+    loop.trace = _resume_trace(loop, ckpt)
+    if loop.world.is_main:
+        _drop_rows_past(loop.run, ckpt, keep_trace=loop.trace is not None)
+    if ckpt is None:
+        return 0, 0, clock
+    loop.model.load_state_dict(ckpt["model"])
+    loop.optimizer.load_state_dict(ckpt["optimizer"])
+    loop.scheduler.load_state_dict(ckpt["scheduler"])
+    if loop.scaler is not None and ckpt.get("scaler") is not None:
+        loop.scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    clock.update({k: ckpt[k] for k in clock})
+    return int(ckpt["epoch"]), int(ckpt["step"]), clock
+
+
+def _resume_trace(loop: _Loop, ckpt: Optional[dict]) -> Optional[StepTrace]:
+    """The step trace with the checkpoint's open window, a new one without a checkpoint, and None
+    when the checkpoint predates the trace (its rows would begin mid-run)."""
+    if ckpt is not None and ckpt.get("trace") is None:
+        return None
+    return StepTrace.start(loop.total_steps, loop.steps_per_epoch, loop.runtime.device,
+                           ckpt["trace"] if ckpt is not None else None)
+
+
+def _drop_rows_past(run: RunDir, ckpt: Optional[dict], keep_trace: bool) -> None:
+    """Drop the metrics and step-trace rows a killed run wrote past its checkpoint (all of them
+    when it had none; the whole trace when it goes on without one): the resumed run writes them
+    again."""
+    epoch, step = (ckpt["epoch"], ckpt["step"]) if ckpt is not None else (0, 0)
+    if run.metrics_path.exists():
+        run.truncate_metrics([r for r in run.read_metrics() if r.get("epoch", 0) <= epoch])
+    if run.steps_path.exists():
+        run.truncate_steps([r for r in run.read_steps() if keep_trace and r.get("step", 0) <= step])
+
+
+def _progress(loop: _Loop, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=loop.total_steps, initial=initial, desc=loop.desc, unit="step",
+                disable=not (loop.cfg.progress and loop.world.is_main), dynamic_ncols=True,
+                leave=False)
+
+
+def _run_loop(loop: _Loop) -> list[dict]:
+    """Train from wherever the run folder stands to the end; returns all metrics rows."""
+    cfg = loop.cfg
+    start_epoch, step, clock = _resume(loop)
+    loop.session_start = time.perf_counter() - clock["elapsed_s"]
+    bar = _progress(loop, step)
+    _show_progress(loop, step)
+    try:
+        for epoch in range(start_epoch, loop.epochs):
+            t0 = time.perf_counter()
+            done = _train_epoch(loop, epoch, step, bar, t0)
+            step = done.step
+            trace_rows = loop.trace.rows() if loop.trace is not None else []
+            mean_loss = float(distributed.all_reduce_mean(done.loss_sum)) / max(done.steps, 1)
+            mean_norm = float(done.norm_sum) / max(done.steps, 1)
+            train_s = time.perf_counter() - t0
+            last = epoch == loop.epochs - 1
+            extra = loop.evaluate(epoch, last)
+            clock["train_s"] += train_s
+            clock["images"] += done.steps * cfg.batch_size
+            clock["elapsed_s"] = time.perf_counter() - loop.session_start
+            row = {"epoch": epoch + 1, "step": step, "loss": mean_loss, "lr": done.lr,
+                   "grad_norm": mean_norm,
+                   "seconds": time.perf_counter() - t0,
+                   "images_per_s": done.steps * cfg.batch_size / max(train_s, 1e-9), **extra}
+            if loop.world.is_main:
+                loop.run.log_steps(trace_rows)
+                loop.run.log_metrics(row)
+                if (epoch + 1) % cfg.checkpoint_every == 0 or last:
+                    _save_last(loop, epoch + 1, step, clock)
+            distributed.barrier()
+    finally:
+        bar.close()
+    loop.state["clock"] = clock
+    return loop.run.read_metrics()
+
+
+@dataclass
+class _EpochSteps:
+    """What one epoch's steps leave for its metrics row."""
+
+    step: int  # the run's step count after them
+    loss_sum: torch.Tensor  # on the device: read only where reading is cheap (see SYNC_EVERY)
+    norm_sum: torch.Tensor
+    lr: float  # the lr the epoch's last step used (so far)
+    steps: int = 0  # steps taken in the epoch
+
+
+def _train_epoch(loop: _Loop, epoch: int, step: int, bar: Any, t0: float) -> _EpochSteps:
+    """The steps of ``epoch`` from the run's step ``step`` on (the last epoch may stop early),
+    guarding against NaN/Inf and updating the progress bar and progress.json on the way."""
+    cfg, dev = loop.cfg, loop.runtime.device
+    sync_each_step = _sync_each_step(dev)
+    local_batch = cfg.batch_size // loop.world.size
+    order = _epoch_indices(loop.n_train, epoch, cfg.seed, cfg.batch_size, loop.world, dev)
+    gen = _augment_generator(cfg.seed, epoch, loop.world.rank, dev)
+    loop.state["generators"] = {"augment": gen}
+    n_steps = min(loop.steps_per_epoch, loop.total_steps - step)
+    done = _EpochSteps(step, torch.zeros((), device=dev), torch.zeros((), device=dev),
+                       lr=_main_lr(loop.optimizer))
+    for i in range(n_steps):
+        idx = order[i * local_batch:(i + 1) * local_batch]
+        lr = _main_lr(loop.optimizer)  # the lr this step uses
+        try:
+            loss, gnorm = loop.step(idx, gen, sync_each_step)
+        except TrainingDiverged as e:
+            raise _diverged(loop, done.step, epoch, str(e)) from None
+        done.loss_sum += loss
+        done.norm_sum += gnorm
+        done.step += 1
+        done.steps += 1
+        done.lr = lr
+        if loop.trace is not None:
+            loop.trace.add(loss, done.step, lr)
+        # reading the sums syncs: every step on CPU (free), every SYNC_EVERY elsewhere
+        at_sync = sync_each_step or done.steps % SYNC_EVERY == 0 or i == n_steps - 1
+        if at_sync and not sync_each_step:
+            _check_sums(loop, done.step, epoch, done.loss_sum, done.norm_sum)
+        bar.update(1)
+        _show_progress(loop, done.step)
+        if at_sync and cfg.progress:
+            rate = done.steps * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{float(done.loss_sum) / done.steps:.4f}",
+                            lr=f"{_main_lr(loop.optimizer):.3g}",
+                            img_s=f"{rate:.0f}", refresh=False)
+    return done
+
+
+def _show_progress(loop: _Loop, step: int) -> None:
+    """Rank 0 rewrites the run folder's progress.json at most every PROGRESS_EVERY_S seconds (and
+    at the last step), so a plan running this notebook can show where it stands."""
+    now = time.perf_counter()
+    if loop.world.is_main and (now - loop.shown >= PROGRESS_EVERY_S or step == loop.total_steps):
+        loop.run.write_progress(step, loop.total_steps, now - loop.session_start)
+        loop.shown = now
+
+
+def _sync_each_step(device: torch.device) -> bool:
+    """Check the loss every step where reading it is free (CPU); elsewhere every SYNC_EVERY steps."""
+    return device.type == "cpu"
+
+
+def _main_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The lr of the groups outside a fine-tuned encoder (the configured, scaled lr)."""
+    groups = [g for g in optimizer.param_groups if not str(g.get("name", "")).startswith("encoder/")]
+    return float((groups or optimizer.param_groups)[0]["lr"])
+
+
+def _check_sums(loop: _Loop, step: int, epoch: int, loss_sum: torch.Tensor,
+                norm_sum: torch.Tensor) -> None:
+    """The lazy guard: a NaN/Inf anywhere since the epoch began poisons the running sums."""
+    ok = bool(torch.isfinite(loss_sum)) and (loop.scaler is not None or bool(torch.isfinite(norm_sum)))
+    if not ok:
+        raise _diverged(loop, step, epoch, f"loss sum={float(loss_sum):.4g}, grad-norm sum="
+                                           f"{float(norm_sum):.4g} since the epoch began")
+
+
+def _diverged(loop: _Loop, step: int, epoch: int, what: str) -> TrainingDiverged:
+    last = loop.run.checkpoint_path("last")
+    kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
+    return TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): {what} is not "
+                            f"finite; {kept}: lower lr or enable grad_clip, then run again")
+
+
+def _summary(rows: list[dict], loop: _Loop) -> dict:
+    clock = loop.state["clock"]
+    return {"final_loss": rows[-1]["loss"] if rows else None, "epochs": loop.epochs,
+            "steps": loop.total_steps, "images_per_s": clock["images"] / max(clock["train_s"], 1e-9),
+            "wall_time_s": clock["elapsed_s"],
+            "runtime": {**loop.runtime.describe(), "world_size": loop.world.size,
+                        "sync_bn": uses_sync_bn(loop.cfg, loop.world)}}
+
+
+def _last_value(rows: list[dict], key: str) -> Optional[float]:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return values[-1] if values else None

@@ -1,0 +1,229 @@
+"""Supervised training of a ResNet-18 from scratch, or fine-tuning an encoder (``init``): its
+step, its parts and its stage, with the trials that choose the encoder's lr on validation.
+
+The labelled images are the linear probe's at the same share and seed (``data.labelled_split``);
+the test split is read once, at the end. The loop, resume and the run folder's lock are
+:mod:`simpleclr.training.loop`'s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import augment as augment_mod
+from .. import data as data_mod
+from . import distributed, evaluate, models
+from ..config import ConfigError, SupervisedConfig, encoder_lr_grid, stage_of
+from .device import Runtime, eval_mode, seed_everything
+from ..runs.rundir import RunDir
+from .loop import (PathLike, TrainParts, _channels_last, _data_record, _finish_step, _last_value, _load,
+                   _Loop, _loss_dtype, _parallel, _run_loop, _run_stage, _schedule, _summary, _train_parts)
+
+__all__ = ["train_supervised", "supervised_step", "SupervisedParts", "build_supervised"]
+
+
+def supervised_step(model: nn.Module, augment: "augment_mod.SupervisedAugment",
+                    optimizer: torch.optim.Optimizer,
+                    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], runtime: Runtime,
+                    images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+                    label_smoothing: float = 0.0, scaler: Optional[torch.amp.GradScaler] = None,
+                    grad_clip: Optional[float] = None,
+                    check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One supervised iteration (crop + flip, cross-entropy in float32); returns (loss, grad_norm)."""
+    optimizer.zero_grad(set_to_none=True)
+    x = _channels_last(augment(images, generator), runtime)
+    with runtime.autocast():
+        logits = model(x)
+    loss = F.cross_entropy(_loss_dtype(logits), labels, label_smoothing=label_smoothing)
+    return _finish_step(loss, optimizer, scheduler, scaler, grad_clip, check_finite)
+
+
+@dataclass
+class SupervisedParts(TrainParts):
+    """The classifier and augmentation, with the training parts, the normalisation the images get
+    and where the encoder came from."""
+
+    model: models.Classifier
+    augment: "augment_mod.SupervisedAugment"
+    mean: tuple
+    std: tuple
+    encoder_meta: dict
+
+
+def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int, mean: Any, std: Any,
+                     num_classes: int, total_steps: int, warmup_steps: int,
+                     world: distributed.World = distributed.World()) -> SupervisedParts:
+    """Classifier (fresh or from ``cfg.init``), augmentation, optimizer and schedule."""
+    if cfg.init is None:
+        encoder, meta = models.resnet18_encoder(cfg.stem), {"stem": cfg.stem, "source": "scratch"}
+    else:
+        encoder, meta = models.load_encoder(cfg.init, stem=cfg.stem)
+    if meta.get("mean") is not None and meta.get("std") is not None:
+        mean, std = tuple(meta["mean"]), tuple(meta["std"])  # the normalisation it was trained with
+    model = models.Classifier(encoder, num_classes, freeze_encoder=cfg.encoder_lr_scale == 0)
+    model, train_model = _parallel(model, cfg, runtime, world)
+    augment = augment_mod.SupervisedAugment(image_size, mean, std, padding=cfg.crop_padding)
+    return SupervisedParts(model=model, augment=augment, mean=tuple(mean), std=tuple(std), encoder_meta=meta,
+                           **_train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
+
+
+def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tensor, mean: Any,
+              std: Any, runtime: Runtime) -> dict[str, float]:
+    """Top-1 / top-5 (percent) of ``model`` on uint8 images, in eval mode, without augmentation."""
+    with eval_mode(model):
+        feats = evaluate.extract_features(model.encoder, images, mean, std, runtime)
+        with torch.no_grad():
+            logits = model.fc(feats.to(model.fc.weight.device, model.fc.weight.dtype))
+    return evaluate.topk_accuracy(logits.cpu(), labels.cpu(), ks=(1, 5))
+
+
+def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
+                    labelled: "data_mod.LabelledSplit", runtime: Runtime, world: distributed.World,
+                    encoder_lr_scale: float) -> tuple[SupervisedParts, list[dict], _Loop]:
+    """Train on ``labelled.fit``, validating on ``labelled.val`` every epoch, into ``run``.
+
+    Seeded here, so a trial and the real run start exactly as a lone run of their config would.
+    """
+    seed_everything(cfg.seed)
+    steps_per_epoch, total, epochs, warmup = _schedule(cfg, len(labelled.fit), world)
+    dev = runtime.device
+    images = split.images[labelled.fit].to(dev)
+    labels = split.labels[labelled.fit].to(dev)
+    parts = build_supervised(cfg.replace(encoder_lr_scale=encoder_lr_scale), runtime,
+                             image_size=split.image_size, mean=split.mean, std=split.std,
+                             num_classes=split.num_classes, total_steps=total,
+                             warmup_steps=warmup, world=world)
+
+    def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
+        return supervised_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
+                               runtime, images[idx], labels[idx], gen, cfg.label_smoothing,
+                               parts.scaler, cfg.grad_clip, check)
+
+    has_val = len(labelled.val) > 0
+    if has_val:
+        val_images, val_labels = split.images[labelled.val].to(dev), split.labels[labelled.val]
+
+    def validate(epoch: int, last: bool) -> dict:
+        if not has_val or not world.is_main:
+            return {}
+        acc = _classify(parts.model, val_images, val_labels, parts.mean, parts.std, runtime)
+        return {"val_top1": acc["top1"], "val_top5": acc["top5"]}
+
+    loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
+                 parts.scaler, step, validate, len(labelled.fit), steps_per_epoch, total, epochs,
+                 desc=stage_of(cfg).command_for(cfg).name)
+    return parts, _run_loop(loop), loop
+
+
+def _trial_config(cfg: SupervisedConfig, scale: float) -> SupervisedConfig:
+    """The short run that scores one encoder lr scale: ``trial_epochs`` (at most ``epochs``), the
+    warm-up the same share of it, everything else as the real run."""
+    epochs = min(cfg.trial_epochs, cfg.epochs)
+    return cfg.replace(encoder_lr_grid=(), encoder_lr_scale=scale, epochs=epochs,
+                       warmup_epochs=cfg.warmup_epochs * epochs / cfg.epochs)
+
+
+def _run_trial(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
+               labelled: "data_mod.LabelledSplit", runtime: Runtime,
+               world: distributed.World) -> dict:
+    """One trial in its own run folder (resumable, finished ones reused); its validation figures.
+
+    Trials never look at the test split: their result holds validation accuracy only.
+    """
+    run = RunDir(out_dir)
+    done = run.finished(cfg)
+    if done is None:
+        if world.is_main:
+            run.start(cfg, data={"labels": labelled.record()}, device=str(runtime.device))
+        _, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
+                                        cfg.encoder_lr_scale)
+        if world.is_main:
+            run.write_result({"val_top1": _last_value(rows, "val_top1"),
+                              "val_top5": _last_value(rows, "val_top5"), "epochs": loop.epochs,
+                              "wall_time_s": loop.state["clock"]["elapsed_s"]})
+            run.checkpoint_path("last").unlink(missing_ok=True)  # done: only its figures are kept
+        distributed.barrier()
+        done = run.read_result() or {}
+    return {"encoder_lr_scale": cfg.encoder_lr_scale, "val_top1": done["val_top1"],
+            "val_top5": done["val_top5"], "epochs": done["epochs"],
+            "wall_time_s": done["wall_time_s"]}
+
+
+def _choose_encoder_lr(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
+                       labelled: "data_mod.LabelledSplit", runtime: Runtime,
+                       world: distributed.World) -> dict:
+    """The encoder lr scale for the real run, chosen on validation, with the evidence.
+
+    A grid of one value is used as it is (no trials). Otherwise each value gets a trial
+    (``<out_dir>/trials/encoder_lr<value>``) and :func:`evaluate.best_on_validation` picks the scale.
+    """
+    grid = encoder_lr_grid(cfg)
+    choice = {"encoder_lr_grid": list(grid), "encoder_lr_trials": [], "trials_wall_time_s": 0.0}
+    if len(grid) == 1:
+        return {**choice, "encoder_lr_scale": grid[0], "encoder_lr_chosen_on": None}
+    trials = [_run_trial(_trial_config(cfg, v), out_dir / "trials" / f"encoder_lr{v:g}", split,
+                         labelled, runtime, world) for v in grid]
+    best = evaluate.best_on_validation(trials, "encoder_lr_scale")
+    return {**choice, "encoder_lr_scale": best["encoder_lr_scale"], "encoder_lr_trials": trials,
+            "encoder_lr_chosen_on": "validation",
+            "trials_wall_time_s": sum(t["wall_time_s"] for t in trials)}
+
+
+def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
+    """Supervised training (``cfg.init`` None) or fine-tuning into ``out_dir``; returns the result.
+
+    The labelled images are the probes' ones at the same share and seed (``data.labelled_split``);
+    with an ``encoder_lr_grid``, short trials choose the encoder lr scale on validation first.
+    """
+    return _run_stage(cfg, out_dir, _train_supervised)
+
+
+def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
+                      world: distributed.World, out_dir: PathLike) -> dict:
+    """:func:`train_supervised`'s work, with the run folder's lock held."""
+    done = run.finished(cfg)  # another process may have finished it meanwhile
+    if done is not None:
+        return done
+    split = _load(cfg, cfg.split)
+    if not split.labelled:
+        raise ConfigError(f"SupervisedConfig.split={cfg.split!r} of {cfg.dataset} has unlabelled "
+                          "images: choose a labelled split (e.g. train)")
+    labelled = data_mod.labelled_split(split.labels, cfg.subset_fraction, cfg.val_fraction,
+                                       cfg.subset_seed)
+    _schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before any trial
+    test = _load(cfg, "test")
+    if world.is_main:
+        record = _data_record(split, labelled.fit, labelled.val)
+        record.update(test={**test.provenance, "n": len(test)}, labels=labelled.record())
+        run.start(cfg, data=record, device=str(runtime.device))
+    choice = _choose_encoder_lr(cfg, Path(out_dir), split, labelled, runtime, world)
+    parts, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
+                                        choice["encoder_lr_scale"])
+    result = _summary(rows, loop)
+    if world.is_main:
+        dev = runtime.device
+        acc = _classify(parts.model, test.images.to(dev), test.labels, parts.mean, parts.std, runtime)
+        meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
+                "image_size": split.image_size,
+                "source": {"run": str(out_dir), "stage": stage_of(cfg).command_for(cfg).name,
+                           "dataset": cfg.dataset, "split": cfg.split, "init": cfg.init,
+                           "init_source": parts.encoder_meta.get("source")}}
+        state = models.encoder_state(parts.model.encoder, meta)
+        state["fc"] = {k: v.detach().cpu() for k, v in parts.model.fc.state_dict().items()}
+        state["classes"] = list(split.classes)
+        path = run.save_checkpoint(state, "final")
+        result.update({"top1": acc["top1"], "top5": acc["top5"],
+                       "val_top1": _last_value(rows, "val_top1"),
+                       "val_top5": _last_value(rows, "val_top5"), "checkpoint": str(path),
+                       "n_train": len(labelled.fit), "n_test": len(test), "lr": parts.lr,
+                       "encoder_standin": models.uses_standin(parts.encoder_meta),
+                       **labelled.record(), **choice,
+                       "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"]})
+        run.write_result(result)
+    distributed.barrier()
+    return run.read_result() or result

@@ -1,0 +1,386 @@
+"""Report tables and figures on hand-made run folders (no training): values against numpy."""
+from __future__ import annotations
+
+import copy
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from simpleclr.report import figures as fg
+from simpleclr.report import prose as rp
+from simpleclr.report import stats
+from simpleclr.runs.rundir import RunDir
+from simpleclr.report.model import RunInfo, Study
+
+from helpers.studyfolders import FAILED, RESULTS, build_study
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    plan = build_study(tmp_path_factory.mktemp("report"))
+    return rp.load_study(plan.outputs)
+
+
+def test_main_table_means_stds_and_differences_to_super(study):
+    df = rp.main_table(study)
+    # rows in the issue's order, only those the plan has
+    assert list(df.index) == ["selfsuper-transfer", "selfsuper", "imagenet-super", "super", "random"]
+    t1 = np.array([RESULTS["ss-s0"][0], RESULTS["ss-s1"][0]])
+    assert df.loc["selfsuper", "top1"] == pytest.approx(t1.mean())
+    assert df.loc["selfsuper", "top1_std"] == pytest.approx(t1.std(ddof=1))
+    assert df.loc["selfsuper", "n"] == 2
+    assert df.loc["selfsuper", "d_top1"] == pytest.approx(t1.mean() - RESULTS["super"][0])
+    assert df.loc["random", "d_top5"] == pytest.approx(RESULTS["random"][1] - RESULTS["super"][1])
+    assert math.isnan(df.loc["super", "top1_std"])  # one seed: no spread claimed
+    assert df.loc["super", "d_top1"] == 0
+    assert df.loc["selfsuper", "budget"] == ("SimCLR, 2 epochs × 512, synthetic-cifar100 (stand-in); "
+                                             "probe on 100% of the labels")
+    assert df.loc["selfsuper-transfer", "budget"].startswith("SimCLR, 10 steps × 512")
+    assert df.loc["super", "budget"] == "supervised, 2 epochs × 256, synthetic-cifar100 (stand-in)"
+    assert df.loc["random", "budget"] == "no training; probe on 100% of the labels"
+    assert df.loc["super", "input_size"] == "32" and df.loc["selfsuper", "input_size"] == "32"
+
+
+def test_every_accuracy_has_its_95_interval_and_overlaps_are_called_noise(study):
+    df = rp.main_table(study)
+    # one seed: Wilson over the 200 test images; two seeds: Student-t over the seeds
+    sup = stats.wilson(RESULTS["super"][0], 200)
+    assert (df.loc["super", "top1_lo"], df.loc["super", "top1_hi"]) == pytest.approx((sup.low, sup.high))
+    two = stats.over_seeds([RESULTS["ss-s0"][0], RESULTS["ss-s1"][0]])
+    assert (df.loc["selfsuper", "top1_lo"], df.loc["selfsuper", "top1_hi"]) == pytest.approx((two.low, two.high))
+    shown = rp.main_table_display(df).set_index(df.index)
+    assert shown.loc["super", "Top-1 (%)"] == f"50.0 [{sup.low:.1f}, {sup.high:.1f}]"
+    assert shown.loc["selfsuper", "Top-1 (%)"].startswith("42.0 ± 2.8 [")
+    # 42 ± 25 over two seeds overlaps super's [43.1, 56.9]: a -8 point gap is no ranking
+    assert shown.loc["selfsuper", "Δ top-1 vs super"] == "-8.0 (within noise)"
+    assert not shown.loc["random", "Δ top-1 vs super"].endswith("(within noise)")  # 5 vs 50
+
+
+def test_the_verdict_follows_the_intervals_never_ranking_inside_the_noise():
+    """The issue's example: 13.3% for super-transfer was one point above a random encoder's 12.3%
+    on 10,000 test images, and the headline called it the best; now it says what it is."""
+    def rows(values):
+        df = pd.DataFrame({n: {"top1": v, "top1_std": math.nan,
+                               "top1_lo": stats.wilson(v, 10000).low,
+                               "top1_hi": stats.wilson(v, 10000).high} for n, v in values.items()}).T
+        df["d_top1"] = df["top1"] - df.loc["super", "top1"]
+        return df
+
+    text = rp.verdict(rows({"random": 12.3, "selfsuper": 10.4, "super-transfer": 13.3, "super": 7.1}))
+    assert "the 95% interval of random overlaps" in text
+    assert "no trained representation is above the random-encoder floor beyond the noise" in text
+    text = rp.verdict(rows({"random": 12.3, "selfsuper": 16.2, "super": 15.8}))
+    assert "<b>selfsuper</b>" in text and "no difference from supervised from scratch" in text
+    assert "random-encoder floor" not in text
+    text = rp.verdict(rows({"random": 12.3, "selfsuper": 20.0, "super": 15.8}))
+    assert "+4.2 points vs supervised from scratch (15.8%), beyond the 95% intervals" in text
+
+
+def test_tables_show_each_rows_labelled_images(study):
+    df = rp.main_table(study)
+    assert df.loc["selfsuper", "n_labelled"] == df.loc["super", "n_labelled"] == "200"
+    assert df.loc["imagenet-super", "n_labelled"] == "—"  # failed: nothing recorded
+    shown = rp.main_table_display(df)
+    assert list(shown["Labelled images"]) == ["200", "200", "—", "200", "200"]
+    ft = rp.finetune_display(rp.finetune_table(study))
+    assert list(ft["Labelled images"]) == ["200"]
+    cells = rp.label_display(rp.label_table(study)).set_index("Representation")
+    iv = stats.wilson(RESULTS["super-labels"][0], 200)  # with its 95% interval
+    assert cells.loc["super", "10% labels"] == f"{iv.text()} (20 images)"
+    assert cells.loc["selfsuper", "100% labels"] == "42.0 ± 2.8 [16.6, 67.4] (200 images)"  # t over 2 seeds
+    unrecorded = rp.label_table(study).assign(n_labelled="—")  # folders from before the record
+    assert rp.label_display(unrecorded).set_index("Representation").loc["super", "10% labels"] == iv.text()
+
+
+def test_fine_tuning_shows_the_rate_chosen_on_validation(study):
+    ft = rp.finetune_table(study)
+    assert ft.loc["selfsuper", "encoder_lr"] == "0.1 (best validation top-1 of 0.1: 30.0, 1: 25.0; 1-epoch trials)"
+    assert list(rp.finetune_display(ft)["Encoder lr scale"]) == [ft.loc["selfsuper", "encoder_lr"]]
+    untuned = copy.deepcopy(study)
+    run = untuned.runs["ft-ss"]
+    run.result = {k: v for k, v in run.result.items() if not k.startswith("encoder_lr")}
+    run.config_json["config"].update(encoder_lr_grid=[], encoder_lr_scale=1.0)
+    assert rp.finetune_table(untuned).loc["selfsuper", "encoder_lr"] == "1 (not tuned)"
+    assert "Not tuned in this plan: the encoder's learning rate is the head's times 1" in rp.protocol(untuned)
+
+
+def test_unequal_label_budgets_are_flagged(study):
+    assert rp.budget_mismatches(study) == []
+    bad = copy.deepcopy(study)
+    bad.runs["super"].result.update(n_labelled=180, n_val=20)  # the old rule: val carved first
+    text = rp.budget_mismatches(bad)
+    assert len(text) == 1 and "At 100% of the synthetic-cifar100 (stand-in) labels" in text[0]
+    assert "super 180 (20 val)" in text[0] and "ss-s0 200 (20 val)" in text[0]
+    assert text[0] in rp.warnings(bad)
+
+
+def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
+    text = rp.protocol(study)
+    assert "takes the same images" in text and "rounded half up" in text and "10% of each class" in text
+    assert "chosen from 0.1, 1 by validation top-1 after one trial of 1 epochs" in text
+    assert "batch-norm running statistics of initialisation" in text
+    assert "Appendix B.8" not in text  # the plan keeps the default 45-value grid
+    assert "grid: 45 values from 1e-06 to 100000" in text
+    assert "224 px" not in text  # the ImageNet row failed: no input size to speak of
+    done = copy.deepcopy(study)
+    done.runs["imagenet"].result = {"fingerprint": done.runs["imagenet"].fingerprint, "input_size": 128}
+    assert ("upsampled to 128 px, where published ImageNet transfer figures use 224 px: the ImageNet "
+            "stem's 4× downsampling then leaves a 32×32 grid") in rp.protocol(done)
+
+
+def test_missing_row_carries_its_reason(study):
+    df = rp.main_table(study)
+    assert math.isnan(df.loc["imagenet-super", "top1"])
+    assert FAILED["imagenet"] in df.loc["imagenet-super", "missing"]
+    shown = rp.main_table_display(df)
+    row = shown[shown["Representation"].str.startswith("imagenet-super")].iloc[0]
+    assert row["Top-1 (%)"] == "—" and "WeightsError" in row["Missing"]
+    html = rp.style_main_table(df).to_html()
+    assert "42.0 ± 2.8" in html and "-8.0" in html and "(baseline)" in html
+
+
+def test_finetune_gain_is_finetuned_minus_super(study):
+    ft = rp.finetune_table(study)
+    assert list(ft.index) == ["selfsuper"]
+    assert ft.loc["selfsuper", "gain_top1"] == pytest.approx(RESULTS["ft-ss"][0] - RESULTS["super"][0])
+    assert ft.loc["selfsuper", "probe_top1"] == pytest.approx(np.mean([RESULTS["ss-s0"][0], RESULTS["ss-s1"][0]]))
+
+
+def test_label_table_adds_the_full_label_point_from_the_main_rows(study):
+    le = rp.label_table(study)
+    got = {(r.row, r.fraction): r.top1 for r in le.itertuples()}
+    assert got == {("selfsuper", 0.1): RESULTS["ss-labels"][0],
+                   ("selfsuper", 1.0): pytest.approx(42.0),
+                   ("super", 0.1): RESULTS["super-labels"][0], ("super", 1.0): RESULTS["super"][0]}
+    wide = rp.label_display(le)
+    assert list(wide.columns) == ["Representation", "10% labels", "100% labels"]
+
+
+def test_size_table_reads_fractions_and_image_counts_from_the_pretraining_runs(study):
+    sz = rp.size_table(study)
+    assert list(sz["fraction"]) == [0.25, 1.0]
+    assert list(sz["n_images"]) == [250, 1000]
+    assert list(sz["top1"]) == [RESULTS["size"][0], RESULTS["transfer"][0]]
+    assert list(sz["steps"]) == [10, 10]
+
+
+def test_hparam_table_groups_probes_by_their_pretraining_values(study):
+    hp = rp.hparam_table(study)
+    cells = {(r.temperature, r.batch_size): (r.top1, r.n) for r in hp.itertuples()}
+    assert cells == {(0.2, 512): (RESULTS["hp"][0], 1), (0.5, 512): (pytest.approx(42.0), 2)}
+
+
+def test_hparam_axes_are_the_pretraining_fields_only(study):
+    """The display's columns and the heatmap's panels come from the axes: an interval bound or
+    the test-set size taken for an axis would split the heatmap into one panel per seed mean."""
+    hp = rp.hparam_table(study)
+    assert fg.hparam_axes(hp) == ["temperature", "batch_size"]
+    shown = rp.hparam_display(hp).columns.tolist()
+    assert shown[:3] == ["temperature", "batch size", "Probe top-1 (%)"]
+    fig = fg.plot_hparam_heatmap(hp)
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["SimCLR hyperparameters"]
+
+
+def test_tsne_uses_one_fixed_subset_for_every_panel_and_caches(study):
+    panels = fg.tsne_panels(study, n_points=60, seed=0, perplexity=10)
+    assert [p["row"] for p in panels] == ["selfsuper-transfer", "selfsuper", "super", "random"]
+    for p in panels:
+        assert p["xy"].shape == (60, 2) and np.isfinite(p["xy"]).all()
+        np.testing.assert_array_equal(p["labels"], panels[0]["labels"])
+    # class-balanced: 60 points over 20 superclasses -> 3 each
+    assert np.bincount(panels[0]["labels"], minlength=20).tolist() == [3] * 20
+    cached = sorted((study.plan_dir / ".cache").glob("tsne-*.npy"))
+    assert len(cached) == 4
+    again = fg.tsne_panels(study, n_points=60, seed=0, perplexity=10)
+    for a, b in zip(panels, again):
+        np.testing.assert_array_equal(a["xy"], b["xy"])
+
+
+def test_stratified_points_is_balanced_and_deterministic():
+    labels = np.repeat(np.arange(5), [10, 20, 30, 40, 50])
+    a = fg.stratified_points(labels, 25, seed=3)
+    assert np.bincount(labels[a]).tolist() == [5, 5, 5, 5, 5]
+    np.testing.assert_array_equal(a, fg.stratified_points(labels, 25, seed=3))
+    assert (np.diff(a) > 0).all()
+    assert len(fg.stratified_points(labels, 1000, seed=0)) == len(labels)
+
+
+def test_figures_have_labelled_axes(study):
+    figs = [fg.plot_finetune(rp.finetune_table(study)),
+            fg.plot_label_efficiency(rp.label_table(study)),
+            fg.plot_size_curve(rp.size_table(study), floor=5.0, ceiling=50.0),
+            fg.plot_hparam_heatmap(rp.hparam_table(study)),
+            fg.plot_training_curves(fg.curve_runs(study)),
+            fg.plot_tsne(fg.tsne_panels(study, n_points=40, seed=1, perplexity=5))]
+    for fig in figs:
+        for ax in fig.axes:
+            if ax.get_label() == "<colorbar>" or not ax.get_visible() or not ax.has_data():
+                continue
+            assert ax.get_xlabel() and ax.get_ylabel(), (fig, ax.get_title())
+    curves = fg.curve_runs(study)
+    assert [label for label, _ in curves] == ["selfsuper-transfer", "selfsuper", "super"]
+    tag = fg.figure_html(figs[2])
+    assert tag.startswith('<img src="data:image/png;base64,iVBOR')  # a PNG, inline
+    assert 'alt="Pretraining-set size (same number of optimisation steps): CIFAR-100 linear-probe top-1' in tag
+
+
+def _run_info(path, notebook: str, role: dict, config: dict | None = None) -> RunInfo:
+    return RunInfo(name=path.name, notebook=notebook, stage=notebook, path=path, role=role, state="done",
+                   reason=None, fingerprint=None, config_json={"config": config or {}})
+
+
+def test_training_curves_draw_the_step_trace_and_per_epoch_metrics_without_one(tmp_path):
+    """A half-epoch SimCLR run (one metrics row) draws its step trace; a supervised run folder
+    from before the trace draws its epochs as it always did."""
+    pre, sup = RunDir(tmp_path / "pre"), RunDir(tmp_path / "sup")
+    pre.log_metrics({"epoch": 1, "step": 200, "loss": 5.0, "knn_top1": 12.0})
+    trace = [{"step": s, "epoch": s / 400, "loss": 6.0 - s / 100, "lr": 0.1} for s in range(1, 201)]
+    pre.log_steps(trace)
+    for e in (1, 2):
+        sup.log_metrics({"epoch": e, "step": 5 * e, "loss": 4.0 - e, "val_top1": 5.0 * e})
+    runs = {"pre": _run_info(pre.path, "pretrain", {}),
+            "probe": _run_info(tmp_path / "probe", "linear_eval", {"row": "selfsuper"},
+                               {"encoder": str(pre.path)}),
+            "sup": _run_info(sup.path, "supervised", {"row": "super"})}
+    study = Study(plan_dir=tmp_path, manifest={}, runs=runs)
+    assert runs["pre"].steps() == trace and runs["sup"].steps() == []
+    curves = fg.curve_runs(study)
+    assert [(label, run.name) for label, run in curves] == [("selfsuper", "pre"), ("super", "sup")]
+    fig = fg.plot_training_curves(curves)
+    simclr, supervised, accuracy = fig.axes
+    (line,) = simclr.get_lines()
+    assert list(line.get_xdata()) == [t["epoch"] for t in trace]
+    assert list(line.get_ydata()) == [t["loss"] for t in trace]
+    assert simclr.get_xlabel() == "epoch"
+    (line,) = supervised.get_lines()
+    assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [3.0, 2.0]
+    assert line.get_marker() == "."
+    assert [list(a.get_xdata()) for a in accuracy.get_lines()] == [[1], [1, 2]]  # per epoch, both
+    # without its trace the one-epoch run is no curve, as before there was a trace
+    pre.steps_path.unlink()
+    assert [label for label, _ in fg.curve_runs(study)] == ["super"]
+
+
+def test_warnings_flag_generated_data_standins_and_gaps(study):
+    text = " ".join(rp.warnings(study))
+    assert "generated stand-in data" in text
+    assert "1 of" in text and "missing" in text
+    assert "stand-in" not in rp.headline(study).split("generated stand-in data")[0]  # no stand-in weights here
+
+
+def test_provenance_lists_every_run_with_state_and_commit(study):
+    prov = rp.provenance_table(study)
+    assert list(prov["run"]) == list(study.runs)
+    assert set(prov.loc[prov["run"] == "imagenet", "state"]) == {"failed"}
+    done = prov[prov["state"] == "done"]
+    assert (done["git commit"] != "—").all() and (done["wall time"] != "—").all()
+    enc = dict(zip(prov["run"], prov["encoder"]))
+    assert enc["ss-s1"] == "run ss-pre-s1" and enc["ft-ss"] == "run ss-pre-s0"
+    assert enc["random"] == "random" and enc["super"] == "—"
+    assert enc["imagenet"] == "torchvision ImageNet weights"
+    assert not done["git commit"].str.contains("finished under").any()  # one session each here
+    # a run started under one commit and finished under another names both
+    assert (rp._commits({"git_commit": "1111111111aaXX"}, {"git_commit": "2222222222bb+dirty"})
+            == "1111111111aa, finished under 2222222222bb (uncommitted changes)")
+    assert rp._commits({"git_commit": "1111111111aa"}, {"git_commit": "1111111111aa"}) == "1111111111aa"
+
+
+def test_versions_a_run_did_not_record_show_as_not_recorded(tmp_path):
+    """Provenance is what the runs wrote down: never this machine's libraries in their place."""
+    import torch
+
+    from simpleclr.report.model import RunInfo, Study
+
+    def run(name, provenance):
+        return RunInfo(name=name, notebook="linear_eval", stage="linear_eval", path=tmp_path / name,
+                       role={}, state="done", reason=None, fingerprint="f",
+                       config_json={"provenance": provenance} if provenance is not None else None)
+
+    bare = Study(tmp_path, {"plan": "p", "source": "p.yaml"}, {"a": run("a", None), "b": run("b", {})})
+    assert rp.versions(bare) == {}
+    text = rp.provenance_summary(bare)
+    assert "versions: not recorded." in text and "git commit <code>not recorded</code>" in text
+    assert torch.__version__ not in text
+    recorded = Study(tmp_path, {"plan": "p", "git_commit": "abc"},
+                     {"a": run("a", None), "b": run("b", {"versions": {"torch": "1.0", "numpy": None}})})
+    assert rp.versions(recorded) == {"torch": "1.0", "numpy": None}
+    text = rp.provenance_summary(recorded)
+    assert "versions: torch 1.0, numpy not recorded." in text and "<code>abc</code>" in text
+
+
+def test_load_study_without_a_manifest_says_what_to_run(tmp_path):
+    with pytest.raises(rp.ReportError, match="run the plan first"):
+        rp.load_study(tmp_path / "nothing")
+
+
+def test_export_html_is_self_contained_without_code(tmp_path):
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    cell = new_code_cell("secret_code_marker = 1", execution_count=1)
+    tag = f'<img src="data:image/png;base64,{png}" alt="A figure: y against x"/>'
+    cell.outputs = [new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
+                    new_output("display_data", data={"text/html": tag, "text/plain": "<HTML>"}),
+                    new_output("display_data", data={"text/html": "<table><tr><td>cell</td></tr></table>"})]
+    nb = new_notebook(cells=[cell])
+    nbformat.write(nb, str(tmp_path / "r.ipynb"))
+    out = fg.export_html(tmp_path / "r.ipynb", tmp_path / "out" / "report.html")
+    text = out.read_text()
+    assert f"data:image/png;base64,{png}" in text
+    assert f'<img src="data:image/png;base64,{png}" alt="A figure: y against x"' in text
+    assert "secret_code_marker" not in text
+    assert "<script src=" not in text and "cdnjs" not in text  # nothing fetched from the web
+    assert "<td>cell</td>" in text
+
+
+def test_plots_of_sections_without_numbers_return_none(study):
+    empty = rp.size_table(study).assign(top1=float("nan"))
+    assert fg.plot_size_curve(empty) is None
+    assert fg.plot_hparam_heatmap(rp.hparam_table(study).assign(top1=float("nan"))) is None
+    assert fg.plot_finetune(rp.finetune_table(study).assign(gain_top1=float("nan"))) is None
+    assert fg.plot_label_efficiency(rp.label_table(study).iloc[0:0]) is None
+
+
+def test_stand_in_weights_are_read_from_the_record_never_the_file_name(tmp_path):
+    from simpleclr.report.model import RunInfo, Study
+
+    def run(name: str, stage: str, spec: str, result: dict) -> RunInfo:
+        key = "encoder" if stage == "linear_eval" else "init"
+        return RunInfo(name=name, notebook=stage, stage=stage, path=tmp_path / name, role={},
+                       state="done", reason=None, fingerprint="f", config_json={"config": {key: spec}},
+                       result={"fingerprint": "f", **result})
+
+    runs = {  # a real ImageNet file that happens to be named like a stand-in, a fine-tuning from a
+        # stand-in under a plain name, and a probe written before encoder_standin was recorded
+        "named": run("named", "linear_eval", "imagenet:/w/standin-imagenet-resnet18.pth",
+                     {"encoder_source": "imagenet", "encoder_standin": False}),
+        "ft": run("ft", "supervised", "imagenet:/w/resnet18.pth", {"encoder_standin": True}),
+        "old": run("old", "linear_eval", "imagenet:/w/resnet18.pth", {"encoder_source": "standin"}),
+    }
+    study = Study(plan_dir=tmp_path, manifest={}, runs=runs)
+    assert [r.name for r in rp.standin_runs(study)] == ["ft", "old"]
+    assert rp.encoder_label(study, runs["named"]) == "torchvision ImageNet weights (standin-imagenet-resnet18.pth)"
+    assert rp.encoder_label(study, runs["ft"]) == "stand-in weights (not ImageNet)"
+    assert rp.encoder_label(study, runs["old"]) == "stand-in weights (not ImageNet)"
+
+
+def test_a_study_says_from_its_intervals_whether_its_cells_differ():
+    # Two cells whose intervals overlap are no difference; apart, the best is named above the worst.
+    close = pd.DataFrame([{"temperature": 0.2, "top1": 15.1, "top1_lo": 14.4, "top1_hi": 15.8},
+                          {"temperature": 0.5, "top1": 15.6, "top1_lo": 14.9, "top1_hi": 16.4}])
+    text = rp.study_spread(close, ["temperature"])
+    assert text.startswith("Best cell temperature 0.5: 15.6 [14.9, 16.4]%; worst temperature 0.2: 15.1")
+    assert "overlap, so at this budget the study shows no difference" in text
+    apart = close.assign(top1=[12.0, 15.6], top1_lo=[11.4, 14.9], top1_hi=[12.7, 16.4])
+    assert rp.study_spread(apart, ["temperature"]).endswith("above the worst beyond their 95% intervals.")
+    sizes = pd.DataFrame([{"pct": 10.0, "top1": 14.0, "top1_lo": 13.3, "top1_hi": 14.7},
+                          {"pct": 100.0, "top1": 15.0, "top1_lo": float("nan"), "top1_hi": float("nan")}])
+    assert "nothing to compare" in rp.study_spread(sizes, ["pct"])  # one cell has no interval
+    assert "Best cell 100% of the pretraining images" in rp.study_spread(
+        sizes.assign(top1_lo=[13.3, 14.3], top1_hi=[14.7, 15.7]), ["pct"])

@@ -1,0 +1,70 @@
+"""Time estimates: dataset sizes come from the data registry, timing from bench's own step."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from simpleclr.study import bench, estimate
+from simpleclr.config import PretrainConfig, StageConfig
+from simpleclr.data import get_spec, load_split
+from simpleclr.data.registry import DATASETS
+
+
+def test_dataset_sizes_are_the_registry_counts():
+    assert estimate.dataset_sizes("cifar100") == (50000, 10000)
+    assert estimate.dataset_sizes("tiny-imagenet") == (100000, 10000)  # its val split is the test
+    for name, spec in DATASETS.items():
+        assert estimate.dataset_sizes(name) == (spec.n_train, spec.n_test), name
+        assert estimate.native_size(name) == spec.native_size, name
+    assert estimate.dataset_sizes("synthetic-tiny-imagenet:classes=10,train=3,val=2") == (30, 20)
+    assert estimate.native_size("synthetic-tiny-imagenet") == 64
+    assert estimate.dataset_sizes("imagefolder:/nowhere") is None  # only its files know
+    assert estimate.native_size("imagefolder:/nowhere") == 32
+    assert estimate.dataset_sizes("no-such-data") is None
+
+
+def test_registry_counts_of_a_stand_in_match_its_files(tmp_path):
+    name = "synthetic-cifar100:classes=2,train=3,test=2"
+    spec = get_spec(name)
+    train, test = (load_split(name, s, root=tmp_path) for s in ("train", "test"))
+    assert (len(train), len(test)) == (spec.n_train, spec.n_test) == estimate.dataset_sizes(name)
+
+
+@dataclass
+class _Run:
+    config: StageConfig
+    path: Path
+
+
+def test_the_timing_is_bench_supervised_step(tmp_path, monkeypatch):
+    seen = []
+
+    def case(inp):
+        seen.append(inp)
+        return lambda: None
+
+    monkeypatch.setattr(bench, "supervised_case", case)
+    monkeypatch.setattr(bench, "time_steps", lambda fn, device, **kw: bench.Timing(0.64, 7.0))
+    est = estimate.Estimator(tmp_path / "out")
+    assert est.measure("fp32") == (0.64 / estimate.MEASURE_BATCH, 7.0)
+    assert len(seen) == 1 and seen[0].batch_size == estimate.MEASURE_BATCH
+    assert seen[0].rt.precision == "fp32" and seen[0].image_size == 32
+
+    cfg = PretrainConfig(dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32")
+    sec, basis = est.seconds(_Run(cfg, tmp_path / "run"))
+    units = estimate.work_units("pretrain", cfg.to_dict())
+    assert units == pytest.approx(2 * 50000 * (1 - cfg.val_fraction))  # the registry's 50,000
+    per_image = 0.64 / estimate.MEASURE_BATCH
+    assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 7.0 + units * per_image * estimate.PRETRAIN_AUGMENT)
+    assert "supervised step" in basis and len(seen) == 1  # timed once per precision
+
+
+def test_importing_plans_does_not_import_torch():
+    """``simpleclr plan show`` and the CLI's parser stay light: torch loads only when needed."""
+    code = "import sys, simpleclr.study.plans, simpleclr.study.estimate; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

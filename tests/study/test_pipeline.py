@@ -1,0 +1,135 @@
+"""The smoke plan end to end through papermill with a real kernel, then the report it renders.
+
+One module-scoped run of the whole plan (a few minutes on 2 cores) is shared by the checks:
+the report's content, a second run that re-uses every finished run, and a copy of the plan
+with one run made to fail.
+"""
+from __future__ import annotations
+
+import html as htmllib
+import json
+import re
+import time
+
+import pytest
+import yaml
+
+from simpleclr.study import planfile, plans
+from simpleclr.report import model as study
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SIMPLECLR_DATA", str(root / "data"))
+    mp.setenv("SIMPLECLR_KERNEL", "python3")
+    mp.chdir(root)
+    t0 = time.perf_counter()
+    code = plans.run_plan("smoke", outputs=root / "outputs", report_dir=root / "report", progress=False)
+    first = time.perf_counter() - t0
+    yield {"root": root, "code": code, "seconds": first,
+           "html": (root / "report" / "report.html").read_text()}
+    mp.undo()
+
+
+def _row(html: str, name: str) -> dict:
+    """The main table's row whose first cell starts with ``name —``, as {header: text}."""
+    table = html.split("Main table: CIFAR-100 test accuracy")[1].split("</table>")[0]
+    text = lambda c: htmllib.unescape(re.sub(r"<[^>]+>", "", c)).strip()  # noqa: E731
+    header = [text(h) for h in re.findall(r"<th[^>]*>(.*?)</th>", table, flags=re.S)]
+    for tr in re.findall(r"<tr>.*?</tr>", table, flags=re.S):
+        cells = [text(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, flags=re.S)]
+        if cells and cells[0].startswith(f"{name} —"):
+            return dict(zip(header, cells))
+    raise AssertionError(f"no main-table row {name}")
+
+
+def _acc(cell: str) -> tuple[float, float, float]:
+    """``"3.4 [2.1, 5.4]"`` or ``"3.4 ± 0.2 [2.1, 5.4]"`` -> (3.4, 2.1, 5.4)."""
+    m = re.fullmatch(r"([\d.]+)(?: ± [\d.]+)? \[([\d.]+), ([\d.]+)\]", cell)
+    assert m, f"no accuracy with a 95% interval in {cell!r}"
+    return float(m[1]), float(m[2]), float(m[3])
+
+
+def test_smoke_plan_finishes_and_reports_every_row(smoke):
+    assert smoke["code"] == 0
+    html = smoke["html"]
+    for name in study.ROW_NAMES:
+        row = _row(html, name)
+        (top1, lo1, hi1), (top5, lo5, hi5) = _acc(row["Top-1 (%)"]), _acc(row["Top-5 (%)"])
+        assert 0.0 <= top1 <= top5 <= 100.0, (name, row)
+        assert lo1 <= top1 <= hi1 and lo5 <= top5 <= hi5, (name, row)  # every number has its 95%
+        assert "Missing" not in row, row  # nothing missing: no such column
+        assert row["Labelled images"] == "300", row  # every row: 30% of 10 images x 100 classes
+    assert "stand-in" in html and "generated stand-in data" in html  # flagged to the reader
+    # fine-tuning shows the encoder lr scale its one-epoch trials chose on validation
+    assert html.count("(best validation top-1 of 0.1: ") == 2 and "; 1-epoch trials)" in html
+    assert "chosen from 0.1, 1 by validation top-1" in html
+    assert "batch-norm running statistics of initialisation" in html and "224 px" in html
+    assert "different labelled images" not in html  # no unequal label budgets to flag
+
+
+def test_report_embeds_figures_and_provenance_without_code(smoke):
+    html = smoke["html"]
+    # attribute order is the exporter's business: check each tag for an inline PNG and alt text
+    tags = re.findall(r"<img\b[^>]*>", html)
+    images = [t for t in tags if re.search(r'src="data:image/png;base64,[^"]+"', t)
+              and re.search(r'alt="[^"]+"', t)]
+    # t-SNE, fine-tuning, label efficiency, size curve, hparam heatmap, training curves
+    assert len(images) >= 6
+    for heading in ("t-SNE of CIFAR-100 test features", "Pretraining-set size", "SimCLR hyperparameters",
+                    "Fine-tuning gains and label efficiency", "Training curves", "Provenance",
+                    "Published reference figures"):
+        assert heading in html
+    assert "git commit" in html and "torch" in html and "solo-learn" in html
+    assert "rp.load_study" not in html and "import " not in html  # code hidden
+    assert "<script src=\"http" not in html or "data:image/png" in html
+
+
+def test_every_run_folder_holds_its_executed_notebook(smoke):
+    out = smoke["root"] / "outputs" / "smoke"
+    plan = plans.load_plan("smoke", smoke["root"] / "outputs")
+    for name, spec in plan.runs.items():
+        nb = json.loads((spec.path / "notebook.ipynb").read_text())
+        assert nb["metadata"]["papermill"]["parameters"]["out_dir"] == str(spec.path)
+        assert spec.status() == "done", name
+    assert (out / "report.ipynb").is_file()
+
+
+def test_second_run_reuses_every_finished_run(smoke, capsys):
+    t0 = time.perf_counter()
+    code = plans.run_plan("smoke", outputs=smoke["root"] / "outputs", report_dir=smoke["root"] / "report",
+                          progress=False)
+    again = time.perf_counter() - t0
+    out = capsys.readouterr().out
+    assert code == 0
+    n_runs = len(plans.load_plan("smoke", smoke["root"] / "outputs").runs)
+    assert out.count("done earlier with the same config, skipped") == n_runs
+    assert again < 0.35 * smoke["seconds"], (again, smoke["seconds"])
+
+
+def test_a_failing_run_leaves_the_others_and_the_report_intact(smoke, capsys):
+    root = smoke["root"]
+    plan = yaml.safe_load(planfile.find_plan_file("smoke").read_text())
+    for run in plan["runs"]:
+        if run["name"] == "random":  # a new folder whose encoder cannot be loaded
+            run["name"] = "random-broken"
+            run["params"] = {"encoder": str(root / "no-such-run")}
+    broken = root / "smoke-broken.yaml"
+    broken.write_text(yaml.safe_dump(plan, sort_keys=False))
+    code = plans.run_plan(broken, outputs=root / "outputs", report_dir=root / "report-broken",
+                          progress=False)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "random-broken (linear_eval): FAILED" in out and "WeightsError" in out
+    assert f"executed notebook: {root / 'outputs' / 'smoke' / 'random-broken' / 'notebook.ipynb'}" in out
+    n_runs = len(plans.load_plan("smoke", root / "outputs").runs)
+    assert out.count("done earlier with the same config, skipped") == n_runs - 1
+    html = (root / "report-broken" / "report.html").read_text()
+    row = _row(html, "random")
+    assert row["Top-1 (%)"] == "—" and "WeightsError" in row["Missing"]
+    assert _acc(_row(html, "selfsuper")["Top-1 (%)"])[0] >= 0  # the others keep their numbers
+    assert _row(html, "selfsuper")["Missing"] == ""
