@@ -3,10 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PLAN   ?= quick
+# DEVICES=0,1,2,3 (or cpu,cpu): independent runs side by side, one per device
+DEVICES ?=
 # torch from the PyTorch index/PyPI; pinned so every machine measures the same library.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: all install test report smoke bench lab clean-report evidence
+.PHONY: all install test test-fast report smoke bench lab clean-report evidence
 
 all: test
 
@@ -19,12 +21,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The whole suite, slow tests included, then its 15 slowest tests (a slow test is seen when it lands).
 test: install
 	$(PY) -m ruff check lib tests scripts
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --durations=15
+
+# The loop while editing: everything but the tests marked slow (end-to-end runs, real learning,
+# several processes); make test and CI run those too.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" tests --durations=5
 
 report: install
-	$(VENV)/bin/simpleclr plan run $(PLAN)
+	$(VENV)/bin/simpleclr plan run $(PLAN) $(if $(DEVICES),--devices $(DEVICES))
 
 smoke:
 	$(MAKE) report PLAN=smoke

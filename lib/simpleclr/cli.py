@@ -70,7 +70,8 @@ def _plan(ns: argparse.Namespace) -> int:
 
     if ns.plan_cmd == "show":
         return plans.show_plan(ns.plan, outputs=ns.outputs)
-    return plans.run_plan(ns.plan, outputs=ns.outputs, report_dir=ns.report_dir, only=ns.only)
+    return plans.run_plan(ns.plan, outputs=ns.outputs, report_dir=ns.report_dir, only=ns.only,
+                          devices=plans.parse_devices(ns.devices))
 
 
 def _bench(ns: argparse.Namespace) -> int:
@@ -129,6 +130,9 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
         if name == "run":
             p.add_argument("--report-dir", default="report", help="where report.html is written")
             p.add_argument("--only", nargs="*", default=None, help="run only these runs (and their needs)")
+            p.add_argument("--devices", default=None, metavar="LIST",
+                           help="run independent runs side by side, one per device: GPU indices (0,1,2,3), "
+                                "cuda:N, or cpu,cpu for two CPU workers sharing the cores")
     pl.set_defaults(func=_plan)
 
     b = sub.add_parser("bench", help="measure training, augmentation and feature-extraction speed")

@@ -14,7 +14,7 @@ from simpleclr.data import DataError, load_split
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar-100-python.tar.gz"
 SHA256 = "53a356562b4779af18483408a57092e2fc9983e11509dba11844b51424f87335"
 MD5 = "034fa948e57ac38bf4ce6361824d33b8"
-pytestmark = pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} is absent")
+pytestmark = [pytest.mark.skipif(not SHARED.is_file(), reason=f"{SHARED} is absent"), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,7 @@ def _first_writer(tmp_path):
     proc.stderr.close()
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_at_once_and_the_first_finishes_intact(tmp_path):
     with _first_writer(tmp_path) as (first, out):
         assert (out / ".lock").read_text().strip() == str(first.pid)
@@ -100,6 +101,7 @@ def test_a_second_writer_is_refused_at_once_and_the_first_finishes_intact(tmp_pa
     assert not (out / ".lock").exists()
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     with _first_writer(tmp_path) as (first, out):
         first.send_signal(signal.SIGKILL)

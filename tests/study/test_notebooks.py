@@ -74,6 +74,7 @@ def test_committed_notebooks_match_the_generator():
             f"notebooks/{name}.ipynb is stale: run python scripts/make_notebooks.py")
 
 
+@pytest.mark.slow
 def test_linear_eval_notebook_runs_top_to_bottom_under_papermill(tmp_path, monkeypatch, capfd):
     """The linear-eval notebook top to bottom with a real kernel, on a tiny generated set; the
     kernel talks over IPC, so ipykernel's plain-TCP warning never reaches the terminal."""

@@ -46,10 +46,11 @@ class RunWatch:
     """``with RunWatch(tag, RunDir(path)): execute_notebook(...)`` shows that run's progress."""
 
     def __init__(self, tag: str, run: RunDir, *, file: Optional[TextIO] = None,
-                 interval: Optional[float] = None) -> None:
+                 interval: Optional[float] = None, tty: Optional[bool] = None) -> None:
         self.tag, self.run = tag, run
         self.file = file if file is not None else sys.stdout
-        self.tty = bool(getattr(self.file, "isatty", lambda: False)())
+        # tty=False: plain lines even on a terminal, where several runs share it
+        self.tty = bool(getattr(self.file, "isatty", lambda: False)()) if tty is None else tty
         self.interval = interval if interval is not None else (1.0 if self.tty else 60.0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="runwatch", daemon=True)

@@ -9,9 +9,13 @@ lists status and an estimate of the time left (:mod:`simpleclr.study.estimate`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import multiprocessing
 import os
+import signal
 import sys
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -135,7 +139,7 @@ def _kernel_manager_class() -> Optional[type]:
 
     It talks to the kernel over IPC instead of TCP on localhost: nothing listens on a port, and
     ipykernel's "running over TCP without encryption" warning is not raised. (The Unix sockets are
-    ``kernel-ipc-<n>`` files in the working folder, which papermill makes ours and the kernel's
+    ``kernel-ipc-<pid>-<n>`` files in the working folder, which papermill makes ours and the kernel's
     for the run; jupyter_client removes them at shutdown.)
 
     And at shutdown it asks the kernel to leave before it interrupts it. jupyter_client sends
@@ -156,6 +160,9 @@ def _kernel_manager_class() -> Optional[type]:
     class IPCKernelManager(AsyncKernelManager):
         def __init__(self, **kwargs: Any) -> None:
             kwargs.setdefault("transport", "ipc")
+            # jupyter_client numbers the socket files by looking for free names: this process's
+            # pid in the prefix keeps kernels started at once by plan workers from taking one name
+            kwargs.setdefault("ip", f"kernel-ipc-{os.getpid()}")
             super().__init__(**kwargs)
 
         async def _async_interrupt_kernel(self) -> None:
@@ -233,6 +240,46 @@ def _not_run(spec: RunSpec, status: str, states: dict[str, dict], unavailable: d
     return None
 
 
+def parse_devices(text: Optional[str]) -> Optional[list[str]]:
+    """``--devices`` as a list of worker devices: ``0,1`` -> cuda:0, cuda:1; ``cpu,cpu`` -> two CPU
+    workers; None (or empty) -> None, one worker on each run's own device."""
+    if not text:
+        return None
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if item.isdigit():
+            out.append(f"cuda:{item}")
+        elif item == "cpu" or item.startswith("cuda:") and item[5:].isdigit():
+            out.append(item)
+        else:
+            raise PlanError(f"--devices: {item!r} is not a device; give GPU indices (0,1), cuda:N or cpu, "
+                            "comma-separated, one per worker")
+    return out
+
+
+def worker_params(spec: RunSpec, device: str, devices: Sequence[str]) -> dict:
+    """The notebook parameters of ``spec`` on one worker: its device, and on a CPU shared by several
+    workers an equal share of the cores unless the run names its thread count. Both are runtime
+    fields: the run's fingerprint, and so its folder's identity, stay the same."""
+    params = dict(spec.params)
+    params["device"] = device
+    n_cpu = sum(d == "cpu" for d in devices)
+    if device == "cpu" and n_cpu > 1 and spec.config.num_threads is None:
+        params["num_threads"] = max(1, (os.cpu_count() or 1) // n_cpu)
+    return params
+
+
+def _execute_in_worker(notebook: str, output: str, params: dict) -> Optional[str]:
+    """One run's notebook in a worker process: None when it finished, else why not (a line)."""
+    try:
+        execute_notebook(notebook, Path(output), params)
+    except KeyboardInterrupt:
+        return "interrupted"
+    except Exception as e:  # papermill's execution error, a dead kernel, ...
+        return _failure_reason(e)
+    return None
+
+
 def _execute_run(p: Plan, spec: RunSpec, tag: str, states: dict[str, dict], progress: bool) -> dict:
     """Execute one run's notebook; its state (done or failed). An interrupt leaves it partial, in
     the manifest too, and goes on up."""
@@ -299,8 +346,12 @@ def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_d
 
 
 def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
-             only: Optional[Sequence[str]] = None, *, progress: bool = True) -> int:
+             only: Optional[Sequence[str]] = None, *, progress: bool = True,
+             devices: Optional[Sequence[str]] = None) -> int:
     """Execute a plan's runs, then render the report; the exit code is 1 when a run failed.
+
+    ``devices`` (see :func:`parse_devices`): with several, independent runs go side by side, one
+    per device (:func:`_run_on_workers`); with one, every run uses that device; None, each run its own.
 
     Finished runs with the same config are skipped, partial ones resume (the library resumes from
     ``checkpoints/last.pt``). A failed run is reported with its executed notebook; runs that do not
@@ -319,10 +370,102 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
         print(clock.summary(p), flush=True)
     started = time.time()
     width = len(str(len(names)))
-    for i, n in enumerate(names, 1):
-        tag = f"[{i:>{width}}/{len(names)}] {n} ({p.runs[n].notebook})"
-        _run_one(p, p.runs[n], tag, statuses[n], states, unavailable, clock, progress)
+    tags = {n: f"[{i:>{width}}/{len(names)}] {n} ({p.runs[n].notebook})" for i, n in enumerate(names, 1)}
+    if devices and len(devices) > 1:
+        _run_on_workers(p, names, tags, statuses, states, unavailable, clock, progress, devices)
+    else:
+        for n in names:
+            spec = p.runs[n]
+            if devices:  # one worker on a named device: a runtime field, the fingerprint stays
+                spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, device=devices[0]))
+            _run_one(p, spec, tags[n], statuses[n], states, unavailable, clock, progress)
     return _after_runs(p, names, states, report_dir, started)
+
+
+def _run_on_workers(p: Plan, names: Sequence[str], tags: dict[str, str], statuses: dict[str, str],
+                    states: dict[str, dict], unavailable: dict[str, str], clock: PlanClock, progress: bool,
+                    devices: Sequence[str]) -> None:
+    """The runs side by side, one per worker device, each in its own process and kernel.
+
+    A run starts once every run it needs has settled (in plan order among those ready); one that
+    sets a launcher takes every device and runs alone. A failed run blocks only the runs that need
+    it. Only this process writes the manifest and prints the runs' lines; each run's folder has
+    its one writer, the notebook's kernel. Ctrl-C interrupts every running notebook, marks those
+    runs partial and goes on up."""
+    pending = list(names)
+    running: dict[Future, tuple[str, str, str, float, contextlib.ExitStack]] = {}
+    free = list(devices)
+    pool = ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn"))
+    try:
+        while pending or running:
+            while _start_ready(p, pending, running, free, tags, statuses, states, unavailable, clock, progress,
+                               devices, pool):
+                pass
+            if not running:
+                if pending:  # cannot happen with a validated plan (needs come first, all in names)
+                    raise PlanError(f"plan {p.name}: runs {', '.join(pending)} wait on runs that never ran")
+                break
+            for fut in wait(running, return_when=FIRST_COMPLETED).done:
+                n, tag, taken, t0, watch = running.pop(fut)
+                watch.close()
+                free += taken.split(",")
+                _record_worker_result(p, n, tag, fut.result(), t0, states, clock)
+    except KeyboardInterrupt:
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGINT)
+        for n, *_ in running.values():
+            states[n] = {"state": "partial", "reason": "interrupted"}
+        write_manifest(p, states)
+        raise
+    finally:
+        for *_, watch in running.values():
+            watch.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_ready(p: Plan, pending: list[str], running: dict, free: list[str], tags: dict[str, str],
+                 statuses: dict[str, str], states: dict[str, dict], unavailable: dict[str, str],
+                 clock: PlanClock, progress: bool, devices: Sequence[str], pool: ProcessPoolExecutor) -> bool:
+    """Settle or start the first pending run whose needs have settled and that fits on the free
+    devices, in plan order; False when none can move now."""
+    for n in [n for n in pending if all(d in states for d in p.runs[n].needs)]:
+        spec, exclusive = p.runs[n], bool(p.runs[n].config.launcher)
+        if _not_run(spec, statuses[n], states, unavailable) is not None:  # done earlier, blocked, ...
+            pending.remove(n)
+            _run_one(p, spec, tags[n], statuses[n], states, unavailable, clock, progress)
+            return True
+        if not free or exclusive and len(free) < len(devices):
+            continue
+        pending.remove(n)
+        taken = [free.pop(0)] + ([free.pop() for _ in list(free)] if exclusive else [])
+        tag = f"{tags[n]} on {'every device' if exclusive else taken[0]}"
+        print(f"{tag}: {'resuming' if statuses[n] == 'partial' else 'running'} -> {spec.path}", flush=True)
+        watch = contextlib.ExitStack()
+        if progress:
+            watch.enter_context(RunWatch(tag, RunDir(spec.path), tty=False))
+        params = spec.params if exclusive else worker_params(spec, taken[0], devices)
+        fut = pool.submit(_execute_in_worker, spec.notebook, str(RunDir(spec.path).notebook_path), params)
+        running[fut] = (n, tag, ",".join(taken), time.time(), watch)
+        return True
+    return False
+
+
+def _record_worker_result(p: Plan, n: str, tag: str, failure: Optional[str], t0: float,
+                          states: dict[str, dict], clock: PlanClock) -> None:
+    """A worker's run has ended: its state, its closing line and the manifest, as for one worker."""
+    spec, seconds = p.runs[n], time.time() - t0
+    if failure is not None:
+        states[n] = {"state": "failed", "reason": failure, "seconds": seconds}
+        print(f"{tag}: FAILED after {fmt_seconds(seconds)}: {failure}\n"
+              f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
+    else:
+        res = RunDir(spec.path).read_result() or {}
+        states[n] = {"state": "done", "reason": None, "reused": False, "seconds": seconds,
+                     "wall_time_s": res.get("wall_time_s")}
+        clock.finished(n, seconds)
+        print(f"{tag}: done in {fmt_seconds(seconds)}{clock.left_text()}", flush=True)
+    write_manifest(p, states)
 
 
 def render_report(plan: Plan, report_dir: PathLike = "report") -> Path:
