@@ -25,10 +25,11 @@ from .model import ROW_NAMES, ReportError, RunInfo, Study
 PathLike = Union[str, Path]
 
 
-# The columns tables.hparam_table adds to its axes: the seed summary, kNN and loss.
+# The columns tables.hparam_table adds to its axes: the seed summary, kNN, loss and each cell's
+# comparison with the best cell.
 HPARAM_VALUES = frozenset({"top1", "top1_std", "top1_lo", "top1_hi", "top5", "top5_std", "top5_lo",
                            "top5_hi", "n", "n_test", "planned", "n_labelled", "missing", "knn_top1",
-                           "final_loss"})
+                           "final_loss", "vb_verdict", "vb_diff", "vb_text", "vb_paired"})
 
 
 def hparam_axes(df: pd.DataFrame) -> list[str]:
@@ -268,13 +269,14 @@ def plot_training_curves(curves: Sequence[tuple[str, RunInfo]]) -> Any:
 # ---- t-SNE ------------------------------------------------------------------------------------
 def tsne_sources(study: Study) -> list[tuple[str, RunInfo]]:
     """(row, run with features.pt) per main-table row, first seed, in row order."""
-    out = []
+    out, used = [], set()
     for name in ROW_NAMES:
         cands = [r for r in study.with_role("row", name) + study.with_role("features", name)
-                 if r.notebook == "linear_eval"]
+                 if r.notebook == "linear_eval" and r.name not in used]
         cands = [r for r in cands if r.done and RunDir(r.path).features_path.is_file()]
         if cands:
             out.append((name, cands[0]))
+            used.add(cands[0].name)
     return out
 
 
