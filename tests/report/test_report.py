@@ -477,3 +477,19 @@ def test_study_sentences_use_the_paired_test_where_cells_have_predictions(study)
     text = rp.study_spread(hp, ["temperature", "batch_size"])
     worst = hp.loc[hp["top1"].idxmin()]
     assert f"Paired test of the worst against the best on the same test images: {worst['vb_text']} points." in text
+
+
+def test_heatmap_colours_span_a_fixed_width_so_noise_stays_pale(study):
+    assert fg.heatmap_limits([50.0, 50.5, 49.8]) == pytest.approx((50.1 - 5.0, 50.1 + 5.0))
+    lo, hi = fg.heatmap_limits([30.0, 50.0, 40.0])  # a real 20-point spread still fits
+    assert (lo, hi) == pytest.approx((30.0, 50.0))
+    hp = rp.hparam_table(study)
+    fig = fg.plot_hparam_heatmap(hp)
+    mesh = fig.axes[0].collections[0]
+    assert mesh.norm.vmax - mesh.norm.vmin == pytest.approx(10.0)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    best = hp.loc[hp["top1"].idxmax()]
+    assert f"{best['top1']:.1f}\nbest" in texts
+    shown = rp.hparam_display(hp)
+    assert "best" in list(shown["Top-1 vs best cell"])
+    matplotlib.pyplot.close(fig)

@@ -546,9 +546,18 @@ def size_display(df: pd.DataFrame) -> pd.DataFrame:
         "Epochs (equivalent)": [fmt_pm(e) for e in df["epochs_equiv"]],
         "Probe top-1 (%)": fmt_acc(df, "top1"),
         "Probe top-5 (%)": fmt_acc(df, "top5"),
+        "Top-1 vs best cell": _best_cells(df),
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
         "Missing": df["missing"],
     })
+
+
+def _best_cells(df: pd.DataFrame) -> list[str]:
+    """Each study cell against the best one: "best", or the comparison's text and verdict."""
+    if "vb_text" not in df:
+        return ["—"] * len(df)
+    return ["—" if _nan(t) else "best" if not v else f"{x}: {v}"
+            for t, v, x in zip(df["top1"], df["vb_verdict"], df["vb_text"])]
 
 
 def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
@@ -559,6 +568,7 @@ def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
     out.columns = [a.replace("_", " ") for a in axes]
     out["Probe top-1 (%)"] = fmt_acc(df, "top1")
     out["Probe top-5 (%)"] = fmt_acc(df, "top5")
+    out["Top-1 vs best cell"] = _best_cells(df)
     out["kNN monitor top-1 (%)"] = [fmt_pm(k) for k in df["knn_top1"]]
     out["Final NT-Xent loss"] = [fmt_pm(v, digits=3) for v in df["final_loss"]]
     out["Seeds"] = [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])]
