@@ -493,3 +493,15 @@ def test_heatmap_colours_span_a_fixed_width_so_noise_stays_pale(study):
     shown = rp.hparam_display(hp)
     assert "best" in list(shown["Top-1 vs best cell"])
     matplotlib.pyplot.close(fig)
+
+
+def test_references_hold_the_course_and_simclr_paper_figures_with_their_budgets():
+    refs = rp.references_table().set_index("Published result")
+    course = {"selfsuper-transfer": ("32.93", "61.08"), "super-transfer": ("38.15", "66.66"),
+              "selfsuper": ("35.77", "63.55"), "super": ("50.80", "76.95")}
+    for name, (t1, t5) in course.items():
+        row = refs.loc[[i for i in refs.index if i.startswith(f"Course: {name} (")]].iloc[0]
+        assert (row["Top-1 (%)"], row["Top-5 (%)"]) == (t1, t5) and "100 epochs" in row["Budget"]
+    paper = refs[refs["Source"].str.contains("2002.05709")]
+    assert sorted(paper["Top-1 (%)"]) == ["71.60", "78.30"] and set(paper["Top-5 (%)"]) == {"—"}
+    assert all("ResNet-50" in b and "224 px" in b for b in paper["Budget"])
