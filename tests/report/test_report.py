@@ -82,11 +82,11 @@ def test_the_verdict_follows_the_intervals_never_ranking_inside_the_noise():
     assert "no trained representation is above the random-encoder floor beyond the noise" in text
     text = rp.verdict(rows({"random": 12.3, "selfsuper": 16.2, "super": 15.8}))
     assert "<b>selfsuper</b>" in text and "super does not differ from it" in text
-    assert "above the random-encoder floor (by the 95% intervals; " in text
+    assert "above the random-encoder floor (points; by the 95% intervals; " in text
     assert ": selfsuper (+3.9), super (+3.5)" in text
-    assert "selfsuper +0.4 points (no difference resolved)" in text
+    assert "selfsuper (+0.4; no difference resolved)" in text
     text = rp.verdict(rows({"random": 12.3, "selfsuper": 20.0, "super": 15.8}))
-    assert "selfsuper +4.2 points (above it)" in text and "does not differ" not in text
+    assert "selfsuper (+4.2; above it)" in text and "does not differ" not in text
 
 
 def test_tables_show_each_rows_labelled_images(study):
@@ -406,7 +406,7 @@ def test_main_table_pairs_each_row_with_the_floor_and_falls_back_where_predictio
     assert not df.loc["selfsuper-transfer", "vr_paired"]
     assert df.loc["selfsuper-transfer", "vr_text"] == "+25.0 (intervals apart; no per-image predictions)"
     shown = rp.main_table_display(df).set_index(df.index)
-    col = "Top-1 vs random, paired [95%], p"
+    col = "Top-1 vs random (points) [95%], p"
     assert shown.loc["super", col] == f"{ref.text()}: higher"
     assert shown.loc["random", col] == "(the floor)" and shown.loc["imagenet-super", col] == "—"
     assert shown.loc["selfsuper-transfer", col].endswith("no per-image predictions): higher")
@@ -432,7 +432,7 @@ def test_the_headline_names_the_paired_test_and_each_rows_gain_over_super(study)
     gain = stats.paired(fake_predictions(*RESULTS["super-probe"]).correct(),
                         fake_predictions(*RESULTS["super"]).correct())
     word = {"higher": "above it", "lower": "below it", "same": "no difference resolved"}[gain.verdict]
-    assert f"super-probe {gain.text()} points ({word})" in text
+    assert f"super-probe ({gain.text()}; {word})" in text
 
 
 def _run(tmp_path, name, preds, seed=0):

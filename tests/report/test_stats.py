@@ -79,7 +79,7 @@ def test_exact_mcnemar_matches_the_contingency_table_form():
 
 
 def test_paired_interval_agrees_with_a_paired_bootstrap():
-    """Newcombe's closed form against the independent reference: resampling test images, both
+    """The inverted exact test against an independent reference: resampling test images, both
     rows' outcomes kept together."""
     rng = np.random.default_rng(4)
     n = 10000
@@ -91,6 +91,21 @@ def test_paired_interval_agrees_with_a_paired_bootstrap():
     lo, hi = np.percentile(boot, [2.5, 97.5])
     assert abs(got.low - lo) < 0.1 and abs(got.high - hi) < 0.1, (got, lo, hi)
     assert got.low < got.diff < got.high
+
+
+@pytest.mark.parametrize("b,c,n", [(312, 250, 10000), (0, 7, 200), (5, 0, 50), (40, 40, 1000), (1, 2, 10)])
+def test_paired_interval_is_the_clopper_pearson_interval_of_the_discordant_split(b, c, n):
+    ci = sps.binomtest(b, b + c, 0.5).proportion_ci(0.95, method="exact")
+    low, high = stats.discordant_interval(b, c, n)
+    assert low == pytest.approx((b + c) / n * (2 * ci.low - 1), abs=1e-12)
+    assert high == pytest.approx((b + c) / n * (2 * ci.high - 1), abs=1e-12)
+
+
+def test_paired_interval_excludes_zero_exactly_when_the_test_finds_a_difference():
+    for b in range(0, 40):
+        for c in range(0, 40):
+            low, high = stats.discordant_interval(b, c, 1000)
+            assert (low > 0 or high < 0) == (stats.mcnemar_exact(b, c) < 0.05), (b, c)
 
 
 def _simulated_pair(rng, n, acc_a, acc_b, agreement=0.8):

@@ -195,7 +195,7 @@ def verdict(done: pd.DataFrame) -> str:
         if above:
             gains = ", ".join(f"{n} ({_diff_text(done, n, 'vr', done.loc[n, 'top1'] - done.loc['random', 'top1'])})"
                               for n in above)
-            text += f"; above the random-encoder floor ({_how(done, above, 'vr')}): {gains}"
+            text += f"; above the random-encoder floor (points; {_how(done, above, 'vr')}): {gains}"
             rest = [n for n in trained if n not in above]
             if rest:
                 text += f"; not above it: {', '.join(rest)}"
@@ -212,9 +212,9 @@ def verdict(done: pd.DataFrame) -> str:
             d = _diff_text(done, n, "vs", done.loc[n, "d_top1"] if "d_top1" in done.columns
                            else done.loc[n, "top1"] - sup["top1"])
             word = {"higher": "above it", "lower": "below it"}.get(rel, "no difference resolved")
-            parts.append(f"{n} {d} points ({word})")
+            parts.append(f"{n} ({d}; {word})")
         if parts:
-            text += (f"; against supervised from scratch (super, {sup['top1']:.1f}%; "
+            text += (f"; against supervised from scratch (super, {sup['top1']:.1f}%; points; "
                      f"{_how(done, others, 'vs')}): " + ", ".join(parts))
     return text
 

@@ -500,7 +500,7 @@ def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
         "Evaluation on CIFAR-100": df["evaluation"],
         "Top-1 (%)": fmt_acc(df, "top1"),
         "Top-5 (%)": fmt_acc(df, "top5"),
-        "Top-1 vs random, paired [95%], p": _floor_cells(df),
+        "Top-1 vs random (points) [95%], p": _floor_cells(df),
         "Δ top-1 vs super": _delta_cells(df, "top1"),
         "Δ top-5 vs super": _delta_cells(df, "top5"),
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
