@@ -505,3 +505,23 @@ def test_references_hold_the_course_and_simclr_paper_figures_with_their_budgets(
     paper = refs[refs["Source"].str.contains("2002.05709")]
     assert sorted(paper["Top-1 (%)"]) == ["71.60", "78.30"] and set(paper["Top-5 (%)"]) == {"—"}
     assert all("ResNet-50" in b and "224 px" in b for b in paper["Budget"])
+
+
+def test_fine_tuning_gain_is_paired_with_super_on_the_same_images(study):
+    ft = rp.finetune_table(study)
+    ref = stats.paired(fake_predictions(*RESULTS["ft-ss"]).correct(), fake_predictions(*RESULTS["super"]).correct())
+    assert ft.loc["selfsuper", "gain_paired"] and ft.loc["selfsuper", "gain_text"] == ref.text()
+    assert ft.loc["selfsuper", "gain_vs"] == ref.verdict
+    shown = rp.finetune_display(ft)
+    assert shown["Gain top-1"].iloc[0] == ref.text() + (" (within noise)" if ref.verdict == "same" else "")
+    # the size study's cells lack predictions on one side: its sentence says it used the intervals
+    assert "95% intervals" in rp.study_spread(rp.size_table(study), ["pct"])
+
+
+def test_a_damaged_predictions_file_falls_back_to_the_intervals(tmp_path):
+    a = _run(tmp_path, "a", fake_predictions(60.0, 80.0))
+    b = _run(tmp_path, "b", fake_predictions(50.0, 70.0))
+    assert tables.run_predictions(a) is not None
+    (a.path / predictions.PREDICTIONS).write_bytes(b"not a zip file")
+    assert tables.run_predictions(a) is None and tables.paired_runs([a], [b]) is None
+    assert tables.run_predictions(b) is not None

@@ -89,7 +89,7 @@ def compare(a: Interval, b: Interval) -> str:
     return "higher" if a.value > b.value else "lower"
 
 
-ALPHA = 0.05  # the level of every test in the report: a 95% interval excludes 0 iff p < 0.05 (nearly)
+ALPHA = 0.05  # the level of every paired test: its 95% interval excludes 0 exactly when p < ALPHA
 
 
 @dataclass(frozen=True)
