@@ -84,7 +84,7 @@ class Comparison:
 
 
 NO_COMPARISON = Comparison("", math.nan, "—", False, "")
-_PREDICTIONS: dict[tuple[str, int], Optional[Predictions]] = {}
+_PREDICTIONS: dict[tuple[str, int, int], Optional[Predictions]] = {}
 
 
 def run_predictions(run: RunInfo) -> Optional[Predictions]:
@@ -98,7 +98,8 @@ def run_predictions(run: RunInfo) -> Optional[Predictions]:
     path = Path(run.path) / str(res["predictions"])
     if not path.is_file():
         return None
-    key = (str(path), path.stat().st_mtime_ns)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
     if key not in _PREDICTIONS:
         try:
             _PREDICTIONS[key] = load_predictions(path, res["test_labels_digest"])
