@@ -192,10 +192,18 @@ display(HTML(rp.headline(study, title)))
         md("""
 ## Main table
 CIFAR-100 test accuracy of each representation (linear probe on frozen features, except `super`,
-which is the supervised network tested directly), mean ± std over seeds where the plan repeats
-runs, and the difference to `super` (training from scratch with labels) in percentage points.
-Brackets hold the 95% interval: Wilson over the test images for one seed, Student-t over seeds for
-several. A difference whose intervals overlap is marked *within noise*: it is no ranking.
+which is the supervised network tested directly; `super-probe` is the linear probe of that same
+network's encoder, the like-for-like row for the probed ones), mean ± std over seeds where the
+plan repeats runs, and the difference to `super` (training from scratch with labels) in
+percentage points. Brackets hold the 95% interval: Wilson over the test images for one seed,
+Student-t over seeds for several.
+
+Rows are compared on the same test images: *vs random* is the paired difference to the
+random-encoder floor, its 95% interval and p-value — the exact McNemar test on the images one row
+gets right and the other wrong for one run each, a t-test over the per-seed differences where
+seeds repeat. A difference the test does not resolve is marked *within noise*: it is no ranking.
+Run folders without per-image predictions fall back to comparing the two intervals (different
+only when they do not overlap), and their cells say so.
 *Labelled images* counts the CIFAR-100 training labels the row's evaluation used (the probe's, or
 `super`'s), validation included: equal at one label share, by construction.
 """),
@@ -243,7 +251,10 @@ if len(sz):
 else:
     display(Markdown("_This plan has no size-study runs._"))
 """),
-        md("## SimCLR hyperparameters\nLinear-probe top-1 on CIFAR-100 for each pretraining cell."),
+        md("## SimCLR hyperparameters\nLinear-probe top-1 on CIFAR-100 for each pretraining cell. The "
+           "heatmap's colours span at least 10 points around the mean, so differences inside the noise "
+           "stay pale; *= best* marks the cells the paired test (or, without per-image predictions, "
+           "the intervals) cannot tell from the best one."),
         code("""
 hp = rp.hparam_table(study)
 if len(hp):
@@ -275,8 +286,9 @@ if curves:
 else:
     display(Markdown("_No run logged a curve (two epochs, or two rows of its step trace): nothing to draw._"))
 """),
-        md("## Published reference figures\nFor context only: other budgets and training recipes."),
-        code("display(rp.styled(rp.references_table(), 'Published ResNet-18 results on CIFAR-100'))"),
+        md("## Published reference figures\nFor context only: other architectures, budgets and input "
+           "sizes (each row's budget says which), never a target this plan's rows are tuned towards."),
+        code("display(rp.styled(rp.references_table(), 'Published results on CIFAR-100'))"),
         md("## Provenance"),
         code("""
 display(HTML(rp.provenance_summary(study)))

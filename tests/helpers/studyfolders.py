@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from simpleclr.study import plans
+from simpleclr.runs import predictions
 from simpleclr.runs.rundir import RunDir
 
 # Every report role once, two seeds for the probed rows, a failed run and a run never started.
@@ -36,7 +37,7 @@ runs:
   - name: super-probe
     notebook: linear_eval
     params: {encoder: "{runs.super}"}
-    report: {features: super}
+    report: {row: super-probe, features: super}
   - name: random
     notebook: linear_eval
     report: {row: random}
@@ -85,6 +86,9 @@ RESULTS = {
     "transfer": (30.0, 60.0), "size": (20.0, 50.0), "hp": (35.0, 65.0), "ft-ss": (53.0, 82.0),
     "ss-labels": (12.0, 30.0), "super-labels": (8.0, 25.0), "super-probe": (48.0, 79.0),
 }
+# Runs written as folders from before per-image predictions were saved: the report falls back.
+NO_PREDICTIONS = {"transfer"}
+N_TEST = 200
 FAILED = {"imagenet": "WeightsError: ImageNet weights resnet18-f37072fd.pth are not in /x"}
 # The fine-tuning run's trials: (encoder lr scale, validation top-1); 0.1 wins.
 TRIALS = ((0.1, 30.0), (1.0, 25.0))
@@ -127,6 +131,15 @@ def fake_features(n: int = 200, seed: int = 0, dim: int = 16) -> dict:
             "coarse_classes": [f"super{i}" for i in range(20)]}
 
 
+def fake_predictions(top1: float, top5: float, n: int = N_TEST) -> predictions.Predictions:
+    """Predictions with the given accuracies on ``n`` test images: the first ``top1`` percent are
+    right, so of two runs the weaker one's right images are a subset of the stronger one's."""
+    labels = np.arange(n) % 100
+    k1, k5 = round(n * top1 / 100), round(n * top5 / 100)
+    top1_pred = np.where(np.arange(n) < k1, labels, (labels + 1) % 100)
+    return predictions.Predictions(top1=top1_pred, top5_hit=np.arange(n) < k5, labels=labels)
+
+
 def build_study(tmp: Path) -> plans.Plan:
     """The STUDY_PLAN with every run finished except the failed ImageNet probe, plus the manifest."""
     plan = plans.load_plan(write_plan(tmp), tmp / "outputs")
@@ -161,6 +174,9 @@ def build_study(tmp: Path) -> plans.Plan:
             if spec.notebook == "linear_eval":
                 result.update({"encoder_source": "checkpoint", "n_train": 100, "n_test": 200,
                                "input_size": 32, **label_record(spec.config.label_fraction)})
+            if name not in NO_PREDICTIONS:
+                result.update(predictions.save_predictions(Path(spec.path) / predictions.PREDICTIONS,
+                                                           fake_predictions(top1, top5)))
             finish(spec, result, metrics, feats, data=data)
         states[name] = {"state": "done", "reason": None}
     plans.write_manifest(plan, states)

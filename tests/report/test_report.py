@@ -20,7 +20,9 @@ from simpleclr.report import stats
 from simpleclr.runs.rundir import RunDir
 from simpleclr.report.model import RunInfo, Study
 
-from helpers.studyfolders import FAILED, RESULTS, build_study
+from helpers.studyfolders import FAILED, RESULTS, build_study, fake_predictions
+from simpleclr.report import tables
+from simpleclr.runs import predictions
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,8 @@ def study(tmp_path_factory):
 def test_main_table_means_stds_and_differences_to_super(study):
     df = rp.main_table(study)
     # rows in the issue's order, only those the plan has
-    assert list(df.index) == ["selfsuper-transfer", "selfsuper", "imagenet-super", "super", "random"]
+    assert list(df.index) == ["selfsuper-transfer", "selfsuper", "imagenet-super", "super", "super-probe",
+                              "random"]
     t1 = np.array([RESULTS["ss-s0"][0], RESULTS["ss-s1"][0]])
     assert df.loc["selfsuper", "top1"] == pytest.approx(t1.mean())
     assert df.loc["selfsuper", "top1_std"] == pytest.approx(t1.std(ddof=1))
@@ -75,13 +78,15 @@ def test_the_verdict_follows_the_intervals_never_ranking_inside_the_noise():
         return df
 
     text = rp.verdict(rows({"random": 12.3, "selfsuper": 10.4, "super-transfer": 13.3, "super": 7.1}))
-    assert "the 95% interval of random overlaps" in text
+    assert "random does not differ from it (by the 95% intervals; no per-image predictions" in text
     assert "no trained representation is above the random-encoder floor beyond the noise" in text
     text = rp.verdict(rows({"random": 12.3, "selfsuper": 16.2, "super": 15.8}))
-    assert "<b>selfsuper</b>" in text and "no difference from supervised from scratch" in text
-    assert "random-encoder floor" not in text
+    assert "<b>selfsuper</b>" in text and "super does not differ from it" in text
+    assert "above the random-encoder floor (points; by the 95% intervals; " in text
+    assert ": selfsuper (+3.9), super (+3.5)" in text
+    assert "selfsuper (+0.4; no difference resolved)" in text
     text = rp.verdict(rows({"random": 12.3, "selfsuper": 20.0, "super": 15.8}))
-    assert "+4.2 points vs supervised from scratch (15.8%), beyond the 95% intervals" in text
+    assert "selfsuper (+4.2; above it)" in text and "does not differ" not in text
 
 
 def test_tables_show_each_rows_labelled_images(study):
@@ -89,7 +94,7 @@ def test_tables_show_each_rows_labelled_images(study):
     assert df.loc["selfsuper", "n_labelled"] == df.loc["super", "n_labelled"] == "200"
     assert df.loc["imagenet-super", "n_labelled"] == "—"  # failed: nothing recorded
     shown = rp.main_table_display(df)
-    assert list(shown["Labelled images"]) == ["200", "200", "—", "200", "200"]
+    assert list(shown["Labelled images"]) == ["200", "200", "—", "200", "200", "200"]
     ft = rp.finetune_display(rp.finetune_table(study))
     assert list(ft["Labelled images"]) == ["200"]
     cells = rp.label_display(rp.label_table(study)).set_index("Representation")
@@ -384,3 +389,139 @@ def test_a_study_says_from_its_intervals_whether_its_cells_differ():
     assert "nothing to compare" in rp.study_spread(sizes, ["pct"])  # one cell has no interval
     assert "Best cell 100% of the pretraining images" in rp.study_spread(
         sizes.assign(top1_lo=[13.3, 14.3], top1_hi=[14.7, 15.7]), ["pct"])
+
+
+# ---- paired comparisons in the report -------------------------------------------------------------
+def test_main_table_pairs_each_row_with_the_floor_and_falls_back_where_predictions_are_missing(study):
+    df = rp.main_table(study)
+    # super (one run) against random (one run): McNemar on the same 200 images
+    ref = stats.paired(fake_predictions(*RESULTS["super"]).correct(), fake_predictions(*RESULTS["random"]).correct())
+    assert df.loc["super", "vr_paired"] and df.loc["super", "vr_text"] == ref.text()
+    assert df.loc["super", "vr_verdict"] == ref.verdict == "higher"
+    assert ref.diff == pytest.approx(RESULTS["super"][0] - RESULTS["random"][0])
+    # selfsuper (two seeds) against random (one run): a t-test over the two per-seed differences
+    diffs = [RESULTS[f"ss-s{s}"][0] - RESULTS["random"][0] for s in (0, 1)]
+    assert df.loc["selfsuper", "vr_text"] == stats.paired_over_seeds(diffs).text()
+    # the transfer row's folder predates predictions: the interval rule, and the cell says so
+    assert not df.loc["selfsuper-transfer", "vr_paired"]
+    assert df.loc["selfsuper-transfer", "vr_text"] == "+25.0 (intervals apart; no per-image predictions)"
+    shown = rp.main_table_display(df).set_index(df.index)
+    col = "Top-1 vs random (points) [95%], p"
+    assert shown.loc["super", col] == f"{ref.text()}: higher"
+    assert shown.loc["random", col] == "(the floor)" and shown.loc["imagenet-super", col] == "—"
+    assert shown.loc["selfsuper-transfer", col].endswith("no per-image predictions): higher")
+
+
+def test_super_probe_is_the_like_for_like_row_beside_super(study):
+    df = rp.main_table(study)
+    rows = list(df.index)
+    assert rows.index("super-probe") == rows.index("super") + 1
+    assert df.loc["super-probe", "evaluation"].startswith("linear probe")
+    assert df.loc["super", "evaluation"] == "tested directly"
+    assert df.loc["super-probe", "top1"] == RESULTS["super-probe"][0]
+    ref = stats.paired(fake_predictions(*RESULTS["super-probe"]).correct(),
+                       fake_predictions(*RESULTS["super"]).correct())
+    assert df.loc["super-probe", "vs_text"] == ref.text() and df.loc["super-probe", "vs_verdict"] == ref.verdict
+
+
+def test_the_headline_names_the_paired_test_and_each_rows_gain_over_super(study):
+    text = rp.verdict(rp.main_table(study).dropna(subset=["top1"]))
+    ref = stats.paired(fake_predictions(*RESULTS["super"]).correct(), fake_predictions(*RESULTS["random"]).correct())
+    assert f"super ({ref.text()})" in text
+    assert "paired test where the rows have per-image predictions, else 95% intervals" in text
+    gain = stats.paired(fake_predictions(*RESULTS["super-probe"]).correct(),
+                        fake_predictions(*RESULTS["super"]).correct())
+    word = {"higher": "above it", "lower": "below it", "same": "no difference resolved"}[gain.verdict]
+    assert f"super-probe ({gain.text()}; {word})" in text
+
+
+def _run(tmp_path, name, preds, seed=0):
+    path = tmp_path / name
+    record = predictions.save_predictions(path / predictions.PREDICTIONS, preds)
+    return RunInfo(name=name, notebook="linear_eval", stage="linear_eval", path=path, role={}, state="done",
+                   reason=None, fingerprint="f", result={"fingerprint": "f", **record}, planned={"seed": seed})
+
+
+def test_rows_are_paired_only_on_the_same_test_images(tmp_path):
+    a = _run(tmp_path, "a", fake_predictions(60.0, 80.0))
+    b = _run(tmp_path, "b", fake_predictions(50.0, 70.0))
+    assert tables.paired_runs([a], [b]) == stats.paired(fake_predictions(60.0, 80.0).correct(),
+                                                        fake_predictions(50.0, 70.0).correct())
+    other = fake_predictions(50.0, 70.0)
+    shuffled = predictions.Predictions(other.top1[::-1].copy(), other.top5_hit[::-1].copy(), other.labels[::-1].copy())
+    c = _run(tmp_path, "c", shuffled)  # other test images (here: another order): no pairing
+    assert tables.paired_runs([a], [c]) is None
+    row = {"top1": 60.0, "top1_lo": 53.0, "top1_hi": 66.7}
+    base = {"top1": 50.0, "top1_lo": 43.1, "top1_hi": 56.9}
+    got = tables.compare_rows([a], [c], row, base)
+    assert not got.paired and got.verdict == "same"
+    assert got.text == "+10.0 (intervals overlap; no per-image predictions)"
+
+
+def test_repeated_seeds_are_paired_seed_by_seed(tmp_path):
+    accs_a, accs_b = (60.0, 58.0, 63.0), (50.0, 51.0, 49.5)
+    a = [_run(tmp_path, f"a{s}", fake_predictions(v, 90.0), seed=s) for s, v in enumerate(accs_a)]
+    b = [_run(tmp_path, f"b{s}", fake_predictions(v, 90.0), seed=s) for s, v in enumerate(accs_b)]
+    got = tables.paired_runs(a, b)
+    ref = stats.paired_over_seeds([x - y for x, y in zip(accs_a, accs_b)])
+    assert (got.diff, got.low, got.high, got.p) == pytest.approx((ref.diff, ref.low, ref.high, ref.p))
+    assert got.basis == "paired t over 3 seeds" and got.verdict == "higher"
+
+
+def test_study_sentences_use_the_paired_test_where_cells_have_predictions(study):
+    size = rp.size_table(study)
+    # the 25% cell (size, 20%) has predictions, the 100% cell (transfer, 30%) has none: intervals
+    assert set(size["vb_paired"]) == {False}
+    hp = rp.hparam_table(study)
+    assert hp["vb_paired"].any()
+    text = rp.study_spread(hp, ["temperature", "batch_size"])
+    worst = hp.loc[hp["top1"].idxmin()]
+    assert f"Paired test of the worst against the best on the same test images: {worst['vb_text']} points." in text
+
+
+def test_heatmap_colours_span_a_fixed_width_so_noise_stays_pale(study):
+    assert fg.heatmap_limits([50.0, 50.5, 49.8]) == pytest.approx((50.1 - 5.0, 50.1 + 5.0))
+    lo, hi = fg.heatmap_limits([30.0, 50.0, 40.0])  # a real 20-point spread still fits
+    assert (lo, hi) == pytest.approx((30.0, 50.0))
+    hp = rp.hparam_table(study)
+    fig = fg.plot_hparam_heatmap(hp)
+    mesh = fig.axes[0].collections[0]
+    assert mesh.norm.vmax - mesh.norm.vmin == pytest.approx(10.0)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    best = hp.loc[hp["top1"].idxmax()]
+    assert f"{best['top1']:.1f}\nbest" in texts
+    shown = rp.hparam_display(hp)
+    assert "best" in list(shown["Top-1 vs best cell"])
+    matplotlib.pyplot.close(fig)
+
+
+def test_references_hold_the_course_and_simclr_paper_figures_with_their_budgets():
+    refs = rp.references_table().set_index("Published result")
+    course = {"selfsuper-transfer": ("32.93", "61.08"), "super-transfer": ("38.15", "66.66"),
+              "selfsuper": ("35.77", "63.55"), "super": ("50.80", "76.95")}
+    for name, (t1, t5) in course.items():
+        row = refs.loc[[i for i in refs.index if i.startswith(f"Course: {name} (")]].iloc[0]
+        assert (row["Top-1 (%)"], row["Top-5 (%)"]) == (t1, t5) and "100 epochs" in row["Budget"]
+    paper = refs[refs["Source"].str.contains("2002.05709")]
+    assert sorted(paper["Top-1 (%)"]) == ["71.60", "78.30"] and set(paper["Top-5 (%)"]) == {"—"}
+    assert all("ResNet-50" in b and "224 px" in b for b in paper["Budget"])
+
+
+def test_fine_tuning_gain_is_paired_with_super_on_the_same_images(study):
+    ft = rp.finetune_table(study)
+    ref = stats.paired(fake_predictions(*RESULTS["ft-ss"]).correct(), fake_predictions(*RESULTS["super"]).correct())
+    assert ft.loc["selfsuper", "gain_paired"] and ft.loc["selfsuper", "gain_text"] == ref.text()
+    assert ft.loc["selfsuper", "gain_vs"] == ref.verdict
+    shown = rp.finetune_display(ft)
+    assert shown["Gain top-1"].iloc[0] == ref.text() + (" (within noise)" if ref.verdict == "same" else "")
+    # the size study's cells lack predictions on one side: its sentence says it used the intervals
+    assert "95% intervals" in rp.study_spread(rp.size_table(study), ["pct"])
+
+
+def test_a_damaged_predictions_file_falls_back_to_the_intervals(tmp_path):
+    a = _run(tmp_path, "a", fake_predictions(60.0, 80.0))
+    b = _run(tmp_path, "b", fake_predictions(50.0, 70.0))
+    assert tables.run_predictions(a) is not None
+    (a.path / predictions.PREDICTIONS).write_bytes(b"not a zip file")
+    assert tables.run_predictions(a) is None and tables.paired_runs([a], [b]) is None
+    assert tables.run_predictions(b) is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ from simpleclr.config import LinearEvalConfig
 from simpleclr.training.device import resolve_runtime
 from simpleclr.training.evaluate import (best_on_validation, extract_features, fit_linear_probe, knn_predict,
                                          knn_top1, linear_eval, topk_accuracy)
+from simpleclr.runs import predictions
 from simpleclr.runs.rundir import RunConflict, RunDir
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -235,6 +237,13 @@ def test_linear_eval_end_to_end_on_generated_cifar100(tmp_path, monkeypatch):
     assert torch.allclose(feats["features"].float(), ref, atol=2e-2, rtol=1e-2)
     written = json.loads((out / "config.json").read_text())
     assert written["data"]["train"]["source"] == "generated"
+    # per-image test predictions, in test order, that reproduce the recorded accuracies
+    preds = predictions.load_predictions(out / result["predictions"], result["test_labels_digest"])
+    assert result["predictions"] == "predictions.npz"
+    assert preds.labels.tolist() == test.labels.tolist()
+    assert result["test_labels_digest"] == predictions.labels_digest(test.labels)
+    assert preds.accuracy("top1") == pytest.approx(result["top1"], abs=1e-4)  # result.json: a float32 mean
+    assert preds.accuracy("top5") == pytest.approx(result["top5"], abs=1e-4)  # result.json: a float32 mean
 
     # a finished run is returned as it is, without computing anything
     def boom(*a, **k):
@@ -342,3 +351,37 @@ def test_selection_reads_validation_accuracy_only():
     assert best_on_validation(tie, "weight_decay")["weight_decay"] == 1e-2  # ties: the larger value
     with pytest.raises(ValueError, match="at least one row"):
         best_on_validation([], "weight_decay")
+
+
+# ---- saved test predictions -------------------------------------------------------------------
+def test_predictions_from_logits_agree_with_topk_accuracy():
+    g = torch.Generator().manual_seed(1)
+    logits, labels = torch.randn(500, 20, generator=g), torch.randint(0, 20, (500,), generator=g)
+    preds = predictions.from_logits(logits, labels)
+    acc = topk_accuracy(logits, labels)
+    assert preds.accuracy("top1") == pytest.approx(acc["top1"]) and preds.accuracy("top5") == pytest.approx(acc["top5"])
+    assert preds.top1.tolist() == logits.argmax(1).tolist()
+    ranks = (logits > logits.gather(1, labels.view(-1, 1))).sum(1)  # classes scored above the label
+    assert preds.top5_hit.tolist() == (ranks < 5).tolist()
+
+
+def test_saved_predictions_round_trip_and_damage_is_named(tmp_path):
+    g = torch.Generator().manual_seed(2)
+    logits, labels = torch.randn(64, 10, generator=g), torch.randint(0, 10, (64,), generator=g)
+    preds = predictions.from_logits(logits, labels)
+    path = tmp_path / predictions.PREDICTIONS
+    record = predictions.save_predictions(path, preds)
+    assert record == {"predictions": "predictions.npz", "test_labels_digest": predictions.labels_digest(labels)}
+    back = predictions.load_predictions(path, record["test_labels_digest"])
+    assert (back.top1 == preds.top1).all() and (back.top5_hit == preds.top5_hit).all()
+    assert (back.labels == labels.numpy()).all()
+    with pytest.raises(predictions.PredictionsError, match="do not match"):
+        predictions.load_predictions(path, predictions.labels_digest(labels.flip(0)))
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(predictions.PredictionsError, match="cannot read"):
+        predictions.load_predictions(path)
+    # an object array would need pickle to load: refused, never run
+    np.savez(path, top1=np.array([object()]), top5_hit=np.array([True]), labels=np.array([0]),
+             digest=np.array("x"))
+    with pytest.raises(predictions.PredictionsError, match="cannot read"):
+        predictions.load_predictions(path)

@@ -23,6 +23,7 @@ from simpleclr.data import DataError, load_split
 from simpleclr.training.device import resolve_runtime, rng_state, set_rng_state
 from simpleclr.training.distributed import World
 from simpleclr.training.optim import warmup_cosine
+from simpleclr.runs import predictions
 from simpleclr.runs.rundir import CheckpointError, RunConflict, RunDir, atomic_torch_save
 
 TINY = "synthetic-cifar100:classes=10,train=12,test=4,seed=3"  # loop mechanics only
@@ -411,6 +412,10 @@ def test_supervised_from_scratch_learns_and_reports_test_accuracy(shapes, data_d
     assert result["n_train"] == 189 and result["n_test"] == 140  # 10% of each class held out
     assert result["top1"] >= 35.0, result  # chance is 14%; seeds 0-2 gave 50-57
     assert result["top5"] >= result["top1"]
+    preds = predictions.load_predictions(tmp_path / result["predictions"], result["test_labels_digest"])
+    assert preds.n == 140
+    assert preds.accuracy("top1") == pytest.approx(result["top1"], abs=1e-4)  # result.json: a float32 mean
+    assert preds.accuracy("top5") == pytest.approx(result["top5"], abs=1e-4)  # result.json: a float32 mean
     final = _final(tmp_path)
     assert set(final["fc"]) == {"weight", "bias"} and final["fc"]["weight"].shape == (7, 512)
     assert final["meta"]["source"]["stage"] == "supervised"

@@ -25,10 +25,11 @@ from .model import ROW_NAMES, ReportError, RunInfo, Study
 PathLike = Union[str, Path]
 
 
-# The columns tables.hparam_table adds to its axes: the seed summary, kNN and loss.
+# The columns tables.hparam_table adds to its axes: the seed summary, kNN, loss and each cell's
+# comparison with the best cell.
 HPARAM_VALUES = frozenset({"top1", "top1_std", "top1_lo", "top1_hi", "top5", "top5_std", "top5_lo",
                            "top5_hi", "n", "n_test", "planned", "n_labelled", "missing", "knn_top1",
-                           "final_loss"})
+                           "final_loss", "vb_verdict", "vb_diff", "vb_text", "vb_paired"})
 
 
 def hparam_axes(df: pd.DataFrame) -> list[str]:
@@ -172,15 +173,46 @@ def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Op
     return fig
 
 
+HEATMAP_SPAN = 10.0  # points of accuracy the heatmap's colour scale spans at least
+
+
+def heatmap_limits(values: Sequence[float], span: float = HEATMAP_SPAN) -> tuple[float, float]:
+    """(vmin, vmax) of the heatmap's colours: at least ``span`` points centred on the cells' mean,
+    wider only to keep every cell on the scale. A scale stretched from the worst to the best cell
+    would paint a 0.5-point difference, inside the noise, as the full range of colours."""
+    vals = np.asarray([float(v) for v in values], dtype=float)
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        raise ValueError("heatmap_limits needs at least one value")
+    centre = float(vals.mean())
+    half = max(span / 2, float(np.abs(vals - centre).max()))
+    return centre - half, centre + half
+
+
+def _cell_label(value: float, vs_best: str) -> str:
+    """A heatmap cell's text: its accuracy, and where it stands against the best cell."""
+    mark = {"": "\nbest", "same": "\n= best", "lower": ""}.get(vs_best, "")
+    return f"{value:.1f}{mark}"
+
+
 def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
-    """Heatmap(s) of probe top-1 over the first two hparam axes, one panel per other-axes cell."""
+    """Heatmap(s) of probe top-1 over the first two hparam axes, one panel per other-axes cell.
+
+    The colours span a fixed number of points around the mean (:func:`heatmap_limits`), so noise
+    stays pale; each cell says whether it differs from the best cell (``= best``: not, by the
+    paired test where the cells have predictions, else by their 95% intervals)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     if _nothing(df, value):
         return None
     df = df.dropna(subset=[value])
-    axes = hparam_axes(df)
+    vmin, vmax = heatmap_limits(df[value])
+    vs_best = df["vb_verdict"] if "vb_verdict" in df.columns else pd.Series("lower", index=df.index)
+    if "vb_verdict" not in df.columns:
+        vs_best = vs_best.where(df[value] != df[value].max(), "")
+    df = df.assign(_label=[_cell_label(v, b) for v, b in zip(df[value], vs_best)])
+    axes = hparam_axes(df.drop(columns="_label"))
     if len(axes) == 1:
         axes = axes + ["_"]
         df = df.assign(_="")
@@ -189,8 +221,10 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
     fig, axs = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 1, 3.6), squeeze=False)
     for ax, (key, g) in zip(axs[0], panels):
         pivot = g.pivot_table(index=rows_ax, columns=cols_ax, values=value, aggfunc="mean")
-        sns.heatmap(pivot, annot=True, fmt=".1f", cmap="viridis", ax=ax,
-                    cbar_kws={"label": "probe top-1 (%)"})
+        labels = g.pivot_table(index=rows_ax, columns=cols_ax, values="_label", aggfunc="first")
+        labels = labels.reindex(index=pivot.index, columns=pivot.columns).fillna("")
+        sns.heatmap(pivot, annot=labels.to_numpy(), fmt="", cmap="RdBu_r", vmin=vmin, vmax=vmax, ax=ax,
+                    cbar_kws={"label": f"probe top-1 (%), {vmax - vmin:g}-point scale"})
         ax.set_ylabel(rows_ax.replace("_", " "))
         ax.set_xlabel(cols_ax.replace("_", " ") if cols_ax != "_" else "")
         key = key if isinstance(key, tuple) else (key,)
@@ -268,13 +302,14 @@ def plot_training_curves(curves: Sequence[tuple[str, RunInfo]]) -> Any:
 # ---- t-SNE ------------------------------------------------------------------------------------
 def tsne_sources(study: Study) -> list[tuple[str, RunInfo]]:
     """(row, run with features.pt) per main-table row, first seed, in row order."""
-    out = []
+    out, used = [], set()
     for name in ROW_NAMES:
         cands = [r for r in study.with_role("row", name) + study.with_role("features", name)
-                 if r.notebook == "linear_eval"]
+                 if r.notebook == "linear_eval" and r.name not in used]
         cands = [r for r in cands if r.done and RunDir(r.path).features_path.is_file()]
         if cands:
             out.append((name, cands[0]))
+            used.add(cands[0].name)
     return out
 
 

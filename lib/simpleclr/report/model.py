@@ -24,6 +24,8 @@ MAIN_ROWS: tuple[tuple[str, str, str], ...] = (
     ("super-transfer", "supervised on Tiny ImageNet-200", "linear probe"),
     ("imagenet-super", "torchvision ResNet-18 ImageNet-1k weights", "linear probe"),
     ("super", "supervised from scratch on CIFAR-100", "tested directly"),
+    ("super-probe", "supervised from scratch on CIFAR-100 (the super encoder)",
+     "linear probe (like for like with the probed rows)"),
     ("random", "randomly initialised encoder", "linear probe (the floor)"),
 )
 ROW_NAMES = tuple(r[0] for r in MAIN_ROWS)

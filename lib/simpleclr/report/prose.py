@@ -26,14 +26,37 @@ from .tables import (finetune_display, finetune_table, hparam_display, hparam_ta
                      label_table, main_table_display, size_display, size_table, style_main_table, styled)
 
 
-# Published figures for context, each verified against its source (see the URLs).
+# Published figures for context, each verified against its source (see the URLs), with the budget
+# behind it: architecture, training length, input size. Top-5 is None where the source gives none.
+SIMCLR_PAPER = ("https://arxiv.org/abs/2002.05709 (Chen et al. 2020, appendix B.8, transfer table, "
+                "linear evaluation; quoted with the same figures in BYOL's Table 3, arXiv:2006.07733)")
+COURSE = "the original course project's results, the figures this project set out to reproduce"
 REFERENCES: tuple[dict, ...] = (
     {"what": "SimCLR ResNet-18 pretrained on CIFAR-100, linear classifier (solo-learn)",
-     "top1": 65.78, "top5": 89.04, "budget": "1000 epochs, batch 256, online linear head",
+     "top1": 65.78, "top5": 89.04, "budget": "ResNet-18, 32 px, 1000 epochs, batch 256, online linear head",
      "source": "https://github.com/vturrisi/solo-learn (README, CIFAR-100 results table)"},
     {"what": "ResNet-18 supervised from scratch on CIFAR-100 (pytorch-cifar100)",
-     "top1": 75.61, "top5": 93.05, "budget": "200 epochs, SGD, step schedule (top-1 error 24.39)",
+     "top1": 75.61, "top5": 93.05,
+     "budget": "ResNet-18, 32 px, 200 epochs, SGD, step schedule (top-1 error 24.39)",
      "source": "https://github.com/weiaicunzai/pytorch-cifar100 (README, results table)"},
+    {"what": "SimCLR pretrained on ImageNet (no labels), linear probe on CIFAR-100 (SimCLR paper)",
+     "top1": 71.6, "top5": None, "budget": "ResNet-50 (1×), ImageNet pretraining, 224 px, frozen features",
+     "source": SIMCLR_PAPER},
+    {"what": "Supervised on ImageNet, linear probe on CIFAR-100 (SimCLR paper)",
+     "top1": 78.3, "top5": None, "budget": "ResNet-50 (1×), ImageNet pretraining, 224 px, frozen features",
+     "source": SIMCLR_PAPER},
+    {"what": "Course: selfsuper-transfer (SimCLR on Tiny ImageNet, probed on CIFAR-100)",
+     "top1": 32.93, "top5": 61.08, "budget": "100 epochs (architecture and input size as in the course)",
+     "source": COURSE},
+    {"what": "Course: super-transfer (supervised on Tiny ImageNet, probed on CIFAR-100)",
+     "top1": 38.15, "top5": 66.66, "budget": "100 epochs (architecture and input size as in the course)",
+     "source": COURSE},
+    {"what": "Course: selfsuper (SimCLR on CIFAR-100, probed on CIFAR-100)",
+     "top1": 35.77, "top5": 63.55, "budget": "100 epochs (architecture and input size as in the course)",
+     "source": COURSE},
+    {"what": "Course: super (supervised on CIFAR-100, tested directly)",
+     "top1": 50.80, "top5": 76.95, "budget": "100 epochs (architecture and input size as in the course)",
+     "source": COURSE},
 )
 
 
@@ -126,41 +149,80 @@ def budget_mismatches(study: Study) -> list[str]:
     return out
 
 
+def _row_verdict(done: pd.DataFrame, name: str, prefix: str, other: str) -> str:
+    """``name``'s verdict against ``other``: the main table's paired one, else the intervals'."""
+    col = f"{prefix}_verdict"
+    if col in done.columns and isinstance(done.loc[name, col], str) and done.loc[name, col]:
+        return done.loc[name, col]
+    return versus(done.loc[name], done.loc[other])
+
+
+def _how(done: pd.DataFrame, names: Sequence[str], prefix: str) -> str:
+    """Which test made the verdicts about ``names``: the paired test, the intervals, or both."""
+    paired = {bool(done.loc[n, f"{prefix}_paired"]) if f"{prefix}_paired" in done.columns else False
+              for n in names}
+    if paired == {True}:
+        return "paired test on the same test images"
+    if paired == {False}:
+        return "by the 95% intervals; no per-image predictions for a paired test"
+    return "paired test where the rows have per-image predictions, else 95% intervals"
+
+
+def _diff_text(done: pd.DataFrame, name: str, prefix: str, fallback: float) -> str:
+    """``+1.2 [+0.5, +1.9], p=0.002`` from the paired test, else the plain difference."""
+    col = f"{prefix}_text"
+    if f"{prefix}_paired" in done.columns and done.loc[name, f"{prefix}_paired"]:
+        return str(done.loc[name, col])
+    return f"{fallback:+.1f}"
+
+
 def verdict(done: pd.DataFrame) -> str:
-    """The study's answer in one sentence, from the main table's 95% intervals: a difference
-    inside the noise is said to be one, never turned into a ranking."""
+    """The study's answer from the main table: which representations clear the random floor and
+    each one's gain over training from scratch (``super``), from the paired tests where the rows
+    have per-image predictions, else the 95% intervals. A difference inside the noise is said to
+    be one, never turned into a ranking."""
     best = done["top1"].idxmax()
     b = done.loc[best]
     text = (f"Best CIFAR-100 top-1: <b>{best}</b> ({ROW_INFO[best][0]}) at <b>"
             f"{fmt_pm(b['top1'], b['top1_std'], low=b.get('top1_lo'), high=b.get('top1_hi'))}%</b>")
-    tied = [n for n in done.index if n != best and versus(done.loc[n], b) == "same"]
+    tied = [n for n in done.index if n != best and _row_verdict(done, n, "vb", best) == "same"]
     if tied:
-        text += (f"; the 95% interval of {', '.join(tied)} overlaps the best one's, "
-                 "so this plan does not rank them")
-    if "super" in done.index and best != "super":
-        sup = done.loc["super"]
-        rel = versus(b, sup)
-        if rel == "same":
-            text += (f"; no difference from supervised from scratch ({sup['top1']:.1f}%) is resolved "
-                     "at this budget")
-        else:
-            beyond = ", beyond the 95% intervals" if rel == "higher" else ""
-            text += (f", {b['d_top1']:+.1f} points vs supervised from scratch ({sup['top1']:.1f}%)"
-                     f"{beyond}")
+        text += (f"; {', '.join(tied)} {'does' if len(tied) == 1 else 'do'} not differ from it "
+                 f"({_how(done, tied, 'vb')}), so this plan does not rank them")
     trained = [n for n in done.index if n != "random"]
     if "random" in done.index and trained:
-        above = [n for n in trained if versus(done.loc[n], done.loc["random"]) == "higher"]
-        if best == "random" or (not above and all(versus(done.loc[n], done.loc["random"])
-                                                  for n in trained)):
+        above = [n for n in trained if _row_verdict(done, n, "vr", "random") == "higher"]
+        if above:
+            gains = ", ".join(f"{n} ({_diff_text(done, n, 'vr', done.loc[n, 'top1'] - done.loc['random', 'top1'])})"
+                              for n in above)
+            text += f"; above the random-encoder floor (points; {_how(done, above, 'vr')}): {gains}"
+            rest = [n for n in trained if n not in above]
+            if rest:
+                text += f"; not above it: {', '.join(rest)}"
+        if best == "random" or not above:
             text += (" — no trained representation is above the random-encoder floor beyond the "
                      "noise at this plan's budget, so read the rows as a check of the pipeline, "
                      "not as a result")
+    if "super" in done.index:
+        sup = done.loc["super"]
+        others = [n for n in done.index if n not in ("super", "random")]
+        parts = []
+        for n in others:
+            rel = _row_verdict(done, n, "vs", "super")
+            d = _diff_text(done, n, "vs", done.loc[n, "d_top1"] if "d_top1" in done.columns
+                           else done.loc[n, "top1"] - sup["top1"])
+            word = {"higher": "above it", "lower": "below it"}.get(rel, "no difference resolved")
+            parts.append(f"{n} ({d}; {word})")
+        if parts:
+            text += (f"; against supervised from scratch (super, {sup['top1']:.1f}%; points; "
+                     f"{_how(done, others, 'vs')}): " + ", ".join(parts))
     return text
 
 
 def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
-    """What a study (pretraining-set size, hyperparameters) shows, from its cells' 95% intervals:
-    whether its best and worst cells differ beyond the noise. ``axes`` name a cell."""
+    """What a study (pretraining-set size, hyperparameters) shows: whether its cells differ from
+    its best one, by the paired test where the cells have per-image predictions, else by their
+    95% intervals. ``axes`` name a cell."""
     cells = [(r, row_interval(r)) for _, r in df.iterrows()]
     cells = [(r, i) for r, i in cells if i is not None]
     if len(cells) < 2:
@@ -173,6 +235,16 @@ def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
                          else f"{a.replace('_', ' ')} {row[a]}" for a in axes)
 
     text = f"Best cell {name(hi_row)}: {hi.text()}%; worst {name(lo_row)}: {lo.text()}%. "
+    if "vb_paired" in df.columns and lo_row.get("vb_paired"):
+        same = sum(1 for r, _ in cells if r.get("vb_verdict") == "same")
+        text += (f"Paired test of the worst against the best on the same test images: "
+                 f"{lo_row['vb_text']} points. ")
+        if lo_row["vb_verdict"] == "same":
+            return text + ("No cell differs from the best beyond the noise, so at this budget the study "
+                           "shows no difference between its cells: it needs more steps or seeds to "
+                           "separate them.")
+        return text + (f"The best is above the worst; {same} of {len(cells) - 1} other cells do not "
+                       "differ from the best (paired test).")
     if hi.overlaps(lo):
         return text + ("Their 95% intervals overlap, so at this budget the study shows no difference "
                        "between its cells: it needs more steps or seeds to separate them.")
@@ -328,9 +400,14 @@ def protocol(study: Study) -> str:
 
 
 def references_table() -> pd.DataFrame:
+    """The published figures beside which the report's rows are read, each with its budget."""
+    def source(text: str) -> str:
+        url = text.split(" ")[0]
+        return f"<a href='{url}'>{html.escape(text)}</a>" if url.startswith("http") else html.escape(text)
+
     return pd.DataFrame([{"Published result": r["what"], "Top-1 (%)": f"{r['top1']:.2f}",
-                          "Top-5 (%)": f"{r['top5']:.2f}", "Budget": r["budget"],
-                          "Source": f"<a href='{r['source'].split(' ')[0]}'>{html.escape(r['source'])}</a>"}
+                          "Top-5 (%)": "—" if r["top5"] is None else f"{r['top5']:.2f}",
+                          "Budget": r["budget"], "Source": source(r["source"])}
                          for r in REFERENCES])
 
 

@@ -9,12 +9,15 @@ re-exports the names the report notebook calls. Nothing here trains or evaluates
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
 from . import stats
+from ..runs.predictions import Predictions, PredictionsError, load_predictions
 from .figures import hparam_axes
 from .model import ROW_INFO, ROW_NAMES, RunInfo, Study
 
@@ -65,6 +68,118 @@ def versus(row: Any, base: Any, key: str = "top1") -> str:
     """"higher", "lower", "same" (inside the noise) or "" (no interval) for ``row`` against ``base``."""
     a, b = row_interval(row, key), row_interval(base, key)
     return stats.compare(a, b) if a is not None and b is not None else ""
+
+
+# ---- paired comparisons --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    """Row a against row b as a table shows it: the verdict ("higher", "same", "lower"; "" when
+    nothing can be said), the difference in points, its text and whether a paired test made it."""
+
+    verdict: str
+    diff: float
+    text: str
+    paired: bool
+    basis: str
+
+
+NO_COMPARISON = Comparison("", math.nan, "—", False, "")
+_PREDICTIONS: dict[tuple[str, int, int], Optional[Predictions]] = {}
+
+
+def run_predictions(run: RunInfo) -> Optional[Predictions]:
+    """A finished run's per-image test predictions, checked against the test-label digest its
+    result.json recorded; None for a folder written before they were saved, or a damaged file
+    (the report then falls back to the interval rule and says so). Read once per file version:
+    the tables pair each run many times."""
+    res = run.result or {}
+    if not run.done or not res.get("predictions") or not res.get("test_labels_digest"):
+        return None
+    path = Path(run.path) / str(res["predictions"])
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _PREDICTIONS:
+        try:
+            _PREDICTIONS[key] = load_predictions(path, res["test_labels_digest"])
+        except PredictionsError:
+            _PREDICTIONS[key] = None
+    return _PREDICTIONS[key]
+
+
+def _by_seed(runs: Sequence[RunInfo]) -> dict[int, Predictions]:
+    out: dict[int, Predictions] = {}
+    for r in runs:
+        preds = run_predictions(r)
+        if preds is not None:
+            out.setdefault(int(r.config.get("seed", 0) or 0), preds)
+    return out
+
+
+def paired_runs(a_runs: Sequence[RunInfo], b_runs: Sequence[RunInfo], key: str = "top1") -> Optional[stats.Paired]:
+    """Row a against row b from their runs' per-image test predictions, or None when either has
+    none or they were not tested on the same images (different test-label digests).
+
+    One run each: the exact McNemar test on the images (:func:`stats.paired`). More than one run on
+    either side: one difference per pair of runs, each measured on the same images, then a t-test
+    over them (:func:`stats.paired_over_seeds`), so the training noise between seeds counts and a
+    lucky seed cannot make a verdict. Pairs are the shared seeds (when two or more are shared),
+    else each run of the row with several against the other row's single run, else the runs in
+    seed order.
+    """
+    a, b = _by_seed(a_runs), _by_seed(b_runs)
+    if not a or not b or len({p.digest for p in (*a.values(), *b.values())}) != 1:
+        return None
+    if len(a) == 1 and len(b) == 1:
+        return stats.paired(next(iter(a.values())).correct(key), next(iter(b.values())).correct(key))
+    shared = sorted(set(a) & set(b))
+    if len(shared) >= 2:
+        pairs = [(a[s], b[s]) for s in shared]
+    elif len(b) == 1:
+        pairs = [(pa, next(iter(b.values()))) for _, pa in sorted(a.items())]
+    elif len(a) == 1:
+        pairs = [(next(iter(a.values())), pb) for _, pb in sorted(b.items())]
+    else:
+        pairs = list(zip((p for _, p in sorted(a.items())), (p for _, p in sorted(b.items()))))
+    return stats.paired_over_seeds([pa.accuracy(key) - pb.accuracy(key) for pa, pb in pairs])
+
+
+def compare_rows(a_runs: Sequence[RunInfo], b_runs: Sequence[RunInfo], a_row: Any, b_row: Any,
+                 key: str = "top1") -> Comparison:
+    """Row a against row b: the paired test where both have per-image predictions of the same
+    test images, else the interval-overlap rule, which the text then names."""
+    if a_row is None or b_row is None or any(_nan(r.get(key)) for r in (a_row, b_row)):
+        return NO_COMPARISON
+    pair = paired_runs(a_runs, b_runs, key)
+    if pair is not None:
+        return Comparison(pair.verdict, pair.diff, pair.text(), True, pair.basis)
+    verdict = versus(a_row, b_row, key)
+    diff = float(a_row[key]) - float(b_row[key])
+    rule = {"same": "intervals overlap", "": "no interval"}.get(verdict, "intervals apart")
+    return Comparison(verdict, diff, f"{fmt_delta(diff)} ({rule}; no per-image predictions)", False,
+                      "interval overlap")
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _versus_best(groups: Sequence[Sequence[RunInfo]], df: pd.DataFrame, key: str = "top1") -> list[Comparison]:
+    """Each group (a table row, ``df``'s row in the same order) against the row with the best
+    mean ``key``: what the size and hyperparameter studies say about their cells."""
+    if df.empty or df[key].isna().all():
+        return [NO_COMPARISON] * len(df)
+    best = int(np.nanargmax(df[key].to_numpy(dtype=float)))
+    return [NO_COMPARISON if i == best else compare_rows(groups[i], groups[best], df.iloc[i], df.iloc[best], key)
+            for i in range(len(df))]
+
+
+def _add_comparisons(df: pd.DataFrame, prefix: str, comps: Sequence[Comparison]) -> None:
+    df[f"{prefix}_verdict"] = [c.verdict for c in comps]
+    df[f"{prefix}_diff"] = [c.diff for c in comps]
+    df[f"{prefix}_text"] = [c.text for c in comps]
+    df[f"{prefix}_paired"] = [c.paired for c in comps]
 
 
 def labelled_count(runs: Sequence[RunInfo]) -> str:
@@ -139,7 +254,9 @@ def main_table(study: Study) -> pd.DataFrame:
     """One row per main-table representation the plan has, in the issue's order.
 
     Columns: representation, evaluation, top1/top5 (mean over seeds) and their std, n (seeds with
-    numbers) of planned, d_top1/d_top5 (difference to ``super``), input_size, missing (why not).
+    numbers) of planned, d_top1/d_top5 (difference to ``super``), input_size, missing (why not);
+    top-1 against the random floor (``vr_*``), ``super`` (``vs_*``) and the best row (``vb_*``):
+    verdict, diff, text, paired (see :func:`compare_rows`).
     """
     rows = []
     for name in ROW_NAMES:
@@ -157,6 +274,12 @@ def main_table(study: Study) -> pd.DataFrame:
     base = df.loc["super"] if "super" in df.index else None
     df["d_top1"] = df["top1"] - base["top1"] if base is not None else math.nan
     df["d_top5"] = df["top5"] - base["top5"] if base is not None else math.nan
+    groups = {name: study.with_role("row", name) for name in df.index}
+    best = df["top1"].idxmax() if len(df) and df["top1"].notna().any() else None
+    for prefix, other in (("vr", "random"), ("vs", "super"), ("vb", best)):
+        _add_comparisons(df, prefix, [
+            compare_rows(groups[n], groups[other], df.loc[n], df.loc[other])
+            if other in df.index and n != other else NO_COMPARISON for n in df.index])
     return df
 
 
@@ -172,9 +295,11 @@ def finetune_table(study: Study) -> pd.DataFrame:
         probe = main.loc[name, "top1"] if name in main.index else math.nan
         base = main.loc["super", "top1"] if "super" in main.index else math.nan
         base5 = main.loc["super", "top5"] if "super" in main.index else math.nan
+        gain = (compare_rows(runs, study.with_role("row", "super"), s, main.loc["super"])
+                if "super" in main.index else NO_COMPARISON)
         rows.append({"init": name, "representation": ROW_INFO[name][0], **s,
                      "gain_top1": s["top1"] - base, "gain_top5": s["top5"] - base5, "probe_top1": probe,
-                     "gain_vs": versus(s, main.loc["super"]) if "super" in main.index else "",
+                     "gain_vs": gain.verdict, "gain_text": gain.text, "gain_paired": gain.paired,
                      "encoder_lr": "; ".join(encoder_lr_choice(r) for r in runs if r.done) or "—"})
     return pd.DataFrame(rows).set_index("init") if rows else pd.DataFrame()
 
@@ -233,7 +358,9 @@ def size_table(study: Study) -> pd.DataFrame:
                      "epochs_equiv": (np.nanmean([p.result.get("epochs") or math.nan for p in pres])
                                       if pres else math.nan),
                      **_metric_summary([r for r, _ in pairs])})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    _add_comparisons(df, "vb", _versus_best([[r for r, _ in pairs] for _, pairs in sorted(groups.items())], df))
+    return df
 
 
 def hparam_table(study: Study) -> pd.DataFrame:
@@ -257,7 +384,9 @@ def hparam_table(study: Study) -> pd.DataFrame:
                      "knn_top1": knn[0], "final_loss": loss[0]})
     if not rows:
         return pd.DataFrame()
-    return pd.DataFrame(rows).sort_values(axes).reset_index(drop=True)
+    df = pd.DataFrame(rows)
+    _add_comparisons(df, "vb", _versus_best([[r for r, _ in pairs] for pairs in groups.values()], df))
+    return df.sort_values(axes).reset_index(drop=True)
 
 
 # ---- formatting -----------------------------------------------------------------------------
@@ -339,7 +468,8 @@ def styled(df: pd.DataFrame, caption: str = "", delta_cols: Sequence[str] = (),
 
 
 def _delta_cells(df: pd.DataFrame, key: str) -> list[str]:
-    """Differences to ``super``, marked "(within noise)" when the 95% intervals overlap."""
+    """Differences to ``super``, marked "(within noise)" when the paired test (top-1, where both
+    rows have per-image predictions) or else the 95% intervals find no difference."""
     base = df.loc["super"] if "super" in df.index else None
     cells = []
     for name, row in df.iterrows():
@@ -347,10 +477,21 @@ def _delta_cells(df: pd.DataFrame, key: str) -> list[str]:
             cells.append("(baseline)")
             continue
         text = fmt_delta(row[f"d_{key}"])
-        if base is not None and versus(row, base, key) == "same":
+        same = (row["vs_verdict"] == "same" if key == "top1" and row.get("vs_paired")
+                else base is not None and versus(row, base, key) == "same")
+        if same:
             text += " (within noise)"
         cells.append(text)
     return cells
+
+
+def _floor_cells(df: pd.DataFrame) -> list[str]:
+    """Each row's top-1 against the random-encoder floor: paired difference [95%], p and verdict,
+    or the interval rule's verdict, named as such, for rows without per-image predictions."""
+    if "vr_text" not in df:
+        return ["—"] * len(df)
+    return ["(the floor)" if name == "random" else "—" if not row["vr_verdict"]
+            else f"{row['vr_text']}: {row['vr_verdict']}" for name, row in df.iterrows()]
 
 
 def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
@@ -360,6 +501,7 @@ def main_table_display(df: pd.DataFrame) -> pd.DataFrame:
         "Evaluation on CIFAR-100": df["evaluation"],
         "Top-1 (%)": fmt_acc(df, "top1"),
         "Top-5 (%)": fmt_acc(df, "top5"),
+        "Top-1 vs random (points) [95%], p": _floor_cells(df),
         "Δ top-1 vs super": _delta_cells(df, "top1"),
         "Δ top-5 vs super": _delta_cells(df, "top5"),
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
@@ -376,8 +518,8 @@ def finetune_display(df: pd.DataFrame) -> pd.DataFrame:
         "Initial encoder": [f"{n} — {r}" for n, r in zip(df.index, df["representation"])],
         "Fine-tuned top-1 (%)": fmt_acc(df, "top1"),
         "Fine-tuned top-5 (%)": fmt_acc(df, "top5"),
-        "Gain top-1": [fmt_delta(d) + (" (within noise)" if v == "same" else "")
-                       for d, v in zip(df["gain_top1"], df["gain_vs"])],
+        "Gain top-1": [(t if p else fmt_delta(d)) + (" (within noise)" if v == "same" else "")
+                       for d, v, t, p in zip(df["gain_top1"], df["gain_vs"], df["gain_text"], df["gain_paired"])],
         "Gain top-5": [fmt_delta(d) for d in df["gain_top5"]],
         "Its linear probe top-1 (%)": [fmt_pm(p) for p in df["probe_top1"]],
         "Encoder lr scale": df["encoder_lr"],
@@ -405,9 +547,18 @@ def size_display(df: pd.DataFrame) -> pd.DataFrame:
         "Epochs (equivalent)": [fmt_pm(e) for e in df["epochs_equiv"]],
         "Probe top-1 (%)": fmt_acc(df, "top1"),
         "Probe top-5 (%)": fmt_acc(df, "top5"),
+        "Top-1 vs best cell": _best_cells(df),
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
         "Missing": df["missing"],
     })
+
+
+def _best_cells(df: pd.DataFrame) -> list[str]:
+    """Each study cell against the best one: "best", or the comparison's text and verdict."""
+    if "vb_text" not in df:
+        return ["—"] * len(df)
+    return ["—" if _nan(t) else "best" if not v else f"{x}: {v}"
+            for t, v, x in zip(df["top1"], df["vb_verdict"], df["vb_text"])]
 
 
 def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
@@ -418,6 +569,7 @@ def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
     out.columns = [a.replace("_", " ") for a in axes]
     out["Probe top-1 (%)"] = fmt_acc(df, "top1")
     out["Probe top-5 (%)"] = fmt_acc(df, "top5")
+    out["Top-1 vs best cell"] = _best_cells(df)
     out["kNN monitor top-1 (%)"] = [fmt_pm(k) for k in df["knn_top1"]]
     out["Final NT-Xent loss"] = [fmt_pm(v, digits=3) for v in df["final_loss"]]
     out["Seeds"] = [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])]

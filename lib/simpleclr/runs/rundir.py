@@ -10,6 +10,7 @@ Layout of one run folder::
     result.json     the final figures; its presence (with a matching fingerprint) means "done"
     checkpoints/    last.pt (for resume) and final.pt (the model), each written atomically
     features.pt     evaluation only: frozen test features for the report's t-SNE
+    predictions.npz supervised and linear_eval: per-image test predictions (:mod:`.predictions`)
     notebook.ipynb  the executed notebook, when the run came from a plan
 """
 from __future__ import annotations

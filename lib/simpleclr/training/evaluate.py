@@ -305,7 +305,8 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     t_probe = time.perf_counter()
     probe = _probe_on_validation(cfg, run, train_feats, sub_labels, fit_idx, val_idx, num_classes,
                                  runtime.device)
-    test_acc = topk_accuracy(probe_logits(probe["final"], test_feats), test.labels)
+    test_logits = probe_logits(probe["final"], test_feats)
+    test_acc = topk_accuracy(test_logits, test.labels)
     probe_seconds = time.perf_counter() - t_probe
     _check_frozen(encoder, before)
 
@@ -321,7 +322,8 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
               "probe_loss": probe["final"].fit_info["loss"],
               "feature_seconds": feature_seconds, "probe_seconds": probe_seconds,
               "images_per_s": (int(subset.numel()) + len(test)) / max(feature_seconds, 1e-9),
-              "runtime": runtime.describe(), "wall_time_s": time.perf_counter() - t0}
+              "runtime": runtime.describe(), "wall_time_s": time.perf_counter() - t0,
+              **save_test_predictions(run, test_logits, test.labels)}
     run.write_result(result)
     return run.read_result()
 
@@ -416,6 +418,15 @@ def _save_test_features(cfg: LinearEvalConfig, run: "RunDir", test_feats: torch.
                        else list(test.coarse_classes),
                        "encoder": cfg.encoder, "encoder_source": encoder_source},
                       run.features_path)
+
+
+def save_test_predictions(run: "RunDir", logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Write the run's per-image test predictions (:mod:`simpleclr.runs.predictions`), which the
+    report's paired tests read; returns the fields result.json records about them."""
+    from ..runs import predictions
+
+    return predictions.save_predictions(run.path / predictions.PREDICTIONS,
+                                        predictions.from_logits(logits, labels))
 
 
 def linear_eval_on_one_rank(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:

@@ -75,11 +75,17 @@ def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int
 def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tensor, mean: Any,
               std: Any, runtime: Runtime) -> dict[str, float]:
     """Top-1 / top-5 (percent) of ``model`` on uint8 images, in eval mode, without augmentation."""
+    return evaluate.topk_accuracy(_logits(model, images, mean, std, runtime), labels.cpu(), ks=(1, 5))
+
+
+def _logits(model: models.Classifier, images: torch.Tensor, mean: Any, std: Any,
+            runtime: Runtime) -> torch.Tensor:
+    """``model``'s CPU logits for uint8 images, in eval mode, without augmentation."""
     with eval_mode(model):
         feats = evaluate.extract_features(model.encoder, images, mean, std, runtime)
         with torch.no_grad():
             logits = model.fc(feats.to(model.fc.weight.device, model.fc.weight.dtype))
-    return evaluate.topk_accuracy(logits.cpu(), labels.cpu(), ks=(1, 5))
+    return logits.cpu()
 
 
 def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
@@ -207,7 +213,8 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
     result = _summary(rows, loop)
     if world.is_main:
         dev = runtime.device
-        acc = _classify(parts.model, test.images.to(dev), test.labels, parts.mean, parts.std, runtime)
+        logits = _logits(parts.model, test.images.to(dev), parts.mean, parts.std, runtime)
+        acc = evaluate.topk_accuracy(logits, test.labels.cpu(), ks=(1, 5))
         meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
                 "image_size": split.image_size,
                 "source": {"run": str(out_dir), "stage": stage_of(cfg).command_for(cfg).name,
@@ -223,7 +230,8 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
                        "n_train": len(labelled.fit), "n_test": len(test), "lr": parts.lr,
                        "encoder_standin": models.uses_standin(parts.encoder_meta),
                        **labelled.record(), **choice,
-                       "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"]})
+                       "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"],
+                       **evaluate.save_test_predictions(run, logits, test.labels)})
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result
