@@ -30,8 +30,10 @@ def _error_classes() -> list[type]:
 
 
 ERRORS = _error_classes()
-# The builtin base each class had before SimpleCLRError, kept so ``except ValueError`` still works.
-BUILTIN_BASES = {"ConfigError": ValueError, "PlanError": ValueError, "BrokenRun": ValueError}
+# Each class's builtin base, so ``except ValueError`` catches the errors about bad values or files;
+# the rest are RuntimeError.
+BUILTIN_BASES = {"ConfigError": ValueError, "PlanError": ValueError, "BrokenRun": ValueError,
+                 "PredictionsError": ValueError}
 
 
 def test_the_walk_finds_the_known_error_classes():

@@ -3,7 +3,7 @@
 Every module is parsed (not imported) with ``ast``; every ``import`` counts, the ones inside
 functions too, since a lazy import is still an arrow. A module is named by its dotted path under
 ``simpleclr`` (``training.loop``, ``data.cache``); its package is the first part (``training``,
-``data``; ``cli``, ``config``, ``configio`` and ``errors`` are their own). The CLI imports each
+``data``; ``cli``, ``config``, ``configio``, ``errors`` and ``types`` are their own). The CLI imports each
 stage's entry function by the path the stage registry gives (``config.REGISTRY``): those count as
 arrows from ``cli`` too. A failure names the file and line of the import that breaks the rule.
 """
@@ -15,9 +15,11 @@ from pathlib import Path
 LIB = Path(__file__).resolve().parents[1] / "lib" / "simpleclr"
 OUTSIDE = {"notebooks", "plans", "tests", "scripts"}  # repository folders, not importable parts of lib
 
-# What each package may import besides itself. ``study`` (plans, estimate, bench, notebook helpers)
+# What each package may import besides itself (and ``types``, the shared type aliases, which every
+# module may import and which imports nothing of ours). ``study`` (plans, estimate, bench, notebook helpers)
 # drives everything below it, so it may import any package but ``cli``.
 ALLOWED = {
+    "types": set(),
     "errors": set(),
     "config": {"errors"},
     "configio": {"config", "errors"},
@@ -178,7 +180,7 @@ def test_every_package_imports_only_what_its_rule_allows():
     (and config, errors), data/ and runs/ stand on errors, nothing imports cli."""
     bad = []
     for src in sorted(GRAPH):
-        allowed = ALLOWED[package(src)] | {package(src)}
+        allowed = ALLOWED[package(src)] | {package(src), "types"}
         bad += [a for a in _arrows(src, {d for d in GRAPH[src] if package(d) not in allowed})]
     assert not bad, "arrows the package rules forbid: " + "; ".join(bad)
 
@@ -200,7 +202,7 @@ def test_only_the_prose_imports_the_tables():
 
 
 def test_the_study_model_reads_run_folders_only():
-    assert _reach("report.model") <= {"runs.rundir", "runs.locks", "errors"}, _arrows("report.model", set(GRAPH))
+    assert _reach("report.model") <= {"runs.rundir", "runs.locks", "errors", "types"}, _arrows("report.model", set(GRAPH))
 
 
 def test_estimate_times_with_bench_and_never_reaches_plans():
@@ -210,7 +212,7 @@ def test_estimate_times_with_bench_and_never_reaches_plans():
 
 
 def test_plan_files_are_read_without_running_or_timing_anything():
-    allowed = {"config", "configio", "runs.rundir", "runs.locks", "report.model", "errors"}
+    allowed = {"config", "configio", "runs.rundir", "runs.locks", "report.model", "errors", "types"}
     assert _reach("study.planfile") <= allowed, _arrows("study.planfile", set(GRAPH))
 
 

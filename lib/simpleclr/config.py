@@ -217,10 +217,8 @@ class PretrainConfig(TrainingConfig):
 
     That command (``run.py --train_batch_size 512 --learning_rate 1.0 --weight_decay 1e-4
     --temperature 0.5 --color_jitter_strength 0.5`` with LARS, no blur at 32 px) differs from the
-    paper's ImageNet settings (lr 0.3, weight decay 1e-6, jitter 1.0) in lr, weight decay and jitter.
-    Measured on the real CIFAR-100 at 16 px, batch 128, 200 steps, probes on 10% of the labels
-    (plans/recipe.yaml, 2026-11-29, one run each): the CIFAR recipe's probe reached 15.6% top-1
-    [95%: 14.9, 16.4], the ImageNet settings 11.2% [10.6, 11.8], a random encoder 12.3% [11.7, 13.0].
+    paper's ImageNet settings (lr 0.3, weight decay 1e-6, jitter 1.0) in lr, weight decay and jitter;
+    on CIFAR-100 at CPU scale the CIFAR recipe's probe is clearly the better one (docs/evidence.md).
     The lr scales linearly with the batch (lr x B/256), as in that command.
 
     Of :class:`TrainingConfig`'s fields, ``subset_fraction`` is the size study's share of the
@@ -339,10 +337,8 @@ class LinearEvalConfig(StageConfig):
     label_seed: int = 0
     val_fraction: float = 0.1
     # L2 penalties tried (chosen on val_fraction of the labelled images, never on test): SimCLR's
-    # Appendix B.8 grid, 45 log-spaced values from 1e-6 to 1e5. Warm-started from the strongest
-    # down, on 4,500 real CIFAR-100 features (random encoder, 16 px, one CPU thread) it took 967
-    # L-BFGS iterations against 414 for the old grid (0, 1e-5 ... 1e-1), 3.7x its time, and chose
-    # 0.0178 (val top-1 12.6) where the old grid chose 0.1 (11.6).
+    # Appendix B.8 grid, 45 log-spaced values from 1e-6 to 1e5, warm-started from the strongest
+    # down (its cost and effect against a short grid: docs/evidence.md)
     weight_decays: Tuple[float, ...] = PROBE_WEIGHT_DECAYS
     probe_max_iter: int = 500  # L-BFGS iterations per fit (full batch: no epochs, batch size or lr)
     feature_batch_size: int = 512

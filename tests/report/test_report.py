@@ -68,8 +68,8 @@ def test_every_accuracy_has_its_95_interval_and_overlaps_are_called_noise(study)
 
 
 def test_the_verdict_follows_the_intervals_never_ranking_inside_the_noise():
-    """The issue's example: 13.3% for super-transfer was one point above a random encoder's 12.3%
-    on 10,000 test images, and the headline called it the best; now it says what it is."""
+    """13.3% for super-transfer, one point above a random encoder's 12.3% on 10,000 test images, is
+    not called the best: the headline says what the intervals show."""
     def rows(values):
         df = pd.DataFrame({n: {"top1": v, "top1_std": math.nan,
                                "top1_lo": stats.wilson(v, 10000).low,
@@ -120,7 +120,7 @@ def test_fine_tuning_shows_the_rate_chosen_on_validation(study):
 def test_unequal_label_budgets_are_flagged(study):
     assert rp.budget_mismatches(study) == []
     bad = copy.deepcopy(study)
-    bad.runs["super"].result.update(n_labelled=180, n_val=20)  # the old rule: val carved first
+    bad.runs["super"].result.update(n_labelled=180, n_val=20)  # val carved out first: fewer labels to train on
     text = rp.budget_mismatches(bad)
     assert len(text) == 1 and "At 100% of the synthetic-cifar100 (stand-in) labels" in text[0]
     assert "super 180 (20 val)" in text[0] and "ss-s0 200 (20 val)" in text[0]
@@ -269,7 +269,7 @@ def test_training_curves_draw_the_step_trace_and_per_epoch_metrics_without_one(t
     assert list(line.get_xdata()) == [1, 2] and list(line.get_ydata()) == [3.0, 2.0]
     assert line.get_marker() == "."
     assert [list(a.get_xdata()) for a in accuracy.get_lines()] == [[1], [1, 2]]  # per epoch, both
-    # without its trace the one-epoch run is no curve, as before there was a trace
+    # without its trace the one-epoch run is no curve, as in a format 1 folder
     pre.steps_path.unlink()
     assert [label for label, _ in fg.curve_runs(study)] == ["super"]
 
@@ -293,9 +293,9 @@ def test_provenance_lists_every_run_with_state_and_commit(study):
     assert enc["imagenet"] == "torchvision ImageNet weights"
     assert not done["git commit"].str.contains("finished under").any()  # one session each here
     # a run started under one commit and finished under another names both
-    assert (rp._commits({"git_commit": "1111111111aaXX"}, {"git_commit": "2222222222bb+dirty"})
+    assert (rp.commit_text({"git_commit": "1111111111aaXX"}, {"git_commit": "2222222222bb+dirty"})
             == "1111111111aa, finished under 2222222222bb (uncommitted changes)")
-    assert rp._commits({"git_commit": "1111111111aa"}, {"git_commit": "1111111111aa"}) == "1111111111aa"
+    assert rp.commit_text({"git_commit": "1111111111aa"}, {"git_commit": "1111111111aa"}) == "1111111111aa"
 
 
 def test_versions_a_run_did_not_record_show_as_not_recorded(tmp_path):

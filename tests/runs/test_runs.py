@@ -143,6 +143,7 @@ def test_a_result_records_the_session_that_finished_it(tmp_path, monkeypatch):
     assert run.start(cfg, device="cpu") == "partial"  # the resumed session
     run.write_result({"top1": 1.0})
     assert run.read_config()["provenance"]["git_commit"] == "1111111111aa"
+    assert run.read_config()["format"] == runs.RUN_FORMAT == 2  # step trace and predictions
     by = run.read_result()["finished_by"]
     assert by["git_commit"] == "2222222222bb" and by["device"] == "cpu" and "finished_at" in by
     assert run.read_result()["top1"] == 1.0

@@ -169,16 +169,16 @@ def _one_step_in_default_dtype(world: World, stage: str, sync_bn: bool) -> dict:
                              precision="fp32", channels_last=False)
         parts = pretrain.build_simclr(cfg, runtime, image_size=IMG, mean=(0.5,) * 3, std=(0.25,) * 3,
                                       total_steps=10, warmup_steps=0, world=world)
-        loss, _ = pretrain.simclr_step(parts.train_model, _FixedViews(), parts.optimizer,
-                                       parts.scheduler, runtime, images[mine], None, 0.5)
+        parts.augment = _FixedViews()
+        loss, _ = pretrain.simclr_step(parts, images[mine], None)
     else:
         cfg = SupervisedConfig(batch_size=GLOBAL_BATCH, sync_bn=sync_bn, precision="fp32",
                                channels_last=False)
         parts = supervised.build_supervised(cfg, runtime, image_size=IMG, mean=(0.5,) * 3,
                                             std=(0.25,) * 3, num_classes=4, total_steps=10,
                                             warmup_steps=0, world=world)
-        loss, _ = supervised.supervised_step(parts.train_model, _FixedViews(), parts.optimizer,
-                                             parts.scheduler, runtime, images[mine], labels[mine], None)
+        parts.augment = _FixedViews()
+        loss, _ = supervised.supervised_step(parts, images[mine], labels[mine], None)
     model = parts.model
     return {"loss": loss, "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
             "params": {n: p.detach().clone() for n, p in model.named_parameters()},

@@ -227,7 +227,7 @@ def test_imagenet_weights_from_the_cache_without_network(offline_cache, monkeypa
     assert meta["source"] == "standin"  # its hash is not torchvision's: reported as a stand-in
 
     # The source rule itself: a file whose sha256 starts with the official prefix is "imagenet".
-    monkeypatch.setattr(models, "_official_hash_prefix", lambda: meta["sha256"][:8])
+    monkeypatch.setattr(models, "official_hash_prefix", lambda: meta["sha256"][:8])
     assert load_encoder("imagenet")[1]["source"] == "imagenet"
 
 

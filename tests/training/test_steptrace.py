@@ -33,29 +33,29 @@ def test_any_run_has_at_most_STEP_ROWS_rows_plus_its_last_step(total):
 
 def _loop(total_steps: int = 8, steps_per_epoch: int = 2) -> SimpleNamespace:
     return SimpleNamespace(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                           runtime=SimpleNamespace(device=torch.device("cpu")))
+                           parts=SimpleNamespace(runtime=SimpleNamespace(device=torch.device("cpu"))))
 
 
 def test_resume_goes_on_from_the_checkpoints_open_window():
     ckpt = {"epoch": 1, "step": 2, "trace": {"loss_sum": torch.tensor(3.0), "steps": 2}}
-    trace = train._resume_trace(_loop(total_steps=600), ckpt)
+    trace = train.resume_trace(_loop(total_steps=600), ckpt)
     assert (trace.every, trace.steps, float(trace.loss_sum)) == (3, 2, 3.0)
     trace.add(torch.tensor(6.0), 3, lr=0.5)
     assert trace.rows() == [{"step": 3, "epoch": 1.5, "loss": 3.0, "lr": 0.5}]
-    fresh = train._resume_trace(_loop(), None)
+    fresh = train.resume_trace(_loop(), None)
     assert (fresh.every, fresh.steps, float(fresh.loss_sum)) == (1, 0, 0.0)
 
 
-def test_a_checkpoint_from_before_the_trace_resumes_without_one(tmp_path):
+def test_a_format_1_checkpoint_resumes_without_a_trace(tmp_path):
     """Its rows would begin mid-run: better no trace (the report then draws per epoch)."""
     run = RunDir(tmp_path)
     run.log_steps([{"step": s, "epoch": s / 2, "loss": 1.0, "lr": 0.1} for s in (1, 2, 3)])
-    old = {"epoch": 1, "step": 2}  # no "trace": written before there was one
-    assert train._resume_trace(_loop(), old) is None
-    train._drop_rows_past(run, old, keep_trace=False)
+    old = {"epoch": 1, "step": 2}  # no "trace": a format 1 checkpoint
+    assert train.resume_trace(_loop(), old) is None
+    train.drop_rows_past(run, old, keep_trace=False)
     assert run.read_steps() == []
     run.log_steps([{"step": s, "epoch": s / 2, "loss": 1.0, "lr": 0.1} for s in (1, 2, 3)])
-    train._drop_rows_past(run, old, keep_trace=True)
+    train.drop_rows_past(run, old, keep_trace=True)
     assert [r["step"] for r in run.read_steps()] == [1, 2]
-    train._drop_rows_past(run, None, keep_trace=True)  # killed before its first checkpoint
+    train.drop_rows_past(run, None, keep_trace=True)  # killed before its first checkpoint
     assert run.read_steps() == []

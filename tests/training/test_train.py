@@ -244,7 +244,7 @@ def test_a_finished_run_is_not_redone(reference_run, monkeypatch):
         raise AssertionError("a finished run must not train again")
 
     monkeypatch.setattr(pretrain, "simclr_step", no_training)
-    monkeypatch.setattr(pretrain, "_load", no_training)
+    monkeypatch.setattr(pretrain, "load_data", no_training)
     assert pretrain.pretrain_simclr(cfg, out) == result
     # runtime-only fields (progress, threads, device) do not make it another run
     assert pretrain.pretrain_simclr(cfg.replace(progress=True, num_threads=2), out) == result
@@ -304,7 +304,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
         return loss * float("nan") if calls[0] >= 4 else loss
 
     monkeypatch.setattr(pretrain, "nt_xent", poisoned)
-    monkeypatch.setattr(train, "_sync_each_step", lambda device: sync_each_step)
+    monkeypatch.setattr(train, "sync_each_step_on", lambda device: sync_each_step)
     last = tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(train.TrainingDiverged) as info:
         pretrain.pretrain_simclr(cfg, tmp_path)
@@ -322,8 +322,11 @@ def test_nan_gradient_with_finite_loss_never_reaches_the_weights():
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([w], lr=0.1)
     loss = (w * 0.0).sum() + torch.sqrt(w * 0.0).sum()  # finite loss, gradient 0 * inf = nan
+    parts = train.TrainParts(model=torch.nn.Module(), train_model=torch.nn.Module(), optimizer=opt,
+                             scheduler=None, scaler=None, lr=0.1, grad_clip=None,
+                             runtime=resolve_runtime("cpu", "fp32", channels_last=False, num_threads=1))
     with pytest.raises(train.TrainingDiverged, match="grad_norm=nan"):
-        train._finish_step(loss, opt, None, None, None, check_finite=True)
+        train.finish_step(loss, parts, check_finite=True)
     assert torch.equal(w.detach(), torch.ones(3))
 
 
@@ -346,13 +349,13 @@ def test_config_errors_come_before_any_compute(data_dir, tmp_path, monkeypatch):
 
 def test_epoch_order_is_seeded_per_epoch_and_drops_the_last_partial_batch():
     one = World()
-    a = train._epoch_indices(50, 0, 7, 16, one, torch.device("cpu"))
+    a = train.epoch_indices(50, 0, 7, 16, one, torch.device("cpu"))
     assert len(a) == 48 and len(set(a.tolist())) == 48 and max(a.tolist()) < 50
-    assert torch.equal(a, train._epoch_indices(50, 0, 7, 16, one, torch.device("cpu")))
-    assert not torch.equal(a, train._epoch_indices(50, 1, 7, 16, one, torch.device("cpu")))
+    assert torch.equal(a, train.epoch_indices(50, 0, 7, 16, one, torch.device("cpu")))
+    assert not torch.equal(a, train.epoch_indices(50, 1, 7, 16, one, torch.device("cpu")))
     # two ranks together cover exactly the single-process global batches
-    r0 = train._epoch_indices(50, 0, 7, 16, World(0, 2, 0), torch.device("cpu")).view(3, 8)
-    r1 = train._epoch_indices(50, 0, 7, 16, World(1, 2, 1), torch.device("cpu")).view(3, 8)
+    r0 = train.epoch_indices(50, 0, 7, 16, World(0, 2, 0), torch.device("cpu")).view(3, 8)
+    r1 = train.epoch_indices(50, 0, 7, 16, World(1, 2, 1), torch.device("cpu")).view(3, 8)
     assert torch.equal(torch.cat([r0, r1], dim=1).flatten(), a)
 
 
@@ -378,7 +381,7 @@ def test_simclr_loss_falls_and_beats_a_random_encoder(shapes, data_dir, tmp_path
     # 60 steps of 32 images. Found by trying: LARS at lr 2 without batch scaling, T=0.3, milder
     # crops and jitter than the CIFAR recipe suit 16 px shapes; over seeds 1-3 (bf16 and fp32) the
     # probe gained 11-21 points and kNN 11-17 over the random network the run started from. Its
-    # weight decay is pinned to the 1e-6 it was found with (the default is now the CIFAR recipe's
+    # weight decay is pinned to the 1e-6 it was found with (the default is the CIFAR recipe's
     # 1e-4, with which this 60-step toy run's kNN gained 6.4 points on an AVX2 CPU).
     cfg = _pretrain_cfg(data_dir, dataset=shapes, image_size=None, epochs=10, batch_size=32,
                         optimizer="lars", lr=2.0, lr_scaling="none", temperature=0.3, weight_decay=1e-6,
@@ -444,7 +447,7 @@ def test_fine_tuning_loads_every_encoder_weight_of_a_pretrain_run(reference_run,
 def test_explicit_bf16_on_a_cpu_without_native_bf16_says_once_that_it_is_slower(monkeypatch, capsys):
     from simpleclr.training import device
 
-    monkeypatch.setattr(device, "_WARNED", set())
+    monkeypatch.setattr(device, "WARNED", set())
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
     assert device.resolve_runtime("cpu", "auto").precision == "fp32"
     assert device.resolve_runtime("cpu", "bf16").precision == "bf16"  # still as asked
@@ -452,7 +455,7 @@ def test_explicit_bf16_on_a_cpu_without_native_bf16_says_once_that_it_is_slower(
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "emulated" in err[0] and "precision='auto'" in err[0]
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: True)
-    monkeypatch.setattr(device, "_WARNED", set())
+    monkeypatch.setattr(device, "WARNED", set())
     assert device.resolve_runtime("cpu", "auto").precision == "bf16"
     assert capsys.readouterr().err == ""
 
@@ -465,7 +468,7 @@ LABEL_KEYS = ("n_labelled", "n_fit", "n_val", "labelled_digest", "val_digest", "
 def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference_run, data_dir,
                                                                        tmp_path):
     # At one label share and seed, the three ways a row meets labels must see the very same
-    # images, and hold out the very same ones for validation (issue #12): 50% of 12 images per
+    # images, and hold out the very same ones for validation: 50% of 12 images per
     # class is 6, a fifth of those (1.2 -> 1) validates, 5 fit; 10 classes.
     _, pre_out, _ = reference_run
     share = dict(val_fraction=0.2, seed=5)
@@ -493,13 +496,13 @@ def test_fine_tuning_chooses_the_encoder_lr_on_validation_never_on_test(referenc
                                                                         tmp_path, monkeypatch):
     _, pre_out, _ = reference_run
     seen: list[int] = []  # the number of images of every accuracy measurement, in order
-    real_classify = supervised._classify
+    real_logits = supervised.predict_logits
 
-    def counting(model, images, labels, *a, **k):
-        seen.append(len(labels))
-        return real_classify(model, images, labels, *a, **k)
+    def counting(model, images, *a, **k):
+        seen.append(len(images))
+        return real_logits(model, images, *a, **k)
 
-    monkeypatch.setattr(supervised, "_classify", counting)
+    monkeypatch.setattr(supervised, "predict_logits", counting)
     cfg = _sup_cfg(data_dir, init=str(pre_out), epochs=2, batch_size=50, encoder_lr_grid=(1.0, 0.0),
                    trial_epochs=1)
     result = supervised.train_supervised(cfg, tmp_path / "tuned")

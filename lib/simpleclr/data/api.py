@@ -7,8 +7,9 @@ import os
 import sys
 import urllib.error
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional
 
+from ..types import PathLike
 from . import fetch
 from .cache import cache_dir, load_arrays, open_raw, read_meta, write_cache
 from .cifar import check_folder
@@ -16,7 +17,6 @@ from .errors import ChecksumMismatch, DataError
 from .registry import DatasetSpec, get_spec
 from .split import Split
 
-PathLike = Union[str, os.PathLike]
 MIRROR_ENV = "SIMPLECLR_MIRROR"
 DATA_ENV = "SIMPLECLR_DATA"
 

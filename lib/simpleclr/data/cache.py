@@ -118,7 +118,7 @@ def write_cache(folder: Path, raw: RawDataset, size: int, meta: dict) -> dict:
 
 
 def open_raw(folder: Path, meta: dict) -> RawDataset:
-    """The cached splits as memory maps (used to derive a cache at another size)."""
+    """The cached splits as memory maps (read to derive a cache at another size)."""
     splits = {}
     for name in meta["splits"]:
         coarse = folder / f"{name}-coarse.npy"

@@ -14,15 +14,15 @@ import html
 import math
 import re
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..types import PathLike
 from ..runs.rundir import RunDir, TorchFileError, load_torch_file
 from .model import ROW_NAMES, ReportError, RunInfo, Study
 
-PathLike = Union[str, Path]
 
 
 # The columns tables.hparam_table adds to its axes: the seed summary, kNN, loss and each cell's

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
+from ..types import PathLike
 from ..errors import SimpleCLRError
 from ..runs.rundir import BrokenRun, RunDir, read_json
 
-PathLike = Union[str, Path]
 MANIFEST = "plan.json"  # a plan's manifest, beside its run folders
 
 # The main table's rows, in the order the report shows them: (name, representation, evaluation).
@@ -85,7 +85,7 @@ class RunInfo:
         return RunDir(self.path).read_metrics()
 
     def steps(self) -> list[dict]:
-        """The run's step trace (``steps.jsonl``); [] for a folder written before there was one."""
+        """The run's step trace (``steps.jsonl``); [] for a format 1 run folder."""
         return RunDir(self.path).read_steps()
 
 

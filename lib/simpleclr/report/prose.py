@@ -316,7 +316,7 @@ def _finetune_text(study: Study) -> str:
 
 
 def _caveats(study: Study) -> str:
-    """Choices a reader comparing with published numbers must know (issue #12, part 4)."""
+    """Choices a reader comparing with published numbers must know."""
     items = []
     if study.with_role("row", "random"):
         items.append("The random encoder's probe uses the batch-norm running statistics of "
@@ -422,7 +422,7 @@ def provenance_table(study: Study) -> pd.DataFrame:
         rows.append({"run": r.name, "stage": r.stage, "state": "done" if r.done else r.state,
                      "wall time": fmt_seconds((r.result or {}).get("wall_time_s")) if r.done else "—",
                      "device": f"{prov.get('device') or '—'} ({hw.get('gpu') or hw.get('cpu') or '?'})",
-                     "git commit": _commits(prov, (r.result or {}).get("finished_by")),
+                     "git commit": commit_text(prov, (r.result or {}).get("finished_by")),
                      "data (checksum status)": ", ".join(f"{d['dataset']}: {d['source']}"
                                                          for d in data.values()) or "—",
                      "encoder": encoder_label(study, r),
@@ -430,7 +430,7 @@ def provenance_table(study: Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _commits(started: dict, finished: Optional[dict]) -> str:
+def commit_text(started: dict, finished: Optional[dict]) -> str:
     """The commit a run started under, and the one that finished it where that differs (a run
     interrupted and resumed under newer code)."""
     first, last = started.get("git_commit"), (finished or {}).get("git_commit")

@@ -89,6 +89,6 @@ def file_lock(path: Path, *, wait: bool = True,
         f.flush()
         yield
     finally:
-        path.unlink(missing_ok=True)  # still held: nobody can take the old file and keep it
+        path.unlink(missing_ok=True)  # still held: nobody can take this file once it is unlinked
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
         f.close()

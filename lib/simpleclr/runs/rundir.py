@@ -1,9 +1,10 @@
 """The run folder: config, provenance, metrics, checkpoints and result, written so that no
 failure or interruption leaves a half-written file behind.
 
-Layout of one run folder::
+Layout of one run folder (format :data:`RUN_FORMAT`; format 1 folders have no steps.jsonl, no
+predictions.npz and checkpoints without a step trace, and are read as they are)::
 
-    config.json     {"stage", "fingerprint", "config", "provenance", "data"}
+    config.json     {"stage", "fingerprint", "config", "provenance", "data", "format"}
     metrics.jsonl   one JSON object per line (per epoch), appended and flushed
     steps.jsonl     the training loss along the steps: {"step", "epoch" (fractional), "loss" (mean
                     since the row before), "lr"}, at most about 200 rows a run, written per epoch
@@ -26,12 +27,15 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional
 
+from ..types import PathLike
 from ..errors import SimpleCLRError
 from .locks import LockHeld, file_lock
 
-PathLike = Union[str, os.PathLike]
+# The run-folder format this code writes: 2 has the step trace (steps.jsonl and the checkpoints'
+# open window) and predictions.npz; 1 had neither. Recorded in config.json as "format".
+RUN_FORMAT = 2
 
 
 class RunConflict(SimpleCLRError, RuntimeError):
@@ -324,7 +328,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_path, {"stage": cfg.stage, "fingerprint": cfg.fingerprint(),
                                              "config": cfg.to_dict(), "data": data or {},
-                                             "provenance": provenance(device)})
+                                             "provenance": provenance(device), "format": RUN_FORMAT})
         return "todo"
 
     # metrics (one row per epoch) and the step trace (one row per few steps) ------------------
@@ -344,7 +348,7 @@ class RunDir:
         self._append(self.steps_path, rows)
 
     def read_steps(self) -> list[dict]:
-        """The step trace; [] for a run folder written before there was one."""
+        """The step trace; [] for a format 1 run folder."""
         return _read_rows(self.steps_path)
 
     def truncate_steps(self, keep: Iterable[dict]) -> None:

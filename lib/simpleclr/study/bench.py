@@ -155,7 +155,7 @@ def simclr_parts(inp: Inputs) -> Any:
     from ..training import pretrain
 
     return pretrain.build_simclr(inp.cfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
-                              std=CIFAR_STD, total_steps=BIG, warmup_steps=0)
+                                 std=CIFAR_STD, total_steps=BIG, warmup_steps=0)
 
 
 def model_case(inp: Inputs, parts: Any) -> Callable[[], None]:
@@ -183,9 +183,7 @@ def simclr_case(inp: Inputs, parts: Any = None) -> Callable[[], None]:
     parts = parts if parts is not None else simclr_parts(inp)
 
     def simclr() -> None:
-        pretrain.simclr_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler, inp.rt,
-                          inp.data[next(inp.batches)], inp.gen, inp.cfg.temperature, parts.scaler,
-                          check_finite=False)
+        pretrain.simclr_step(parts, inp.data[next(inp.batches)], inp.gen, check_finite=False)
 
     return simclr
 
@@ -206,13 +204,11 @@ def supervised_case(inp: Inputs) -> Callable[[], None]:
     scfg = SupervisedConfig(batch_size=c.batch_size, precision=c.precision, compile=c.compile,
                             channels_last=c.channels_last, device=c.device, epochs=1, warmup_epochs=0.0)
     parts = supervised_mod.build_supervised(scfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
-                                   std=CIFAR_STD, num_classes=100, total_steps=BIG, warmup_steps=0)
+                                            std=CIFAR_STD, num_classes=100, total_steps=BIG, warmup_steps=0)
 
     def supervised() -> None:
         idx = next(inp.batches)
-        supervised_mod.supervised_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
-                              inp.rt, inp.data[idx], inp.labels[idx], inp.gen, scaler=parts.scaler,
-                              check_finite=False)
+        supervised_mod.supervised_step(parts, inp.data[idx], inp.labels[idx], inp.gen, check_finite=False)
 
     return supervised
 

@@ -50,15 +50,15 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional
 
+from ..types import PathLike
 from ..config import REGISTRY, ConfigError, StageConfig, notebook_stage
 from ..configio import yaml_load
 from ..errors import SimpleCLRError
 from ..runs.rundir import RunDir
 from ..report.model import ROLES, ROW_NAMES
 
-PathLike = Union[str, os.PathLike]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 NOTEBOOKS = tuple(s.notebook for s in REGISTRY)  # the stage notebooks a plan's runs may name

@@ -17,8 +17,9 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
+from ..types import PathLike
 from ..errors import one_line
 from .estimate import Estimator, PlanClock, estimate_runs
 from .planfile import REPO_ROOT, Plan, PlanError, RunSpec, load_plan
@@ -26,7 +27,6 @@ from ..runs.rundir import RunDir, atomic_write_json, git_commit
 from ..runs.watch import RunWatch, fmt_seconds
 from ..report.model import MAIN_ROWS, MANIFEST
 
-PathLike = Union[str, os.PathLike]
 
 REPORT_NOTEBOOK = "report"
 ACCEPT_ENV = "SIMPLECLR_ACCEPT_CHECKSUM"  # what the shipped plans read accept_checksum from
@@ -134,7 +134,7 @@ def _failure_reason(e: BaseException) -> str:
 KERNEL_EXIT_GRACE_S = 2.0
 
 
-def _kernel_manager_class() -> Optional[type]:
+def kernel_manager_class() -> Optional[type]:
     """The kernel manager notebooks run under: jupyter_client's, with two changes.
 
     It talks to the kernel over IPC instead of TCP on localhost: nothing listens on a port, and
@@ -148,7 +148,7 @@ def _kernel_manager_class() -> Optional[type]:
     ignore-SIGINT handler, takes the interrupt there and prints "[IPKernelApp] ERROR |
     KeyboardInterrupt caught in kernel." to the terminal (now and then on a busy machine, after
     any notebook of a plan). An idle kernel leaves on the request alone; one still running a cell
-    (the plan was interrupted) is interrupted after ``KERNEL_EXIT_GRACE_S``, as before, so the
+    (the plan was interrupted) is interrupted after ``KERNEL_EXIT_GRACE_S``, so the
     cell's ``finally`` blocks run. None (jupyter_client's default manager, TCP) where IPC is
     absent."""
     if os.name != "posix":
@@ -191,7 +191,7 @@ def execute_notebook(name: str, output: Path, parameters: dict, *, cwd: Optional
     import papermill as pm
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    manager = _kernel_manager_class()
+    manager = kernel_manager_class()
     extra = {"kernel_manager_class": manager} if manager is not None else {}
     pm.execute_notebook(str(notebook_file(name)), str(output), parameters=parameters,
                         kernel_name=kernel_name(), progress_bar=progress, cwd=str(cwd or Path.cwd()),

@@ -75,7 +75,7 @@ def _no_autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-def _use_gather(device: torch.device) -> bool:
+def use_gather(device: torch.device) -> bool:
     """Apply per-sample branches to the selected samples only (CPU), or to all samples followed by
     ``where`` (accelerators: no host sync, fixed shapes)."""
     return device.type == "cpu"
@@ -344,7 +344,7 @@ class SimCLRAugment:
         wx = resize_weights(p["left"], p["width"], width, self.size)
         wx = torch.where(p["flip"].view(-1, 1, 1), wx.flip(1), wx)
         out = _separable(x.to(torch.float32), wy.view(k, b, *wy.shape[1:]), wx.view(k, b, *wx.shape[1:]))
-        gather = _use_gather(x.device)
+        gather = use_gather(x.device)
         out = color_jitter(out, p, gather=gather)
         out = _masked(out, p["gray"], lambda y: _gray(y).expand_as(y).contiguous(), gather=gather)
         if self.blur_prob > 0:

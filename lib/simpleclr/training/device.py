@@ -4,11 +4,9 @@ Every stage and the benchmark go through :func:`resolve_runtime`, so "auto" mean
 everywhere: bf16 autocast where the hardware computes it natively (recent x86 CPUs with AVX512-BF16
 or AMX, Ampere+ GPUs), fp16 with a gradient scaler on older GPUs, fp32 otherwise.
 
-On a CPU without native bf16 (AVX2 only), oneDNN emulates it and autocast costs instead of paying:
-measured on a 2-core AMD EPYC with AVX2 only (2026-11-29, `simpleclr bench --only simclr_step
-supervised_step --batch-size 16 --image-size 16 --repeats 1 --steps 1`), bf16 ran 0.87 and 1.55
-images/s against fp32's 4.5 and 6.5 (5.2x and 4.2x slower), so "auto" keeps fp32 there and an
-explicit bf16 says so once.
+On a CPU without native bf16 (AVX2 only), oneDNN emulates it and autocast costs about 4-5x instead
+of paying (figures in docs/evidence.md), so "auto" keeps fp32 there and an explicit bf16 says so
+once.
 """
 from __future__ import annotations
 
@@ -77,12 +75,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return local_gpu if name == "cuda" else torch.device(name)
 
 
-_WARNED: set[str] = set()
+WARNED: set[str] = set()  # the messages printed so far in this process: each is printed once
 
 
 def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
+    if message not in WARNED:
+        WARNED.add(message)
         print(f"simpleclr: {message}", file=sys.stderr, flush=True)
 
 

@@ -18,14 +18,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable
 
+from ..types import PathLike
 from ..config import ConfigError, StageConfig, stage_of
 from .distributed import launched
 from ..errors import SimpleCLRError
 from ..runs.rundir import RunDir
 
-PathLike = Union[str, Path]
 
 
 class LaunchError(SimpleCLRError, RuntimeError):

@@ -11,10 +11,11 @@ A run writes one folder (:class:`simpleclr.runs.rundir.RunDir`): started again i
 CPU); a finished run returns its stored result. Order of the data and of the augmentation is drawn
 from generators seeded per (seed, epoch), so an epoch is the same whether or not the run was resumed.
 
-This module holds what does not depend on the stage: the stage preamble (:func:`_run_stage`, the
-run folder's lock), the seeded order, the step's tail (backward, NaN/Inf guard, optimizer and
-schedule), the epoch loop with its progress, metrics, step trace (:mod:`simpleclr.training.steptrace`),
-checkpoints and resume. Its underscored names are the stage modules' interface, not the library's.
+This module holds what does not depend on the stage: the stage preamble (:func:`run_training_stage`:
+a finished run's result, the launcher, the run folder's lock), the seeded order, the step's tail
+(:func:`finish_step`: backward, NaN/Inf guard, optimizer and schedule), and the epoch loop
+(:func:`train_loop`) with its progress, metrics, step trace (:mod:`simpleclr.training.steptrace`),
+checkpoints and resume.
 """
 from __future__ import annotations
 
@@ -22,13 +23,13 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..types import PathLike
 from .. import data as data_mod
 from . import distributed, launch
 from ..config import ConfigError, StageConfig, TrainingConfig
@@ -38,9 +39,11 @@ from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from ..runs.rundir import RunDir, RunLocked
 from .steptrace import StepTrace
 
-__all__ = ["TrainingDiverged", "uses_sync_bn"]
+__all__ = ["TrainingDiverged", "TrainParts", "Loop", "uses_sync_bn", "finish_step", "to_channels_last",
+           "loss_input", "seed_of", "sync_each_step_on", "epoch_indices", "fit_schedule", "train_parts",
+           "parallel_model", "run_training_stage", "load_data", "data_record", "train_loop", "run_loop",
+           "loop_summary", "last_value", "resume_trace", "drop_rows_past"]
 
-PathLike = Union[str, Path]
 # On accelerators the loss is read back (a host sync) only this often: the NaN/Inf guard and the
 # progress bar look at sums accumulated on the device in between.
 SYNC_EVERY = 25
@@ -59,11 +62,12 @@ def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def _finish_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                 scheduler: Optional[torch.optim.lr_scheduler.LRScheduler],
-                 scaler: Optional[torch.amp.GradScaler], grad_clip: Optional[float],
-                 check_finite: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """backward -> NaN/Inf guard -> optional clipping -> optimizer step -> schedule step."""
+def finish_step(loss: torch.Tensor, parts: "TrainParts",
+                check_finite: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """backward -> NaN/Inf guard -> optional clipping -> optimizer step -> schedule step; returns
+    the detached (loss, grad_norm). ``check_finite`` reads both (a host sync) and raises
+    :class:`TrainingDiverged` before the optimizer steps on a NaN/Inf."""
+    optimizer, scheduler, scaler, grad_clip = parts.optimizer, parts.scheduler, parts.scaler, parts.grad_clip
     if scaler is not None:
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -89,34 +93,34 @@ def _finish_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
     return loss.detach(), grad_norm.detach()
 
 
-def _channels_last(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+def to_channels_last(x: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last else x
 
 
-def _loss_dtype(t: torch.Tensor) -> torch.Tensor:
+def loss_input(t: torch.Tensor) -> torch.Tensor:
     """The loss's input in float32 at least: bf16/fp16 activations are upcast, float64 (the
     numerical equivalence tests) stays float64."""
     return t if t.dtype == torch.float64 else t.float()
 
 
 # ---- seeded order (DDP-ready: every rank draws the same permutation and takes its shard) ------
-def _seed_of(*parts: int) -> int:
+def seed_of(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1, np.uint64)[0] >> 1)
 
 
 _DATA_STREAM, _AUG_STREAM = 1, 2
 
 
-def _epoch_indices(n: int, epoch: int, seed: int, batch_size: int, world: distributed.World,
+def epoch_indices(n: int, epoch: int, seed: int, batch_size: int, world: distributed.World,
                    device: torch.device) -> torch.Tensor:
     """This rank's sample order for ``epoch``: a seeded permutation, full batches only, on device."""
-    gen = torch.Generator().manual_seed(_seed_of(seed, _DATA_STREAM, epoch))
+    gen = torch.Generator().manual_seed(seed_of(seed, _DATA_STREAM, epoch))
     order = torch.randperm(n, generator=gen)
     return distributed.shard(order, world, batch_size).to(device, non_blocking=True)
 
 
 def _augment_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(_seed_of(seed, _AUG_STREAM, epoch, rank))
+    return torch.Generator(device=device).manual_seed(seed_of(seed, _AUG_STREAM, epoch, rank))
 
 
 # ---- shared pieces --------------------------------------------------------------------------
@@ -141,7 +145,7 @@ def _to_runtime(model: nn.Module, runtime: Runtime) -> nn.Module:
     return model.to(memory_format=torch.channels_last) if runtime.channels_last else model
 
 
-def _schedule(cfg: TrainingConfig, n_train: int, world: distributed.World) -> tuple[int, int, int, int]:
+def fit_schedule(cfg: TrainingConfig, n_train: int, world: distributed.World) -> tuple[int, int, int, int]:
     """(steps_per_epoch, total_steps, epochs, warmup_steps); fails before compute on a bad fit."""
     name = type(cfg).__name__
     if cfg.batch_size > n_train:
@@ -165,22 +169,27 @@ def _make_scaler(runtime: Runtime) -> Optional[torch.amp.GradScaler]:
 
 @dataclass
 class TrainParts:
-    """What a stage's step drives besides its model and augmentation: the compiled or wrapped
-    training form of the model, the optimizer at the scaled lr, its schedule and the loss scaler."""
+    """What a stage's step drives: the plain model (state dicts come from it), its compiled or
+    wrapped training form, the optimizer at the scaled lr, its schedule, the loss scaler, gradient
+    clipping and the runtime (device, precision, memory format). Each stage adds its own."""
 
+    model: nn.Module
     train_model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: Optional[torch.amp.GradScaler]
     lr: float
+    grad_clip: Optional[float]
+    runtime: Runtime
 
 
-def _train_parts(model: nn.Module, train_model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
-                 total_steps: int, warmup_steps: int) -> dict:
+def train_parts(model: nn.Module, train_model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
+                total_steps: int, warmup_steps: int) -> dict:
     """The :class:`TrainParts` fields, built alike for both stages (lr scaled by the batch)."""
     lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     optimizer = build_optimizer(model, cfg, lr)
-    return {"train_model": train_model, "optimizer": optimizer, "lr": lr, "scaler": _make_scaler(runtime),
+    return {"model": model, "train_model": train_model, "optimizer": optimizer, "lr": lr,
+            "scaler": _make_scaler(runtime), "grad_clip": cfg.grad_clip, "runtime": runtime,
             "scheduler": warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)}
 
 
@@ -192,7 +201,7 @@ def uses_sync_bn(cfg: TrainingConfig, world: distributed.World) -> bool:
     return cfg.SYNC_BN_DEFAULT if cfg.sync_bn is None else cfg.sync_bn
 
 
-def _parallel(model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
+def parallel_model(model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
               world: distributed.World) -> tuple[nn.Module, nn.Module]:
     """(plain model, the form the step runs: DDP-wrapped on several processes, then compiled)."""
     if uses_sync_bn(cfg, world):
@@ -219,25 +228,29 @@ def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) ->
         yield
 
 
-def _run_stage(cfg: TrainingConfig, out_dir: PathLike,
-               work: Callable[[Any, RunDir, Runtime, distributed.World, PathLike], dict]) -> dict:
-    """:func:`launch.run_stage` for a training stage: ``work`` runs with this process's runtime and
-    world, with the run folder's lock held (by rank 0 for all ranks under torchrun)."""
-    def here(run: RunDir) -> dict:
-        runtime = _runtime(cfg)
-        world = _world(runtime)
-        with _writer_lock(run, world, runtime.device):
-            return work(cfg, run, runtime, world, out_dir)
+def run_training_stage(cfg: TrainingConfig, out_dir: PathLike,
+                       work: Callable[[Any, RunDir, Runtime, distributed.World, PathLike], dict]) -> dict:
+    """The preamble of a training stage: a finished run's result is returned as it is, a config
+    with a ``launcher`` runs under it, and otherwise ``work`` runs here with this process's runtime
+    and world and the run folder's lock held (by rank 0 for all ranks under torchrun)."""
+    run = RunDir(out_dir)
+    done = run.finished(cfg)
+    if done is not None:
+        return done
+    if launch.wanted(cfg):
+        return launch.run_launched(cfg, out_dir)
+    runtime = _runtime(cfg)
+    world = _world(runtime)
+    with _writer_lock(run, world, runtime.device):
+        return work(cfg, run, runtime, world, out_dir)
 
-    return launch.run_stage(cfg, out_dir, here)
 
-
-def _load(cfg: StageConfig, split_name: str) -> "data_mod.Split":
+def load_data(cfg: StageConfig, split_name: str) -> "data_mod.Split":
     return data_mod.load_split(cfg.dataset, split_name, root=cfg.data_dir, image_size=cfg.image_size,
                                accept_checksum=cfg.accept_checksum)
 
 
-def _data_record(split: "data_mod.Split", train_idx: torch.Tensor,
+def data_record(split: "data_mod.Split", train_idx: torch.Tensor,
                  val_idx: Optional[torch.Tensor]) -> dict:
     return {**split.provenance, "name": split.name, "split": split.split,
             "image_size": split.image_size, "n_train": len(train_idx),
@@ -247,17 +260,14 @@ def _data_record(split: "data_mod.Split", train_idx: torch.Tensor,
 
 # ---- the loop both stages share -------------------------------------------------------------
 @dataclass
-class _Loop:
-    """Everything the epoch loop needs; the stages fill it and supply the step and evaluation."""
+class Loop:
+    """Everything the epoch loop needs, built by :func:`train_loop` from a stage's parts, its step
+    (batch indices, augmentation generator, check_finite) -> (loss, grad_norm) and its evaluation."""
 
     cfg: TrainingConfig
     run: RunDir
-    runtime: Runtime
     world: distributed.World
-    model: nn.Module  # the plain module (state dicts come from here, never from a compiled wrapper)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    scaler: Optional[torch.amp.GradScaler]
+    parts: TrainParts
     step: Callable[[torch.Tensor, torch.Generator, bool], tuple[torch.Tensor, torch.Tensor]]
     evaluate: Callable[[int, bool], dict]  # (epoch index, is last) -> extra metrics
     n_train: int
@@ -266,7 +276,7 @@ class _Loop:
     epochs: int
     desc: str
     state: dict = field(default_factory=dict)
-    trace: Optional[StepTrace] = None  # None: a run begun before there was a step trace
+    trace: Optional[StepTrace] = None  # None: a run folder of format 1, which had no step trace
     session_start: float = 0.0  # perf_counter() at the run's start, as if it had never stopped
     shown: float = 0.0  # perf_counter() when progress.json was last written
 
@@ -275,17 +285,17 @@ _CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "
                     "images")
 
 
-def _save_last(loop: _Loop, epoch: int, step: int, clock: dict) -> None:
+def _save_last(loop: Loop, epoch: int, step: int, clock: dict) -> None:
     loop.run.save_checkpoint({
-        "model": loop.model.state_dict(), "optimizer": loop.optimizer.state_dict(),
-        "scheduler": loop.scheduler.state_dict(),
-        "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
+        "model": loop.parts.model.state_dict(), "optimizer": loop.parts.optimizer.state_dict(),
+        "scheduler": loop.parts.scheduler.state_dict(),
+        "scaler": loop.parts.scaler.state_dict() if loop.parts.scaler is not None else None,
         "epoch": epoch, "step": step, "rng": rng_state(loop.state.get("generators", {})),
         "trace": loop.trace.state() if loop.trace is not None else None,
         "fingerprint": loop.cfg.fingerprint(), **clock})
 
 
-def _resume(loop: _Loop) -> tuple[int, int, dict]:
+def _resume(loop: Loop) -> tuple[int, int, dict]:
     """(completed epochs, step, clock) from checkpoints/last.pt, or a fresh start.
 
     Every rank loads the same checkpoint (the run folder must be on storage all nodes see); only
@@ -293,31 +303,31 @@ def _resume(loop: _Loop) -> tuple[int, int, dict]:
     """
     clock = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0}
     ckpt = loop.run.load_checkpoint("last", required=_CHECKPOINT_KEYS)
-    loop.trace = _resume_trace(loop, ckpt)
+    loop.trace = resume_trace(loop, ckpt)
     if loop.world.is_main:
-        _drop_rows_past(loop.run, ckpt, keep_trace=loop.trace is not None)
+        drop_rows_past(loop.run, ckpt, keep_trace=loop.trace is not None)
     if ckpt is None:
         return 0, 0, clock
-    loop.model.load_state_dict(ckpt["model"])
-    loop.optimizer.load_state_dict(ckpt["optimizer"])
-    loop.scheduler.load_state_dict(ckpt["scheduler"])
-    if loop.scaler is not None and ckpt.get("scaler") is not None:
-        loop.scaler.load_state_dict(ckpt["scaler"])
+    loop.parts.model.load_state_dict(ckpt["model"])
+    loop.parts.optimizer.load_state_dict(ckpt["optimizer"])
+    loop.parts.scheduler.load_state_dict(ckpt["scheduler"])
+    if loop.parts.scaler is not None and ckpt.get("scaler") is not None:
+        loop.parts.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     clock.update({k: ckpt[k] for k in clock})
     return int(ckpt["epoch"]), int(ckpt["step"]), clock
 
 
-def _resume_trace(loop: _Loop, ckpt: Optional[dict]) -> Optional[StepTrace]:
+def resume_trace(loop: Loop, ckpt: Optional[dict]) -> Optional[StepTrace]:
     """The step trace with the checkpoint's open window, a new one without a checkpoint, and None
-    when the checkpoint predates the trace (its rows would begin mid-run)."""
+    for a format 1 checkpoint, which has no trace (its rows would begin mid-run)."""
     if ckpt is not None and ckpt.get("trace") is None:
         return None
-    return StepTrace.start(loop.total_steps, loop.steps_per_epoch, loop.runtime.device,
+    return StepTrace.start(loop.total_steps, loop.steps_per_epoch, loop.parts.runtime.device,
                            ckpt["trace"] if ckpt is not None else None)
 
 
-def _drop_rows_past(run: RunDir, ckpt: Optional[dict], keep_trace: bool) -> None:
+def drop_rows_past(run: RunDir, ckpt: Optional[dict], keep_trace: bool) -> None:
     """Drop the metrics and step-trace rows a killed run wrote past its checkpoint (all of them
     when it had none; the whole trace when it goes on without one): the resumed run writes them
     again."""
@@ -328,7 +338,7 @@ def _drop_rows_past(run: RunDir, ckpt: Optional[dict], keep_trace: bool) -> None
         run.truncate_steps([r for r in run.read_steps() if keep_trace and r.get("step", 0) <= step])
 
 
-def _progress(loop: _Loop, initial: int):
+def _progress(loop: Loop, initial: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=loop.total_steps, initial=initial, desc=loop.desc, unit="step",
@@ -336,7 +346,19 @@ def _progress(loop: _Loop, initial: int):
                 leave=False)
 
 
-def _run_loop(loop: _Loop) -> list[dict]:
+def train_loop(cfg: TrainingConfig, run: RunDir, world: distributed.World, parts: TrainParts,
+               step: Callable[[torch.Tensor, torch.Generator, bool], tuple[torch.Tensor, torch.Tensor]],
+               evaluate: Callable[[int, bool], dict], n_train: int, desc: str) -> tuple[list[dict], Loop]:
+    """Train ``parts`` with ``step`` over ``n_train`` images from wherever ``run`` stands to the
+    end of :func:`fit_schedule`; returns all metrics rows and the loop (its clock and schedule)."""
+    steps_per_epoch, total_steps, epochs, _ = fit_schedule(cfg, n_train, world)
+    loop = Loop(cfg=cfg, run=run, world=world, parts=parts, step=step, evaluate=evaluate,
+                n_train=n_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+                epochs=epochs, desc=desc)
+    return run_loop(loop), loop
+
+
+def run_loop(loop: Loop) -> list[dict]:
     """Train from wherever the run folder stands to the end; returns all metrics rows."""
     cfg = loop.cfg
     start_epoch, step, clock = _resume(loop)
@@ -384,21 +406,21 @@ class _EpochSteps:
     steps: int = 0  # steps taken in the epoch
 
 
-def _train_epoch(loop: _Loop, epoch: int, step: int, bar: Any, t0: float) -> _EpochSteps:
+def _train_epoch(loop: Loop, epoch: int, step: int, bar: Any, t0: float) -> _EpochSteps:
     """The steps of ``epoch`` from the run's step ``step`` on (the last epoch may stop early),
     guarding against NaN/Inf and updating the progress bar and progress.json on the way."""
-    cfg, dev = loop.cfg, loop.runtime.device
-    sync_each_step = _sync_each_step(dev)
+    cfg, dev = loop.cfg, loop.parts.runtime.device
+    sync_each_step = sync_each_step_on(dev)
     local_batch = cfg.batch_size // loop.world.size
-    order = _epoch_indices(loop.n_train, epoch, cfg.seed, cfg.batch_size, loop.world, dev)
+    order = epoch_indices(loop.n_train, epoch, cfg.seed, cfg.batch_size, loop.world, dev)
     gen = _augment_generator(cfg.seed, epoch, loop.world.rank, dev)
     loop.state["generators"] = {"augment": gen}
     n_steps = min(loop.steps_per_epoch, loop.total_steps - step)
     done = _EpochSteps(step, torch.zeros((), device=dev), torch.zeros((), device=dev),
-                       lr=_main_lr(loop.optimizer))
+                       lr=_main_lr(loop.parts.optimizer))
     for i in range(n_steps):
         idx = order[i * local_batch:(i + 1) * local_batch]
-        lr = _main_lr(loop.optimizer)  # the lr this step uses
+        lr = _main_lr(loop.parts.optimizer)  # the lr this step uses
         try:
             loss, gnorm = loop.step(idx, gen, sync_each_step)
         except TrainingDiverged as e:
@@ -419,12 +441,12 @@ def _train_epoch(loop: _Loop, epoch: int, step: int, bar: Any, t0: float) -> _Ep
         if at_sync and cfg.progress:
             rate = done.steps * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{float(done.loss_sum) / done.steps:.4f}",
-                            lr=f"{_main_lr(loop.optimizer):.3g}",
+                            lr=f"{_main_lr(loop.parts.optimizer):.3g}",
                             img_s=f"{rate:.0f}", refresh=False)
     return done
 
 
-def _show_progress(loop: _Loop, step: int) -> None:
+def _show_progress(loop: Loop, step: int) -> None:
     """Rank 0 rewrites the run folder's progress.json at most every PROGRESS_EVERY_S seconds (and
     at the last step), so a plan running this notebook can show where it stands."""
     now = time.perf_counter()
@@ -433,7 +455,7 @@ def _show_progress(loop: _Loop, step: int) -> None:
         loop.shown = now
 
 
-def _sync_each_step(device: torch.device) -> bool:
+def sync_each_step_on(device: torch.device) -> bool:
     """Check the loss every step where reading it is free (CPU); elsewhere every SYNC_EVERY steps."""
     return device.type == "cpu"
 
@@ -444,31 +466,31 @@ def _main_lr(optimizer: torch.optim.Optimizer) -> float:
     return float((groups or optimizer.param_groups)[0]["lr"])
 
 
-def _check_sums(loop: _Loop, step: int, epoch: int, loss_sum: torch.Tensor,
+def _check_sums(loop: Loop, step: int, epoch: int, loss_sum: torch.Tensor,
                 norm_sum: torch.Tensor) -> None:
     """The lazy guard: a NaN/Inf anywhere since the epoch began poisons the running sums."""
-    ok = bool(torch.isfinite(loss_sum)) and (loop.scaler is not None or bool(torch.isfinite(norm_sum)))
+    ok = bool(torch.isfinite(loss_sum)) and (loop.parts.scaler is not None or bool(torch.isfinite(norm_sum)))
     if not ok:
         raise _diverged(loop, step, epoch, f"loss sum={float(loss_sum):.4g}, grad-norm sum="
                                            f"{float(norm_sum):.4g} since the epoch began")
 
 
-def _diverged(loop: _Loop, step: int, epoch: int, what: str) -> TrainingDiverged:
+def _diverged(loop: Loop, step: int, epoch: int, what: str) -> TrainingDiverged:
     last = loop.run.checkpoint_path("last")
     kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
     return TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): {what} is not "
                             f"finite; {kept}: lower lr or enable grad_clip, then run again")
 
 
-def _summary(rows: list[dict], loop: _Loop) -> dict:
+def loop_summary(rows: list[dict], loop: Loop) -> dict:
     clock = loop.state["clock"]
     return {"final_loss": rows[-1]["loss"] if rows else None, "epochs": loop.epochs,
             "steps": loop.total_steps, "images_per_s": clock["images"] / max(clock["train_s"], 1e-9),
             "wall_time_s": clock["elapsed_s"],
-            "runtime": {**loop.runtime.describe(), "world_size": loop.world.size,
+            "runtime": {**loop.parts.runtime.describe(), "world_size": loop.world.size,
                         "sync_bn": uses_sync_bn(loop.cfg, loop.world)}}
 
 
-def _last_value(rows: list[dict], key: str) -> Optional[float]:
+def last_value(rows: list[dict], key: str) -> Optional[float]:
     values = [r[key] for r in rows if r.get(key) is not None]
     return values[-1] if values else None

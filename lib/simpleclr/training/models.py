@@ -130,15 +130,15 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _official_hash_prefix() -> str:
-    # torchvision names its files <name>-<first hex digits of sha256>.pth
+def official_hash_prefix() -> str:
+    """The sha256 prefix torchvision puts in the official weights file name (<name>-<prefix>.pth)."""
     return _imagenet_weights().url.rsplit("-", 1)[-1].split(".")[0]
 
 
 def _imagenet_source(path: Path) -> tuple[str, str]:
     """("imagenet", sha) for torchvision's own file, ("standin", sha) for anything else."""
     digest = _sha256(path)
-    return ("imagenet" if digest.startswith(_official_hash_prefix()) else "standin"), digest
+    return ("imagenet" if digest.startswith(official_hash_prefix()) else "standin"), digest
 
 
 def _first_line(e: object) -> str:
@@ -201,7 +201,7 @@ def _download_imagenet(url: str, target: Path, progress: bool, timeout_s: float,
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with _socket_timeout(timeout_s):
-            torch.hub.download_url_to_file(url, str(target), hash_prefix=_official_hash_prefix(),
+            torch.hub.download_url_to_file(url, str(target), hash_prefix=official_hash_prefix(),
                                            progress=progress)
     except (OSError, TimeoutError) as e:  # URLError, DNS failure, refused, timed out
         raise WeightsError(f"ImageNet weights {target.name} are not in {target.parent} and could not "

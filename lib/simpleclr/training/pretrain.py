@@ -20,34 +20,27 @@ from ..config import PretrainConfig
 from .device import Runtime, eval_mode, seed_everything
 from .losses import nt_xent
 from ..runs.rundir import RunDir
-from .loop import (PathLike, TrainParts, _channels_last, _data_record, _finish_step, _last_value, _load,
-                   _Loop, _loss_dtype, _parallel, _run_loop, _run_stage, _schedule, _seed_of, _summary,
-                   _train_parts)
+from ..types import PathLike
+from .loop import (TrainParts, data_record, finish_step, fit_schedule, last_value, load_data, loop_summary,
+                   loss_input, parallel_model, run_training_stage, seed_of, to_channels_last, train_loop,
+                   train_parts)
 
 __all__ = ["pretrain_simclr", "simclr_step", "SimCLRParts", "build_simclr", "default_blur_prob"]
 
 
-def simclr_step(model: nn.Module, augment: "augment_mod.SimCLRAugment",
-                optimizer: torch.optim.Optimizer,
-                scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], runtime: Runtime,
-                images: torch.Tensor, generator: torch.Generator, temperature: float,
-                scaler: Optional[torch.amp.GradScaler] = None, grad_clip: Optional[float] = None,
+def simclr_step(parts: "SimCLRParts", images: torch.Tensor, generator: Optional[torch.Generator],
                 check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SimCLR iteration on a uint8 batch already on the device; returns (loss, grad_norm).
-
-    Two views per image, one forward pass over the 2B concatenated views (BN sees both), NT-Xent
-    over the (DDP-gathered) projections in float32 (or float64). Both results are detached device tensors: the
-    caller decides when to read them. ``check_finite`` syncs and raises :class:`TrainingDiverged`
-    before the optimizer steps on a NaN/Inf loss or gradient.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    v1, v2 = augment.two_views(images, generator)
-    x = _channels_last(torch.cat([v1, v2]), runtime)
-    with runtime.autocast():
-        z = model(x)
-    z1, z2 = _loss_dtype(z).chunk(2)
-    loss = nt_xent(distributed.gather_with_grad(z1), distributed.gather_with_grad(z2), temperature)
-    return _finish_step(loss, optimizer, scheduler, scaler, grad_clip, check_finite)
+    """One SimCLR iteration on a uint8 batch already on the device; returns the detached device
+    tensors (loss, grad_norm), read when the caller chooses. ``check_finite``: see
+    :func:`finish_step`."""
+    parts.optimizer.zero_grad(set_to_none=True)
+    v1, v2 = parts.augment.two_views(images, generator)  # augment: two views on the device
+    x = to_channels_last(torch.cat([v1, v2]), parts.runtime)
+    with parts.runtime.autocast():
+        z = parts.train_model(x)  # forward: one pass over the 2B views, so BN sees both
+    z1, z2 = loss_input(z).chunk(2)
+    loss = nt_xent(distributed.gather_with_grad(z1), distributed.gather_with_grad(z2), parts.temperature)
+    return finish_step(loss, parts, check_finite)  # backward, guard, optimizer and schedule steps
 
 
 def default_blur_prob(image_size: int, blur_prob: Optional[float]) -> float:
@@ -64,6 +57,7 @@ class SimCLRParts(TrainParts):
 
     model: models.SimCLRNet
     augment: "augment_mod.SimCLRAugment"
+    temperature: float
 
 
 def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean: Any, std: Any,
@@ -72,17 +66,17 @@ def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean
     """Everything one SimCLR step needs, built exactly as :func:`pretrain_simclr` builds it."""
     encoder = models.resnet18_encoder(cfg.stem)
     head = models.ProjectionHead(encoder.feature_dim, cfg.proj_hidden, cfg.proj_out, cfg.proj_bn)
-    model, train_model = _parallel(models.SimCLRNet(encoder, head), cfg, runtime, world)
+    model, train_model = parallel_model(models.SimCLRNet(encoder, head), cfg, runtime, world)
     augment = augment_mod.SimCLRAugment(image_size, mean, std, scale=(cfg.crop_scale_min, 1.0),
                                         jitter_strength=cfg.jitter_strength,
                                         blur_prob=default_blur_prob(image_size, cfg.blur_prob))
-    return SimCLRParts(model=model, augment=augment,
-                       **_train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
+    return SimCLRParts(augment=augment, temperature=cfg.temperature,
+                       **train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
 
 
 def pretrain_simclr(cfg: PretrainConfig, out_dir: PathLike) -> dict:
     """SimCLR pretraining of a ResNet-18 into the run folder ``out_dir``; returns result.json's dict."""
-    return _run_stage(cfg, out_dir, _pretrain)
+    return run_training_stage(cfg, out_dir, _pretrain)
 
 
 def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distributed.World,
@@ -92,27 +86,22 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distrib
     if done is not None:
         return done
     seed_everything(cfg.seed)
-    split = _load(cfg, cfg.split)
+    split = load_data(cfg, cfg.split)
     train_idx, val_idx = _pretrain_images(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction,
                                           cfg.subset_seed)
-    steps_per_epoch, total, epochs, warmup = _schedule(cfg, len(train_idx), world)
+    _, total, _, warmup = fit_schedule(cfg, len(train_idx), world)
     if world.is_main:
-        run.start(cfg, data=_data_record(split, train_idx, val_idx), device=str(runtime.device))
+        run.start(cfg, data=data_record(split, train_idx, val_idx), device=str(runtime.device))
     images = split.images[train_idx].to(runtime.device)
     parts = build_simclr(cfg, runtime, image_size=split.image_size, mean=split.mean, std=split.std,
                          total_steps=total, warmup_steps=warmup, world=world)
 
     def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
-        return simclr_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
-                           runtime, images[idx], gen, cfg.temperature, parts.scaler, cfg.grad_clip,
-                           check)
+        return simclr_step(parts, images[idx], gen, check)
 
     monitor = _knn_monitor(cfg, parts.model.encoder, split, images, train_idx, val_idx, runtime, world)
-    loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
-                 parts.scaler, step, monitor, len(train_idx), steps_per_epoch, total, epochs,
-                 desc="simclr")
-    rows = _run_loop(loop)
-    result = _summary(rows, loop)
+    rows, loop = train_loop(cfg, run, world, parts, step, monitor, len(train_idx), desc="simclr")
+    result = loop_summary(rows, loop)
     if world.is_main:
         meta = {"stem": cfg.stem, "mean": split.mean, "std": split.std,
                 "image_size": split.image_size,
@@ -122,7 +111,7 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distrib
         state["head"] = {k: v.detach().cpu() for k, v in parts.model.head.state_dict().items()}
         path = run.save_checkpoint(state, "final")
         # n_labelled 0: no label reaches the weights (the kNN monitor only reads them)
-        result.update({"knn_top1": _last_value(rows, "knn_top1"), "checkpoint": str(path),
+        result.update({"knn_top1": last_value(rows, "knn_top1"), "checkpoint": str(path),
                        "n_train": len(train_idx), "n_labelled": 0, "lr": parts.lr})
         run.write_result(result)
     distributed.barrier()
@@ -175,5 +164,5 @@ def _bank_indices(n: int, max_bank: int, seed: int) -> torch.Tensor:
     """A fixed, seeded choice of at most ``max_bank`` training images for the kNN bank (sorted)."""
     if n <= max_bank:
         return torch.arange(n)
-    gen = torch.Generator().manual_seed(_seed_of(seed, 3))
+    gen = torch.Generator().manual_seed(seed_of(seed, 3))
     return torch.randperm(n, generator=gen)[:max_bank].sort().values

@@ -13,7 +13,6 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from . import augment as augment_mod
 from .. import data as data_mod
@@ -21,26 +20,25 @@ from . import distributed, evaluate, models
 from ..config import ConfigError, SupervisedConfig, encoder_lr_grid, stage_of
 from .device import Runtime, eval_mode, seed_everything
 from ..runs.rundir import RunDir
-from .loop import (PathLike, TrainParts, _channels_last, _data_record, _finish_step, _last_value, _load,
-                   _Loop, _loss_dtype, _parallel, _run_loop, _run_stage, _schedule, _summary, _train_parts)
+from ..types import PathLike
+from .loop import (Loop, TrainParts, data_record, finish_step, fit_schedule, last_value, load_data,
+                   loop_summary, loss_input, parallel_model, run_training_stage, to_channels_last, train_loop,
+                   train_parts)
 
-__all__ = ["train_supervised", "supervised_step", "SupervisedParts", "build_supervised"]
+__all__ = ["train_supervised", "supervised_step", "SupervisedParts", "build_supervised", "predict_logits"]
 
 
-def supervised_step(model: nn.Module, augment: "augment_mod.SupervisedAugment",
-                    optimizer: torch.optim.Optimizer,
-                    scheduler: Optional[torch.optim.lr_scheduler.LRScheduler], runtime: Runtime,
-                    images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
-                    label_smoothing: float = 0.0, scaler: Optional[torch.amp.GradScaler] = None,
-                    grad_clip: Optional[float] = None,
+def supervised_step(parts: "SupervisedParts", images: torch.Tensor, labels: torch.Tensor,
+                    generator: Optional[torch.Generator],
                     check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """One supervised iteration (crop + flip, cross-entropy in float32); returns (loss, grad_norm)."""
-    optimizer.zero_grad(set_to_none=True)
-    x = _channels_last(augment(images, generator), runtime)
-    with runtime.autocast():
-        logits = model(x)
-    loss = F.cross_entropy(_loss_dtype(logits), labels, label_smoothing=label_smoothing)
-    return _finish_step(loss, optimizer, scheduler, scaler, grad_clip, check_finite)
+    """One supervised iteration (crop + flip, cross-entropy in float32) on a uint8 batch on the
+    device; returns the detached (loss, grad_norm). ``check_finite``: see :func:`finish_step`."""
+    parts.optimizer.zero_grad(set_to_none=True)
+    x = to_channels_last(parts.augment(images, generator), parts.runtime)
+    with parts.runtime.autocast():
+        logits = parts.train_model(x)
+    loss = F.cross_entropy(loss_input(logits), labels, label_smoothing=parts.label_smoothing)
+    return finish_step(loss, parts, check_finite)
 
 
 @dataclass
@@ -53,6 +51,7 @@ class SupervisedParts(TrainParts):
     mean: tuple
     std: tuple
     encoder_meta: dict
+    label_smoothing: float
 
 
 def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int, mean: Any, std: Any,
@@ -66,21 +65,23 @@ def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int
     if meta.get("mean") is not None and meta.get("std") is not None:
         mean, std = tuple(meta["mean"]), tuple(meta["std"])  # the normalisation it was trained with
     model = models.Classifier(encoder, num_classes, freeze_encoder=cfg.encoder_lr_scale == 0)
-    model, train_model = _parallel(model, cfg, runtime, world)
+    model, train_model = parallel_model(model, cfg, runtime, world)
     augment = augment_mod.SupervisedAugment(image_size, mean, std, padding=cfg.crop_padding)
-    return SupervisedParts(model=model, augment=augment, mean=tuple(mean), std=tuple(std), encoder_meta=meta,
-                           **_train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
+    return SupervisedParts(augment=augment, mean=tuple(mean), std=tuple(std), encoder_meta=meta,
+                           label_smoothing=cfg.label_smoothing,
+                           **train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
 
 
 def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tensor, mean: Any,
               std: Any, runtime: Runtime) -> dict[str, float]:
     """Top-1 / top-5 (percent) of ``model`` on uint8 images, in eval mode, without augmentation."""
-    return evaluate.topk_accuracy(_logits(model, images, mean, std, runtime), labels.cpu(), ks=(1, 5))
+    return evaluate.topk_accuracy(predict_logits(model, images, mean, std, runtime), labels.cpu(), ks=(1, 5))
 
 
-def _logits(model: models.Classifier, images: torch.Tensor, mean: Any, std: Any,
+def predict_logits(model: models.Classifier, images: torch.Tensor, mean: Any, std: Any,
             runtime: Runtime) -> torch.Tensor:
-    """``model``'s CPU logits for uint8 images, in eval mode, without augmentation."""
+    """``model``'s CPU logits for uint8 images, in eval mode, without augmentation: what validation
+    and the final test read."""
     with eval_mode(model):
         feats = evaluate.extract_features(model.encoder, images, mean, std, runtime)
         with torch.no_grad():
@@ -90,13 +91,13 @@ def _logits(model: models.Classifier, images: torch.Tensor, mean: Any, std: Any,
 
 def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
                     labelled: "data_mod.LabelledSplit", runtime: Runtime, world: distributed.World,
-                    encoder_lr_scale: float) -> tuple[SupervisedParts, list[dict], _Loop]:
+                    encoder_lr_scale: float) -> tuple[SupervisedParts, list[dict], Loop]:
     """Train on ``labelled.fit``, validating on ``labelled.val`` every epoch, into ``run``.
 
     Seeded here, so a trial and the real run start exactly as a lone run of their config would.
     """
     seed_everything(cfg.seed)
-    steps_per_epoch, total, epochs, warmup = _schedule(cfg, len(labelled.fit), world)
+    _, total, _, warmup = fit_schedule(cfg, len(labelled.fit), world)
     dev = runtime.device
     images = split.images[labelled.fit].to(dev)
     labels = split.labels[labelled.fit].to(dev)
@@ -106,9 +107,7 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
                              warmup_steps=warmup, world=world)
 
     def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
-        return supervised_step(parts.train_model, parts.augment, parts.optimizer, parts.scheduler,
-                               runtime, images[idx], labels[idx], gen, cfg.label_smoothing,
-                               parts.scaler, cfg.grad_clip, check)
+        return supervised_step(parts, images[idx], labels[idx], gen, check)
 
     has_val = len(labelled.val) > 0
     if has_val:
@@ -120,10 +119,9 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
         acc = _classify(parts.model, val_images, val_labels, parts.mean, parts.std, runtime)
         return {"val_top1": acc["top1"], "val_top5": acc["top5"]}
 
-    loop = _Loop(cfg, run, runtime, world, parts.model, parts.optimizer, parts.scheduler,
-                 parts.scaler, step, validate, len(labelled.fit), steps_per_epoch, total, epochs,
-                 desc=stage_of(cfg).command_for(cfg).name)
-    return parts, _run_loop(loop), loop
+    rows, loop = train_loop(cfg, run, world, parts, step, validate, len(labelled.fit),
+                            desc=stage_of(cfg).command_for(cfg).name)
+    return parts, rows, loop
 
 
 def _trial_config(cfg: SupervisedConfig, scale: float) -> SupervisedConfig:
@@ -149,8 +147,8 @@ def _run_trial(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
         _, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
                                         cfg.encoder_lr_scale)
         if world.is_main:
-            run.write_result({"val_top1": _last_value(rows, "val_top1"),
-                              "val_top5": _last_value(rows, "val_top5"), "epochs": loop.epochs,
+            run.write_result({"val_top1": last_value(rows, "val_top1"),
+                              "val_top5": last_value(rows, "val_top5"), "epochs": loop.epochs,
                               "wall_time_s": loop.state["clock"]["elapsed_s"]})
             run.checkpoint_path("last").unlink(missing_ok=True)  # done: only its figures are kept
         distributed.barrier()
@@ -186,7 +184,7 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     The labelled images are the probes' ones at the same share and seed (``data.labelled_split``);
     with an ``encoder_lr_grid``, short trials choose the encoder lr scale on validation first.
     """
-    return _run_stage(cfg, out_dir, _train_supervised)
+    return run_training_stage(cfg, out_dir, _train_supervised)
 
 
 def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
@@ -195,25 +193,25 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
     done = run.finished(cfg)  # another process may have finished it meanwhile
     if done is not None:
         return done
-    split = _load(cfg, cfg.split)
+    split = load_data(cfg, cfg.split)
     if not split.labelled:
         raise ConfigError(f"SupervisedConfig.split={cfg.split!r} of {cfg.dataset} has unlabelled "
                           "images: choose a labelled split (e.g. train)")
     labelled = data_mod.labelled_split(split.labels, cfg.subset_fraction, cfg.val_fraction,
                                        cfg.subset_seed)
-    _schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before any trial
-    test = _load(cfg, "test")
+    fit_schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before any trial
+    test = load_data(cfg, "test")
     if world.is_main:
-        record = _data_record(split, labelled.fit, labelled.val)
+        record = data_record(split, labelled.fit, labelled.val)
         record.update(test={**test.provenance, "n": len(test)}, labels=labelled.record())
         run.start(cfg, data=record, device=str(runtime.device))
     choice = _choose_encoder_lr(cfg, Path(out_dir), split, labelled, runtime, world)
     parts, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
                                         choice["encoder_lr_scale"])
-    result = _summary(rows, loop)
+    result = loop_summary(rows, loop)
     if world.is_main:
         dev = runtime.device
-        logits = _logits(parts.model, test.images.to(dev), parts.mean, parts.std, runtime)
+        logits = predict_logits(parts.model, test.images.to(dev), parts.mean, parts.std, runtime)
         acc = evaluate.topk_accuracy(logits, test.labels.cpu(), ks=(1, 5))
         meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
                 "image_size": split.image_size,
@@ -225,8 +223,8 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
         state["classes"] = list(split.classes)
         path = run.save_checkpoint(state, "final")
         result.update({"top1": acc["top1"], "top5": acc["top5"],
-                       "val_top1": _last_value(rows, "val_top1"),
-                       "val_top5": _last_value(rows, "val_top5"), "checkpoint": str(path),
+                       "val_top1": last_value(rows, "val_top1"),
+                       "val_top5": last_value(rows, "val_top5"), "checkpoint": str(path),
                        "n_train": len(labelled.fit), "n_test": len(test), "lr": parts.lr,
                        "encoder_standin": models.uses_standin(parts.encoder_meta),
                        **labelled.record(), **choice,
