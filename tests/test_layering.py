@@ -202,7 +202,8 @@ def test_only_the_prose_imports_the_tables():
 
 
 def test_the_study_model_reads_run_folders_only():
-    assert _reach("report.model") <= {"runs.rundir", "runs.locks", "errors", "types"}, _arrows("report.model", set(GRAPH))
+    assert _reach("report.model") <= {"runs.rundir", "runs.locks", "errors", "types"}, \
+        _arrows("report.model", set(GRAPH))
 
 
 def test_estimate_times_with_bench_and_never_reaches_plans():

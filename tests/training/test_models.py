@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 import urllib.error
 
 import pytest
 import torch
 from torch import nn
 
-from simpleclr.training import models
+from simpleclr.training import models, resnet
 from simpleclr.training.models import (IMAGENET_MEAN, IMAGENET_STD, Classifier, ProjectionHead, SimCLRNet,
                                        WeightsError, encoder_state, load_encoder, resnet18_encoder,
                                        write_standin_imagenet_weights)
@@ -29,6 +31,43 @@ def _layer1_hw(net: nn.Module, size: int) -> tuple[int, int]:
     hook.remove()
     assert out.shape == (2, 512)
     return seen["hw"]
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_our_resnet18_is_torchvisions_bit_for_bit(stem):
+    """Same keys, shapes and initial weights from one seed as torchvision's resnet18 (with the
+    cifar stem swapped in the same way), and the same output on the same weights."""
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    torch.manual_seed(7)
+    ours = resnet18_encoder(stem)
+    torch.manual_seed(7)
+    ref = resnet18(weights=None)
+    if stem == "cifar":
+        ref.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(ref.conv1.weight, mode="fan_out", nonlinearity="relu")
+        ref.maxpool = nn.Identity()
+    ref.fc = nn.Identity()
+    a, b = ours.state_dict(), ref.state_dict()
+    assert list(a) == list(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(2, 3, 32, 32)
+    ours.eval(), ref.eval()
+    with torch.no_grad():
+        assert torch.equal(ours(x), ref(x))
+    # the full network's keys (with fc) are what ImageNet weights files hold
+    assert list(resnet.ResNet18().state_dict()) == list(resnet18(weights=None).state_dict())
+    weights = ResNet18_Weights.IMAGENET1K_V1
+    assert resnet.IMAGENET1K_V1_URL == weights.url
+    assert (tuple(weights.transforms().mean), tuple(weights.transforms().std)) == (resnet.IMAGENET_MEAN,
+                                                                                  resnet.IMAGENET_STD)
+
+
+def test_building_an_encoder_never_imports_torchvision():
+    """torchvision costs seconds in every fresh process (each kernel, each rank)."""
+    code = ("import sys; from simpleclr.training import models; models.resnet18_encoder('cifar'); "
+            "models.resnet18_encoder('imagenet'); assert 'torchvision' not in sys.modules, 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_cifar_stem_keeps_resolution_and_outputs_512():

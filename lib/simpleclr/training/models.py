@@ -19,9 +19,8 @@ from torch import nn
 
 from ..config import STEMS
 from ..errors import SimpleCLRError
+from .resnet import IMAGENET1K_V1_URL, IMAGENET_MEAN, IMAGENET_STD, ResNet18
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 FEATURE_DIM = 512
 # Wrappers whose state-dict keys carry a prefix: torch.compile (``_orig_mod.``) and DDP (``module.``).
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
@@ -34,17 +33,15 @@ class WeightsError(SimpleCLRError, RuntimeError):
 
 # ---- architectures ----------------------------------------------------------------------
 def resnet18_encoder(stem: str = "cifar") -> nn.Module:
-    """torchvision's ResNet-18 without its classifier (512-d output).
+    """ResNet-18 (torchvision's, :mod:`.resnet`) without its classifier (512-d output).
 
     ``stem="cifar"`` swaps the 7x7 stride-2 conv and max-pool for one 3x3 stride-1 conv, which keeps
     32 px inputs at 32x32 through the first stage (the SimCLR paper's CIFAR variant); ``"imagenet"``
     keeps the original stem. Weights are drawn from the caller's torch RNG.
     """
-    from torchvision.models import resnet18
-
     if stem not in STEMS:
         raise ValueError(f"stem={stem!r} is not known: use one of {STEMS}")
-    net = resnet18(weights=None)
+    net = ResNet18()
     if stem == "cifar":
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -110,15 +107,9 @@ class Classifier(nn.Module):
 
 
 # ---- ImageNet weights -------------------------------------------------------------------
-def _imagenet_weights():
-    from torchvision.models import ResNet18_Weights
-
-    return ResNet18_Weights.IMAGENET1K_V1
-
-
 def imagenet_weights_file() -> Path:
     """Where torchvision's cache keeps the ImageNet ResNet-18 file (honours ``TORCH_HOME``)."""
-    url = _imagenet_weights().url
+    url = IMAGENET1K_V1_URL
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
@@ -132,7 +123,7 @@ def _sha256(path: Path) -> str:
 
 def official_hash_prefix() -> str:
     """The sha256 prefix torchvision puts in the official weights file name (<name>-<prefix>.pth)."""
-    return _imagenet_weights().url.rsplit("-", 1)[-1].split(".")[0]
+    return IMAGENET1K_V1_URL.rsplit("-", 1)[-1].split(".")[0]
 
 
 def _imagenet_source(path: Path) -> tuple[str, str]:
@@ -178,19 +169,16 @@ def imagenet_encoder(progress: bool = False, *, path: Optional[Union[str, os.Pat
             raise WeightsError(f"ImageNet weights file {path} does not exist: give the path of a "
                                "ResNet-18 state dict in torchvision's format")
         return _imagenet_from_file(path, "give a ResNet-18 state dict in torchvision's format (with fc.*)")
-    weights = _imagenet_weights()
     target = imagenet_weights_file()
-    advice = (f"download {weights.url} and put it in {target.parent} as {target.name} "
+    advice = (f"download {IMAGENET1K_V1_URL} and put it in {target.parent} as {target.name} "
               "(or point TORCH_HOME at a folder whose hub/checkpoints holds it)")
     if not target.is_file():
-        _download_imagenet(weights.url, target, progress, timeout_s, advice)
+        _download_imagenet(IMAGENET1K_V1_URL, target, progress, timeout_s, advice)
     return _imagenet_from_file(target, f"delete it and {advice}")
 
 
 def _imagenet_from_file(path: Path, advice: str) -> nn.Module:
-    from torchvision.models import resnet18
-
-    net = resnet18(weights=None)
+    net = ResNet18()
     _load_strict(net, _torch_load(path, advice), f"ImageNet weights {path}", advice)
     return _strip_classifier(net)
 
@@ -218,13 +206,11 @@ def write_standin_imagenet_weights(path: Union[str, os.PathLike], seed: int = 0)
     ``load_encoder("imagenet:<path>")`` (or placed in the cache), it is reported as source
     ``"standin"`` because its hash is not torchvision's.
     """
-    from torchvision.models import resnet18
-
     from ..runs.rundir import atomic_torch_save
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        state = resnet18(weights=None).state_dict()
+        state = ResNet18().state_dict()
     atomic_torch_save(state, path)
     return Path(path)
 
