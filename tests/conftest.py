@@ -2,8 +2,15 @@
 conftest's folder there), so the test modules import their helpers as ``helpers.*``."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+# Under pytest-xdist each worker gets an equal share of the cores, so workers do not oversubscribe
+# them (a test that sets its own thread count still does so).
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
 @pytest.fixture(autouse=True)

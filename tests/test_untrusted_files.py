@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.datasets import TINY
 from simpleclr import cli
 from simpleclr.report import figures, prose as report
 from simpleclr.training import models, pretrain, loop as train
@@ -21,7 +22,6 @@ from simpleclr.data import DataError, load_split
 from simpleclr.training.models import WeightsError, encoder_state, load_encoder, resnet18_encoder
 from simpleclr.runs.rundir import CheckpointError, RunDir
 
-TINY = "synthetic-cifar100:classes=10,train=12,test=4,seed=3"
 
 
 class _Payload:

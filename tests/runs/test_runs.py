@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from helpers.datasets import TINY
 from simpleclr.data.fetch import file_lock
 from simpleclr.data.registry import get_spec
 from simpleclr.runs.rundir import RunDir, RunLocked, atomic_torch_save, atomic_write_json
@@ -59,7 +60,6 @@ class _Circular(dict):
 
 
 # ---- one writer per run folder --------------------------------------------------------------
-TINY = "synthetic-cifar100:classes=10,train=12,test=4,seed=3"
 EPOCHS = 2
 
 

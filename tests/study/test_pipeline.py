@@ -17,7 +17,8 @@ import yaml
 from simpleclr.study import planfile, plans
 from simpleclr.report import model as study
 
-pytestmark = pytest.mark.slow
+# slow, and one xdist group: its module-scoped smoke run is made once, by the worker running them all
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 
 @pytest.fixture(scope="module")

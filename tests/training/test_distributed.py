@@ -18,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from helpers.datasets import TINY_4
 from helpers.interrupt import Interrupt
 from simpleclr.training import evaluate, pretrain, supervised, loop as train
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
@@ -35,14 +36,6 @@ WORLD = 2
 # Equivalence checks run in float64, whose summation-order error (~1e-13 here) is the same on
 # every CPU; a 1/world-size gradient or per-process BN statistics are off by > 1e-3.
 TOL = 1e-9
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The stages here run with one thread; give the rest of the suite its own count back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _free_port() -> int:
@@ -301,14 +294,13 @@ def test_sync_bn_defaults_on_for_simclr_only_and_only_on_several_processes():
 
 
 # ---- a real 2-process pretraining run: resume, one writer ------------------------------------
-TINY = "synthetic-cifar100:classes=4,train=20,test=4,seed=5"
 WRITES = ("start", "log_metrics", "truncate_metrics", "log_steps", "truncate_steps", "save_checkpoint",
           "write_result")
 
 
 def _pretrain_cfg(data_dir: str) -> PretrainConfig:
     # 80 images, 8 held out for the kNN monitor: 72 // 16 = 4 steps per epoch, 3 epochs
-    return PretrainConfig(dataset=TINY, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
+    return PretrainConfig(dataset=TINY_4, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
                           proj_hidden=32, proj_out=16, warmup_epochs=1, knn_every=1, knn_k=5,
                           val_fraction=0.1, precision="fp32", progress=False, num_threads=1)
 
@@ -349,7 +341,7 @@ def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
 
 def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(tmp_path):
     data_dir = str(tmp_path / "data")
-    prepare(TINY, root=data_dir, image_size=8)
+    prepare(TINY_4, root=data_dir, image_size=8)
     (rank0, rank1) = _spawn(tmp_path, _pretrain_twice, data_dir, str(tmp_path))
     assert rank1[0] == [], f"rank 1 wrote to the run folder: {rank1[0]}"
     assert {"start", "log_metrics", "log_steps", "save_checkpoint", "write_result"} <= set(rank0[0])
@@ -384,7 +376,7 @@ def _supervised_twice(world: World, data_dir: str, root: str) -> list:
     from simpleclr.training import steptrace
 
     steptrace.STEP_ROWS = 5  # 12 steps: a row every 3
-    cfg = SupervisedConfig(dataset=TINY, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
+    cfg = SupervisedConfig(dataset=TINY_4, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
                            warmup_epochs=0, val_fraction=0.1, precision="fp32", progress=False,
                            num_threads=1)
     supervised.train_supervised(cfg, f"{root}/straight")
@@ -398,7 +390,7 @@ def test_two_process_supervised_resume_logs_the_trace_of_an_uninterrupted_run(tm
     # Cross-entropy differs per rank (each its shard), so a window's partial sum saved from rank 0
     # alone would make the row spanning the checkpoint a mix of rank 0's sum and the ranks' mean.
     data_dir = str(tmp_path / "data")
-    prepare(TINY, root=data_dir, image_size=8)
+    prepare(TINY_4, root=data_dir, image_size=8)
     (rank0, rank1) = _spawn(tmp_path, _supervised_twice, data_dir, str(tmp_path))
     assert rank0[0] == rank1[0] == 8
     straight, resumed = RunDir(tmp_path / "straight"), RunDir(tmp_path / "resumed")
@@ -419,7 +411,7 @@ def test_a_locked_run_folder_stops_every_rank_at_once(tmp_path):
     """Rank 0 finds the folder held by another process: every rank raises the same one line, none
     waits in a collective for a rank 0 that left."""
     data_dir = str(tmp_path / "data")
-    prepare(TINY, root=data_dir, image_size=8)
+    prepare(TINY_4, root=data_dir, image_size=8)
     with RunDir(tmp_path / "held").lock():
         messages = _spawn(tmp_path, _pretrain_refused, data_dir, str(tmp_path / "held"))
     assert len(set(messages)) == 1 and f"pid {os.getpid()}" in messages[0], messages
@@ -427,7 +419,7 @@ def test_a_locked_run_folder_stops_every_rank_at_once(tmp_path):
 
 
 def _probe_without_encoder(world: World, root: str, out: str) -> list[str]:
-    cfg = LinearEvalConfig(dataset=TINY, data_dir=f"{root}/data", image_size=8,
+    cfg = LinearEvalConfig(dataset=TINY_4, data_dir=f"{root}/data", image_size=8,
                            encoder=f"{root}/no-such-run", precision="fp32", progress=False,
                            num_threads=1)
     try:
@@ -469,7 +461,7 @@ LAUNCH = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-no
 
 def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
     data_dir = str(tmp_path / "data")
-    prepare(TINY, root=data_dir, image_size=8)
+    prepare(TINY_4, root=data_dir, image_size=8)
     cfg = _pretrain_cfg(data_dir).replace(epochs=1, launcher=LAUNCH)
     result = pretrain.pretrain_simclr(cfg, tmp_path / "pre")  # what a notebook cell calls
     log = capfd.readouterr().out
@@ -480,7 +472,7 @@ def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
     saved = json.loads((tmp_path / "pre" / "config.json").read_text())
     assert saved["fingerprint"] == cfg.fingerprint() == cfg.replace(launcher=None).fingerprint()
 
-    probe = LinearEvalConfig(dataset=TINY, data_dir=data_dir, image_size=8,
+    probe = LinearEvalConfig(dataset=TINY_4, data_dir=data_dir, image_size=8,
                              encoder=str(tmp_path / "pre"), label_fraction=1.0, precision="fp32",
                              progress=False, num_threads=1, launcher=LAUNCH)
     out = linear_eval(probe, tmp_path / "probe")
@@ -490,7 +482,7 @@ def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
 
 def test_a_launched_stage_that_fails_raises_one_line_with_the_reason(tmp_path):
     data_dir = str(tmp_path / "data")
-    prepare(TINY, root=data_dir, image_size=8)
+    prepare(TINY_4, root=data_dir, image_size=8)
     cfg = _pretrain_cfg(data_dir).replace(batch_size=15, launcher=LAUNCH)
     with pytest.raises(LaunchError, match="not divisible by the 2 processes") as e:
         pretrain.pretrain_simclr(cfg, tmp_path / "bad")
