@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import matplotlib
 
@@ -150,6 +151,25 @@ def test_missing_row_carries_its_reason(study):
     assert row["Top-1 (%)"] == "—" and "WeightsError" in row["Missing"]
     html = rp.style_main_table(df).to_html()
     assert "42.0 ± 2.8" in html and "-8.0" in html and "(baseline)" in html
+
+
+def test_a_long_missing_reason_is_written_out_once_and_cited_elsewhere(study):
+    """A reason with a URL and paths (the ImageNet weights' advice) is given whole once, in the
+    headline's notes; the main table and the provenance table give its head and the note's number."""
+    long = copy.deepcopy(study)
+    reason = ("WeightsError: ImageNet weights resnet18-f37072fd.pth are not in /x/hub/checkpoints: download "
+              "https://download.pytorch.org/models/resnet18-f37072fd.pth and put it in /x/hub/checkpoints")
+    long.runs["imagenet"].reason = reason
+    assert long.missing_notes() == [(reason, ["imagenet"])]
+    cell = rp.main_table(long).loc["imagenet-super", "missing"]
+    assert cell.startswith("imagenet: WeightsError: ImageNet weights") and "(missing-run note 1, at the top)" in cell
+    assert reason not in cell
+    prov = rp.provenance_table(long).set_index("run").loc["imagenet", "missing"]
+    assert prov.endswith("(missing-run note 1, at the top)") and reason not in prov
+    head = rp.headline(long, "t")
+    assert head.count("download.pytorch.org") == 1 and "Missing-run note 1 (imagenet): WeightsError" in head
+    # a short reason stays in its cells and gets no note
+    assert study.missing_notes() == [] and FAILED["imagenet"] in rp.main_table(study).loc["imagenet-super", "missing"]
 
 
 def test_finetune_gain_is_finetuned_minus_super(study):
@@ -342,6 +362,9 @@ def test_export_html_is_self_contained_without_code(tmp_path):
     assert "secret_code_marker" not in text
     assert "<script src=" not in text and "cdnjs" not in text  # nothing fetched from the web
     assert "<td>cell</td>" in text
+    assert re.search(r"<title>\s*Notebook\s*</title>", text)  # no title given: nbconvert's default
+    titled = fg.export_html(tmp_path / "r.ipynb", tmp_path / "out" / "t.html", title="SimCLR & co — quick")
+    assert re.search(r"<title>\s*SimCLR &amp; co — quick\s*</title>", titled.read_text())
 
 
 def test_plots_of_sections_without_numbers_return_none(study):

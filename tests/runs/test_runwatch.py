@@ -21,6 +21,8 @@ def test_progress_line_gives_step_share_and_time_left():
         "t: step 0/10 (0%), 3s"
     assert progress_line("t", None, 7200) == "t: running, 2h00m"  # a probe writes no steps
     assert [fmt_seconds(s) for s in (None, 59.4, 61, 3725)] == ["?", "59s", "1m01s", "1h02m"]
+    # rounding never shows 60 of a unit: 2m59.6s is 3m00s, 59.7 s is 1m00s, 1h59m59s is 2h00m
+    assert [fmt_seconds(s) for s in (179.6, 59.7, 7199.0, 3599.6)] == ["3m00s", "1m00s", "2h00m", "1h00m"]
 
 
 def test_runwatch_writes_plain_lines_to_a_log_from_the_run_folder(tmp_path):

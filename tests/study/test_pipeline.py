@@ -84,6 +84,7 @@ def test_report_embeds_figures_and_provenance_without_code(smoke):
                     "Fine-tuning gains and label efficiency", "Training curves", "Provenance",
                     "Published reference figures"):
         assert heading in html
+    assert "<title>SimCLR vs supervised ResNet-18 on CIFAR-100 — smoke test on generated data</title>" in html
     assert "git commit" in html and "torch" in html and "solo-learn" in html
     assert "rp.load_study" not in html and "import " not in html  # code hidden
     assert "<script src=\"http" not in html or "data:image/png" in html

@@ -291,7 +291,7 @@ def _run(tmp_path, monkeypatch, fake, text=FOUR, weights=None):
     monkeypatch.setattr(plans, "check_data", lambda plan, names: None)
     monkeypatch.setattr(plans, "check_imagenet_weights", lambda: weights)
     monkeypatch.setattr(plans, "write_standins", lambda plan: None)
-    monkeypatch.setattr("simpleclr.report.figures.export_html", lambda nb, html: html)
+    monkeypatch.setattr("simpleclr.report.figures.export_html", lambda nb, html, title=None: html)
     return plans.run_plan(write_plan(tmp_path, text), outputs=tmp_path / "out", report_dir=tmp_path / "r",
                           progress=False)
 
@@ -336,7 +336,7 @@ def test_only_runs_the_named_runs_and_their_needs(tmp_path, monkeypatch):
     fake = FakeNotebooks(p)
     monkeypatch.setattr(plans, "execute_notebook", fake)
     monkeypatch.setattr(plans, "check_data", lambda plan, names: None)
-    monkeypatch.setattr("simpleclr.report.figures.export_html", lambda nb, html: html)
+    monkeypatch.setattr("simpleclr.report.figures.export_html", lambda nb, html, title=None: html)
     assert plans.run_plan(write_plan(tmp_path, FOUR), outputs=tmp_path / "out", report_dir=tmp_path / "r",
                           only=["probe"], progress=False) == 0
     assert fake.calls == ["pre", "probe", "report"]
@@ -473,7 +473,9 @@ def test_a_damaged_config_json_is_one_line_for_the_stage_and_broken_for_the_repo
     assert f"delete the folder {p.runs['random'].path}" in err
     study = report.load_study(p.outputs)
     assert study.runs["random"].state == "broken" and study.runs["random"].config_json is None
-    assert str(damaged) in report.main_table(study).loc["random", "missing"]
+    # a long reason: its head in the table, the whole of it (the file's path) in the headline's note
+    assert "(missing-run note 1, at the top)" in report.main_table(study).loc["random", "missing"]
+    assert str(damaged) in study.missing_notes()[0][0] and study.missing_notes()[0][1] == ["random"]
     (p.outputs / "plan.json").write_text("{")
     with pytest.raises(report.ReportError, match="plan.json is damaged .*run the plan again"):
         report.load_study(p.outputs)

@@ -433,14 +433,17 @@ def plot_tsne(panels: Sequence[dict], n_cols: int = 3) -> Any:
 
 
 # ---- export -------------------------------------------------------------------------------------
-def export_html(executed: PathLike, html_path: PathLike) -> Path:
-    """The executed report notebook as one self-contained HTML file: code hidden, figures inline."""
+def export_html(executed: PathLike, html_path: PathLike, title: Optional[str] = None) -> Path:
+    """The executed report notebook as one self-contained HTML file: code hidden, figures inline,
+    ``title`` (the plan's report title) in the page's ``<title>``, so a tab or bookmark names it."""
     import nbformat
     from nbconvert import HTMLExporter
 
     from ..runs.rundir import atomic_write_bytes
 
     nb = nbformat.read(str(executed), as_version=4)
+    if title:
+        nb.metadata["title"] = title  # nbconvert's template puts it in <title> (else the file name)
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
     body, _ = exporter.from_notebook_node(nb)

@@ -89,11 +89,37 @@ class RunInfo:
         return RunDir(self.path).read_steps()
 
 
+# A reason why a run is missing that is longer than this (a path, a URL, advice) is written out
+# once in the report, not in every table that shows the run.
+LONG_REASON_CHARS = 100
+REASON_HEAD_CHARS = 50  # what a table cell keeps of such a reason
+
+
 @dataclass
 class Study:
     plan_dir: Path
     manifest: dict
     runs: dict[str, RunInfo] = field(default_factory=dict)
+
+    def missing_notes(self) -> list[tuple[str, list[str]]]:
+        """Each distinct reason longer than :data:`LONG_REASON_CHARS` why runs have no result, in
+        plan order, with the runs it stops: the report writes each out once, in the headline's
+        notes, and every table refers to its number (:meth:`missing_reason`)."""
+        notes: dict[str, list[str]] = {}
+        for r in self.runs.values():
+            if len(r.why_missing) > LONG_REASON_CHARS:
+                notes.setdefault(r.why_missing, []).append(r.name)
+        return list(notes.items())
+
+    def missing_reason(self, run: RunInfo) -> str:
+        """Why ``run`` has no result, as a table cell: the reason itself when short, else its
+        first words and the number of the note that gives it whole; "" for a finished run."""
+        reason = run.why_missing
+        if len(reason) <= LONG_REASON_CHARS:
+            return reason
+        n = next(i for i, (text, _) in enumerate(self.missing_notes(), 1) if text == reason)
+        head = reason[:REASON_HEAD_CHARS].rsplit(" ", 1)[0]
+        return f"{head} … (missing-run note {n}, at the top)"
 
     @property
     def name(self) -> str:

@@ -109,6 +109,8 @@ def warnings(study: Study) -> list[str]:
     if missing:
         out.append(f"{len(missing)} of {len(study.runs)} runs have no result; their rows are marked "
                    "missing below with the reason.")
+    for n, (reason, names) in enumerate(study.missing_notes(), 1):
+        out.append(f"Missing-run note {n} ({', '.join(names)}): {html.escape(reason)}")
     return out
 
 
@@ -426,7 +428,7 @@ def provenance_table(study: Study) -> pd.DataFrame:
                      "data (checksum status)": ", ".join(f"{d['dataset']}: {d['source']}"
                                                          for d in data.values()) or "—",
                      "encoder": encoder_label(study, r),
-                     "missing": r.why_missing})
+                     "missing": study.missing_reason(r)})
     return pd.DataFrame(rows)
 
 

@@ -42,7 +42,7 @@ def accuracy_interval(values: Sequence[Optional[float]], n_test: Optional[int]) 
     return iv.low, iv.high
 
 
-def _metric_summary(runs: Sequence[RunInfo]) -> dict:
+def _metric_summary(runs: Sequence[RunInfo], study: Study) -> dict:
     done = [r for r in runs if r.done]
     n_test = next((int(r.result["n_test"]) for r in done if r.result.get("n_test")), None)
     out: dict[str, Any] = {}
@@ -53,7 +53,7 @@ def _metric_summary(runs: Sequence[RunInfo]) -> dict:
         out.update({key: mean, f"{key}_std": std, f"{key}_lo": low, f"{key}_hi": high, "n": n})
     missing = [r for r in runs if not r.done]
     return {**out, "n_test": n_test, "planned": len(runs), "n_labelled": labelled_count(done),
-            "missing": "; ".join(f"{r.name}: {r.why_missing}" for r in missing)}
+            "missing": "; ".join(f"{r.name}: {study.missing_reason(r)}" for r in missing)}
 
 
 def row_interval(row: Any, key: str = "top1") -> Optional[stats.Interval]:
@@ -264,7 +264,7 @@ def main_table(study: Study) -> pd.DataFrame:
         if not runs:
             continue
         rep, ev = ROW_INFO[name]
-        s = _metric_summary(runs)
+        s = _metric_summary(runs, study)
         sizes = sorted({input_size(r) for r in runs if r.done and input_size(r)})
         rows.append({"row": name, "representation": rep, "evaluation": ev, **s,
                      "input_size": ", ".join(str(x) for x in sizes), "budget": row_budget(study, runs)})
@@ -291,7 +291,7 @@ def finetune_table(study: Study) -> pd.DataFrame:
         runs = study.with_role("finetune", name)
         if not runs:
             continue
-        s = _metric_summary(runs)
+        s = _metric_summary(runs, study)
         probe = main.loc[name, "top1"] if name in main.index else math.nan
         base = main.loc["super", "top1"] if "super" in main.index else math.nan
         base5 = main.loc["super", "top5"] if "super" in main.index else math.nan
@@ -325,7 +325,7 @@ def label_table(study: Study) -> pd.DataFrame:
             key = (name, float(_fraction(r) or 1.0))
             if not any(x.role.get("label_efficiency") == name for x in groups.get(key, [])):
                 groups.setdefault(key, []).append(r)
-    rows = [{"row": name, "fraction": frac, "labels_pct": 100 * frac, **_metric_summary(runs)}
+    rows = [{"row": name, "fraction": frac, "labels_pct": 100 * frac, **_metric_summary(runs, study)}
             for (name, frac), runs in groups.items()]
     if not rows:
         return pd.DataFrame()
@@ -357,7 +357,7 @@ def size_table(study: Study) -> pd.DataFrame:
                      "steps": first.config.get("steps") if first else None,
                      "epochs_equiv": (np.nanmean([p.result.get("epochs") or math.nan for p in pres])
                                       if pres else math.nan),
-                     **_metric_summary([r for r, _ in pairs])})
+                     **_metric_summary([r for r, _ in pairs], study)})
     df = pd.DataFrame(rows)
     _add_comparisons(df, "vb", _versus_best([[r for r, _ in pairs] for _, pairs in sorted(groups.items())], df))
     return df
@@ -380,7 +380,7 @@ def hparam_table(study: Study) -> pd.DataFrame:
         pres = [p for _, p in pairs if p is not None and p.done]
         knn = mean_std([p.result.get("knn_top1") for p in pres])
         loss = mean_std([p.result.get("final_loss") for p in pres])
-        rows.append({**dict(zip(axes, key)), **_metric_summary([r for r, _ in pairs]),
+        rows.append({**dict(zip(axes, key)), **_metric_summary([r for r, _ in pairs], study),
                      "knn_top1": knn[0], "final_loss": loss[0]})
     if not rows:
         return pd.DataFrame()

@@ -21,12 +21,13 @@ def fmt_seconds(seconds: Optional[float]) -> str:
     """``42s``, ``3m07s``, ``1h05m``; ``?`` for unknown."""
     if seconds is None:
         return "?"
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+    whole = round(max(0.0, float(seconds)))  # rounded once, so 179.6 s is 3m00s, never 2m60s
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    hours, minutes = divmod(round(whole / 60), 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def progress_line(tag: str, progress: Optional[dict], elapsed_s: float) -> str:

@@ -474,7 +474,7 @@ def render_report(plan: Plan, report_dir: PathLike = "report") -> Path:
 
     executed = plan.outputs / "report.ipynb"
     execute_notebook(REPORT_NOTEBOOK, executed, {**plan.report, "plan_dir": str(plan.outputs)})
-    return export_html(executed, Path(report_dir) / "report.html")
+    return export_html(executed, Path(report_dir) / "report.html", title=plan.report.get("title"))
 
 
 # ---- status and estimates --------------------------------------------------------------------
