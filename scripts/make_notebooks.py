@@ -19,6 +19,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from simpleclr.config import LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig
+from simpleclr.fielddocs import GROUPS, field_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "notebooks"
@@ -45,11 +46,19 @@ def literal(value: object) -> str:
 
 
 def parameters_cell(cls: type[StageConfig], stage: str) -> nbformat.NotebookNode:
+    """One literal per config field, grouped, each with its line from simpleclr.fielddocs."""
     lines = [f"# {cls.__name__} fields (simpleclr.config) and the run folder. A plan (papermill)",
              "# overrides every one of them; these defaults are a small run on generated data."]
-    for f in fields(cls):
-        lines.append(f"{f.name} = {literal(HAND[stage].get(f.name, f.default))}")
-    lines.append(f"out_dir = {OUT_DIR[stage]!r}")
+    names = [f.name for f in fields(cls)]
+    defaults = {f.name: f.default for f in fields(cls)}
+    for group, members in GROUPS.items():
+        shown = [n for n in members if n in names]
+        if not shown:
+            continue
+        lines += ["", f"# ---- {group}"]
+        for n in shown:
+            lines.append(f"{n} = {literal(HAND[stage].get(n, defaults[n]))}  # {field_doc(stage, n)}")
+    lines += ["", f"out_dir = {OUT_DIR[stage]!r}  # the run folder this notebook writes"]
     return new_code_cell("\n".join(lines), metadata={"tags": ["parameters"]})
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Tuple, Type, TypeVar
 
 from .config import ConfigError, StageConfig
+from .fielddocs import field_doc
 
 T = TypeVar("T", bound=StageConfig)
 
@@ -92,6 +93,12 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _help(cls: Type[StageConfig], name: str) -> str:
+    """The field's line from :mod:`simpleclr.fielddocs` (the notebooks' parameters cells show it
+    too), escaped for argparse."""
+    return field_doc(cls.stage, name).replace("%", "%%")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, cls: Type[StageConfig]) -> None:
     """Add one ``--field-name`` option per config field (default: the dataclass default)."""
     hints = typing.get_type_hints(cls)
@@ -102,13 +109,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: Type[StageConfig]
         base = next(a for a in args if a is not type(None)) if optional else hint
         flag = "--" + f.name.replace("_", "-")
         if typing.get_origin(base) in (tuple, Tuple):
-            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS)
+            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS,
+                                help=_help(cls, f.name))
             continue
         kind = {bool: parse_bool, int: int, float: float, str: str}[base]
         if optional:
             kind = _parse_optional(kind)
         parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS,
-                            help=f"(default: {f.default!r})")
+                            help=f"{_help(cls, f.name)} (default: {f.default!r})")
 
 
 def config_from_args(cls: Type[T], ns: argparse.Namespace, base: Optional[dict] = None) -> T:

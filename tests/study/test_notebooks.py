@@ -11,6 +11,7 @@ import nbformat
 import pytest
 
 from simpleclr.study import planfile, plans
+from simpleclr import fielddocs
 from simpleclr.config import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,9 +45,52 @@ def test_committed_without_outputs(name):
 def test_parameters_are_the_config_fields(name):
     params = parameters(read(name))
     cls = STAGES[name]
-    assert list(params) == [f.name for f in fields(cls)] + ["out_dir"]
+    assert sorted(params) == sorted([f.name for f in fields(cls)] + ["out_dir"])
     cfg = cls.from_dict({k: v for k, v in params.items() if k != "out_dir"})  # valid defaults
     assert cfg.dataset.startswith("synthetic-")  # runs by hand with no download
+
+
+@pytest.mark.parametrize("name", ["pretrain", "supervised", "linear_eval"])
+def test_every_parameter_carries_its_documented_line_under_its_group(name):
+    """Each field's assignment ends with its fielddocs line; fields sit under '# ---- <group>'."""
+    cell = next(c for c in read(name).cells if "parameters" in c.metadata.get("tags", []))
+    group = None
+    seen = []
+    for line in cell.source.splitlines():
+        if line.startswith("# ---- "):
+            group = line[len("# ---- "):]
+            continue
+        if not line or line.startswith("#") or line.startswith("out_dir"):
+            continue
+        field, rest = line.split(" = ", 1)
+        assert rest.endswith(f"  # {fielddocs.field_doc(name, field)}"), line
+        assert group == fielddocs.group_of(field), (field, group)
+        seen.append(field)
+    assert sorted(seen) == sorted(f.name for f in fields(STAGES[name]))
+    # the stage's own reading of a shared field
+    if name == "pretrain":
+        assert "(the size study)" in cell.source and "kNN monitor" in cell.source
+
+
+def test_every_field_of_every_stage_has_a_line_and_a_group():
+    for cls in STAGES.values():
+        for f in fields(cls):
+            doc = fielddocs.field_doc(cls.stage, f.name)
+            assert doc and "\n" not in doc and len(doc) <= 110, (cls.stage, f.name, doc)
+            fielddocs.group_of(f.name)
+    known = {f.name for cls in STAGES.values() for f in fields(cls)}
+    assert {k.split(".")[-1] for k in fielddocs.DOCS} == known  # no line for a field that is gone
+
+
+def test_the_cli_help_shows_the_same_lines(capsys):
+    from simpleclr import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert " ".join(fielddocs.field_doc("pretrain", "warmup_epochs").split()) in text
+    assert " ".join(fielddocs.field_doc("pretrain", "subset_fraction").split()) in text
+    assert "(default: 10.0)" in text
 
 
 def test_report_parameters_are_what_plans_pass():

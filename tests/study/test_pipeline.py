@@ -104,20 +104,20 @@ def test_every_run_folder_holds_its_executed_notebook(smoke):
 
 def test_one_worker_gives_the_run_folders_and_rows_of_two(smoke, capsys):
     """The scheduling changes where and when a run executes, never what it computes: a SimCLR run
-    with its probe and a supervised run, again on one worker in a fresh folder, give the same
-    results and rows."""
+    and a supervised run, again on one worker in a fresh folder, give the same results and the
+    supervised row the same cell."""
     root = smoke["root"]
     code = plans.run_plan("smoke", outputs=root / "one-worker", report_dir=root / "report-one", progress=False,
-                          only=["selfsuper", "super"])
+                          only=["selfsuper-pretrain", "super"])
     assert code == 0
-    for name in ("selfsuper-pretrain", "selfsuper", "super"):
+    for name in ("selfsuper-pretrain", "super"):
         one = json.loads((root / "one-worker" / "smoke" / name / "result.json").read_text())
         two = json.loads((root / "outputs" / "smoke" / name / "result.json").read_text())
-        for key in ("final_loss", "knn_top1", "top1", "top5", "val_top1", "weight_decay"):
+        for key in ("final_loss", "knn_top1", "top1", "top5", "val_top1"):
             assert one.get(key) == two.get(key), (name, key, one.get(key), two.get(key))
+        assert one.get("final_loss") is not None
     html = (root / "report-one" / "report.html").read_text()
-    for row in ("selfsuper", "super"):
-        assert _row(html, row)["Top-1 (%)"] == _row(smoke["html"], row)["Top-1 (%)"]
+    assert _row(html, "super")["Top-1 (%)"] == _row(smoke["html"], "super")["Top-1 (%)"]
 
 
 def test_second_run_reuses_every_finished_run(smoke, capsys):
