@@ -8,7 +8,7 @@ DEVICES ?=
 # torch from the PyTorch index/PyPI; pinned so every machine measures the same library.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: all install test test-fast report smoke bench lab clean-report evidence
+.PHONY: all install test test-fast report smoke bench lab tensorboard clean-report evidence
 
 all: test
 
@@ -38,6 +38,12 @@ report: install
 
 smoke:
 	$(MAKE) report PLAN=smoke
+
+# Live curves of every training run under outputs/ (loss, lr, kNN and validation accuracy), at
+# http://localhost:6006; the runs write them where tensorboard is installed (it is, after this).
+tensorboard: install
+	$(PY) -m pip install --quiet 'tensorboard>=2.14'
+	$(VENV)/bin/tensorboard --logdir outputs
 
 # docs/evidence.md: the recipe comparison, the learning curves and the one-factor-at-a-time
 # ablation with a second seed, on the real CIFAR-100 (hours on

@@ -11,9 +11,12 @@ import html as htmllib
 import json
 import re
 
+import numpy as np
 import pytest
 import yaml
 
+from helpers.curves import read_curves
+from simpleclr.runs.rundir import RunDir
 from simpleclr.study import planfile, plans
 from simpleclr.report import model as study
 
@@ -100,6 +103,14 @@ def test_every_run_folder_holds_its_executed_notebook(smoke):
         assert nb["metadata"]["papermill"]["parameters"]["out_dir"] == str(spec.path)
         assert spec.status() == "done", name
     assert (out / "report.ipynb").is_file()
+    # live curves: a plan's training runs write TensorBoard events holding their jsonl rows
+    run = RunDir(out / "selfsuper-pretrain")
+    curves = read_curves(run.path)
+    assert curves["train/loss"] == [(r["step"], float(np.float32(r["loss"]))) for r in run.read_steps()]
+    assert curves["monitor/knn_top1"] == [(r["step"], float(np.float32(r["knn_top1"])))
+                                          for r in run.read_metrics()]
+    assert [s for s, _ in read_curves(out / "super")["val/top1"]] == [r["step"] for r in
+                                                                      RunDir(out / "super").read_metrics()]
 
 
 def test_one_worker_gives_the_run_folders_and_rows_of_two(smoke, capsys):

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.curves import read_curves
 from helpers.datasets import TINY
 from helpers.interrupt import Interrupt
 from simpleclr import data as data_mod
@@ -175,6 +176,13 @@ def test_resume_after_interruption_gives_bit_identical_weights(reference_run, tm
     assert [r["loss"] for r in rows] == [r["loss"] for r in ref_rows]
     assert [r["knn_top1"] for r in rows] == [r["knn_top1"] for r in ref_rows]
     assert run.read_steps() == RunDir(ref_out).read_steps()  # epoch 3's rows dropped, then redone
+    # the live curves too: the killed session's epoch-3 events are purged, and they hold the rows
+    got_curves, ref_curves = read_curves(out), read_curves(ref_out)
+    for tag in ("speed/images_per_s",):  # a timing: the steps match, the values cannot
+        assert [s for s, _ in got_curves.pop(tag)] == [s for s, _ in ref_curves.pop(tag)]
+    assert got_curves == ref_curves
+    assert got_curves["train/loss"] == [(r["step"], float(np.float32(r["loss"]))) for r in run.read_steps()]
+    assert got_curves["monitor/knn_top1"] == [(r["step"], float(np.float32(r["knn_top1"]))) for r in rows]
     assert result["final_loss"] == ref_result["final_loss"]
     ref_opt = RunDir(ref_out).load_checkpoint("last")["optimizer"]["state"]
     got_opt = run.load_checkpoint("last")["optimizer"]["state"]

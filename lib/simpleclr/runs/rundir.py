@@ -13,6 +13,8 @@ predictions.npz and checkpoints without a step trace, and are read as they are):
     features.pt     evaluation only: frozen test features for the report's t-SNE
     predictions.npz supervised and linear_eval: per-image test predictions (:mod:`.predictions`)
     notebook.ipynb  the executed notebook, when the run came from a plan
+    tensorboard/    training stages, where tensorboard is installed: the same curves as event files
+                    (:mod:`.curves`), for watching a run; not part of the record
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ This module holds what does not depend on the stage: the stage preamble (:func:`
 a finished run's result, the launcher, the run folder's lock), the seeded order, the step's tail
 (:func:`finish_step`: backward, NaN/Inf guard, optimizer and schedule), and the epoch loop
 (:func:`train_loop`) with its progress, metrics, step trace (:mod:`simpleclr.training.steptrace`),
-checkpoints and resume.
+live curves (:mod:`simpleclr.runs.curves`), checkpoints and resume.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from ..config import ConfigError, StageConfig, TrainingConfig
 from .device import Runtime, resolve_runtime, rng_state, set_rng_state
 from ..errors import SimpleCLRError
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
+from ..runs.curves import CurveWriter
 from ..runs.rundir import RunDir, RunLocked
 from .steptrace import StepTrace
 
@@ -364,6 +365,7 @@ def run_loop(loop: Loop) -> list[dict]:
     start_epoch, step, clock = _resume(loop)
     loop.session_start = time.perf_counter() - clock["elapsed_s"]
     bar = _progress(loop, step)
+    curves = CurveWriter(loop.run.path, step) if loop.world.is_main else None
     _show_progress(loop, step)
     try:
         for epoch in range(start_epoch, loop.epochs):
@@ -386,11 +388,14 @@ def run_loop(loop: Loop) -> list[dict]:
             if loop.world.is_main:
                 loop.run.log_steps(trace_rows)
                 loop.run.log_metrics(row)
+                curves.log(trace_rows, row)
                 if (epoch + 1) % cfg.checkpoint_every == 0 or last:
                     _save_last(loop, epoch + 1, step, clock)
             distributed.barrier()
     finally:
         bar.close()
+        if curves is not None:
+            curves.close()
     loop.state["clock"] = clock
     return loop.run.read_metrics()
 
