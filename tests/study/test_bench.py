@@ -7,10 +7,13 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from simpleclr.study import bench
 from simpleclr import cli
 
 
+@pytest.mark.slow
 def test_bench_reports_every_case_with_its_ratios(capsys):
     rc = cli.main(["bench", "--full", "--batch-size", "8", "--repeats", "1", "--steps", "1",
                    "--warmup", "1", "--json"])

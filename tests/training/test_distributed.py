@@ -84,6 +84,7 @@ def _worker(rank: int, port: int, batch_norm: bool, sync_bn: bool, out: str) -> 
 
 
 # The bare mechanism on a BN-free network (the trainer-level checks below add batch norm).
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_norm,sync_bn", [(False, False)])
 def test_two_processes_match_one_process_on_the_global_batch(tmp_path, batch_norm, sync_bn):
     out = str(tmp_path / "rank0.pt")
@@ -210,6 +211,7 @@ def _assert_close(a: dict, b: dict) -> None:
         torch.testing.assert_close(a[k], b[k], atol=TOL, rtol=TOL, msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["simclr", "supervised"])
 def test_global_batch_norm_makes_two_processes_equal_one_on_the_global_batch(tmp_path, stage):
     """ResNet-18 with batch norm: with sync_bn the loss, every gradient, the LARS/SGD update and
@@ -228,6 +230,7 @@ def test_global_batch_norm_makes_two_processes_equal_one_on_the_global_batch(tmp
         assert len(g["buffers"]) >= 2 * 20  # ResNet-18's 20 batch norms, mean and var each
 
 
+@pytest.mark.slow
 def test_without_global_batch_norm_two_processes_differ(tmp_path):
     """The control: per-process BN statistics change the computation (so the test above is not
     vacuous), which is why SimCLR turns sync_bn on by default on several processes."""
@@ -268,6 +271,7 @@ def _bn_layer(world: World, dtype: torch.dtype, dims: int) -> dict:
 @pytest.mark.parametrize("dtype,dims,tol,running_tol", [(torch.float64, 4, TOL, TOL),
                                                         (torch.bfloat16, 4, 3e-2, 1e-5),
                                                         (torch.float64, 2, TOL, TOL)])
+@pytest.mark.slow
 def test_global_batch_norm_layer_matches_batch_norm_on_the_whole_batch(tmp_path, dtype, dims, tol,
                                                                        running_tol):
     """Output, input gradient (kept channels_last), summed weight/bias gradients and running
@@ -339,6 +343,7 @@ def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
     return [writes, checkpoint_epoch, result]
 
 
+@pytest.mark.slow
 def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(tmp_path):
     data_dir = str(tmp_path / "data")
     prepare(TINY_4, root=data_dir, image_size=8)
@@ -386,6 +391,7 @@ def _supervised_twice(world: World, data_dir: str, root: str) -> list:
             supervised.train_supervised(cfg, f"{root}/resumed")]
 
 
+@pytest.mark.slow
 def test_two_process_supervised_resume_logs_the_trace_of_an_uninterrupted_run(tmp_path):
     # Cross-entropy differs per rank (each its shard), so a window's partial sum saved from rank 0
     # alone would make the row spanning the checkpoint a mix of rank 0's sum and the ranks' mean.
@@ -407,6 +413,7 @@ def _pretrain_refused(world: World, data_dir: str, root: str) -> str:
     return "not refused"
 
 
+@pytest.mark.slow
 def test_a_locked_run_folder_stops_every_rank_at_once(tmp_path):
     """Rank 0 finds the folder held by another process: every rank raises the same one line, none
     waits in a collective for a rank 0 that left."""
@@ -435,6 +442,7 @@ def _probe_without_encoder(world: World, root: str, out: str) -> list[str]:
             time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_when_rank0_fails_linear_eval_every_rank_raises_at_once(tmp_path):
     """Rank 0 evaluates alone; its failure (here an encoder that does not exist) reaches the
     rank waiting for it, which raises one line naming rank 0's error instead of waiting forever."""
@@ -459,6 +467,7 @@ def test_when_rank0_fails_linear_eval_every_rank_raises_at_once(tmp_path):
 LAUNCH = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-node {WORLD}"
 
 
+@pytest.mark.slow
 def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
     data_dir = str(tmp_path / "data")
     prepare(TINY_4, root=data_dir, image_size=8)
@@ -480,6 +489,7 @@ def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
     assert out == RunDir(tmp_path / "probe").read_result()
 
 
+@pytest.mark.slow
 def test_a_launched_stage_that_fails_raises_one_line_with_the_reason(tmp_path):
     data_dir = str(tmp_path / "data")
     prepare(TINY_4, root=data_dir, image_size=8)

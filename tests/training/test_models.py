@@ -63,6 +63,7 @@ def test_our_resnet18_is_torchvisions_bit_for_bit(stem):
                                                                                   resnet.IMAGENET_STD)
 
 
+@pytest.mark.slow
 def test_building_an_encoder_never_imports_torchvision():
     """torchvision costs seconds in every fresh process (each kernel, each rank)."""
     code = ("import sys; from simpleclr.training import models; models.resnet18_encoder('cifar'); "
@@ -201,6 +202,7 @@ def test_compile_and_ddp_prefixes_are_stripped(tmp_path, prefix):
     assert all(torch.equal(loaded.state_dict()[k], v) for k, v in enc.state_dict().items())
 
 
+@pytest.mark.slow
 def test_encoder_state_unwraps_a_compiled_module():
     enc = _trained_like()
     compiled = torch.compile(enc)  # wrapping is lazy: nothing is compiled until it runs

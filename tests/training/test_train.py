@@ -112,6 +112,7 @@ def reference_run(data_dir, tmp_path_factory) -> tuple[PretrainConfig, Path, dic
     return cfg, out, pretrain.pretrain_simclr(cfg, out)
 
 
+@pytest.mark.slow
 def test_pretrain_run_folder_holds_what_the_contract_names(reference_run):
     cfg, out, result = reference_run
     run = RunDir(out)
@@ -153,6 +154,7 @@ def test_pretrain_run_folder_holds_what_the_contract_names(reference_run):
     assert meta["mean"] == pytest.approx(list(load_split(TINY, root=cfg.data_dir, image_size=8).mean))
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_gives_bit_identical_weights(reference_run, tmp_path, monkeypatch):
     cfg, ref_out, ref_result = reference_run
     out = tmp_path / "resumed"
@@ -202,6 +204,7 @@ class _Losses:
         return loss, gnorm
 
 
+@pytest.mark.slow
 def test_the_step_trace_averages_windows_across_epochs_and_resumes_inside_one(data_dir, tmp_path,
                                                                               monkeypatch):
     """2 rows a run (STEP_ROWS=2) of 6 steps: windows of 3 steps, each across an epoch's end (2
@@ -235,6 +238,7 @@ def test_the_step_trace_averages_windows_across_epochs_and_resumes_inside_one(da
     assert run.read_steps() == whole
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_not_redone(reference_run, monkeypatch):
     cfg, out, result = reference_run
 
@@ -290,6 +294,7 @@ def test_a_damaged_last_checkpoint_is_named_in_one_line(data_dir, tmp_path, dama
 
 
 # ---- guards --------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("sync_each_step", [True, False], ids=["cpu-check", "lazy-check"])
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
         data_dir, tmp_path, monkeypatch, sync_each_step):
@@ -375,6 +380,7 @@ def _probe_and_knn(encoder, tr, te, runtime) -> tuple[float, float]:
     return top1, knn
 
 
+@pytest.mark.slow
 def test_simclr_loss_falls_and_beats_a_random_encoder(shapes, data_dir, tmp_path):
     # 60 steps of 32 images, on two threads (a full-size ResNet-18 step pays for them: 48 s against
     # 81 s with one on an AVX2 CPU). Found by trying: LARS at lr 2 without batch scaling, T=0.3, milder
@@ -402,6 +408,7 @@ def test_simclr_loss_falls_and_beats_a_random_encoder(shapes, data_dir, tmp_path
     assert knn_trained > knn_random + 7.0, msg
 
 
+@pytest.mark.slow
 def test_supervised_from_scratch_learns_and_reports_test_accuracy(shapes, data_dir, tmp_path):
     cfg = _sup_cfg(data_dir, dataset=shapes, image_size=None, epochs=5, lr=0.1, precision="auto")
     result = supervised.train_supervised(cfg, tmp_path)
@@ -464,6 +471,7 @@ LABEL_KEYS = ("n_labelled", "n_fit", "n_val", "labelled_digest", "val_digest", "
               "label_seed", "val_fraction")
 
 
+@pytest.mark.slow
 def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference_run, data_dir,
                                                                        tmp_path):
     # At one label share and seed, the three ways a row meets labels must see the very same
@@ -491,6 +499,7 @@ def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference
     assert RunDir(tmp_path / "super").read_config()["data"]["labels"] == expected
 
 
+@pytest.mark.slow
 def test_fine_tuning_chooses_the_encoder_lr_on_validation_never_on_test(reference_run, data_dir,
                                                                         tmp_path, monkeypatch):
     _, pre_out, _ = reference_run
