@@ -213,17 +213,11 @@ class TrainingConfig(StageConfig):
 
 @dataclass(frozen=True)
 class PretrainConfig(TrainingConfig):
-    """SimCLR pretraining (Chen et al. 2020), defaults after google-research/simclr's CIFAR recipe.
-
-    That command (``run.py --train_batch_size 512 --learning_rate 1.0 --weight_decay 1e-4
-    --temperature 0.5 --color_jitter_strength 0.5`` with LARS, no blur at 32 px) differs from the
-    paper's ImageNet settings (lr 0.3, weight decay 1e-6, jitter 1.0) in lr, weight decay and jitter;
-    on CIFAR-100 at CPU scale the CIFAR recipe's probe is clearly the better one (docs/evidence.md).
-    The lr scales linearly with the batch (lr x B/256), as in that command.
-
-    Of :class:`TrainingConfig`'s fields, ``subset_fraction`` is the size study's share of the
-    training images, ``val_fraction`` the kNN monitor's held-out part of the split, and ``sync_bn``
-    None means on with several processes (SimCLR's global BN).
+    """SimCLR pretraining (Chen et al. 2020), defaults after google-research/simclr's CIFAR recipe
+    (``run.py --train_batch_size 512 --learning_rate 1.0 --weight_decay 1e-4 --temperature 0.5
+    --color_jitter_strength 0.5``, LARS, lr x B/256); why not the paper's ImageNet settings:
+    docs/evidence.md. ``subset_fraction`` is the size study's share, ``val_fraction`` the kNN
+    monitor's held-out part, ``sync_bn`` None means on with several processes (global BN).
     """
 
     stage: ClassVar[str] = "pretrain"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from simpleclr.study import bench, estimate
-from simpleclr.config import PretrainConfig, StageConfig
+from simpleclr.config import PretrainConfig, StageConfig, SupervisedConfig
 from simpleclr.data import get_spec, load_split
 from simpleclr.data.registry import DATASETS
 
@@ -40,27 +40,40 @@ class _Run:
     path: Path
 
 
-def test_the_timing_is_bench_supervised_step(tmp_path, monkeypatch):
+def test_each_stage_is_timed_by_its_own_step(tmp_path, monkeypatch):
+    """Pretraining is priced by bench's SimCLR step (two views, augmentation, NT-Xent), supervised
+    training by the supervised step: each timed once per precision, at MEASURE_BATCH and 32 px."""
     seen = []
 
-    def case(inp):
-        seen.append(inp)
-        return lambda: None
+    def case(kind):
+        def make(inp, parts=None):
+            seen.append((kind, inp))
+            return kind
+        return make
 
-    monkeypatch.setattr(bench, "supervised_case", case)
-    monkeypatch.setattr(bench, "time_steps", lambda fn, device, **kw: bench.Timing(0.64, 7.0))
+    monkeypatch.setattr(bench, "supervised_case", case("supervised"))
+    monkeypatch.setattr(bench, "simclr_case", case("simclr"))
+    times = {"supervised": bench.Timing(0.64, 7.0), "simclr": bench.Timing(1.6, 9.0)}
+    monkeypatch.setattr(bench, "time_steps", lambda fn, device, **kw: times[fn])
     est = estimate.Estimator(tmp_path / "out")
-    assert est.measure("fp32") == (0.64 / estimate.MEASURE_BATCH, 7.0)
-    assert len(seen) == 1 and seen[0].batch_size == estimate.MEASURE_BATCH
-    assert seen[0].rt.precision == "fp32" and seen[0].image_size == 32
+    assert est.measure("fp32", "supervised") == (0.64 / estimate.MEASURE_BATCH, 7.0)
+    assert est.measure("fp32", "pretrain") == (1.6 / estimate.MEASURE_BATCH, 9.0)
+    assert [k for k, _ in seen] == ["supervised", "simclr"]
+    assert all(i.batch_size == estimate.MEASURE_BATCH and i.rt.precision == "fp32" and i.image_size == 32
+               for _, i in seen)
 
     cfg = PretrainConfig(dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32")
     sec, basis = est.seconds(_Run(cfg, tmp_path / "run"))
     units = estimate.work_units("pretrain", cfg.to_dict())
-    assert units == pytest.approx(2 * 50000 * (1 - cfg.val_fraction))  # the registry's 50,000
-    per_image = 0.64 / estimate.MEASURE_BATCH
-    assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 7.0 + units * per_image * estimate.PRETRAIN_AUGMENT)
-    assert "supervised step" in basis and len(seen) == 1  # timed once per precision
+    assert units == pytest.approx(50000 * (1 - cfg.val_fraction))  # the registry's 50,000 images
+    assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 9.0 + units * 1.6 / estimate.MEASURE_BATCH)
+    assert "timed the SimCLR step now" in basis and "45,000 images x 2 views at 32 px" in basis
+    sup = SupervisedConfig(dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32")
+    sec, basis = est.seconds(_Run(sup, tmp_path / "sup"))
+    units = estimate.work_units("supervised", sup.to_dict())
+    assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 7.0 + units * 0.64 / estimate.MEASURE_BATCH)
+    assert "timed the supervised step now" in basis
+    assert len(seen) == 2  # timed once per precision and step
 
 
 def test_importing_plans_does_not_import_torch():

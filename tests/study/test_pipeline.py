@@ -1,6 +1,6 @@
 """The smoke plan end to end through papermill with a real kernel, then the report it renders.
 
-One run of the whole plan on two CPU workers (one thread each, a few minutes on 2
+One module-scoped run of the whole plan on two CPU workers (one thread each, a few minutes on 2
 cores) is shared by the checks: the report's content, the same runs on one worker giving the same
 results, a second run that re-uses every finished run, and a copy of the plan with runs made to
 fail.
@@ -20,13 +20,11 @@ from simpleclr.runs.rundir import RunDir
 from simpleclr.study import planfile, plans
 from simpleclr.report import model as study
 
-# slow, and one xdist group: its module-scoped smoke run is made once, by the worker running them all
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
+
+pytestmark = pytest.mark.slow
 
 
-# session scope: under pytest-xdist the worker running this group may run other modules' tests in
-# between, and a module-scoped fixture would be torn down and the plan run again after each
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     mp = pytest.MonkeyPatch()

@@ -219,7 +219,7 @@ def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
 
 
 def test_status_and_show(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
+    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto", stage="supervised": (0.01, 5.0))
     p = load(tmp_path, BASE)
     assert p.runs["pre"].status() == "todo"
     RunDir(p.runs["pre"].path).start(p.runs["pre"].config)
@@ -344,10 +344,12 @@ def test_only_runs_the_named_runs_and_their_needs(tmp_path, monkeypatch):
 
 def test_work_units_follow_the_config():
     cfg = PretrainConfig(dataset="cifar100", steps=100, batch_size=256).to_dict()
-    assert estimate.work_units("pretrain", cfg) == 2 * 100 * 256
+    assert estimate.work_units("pretrain", cfg) == 100 * 256  # images: the SimCLR step's rate holds both views
+    assert estimate.work_text("pretrain", cfg) == "25,600 images x 2 views at 32 px"
     cfg = PretrainConfig(dataset="cifar100", epochs=2, val_fraction=0.1, subset_fraction=0.5,
                          image_size=16, warmup_epochs=0).to_dict()
-    assert estimate.work_units("pretrain", cfg) == pytest.approx(2 * 2 * 50000 * 0.5 * 0.9 / 4)
+    assert estimate.work_units("pretrain", cfg) == pytest.approx(2 * 50000 * 0.5 * 0.9 / 4)
+    assert estimate.work_text("pretrain", cfg) == "45,000 images x 2 views at 16 px"
     cfg = LinearEvalConfig(dataset="cifar100", label_fraction=0.1).to_dict()
     assert estimate.work_units("linear_eval", cfg) == pytest.approx((5000 + 10000) / 3)
     cfg = LinearEvalConfig(dataset="cifar100", encoder="imagenet", image_size=128).to_dict()
@@ -356,6 +358,7 @@ def test_work_units_follow_the_config():
     cfg = SupervisedConfig(dataset="cifar100", subset_fraction=0.1, epochs=2, warmup_epochs=0).to_dict()
     epoch = 4500 + 500 / 3
     assert estimate.work_units("supervised", cfg) == pytest.approx(2 * epoch + 10000 / 3)
+    assert estimate.work_text("supervised", cfg).startswith("9,000 training images (2 epochs of 4,500) at 32 px")
     # choosing the encoder lr among 3 values adds 3 trials of trial_epochs (at most epochs)
     tuned = SupervisedConfig(dataset="cifar100", subset_fraction=0.1, epochs=2, warmup_epochs=0,
                              init="runs/pre", encoder_lr_grid=(0.1, 0.3, 1.0), trial_epochs=1).to_dict()
@@ -382,7 +385,14 @@ def test_estimates_come_from_recorded_runs_on_this_machine(tmp_path):
     units = estimate.work_units("pretrain", p.runs["pre2"].config.to_dict())
     rate = 100.0 / estimate.work_units("pretrain", p.runs["pre"].config.to_dict(), (200, 0))
     assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + units * rate)
-    assert "finished pretrain run" in basis
+    assert "fastest of 1 finished pretrain run" in basis
+    # a run measured under load is slower: the fastest rate is used, not the median
+    finish(p.runs["pre2"], {"wall_time_s": 900.0}, data={"n_train": 180})
+    slow_too = plans.RunSpec("y", "pretrain", p.runs["pre2"].config.replace(epochs=8), tmp_path / "y")
+    sec, basis = estimate.Estimator(tmp_path / "out").seconds(slow_too)
+    units8 = estimate.work_units("pretrain", slow_too.config.to_dict())
+    assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + units8 * rate)
+    assert "fastest of 2 finished pretrain run(s)" in basis
     assert socket.gethostname() == est.host
 
 
@@ -433,7 +443,7 @@ def test_a_damaged_result_json_marks_its_run_broken_and_the_plan_and_report_go_o
     with pytest.raises(ValueError, match="is damaged"):  # what code tolerating a torn file catches
         RunDir(p.runs["pre"].path).read_result()
     capsys.readouterr()
-    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto": (0.01, 5.0))
+    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto", stage="supervised": (0.01, 5.0))
     assert plans.show_plan(write_plan(tmp_path, FOUR), outputs=tmp_path / "out") == 0
     shown = capsys.readouterr().out
     assert "3 done, 0 partial, 0 todo, 1 broken" in shown

@@ -121,12 +121,9 @@ def paired_runs(a_runs: Sequence[RunInfo], b_runs: Sequence[RunInfo], key: str =
     """Row a against row b from their runs' per-image test predictions, or None when either has
     none or they were not tested on the same images (different test-label digests).
 
-    One run each: the exact McNemar test on the images (:func:`stats.paired`). More than one run on
-    either side: one difference per pair of runs, each measured on the same images, then a t-test
-    over them (:func:`stats.paired_over_seeds`), so the training noise between seeds counts and a
-    lucky seed cannot make a verdict. Pairs are the shared seeds (when two or more are shared),
-    else each run of the row with several against the other row's single run, else the runs in
-    seed order.
+    One run each: the exact McNemar test (:func:`stats.paired`). Several runs: a t-test over the
+    per-pair differences (:func:`stats.paired_over_seeds`), pairs matched by seed where two or more
+    seeds are shared, else each run against the other row's single run, else in seed order.
     """
     a, b = _by_seed(a_runs), _by_seed(b_runs)
     if not a or not b or len({p.digest for p in (*a.values(), *b.values())}) != 1:

@@ -1,10 +1,13 @@
 """How long a plan's runs will take on this machine.
 
-A run's cost is counted in *work units*, ResNet-18 training-image passes at 32 px (a forward pass
-alone: 1/3), from its config and its dataset's image counts in the data registry
-(:func:`simpleclr.data.get_spec`). Seconds per unit come, in order of preference, from a finished
-run of the same config here (its recorded wall time), from finished runs of the same stage here
-(their median rate), or from timing the trainer's supervised step now with :mod:`simpleclr.study.bench`.
+A run's cost is counted in *work units*, its stage's training steps' images at 32 px (a SimCLR
+image is one image of a SimCLR step: two views, their augmentation and the NT-Xent loss; a forward
+pass alone counts 1/3 of a supervised image), from its config and its dataset's image counts in the
+data registry (:func:`simpleclr.data.get_spec`). Seconds per unit come, in order of preference,
+from a finished run of the same config here (its recorded wall time), from finished runs of the
+same stage here (the fastest rate: runs that shared the machine with other work were slower, not
+the machine), or from timing the trainer's own step of that stage now with
+:mod:`simpleclr.study.bench` (the SimCLR step for pretraining, the supervised step otherwise).
 
 :class:`PlanClock` lives here too: it is nothing but arithmetic on these estimates (totals by stage,
 the budget warning, the time left rescaled by how the finished runs compared with theirs), and it
@@ -21,7 +24,6 @@ from ..runs.watch import fmt_seconds
 
 NOTEBOOK_OVERHEAD_S = 8.0  # kernel start, imports and data loading per notebook (measured here: 5-10 s)
 MEASURE_BATCH = 32  # images per timed step: small enough for a few seconds on a 2-core CPU
-PRETRAIN_AUGMENT = 1.15  # a SimCLR view costs this much more than a supervised image (its augmentation)
 
 
 class RunLike(Protocol):
@@ -68,9 +70,10 @@ def native_size(name: str) -> int:
 def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> Optional[float]:
     """Compute a run costs, in ResNet-18 training-image passes at 32 px (a forward pass: 1/3).
 
-    From the config alone: images seen per epoch times epochs (two views for SimCLR), the
-    probe's feature extraction, scaled by input area relative to 32 px (a quarter of it behind
-    the ImageNet stem, which downsamples by 4).
+    From the config alone: images seen per epoch times epochs (a SimCLR image is priced by the
+    SimCLR step's rate, so its two views are in the rate, not here), the probe's feature
+    extraction, scaled by input area relative to 32 px (a quarter of it behind the ImageNet stem,
+    which downsamples by 4). :func:`work_text` says the same in images.
     """
     sizes = sizes or dataset_sizes(cfg.get("dataset", ""))
     if sizes is None:
@@ -83,7 +86,7 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     if stage == "pretrain":
         per_epoch = n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
         seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
-        return 2 * seen * area
+        return seen * area
     if stage == "supervised":
         return (supervised_epochs(cfg) * supervised_epoch_units(cfg, n_train) + (n_test or 0) / 3) * area
     if stage == "linear_eval":
@@ -105,6 +108,25 @@ def supervised_epochs(cfg: dict) -> int:
     grid = set(cfg.get("encoder_lr_grid") or ())
     trials = len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"]) if len(grid) > 1 else 0
     return cfg["epochs"] + trials
+
+
+def work_text(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> str:
+    """What :func:`work_units` counts, in the images a run really passes at its size."""
+    sizes = sizes or dataset_sizes(cfg.get("dataset", ""))
+    if sizes is None:
+        return "size unknown"
+    n_train, n_test = sizes
+    size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
+    if stage == "pretrain":
+        per_epoch = n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
+        seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
+        return f"{seen:,.0f} images x 2 views at {size} px"
+    if stage == "supervised":
+        labelled = n_train * cfg.get("subset_fraction", 1.0)
+        fit = labelled * (1 - cfg.get("val_fraction", 0.0))
+        return (f"{supervised_epochs(cfg) * fit:,.0f} training images ({supervised_epochs(cfg)} epochs of "
+                f"{fit:,.0f}) at {size} px, plus validation and {n_test:,} test images")
+    return f"features of {n_train * cfg.get('label_fraction', 1.0) + n_test:,.0f} images at {size} px"
 
 
 # ---- seconds ---------------------------------------------------------------------------------------
@@ -150,26 +172,30 @@ class Estimator:
             if units:
                 rates.append(r["seconds"] / units)
         if rates:
-            rates.sort()
-            return rates[len(rates) // 2], f"median of {len(rates)} finished {stage} run(s) here"
+            # the fastest: a run that shared the cores with other work measured the load, not the
+            # machine, and such runs are the common case on a shared machine
+            return min(rates), f"fastest of {len(rates)} finished {stage} run(s) here"
         return None, ""
 
-    def measure(self, precision: str = "auto") -> tuple[float, float]:
-        """(seconds per 32-px training image, one-off warm-up seconds) here, timed now.
+    def measure(self, precision: str = "auto", stage: str = "supervised") -> tuple[float, float]:
+        """(seconds per 32-px image of ``stage``'s training step, one-off warm-up seconds) here,
+        timed now.
 
-        :mod:`simpleclr.study.bench`'s supervised step (the trainer's own objects: crop + flip, ResNet-18,
-        cross-entropy, SGD) on :data:`MEASURE_BATCH` images at 32 px: the first three steps
-        include oneDNN's kernel preparation, which every fresh notebook pays again (about 13 s for
-        bf16 on a 2-core CPU), returned apart as per-run overhead; the median of three more gives
-        the rate. Timed once per precision.
+        :mod:`simpleclr.study.bench`'s SimCLR step for ``stage="pretrain"``, its supervised step
+        otherwise, on :data:`MEASURE_BATCH` images at 32 px, once per precision and step. The first
+        three steps (oneDNN's kernel preparation, paid again by every fresh notebook) are the
+        warm-up; the median of three more gives the rate.
         """
-        if precision not in self._measured:
+        kind = "pretrain" if stage == "pretrain" else "supervised"
+        key = f"{precision}/{kind}"
+        if key not in self._measured:
             from . import bench
 
             inp = bench.make_inputs(batch_size=MEASURE_BATCH, image_size=32, precision=precision)
-            timing = bench.time_steps(bench.supervised_case(inp), inp.rt.device, warmup=3, repeats=3, steps=1)
-            self._measured[precision] = (timing.seconds / MEASURE_BATCH, timing.warmup_s)
-        return self._measured[precision]
+            case = bench.simclr_case(inp) if kind == "pretrain" else bench.supervised_case(inp)
+            timing = bench.time_steps(case, inp.rt.device, warmup=3, repeats=3, steps=1)
+            self._measured[key] = (timing.seconds / MEASURE_BATCH, timing.warmup_s)
+        return self._measured[key]
 
     def seconds(self, spec: RunLike) -> tuple[Optional[float], str]:
         """(seconds left, how it was estimated) for a run that is not done."""
@@ -182,14 +208,15 @@ class Estimator:
         units = work_units(spec.config.stage, cfg)
         if units is None:
             return None, f"dataset {cfg.get('dataset')} has no known size"
-        rate, basis = self._rate(spec.config.stage, cfg.get("precision", "auto"))
+        stage = spec.config.stage
+        rate, basis = self._rate(stage, cfg.get("precision", "auto"))
         overhead = NOTEBOOK_OVERHEAD_S
         if rate is None:
-            per_image, warmup = self.measure(cfg.get("precision", "auto"))
-            rate = per_image * (PRETRAIN_AUGMENT if spec.config.stage == "pretrain" else 1.0)
-            overhead += warmup if spec.config.stage != "linear_eval" else warmup / 3
-            basis = f"timed the supervised step now ({1 / per_image:.0f} img/s at 32 px, {warmup:.0f} s warm-up)"
-        return overhead + units * rate * left, f"{basis}; {units:,.0f} image passes"
+            rate, warmup = self.measure(cfg.get("precision", "auto"), stage)
+            overhead += warmup if stage != "linear_eval" else warmup / 3
+            step = "SimCLR" if stage == "pretrain" else "supervised"
+            basis = f"timed the {step} step now ({1 / rate:.0f} img/s at 32 px, {warmup:.0f} s warm-up)"
+        return overhead + units * rate * left, f"{basis}; {work_text(stage, cfg)}"
 
     @staticmethod
     def _fraction_left(spec: RunLike) -> float:

@@ -135,22 +135,10 @@ KERNEL_EXIT_GRACE_S = 2.0
 
 
 def kernel_manager_class() -> Optional[type]:
-    """The kernel manager notebooks run under: jupyter_client's, with two changes.
-
-    It talks to the kernel over IPC instead of TCP on localhost: nothing listens on a port, and
-    ipykernel's "running over TCP without encryption" warning is not raised. (The Unix sockets are
-    ``kernel-ipc-<pid>-<n>`` files in the working folder, which papermill makes ours and the kernel's
-    for the run; jupyter_client removes them at shutdown.)
-
-    And at shutdown it asks the kernel to leave before it interrupts it. jupyter_client sends
-    SIGINT first, which races papermill's last request (a kernel_info, after the last cell): a
-    kernel still inside that handler, between sending its reply and putting back its
-    ignore-SIGINT handler, takes the interrupt there and prints "[IPKernelApp] ERROR |
-    KeyboardInterrupt caught in kernel." to the terminal (now and then on a busy machine, after
-    any notebook of a plan). An idle kernel leaves on the request alone; one still running a cell
-    (the plan was interrupted) is interrupted after ``KERNEL_EXIT_GRACE_S``, so the
-    cell's ``finally`` blocks run. None (jupyter_client's default manager, TCP) where IPC is
-    absent."""
+    """The kernel manager notebooks run under: jupyter_client's, talking to the kernel over IPC
+    (``kernel-ipc-<pid>-<n>`` sockets: no port, no TCP warning), and at shutdown asking the kernel
+    to leave before interrupting it after ``KERNEL_EXIT_GRACE_S`` (SIGINT first raced papermill's
+    last request; docs/architecture.md, "Design notes"). None where IPC is absent (not POSIX)."""
     if os.name != "posix":
         return None
     import asyncio

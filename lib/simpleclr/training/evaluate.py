@@ -123,21 +123,13 @@ def fit_linear_probe(feats: torch.Tensor, labels: torch.Tensor, num_classes: int
                      weight_decay: float, *, max_iter: int = 500, tolerance: float = 1e-4,
                      init: Optional[nn.Linear] = None, device: Optional[torch.device] = None,
                      dtype: torch.dtype = torch.float32) -> nn.Linear:
-    """Multinomial logistic regression on frozen features, returned as an ``nn.Linear`` on raw features.
+    """Multinomial logistic regression on frozen features, as an ``nn.Linear`` on raw features.
 
-    Minimises ``mean cross-entropy + weight_decay / 2 * ||W||^2`` (bias not penalised) over features
-    standardised with the training mean and std, by full-batch L-BFGS with a strong-Wolfe line search.
-    The problem is convex (strictly so for weight_decay > 0), so unlike SGD the answer depends on
-    neither a learning rate, a batch order nor an epoch count: it is the optimum, reached in a few
-    hundred steps on 50k x 512 features. The standardisation is folded into the returned layer.
-    It stops when the largest gradient entry is below ``tolerance`` (scikit-learn's ``tol`` for
-    lbfgs, on the same objective scale), the objective stops changing, or after ``max_iter`` steps.
-
-    Relation to scikit-learn: ``LogisticRegression(C=C)`` minimises ``C * sum CE + ||W||^2 / 2``;
-    dividing by ``C * n`` gives this objective with ``weight_decay = 1 / (C * n)``, i.e.
-    ``C = 1 / (n * weight_decay)`` on the same standardised features (weight_decay 0: no penalty).
-    ``init`` warm-starts from a previous probe (same raw-feature space), e.g. along a weight-decay path.
-    The returned layer's ``fit_info`` holds the final objective, L-BFGS iterations and largest gradient.
+    Minimises ``mean cross-entropy + weight_decay / 2 * ||W||^2`` (bias free) over standardised
+    features by full-batch L-BFGS, to ``tolerance`` on the largest gradient entry or ``max_iter``
+    steps; scikit-learn's ``LogisticRegression(C=1 / (n * weight_decay))`` solves the same problem
+    (docs/architecture.md, "Design notes"). ``init`` warm-starts from a previous probe; the result's
+    ``fit_info`` holds the objective, iterations and largest gradient.
     """
     _check_probe_inputs(feats, labels, num_classes, weight_decay)
     labels = labels.long()
