@@ -3,8 +3,9 @@
 Importing torchvision costs about 2.5 s of CPU in every fresh process (each notebook kernel, each
 torchrun rank), more than a smoke-sized run trains. This module builds the same network
 torchvision's ``resnet18(weights=None)`` builds: the same modules in the same order, so its state
-dict has torchvision's keys (ImageNet weights load as they are) and, from one torch seed, the same
-initial weights bit for bit (``tests/training/test_models.py`` checks both against torchvision).
+dict has torchvision's keys in its order (ImageNet weights load as they are) and, from one torch
+seed, the same initial weights bit for bit, since the He initialisation walks the modules in that
+order (``tests/training/test_models.py`` checks both against torchvision).
 """
 from __future__ import annotations
 
@@ -46,8 +47,7 @@ class BasicBlock(nn.Module):
 
 
 def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
-    """Two blocks; the projection is built before the first block, as torchvision builds it (its
-    weights are drawn from the RNG first)."""
+    """Two blocks, the first with a 1x1 projection where the shape changes."""
     downsample = None
     if stride != 1 or cin != cout:
         downsample = nn.Sequential(nn.Conv2d(cin, cout, kernel_size=1, stride=stride, bias=False),
