@@ -63,7 +63,7 @@ def _grad_norm(optimizer: torch.optim.Optimizer) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
-def finish_step(loss: torch.Tensor, parts: "TrainParts",
+def finish_step(loss: torch.Tensor, parts: TrainParts,
                 check_finite: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """backward -> NaN/Inf guard -> optional clipping -> optimizer step -> schedule step; returns
     the detached (loss, grad_norm). ``check_finite`` reads both (a host sync) and raises
@@ -113,7 +113,7 @@ _DATA_STREAM, _AUG_STREAM = 1, 2
 
 
 def epoch_indices(n: int, epoch: int, seed: int, batch_size: int, world: distributed.World,
-                   device: torch.device) -> torch.Tensor:
+                  device: torch.device) -> torch.Tensor:
     """This rank's sample order for ``epoch``: a seeded permutation, full batches only, on device."""
     gen = torch.Generator().manual_seed(seed_of(seed, _DATA_STREAM, epoch))
     order = torch.randperm(n, generator=gen)
@@ -203,7 +203,7 @@ def uses_sync_bn(cfg: TrainingConfig, world: distributed.World) -> bool:
 
 
 def parallel_model(model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
-              world: distributed.World) -> tuple[nn.Module, nn.Module]:
+                   world: distributed.World) -> tuple[nn.Module, nn.Module]:
     """(plain model, the form the step runs: DDP-wrapped on several processes, then compiled)."""
     if uses_sync_bn(cfg, world):
         model = distributed.convert_sync_batchnorm(model, runtime.device)
@@ -252,7 +252,7 @@ def load_data(cfg: StageConfig, split_name: str) -> "data_mod.Split":
 
 
 def data_record(split: "data_mod.Split", train_idx: torch.Tensor,
-                 val_idx: Optional[torch.Tensor]) -> dict:
+                val_idx: Optional[torch.Tensor]) -> dict:
     return {**split.provenance, "name": split.name, "split": split.split,
             "image_size": split.image_size, "n_train": len(train_idx),
             "n_val": 0 if val_idx is None else len(val_idx), "mean": list(split.mean),

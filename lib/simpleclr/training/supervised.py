@@ -79,7 +79,7 @@ def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tens
 
 
 def predict_logits(model: models.Classifier, images: torch.Tensor, mean: Any, std: Any,
-            runtime: Runtime) -> torch.Tensor:
+                   runtime: Runtime) -> torch.Tensor:
     """``model``'s CPU logits for uint8 images, in eval mode, without augmentation: what validation
     and the final test read."""
     with eval_mode(model):
