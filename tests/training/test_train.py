@@ -382,8 +382,9 @@ def _probe_and_knn(encoder, tr, te, runtime) -> tuple[float, float]:
 
 @pytest.mark.slow
 def test_simclr_loss_falls_and_beats_a_random_encoder(shapes, data_dir, tmp_path):
-    # 60 steps of 32 images, on two threads (a full-size ResNet-18 step pays for them: 48 s against
-    # 81 s with one on an AVX2 CPU). Found by trying: LARS at lr 2 without batch scaling, T=0.3, milder
+    # 60 steps of 32 images, on this process's share of the cores (all of them when run alone: 48 s
+    # on two against 81 s on one on an AVX2 CPU; one per pytest-xdist worker, where two threads
+    # would spin against the other worker's). Found by trying: LARS at lr 2 without batch scaling, T=0.3, milder
     # crops and jitter than the CIFAR recipe suit 16 px shapes; over seeds 1-3 (bf16 and fp32) the
     # probe gained 11-21 points and kNN 11-17 over the random network the run started from. Its
     # weight decay is pinned to the 1e-6 it was found with (the default is the CIFAR recipe's
@@ -391,7 +392,7 @@ def test_simclr_loss_falls_and_beats_a_random_encoder(shapes, data_dir, tmp_path
     cfg = _pretrain_cfg(data_dir, dataset=shapes, image_size=None, epochs=10, batch_size=32,
                         optimizer="lars", lr=2.0, lr_scaling="none", temperature=0.3, weight_decay=1e-6,
                         crop_scale_min=0.4, jitter_strength=0.5, val_fraction=0.0, knn_every=0,
-                        precision="auto", seed=1, num_threads=2, checkpoint_every=10)
+                        precision="auto", seed=1, num_threads=torch.get_num_threads(), checkpoint_every=10)
     result = pretrain.pretrain_simclr(cfg, tmp_path / "simclr")
     losses = [r["loss"] for r in RunDir(tmp_path / "simclr").read_metrics()]
     assert losses[-1] < losses[0] - 0.8, losses
