@@ -84,9 +84,7 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     imagenet_stem = cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
     area = (size / (4 if imagenet_stem else 1) / 32) ** 2
     if stage == "pretrain":
-        per_epoch = n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
-        seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
-        return seen * area
+        return pretrain_images(cfg, n_train) * area
     if stage == "supervised":
         return (supervised_epochs(cfg) * supervised_epoch_units(cfg, n_train) + (n_test or 0) / 3) * area
     if stage == "linear_eval":
@@ -94,12 +92,27 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     return None
 
 
-def supervised_epoch_units(cfg: dict, n_train: int) -> float:
-    """One supervised epoch: training on the fit part of the labelled share, a forward pass over
-    its validation part (``data.labelled_split``'s counts, up to per-class rounding)."""
+def pretrain_images(cfg: dict, n_train: int) -> float:
+    """Images a SimCLR run trains on (each as two views): its steps' batches, or its epochs over
+    the subset left after the kNN monitor's share."""
+    if cfg.get("steps"):
+        return cfg["steps"] * cfg["batch_size"]
+    return cfg["epochs"] * n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
+
+
+def supervised_split(cfg: dict, n_train: int) -> tuple[float, float]:
+    """(fit, validation) image counts of the labelled share (``data.labelled_split``'s, up to
+    per-class rounding)."""
     labelled = n_train * cfg.get("subset_fraction", 1.0)
     val = labelled * cfg.get("val_fraction", 0.0)
-    return labelled - val + val / 3
+    return labelled - val, val
+
+
+def supervised_epoch_units(cfg: dict, n_train: int) -> float:
+    """One supervised epoch: training on the fit part of the labelled share, a forward pass over
+    its validation part."""
+    fit, val = supervised_split(cfg, n_train)
+    return fit + val / 3
 
 
 def supervised_epochs(cfg: dict) -> int:
@@ -118,12 +131,9 @@ def work_text(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) ->
     n_train, n_test = sizes
     size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
     if stage == "pretrain":
-        per_epoch = n_train * cfg.get("subset_fraction", 1.0) * (1 - cfg.get("val_fraction", 0.0))
-        seen = cfg["steps"] * cfg["batch_size"] if cfg.get("steps") else cfg["epochs"] * per_epoch
-        return f"{seen:,.0f} images x 2 views at {size} px"
+        return f"{pretrain_images(cfg, n_train):,.0f} images x 2 views at {size} px"
     if stage == "supervised":
-        labelled = n_train * cfg.get("subset_fraction", 1.0)
-        fit = labelled * (1 - cfg.get("val_fraction", 0.0))
+        fit, _ = supervised_split(cfg, n_train)
         return (f"{supervised_epochs(cfg) * fit:,.0f} training images ({supervised_epochs(cfg)} epochs of "
                 f"{fit:,.0f}) at {size} px, plus validation and {n_test:,} test images")
     return f"features of {n_train * cfg.get('label_fraction', 1.0) + n_test:,.0f} images at {size} px"

@@ -46,9 +46,7 @@ def resnet18_encoder(stem: str = "cifar") -> nn.Module:
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()
-    net.fc = nn.Identity()
-    net.feature_dim = FEATURE_DIM
-    return net
+    return _strip_classifier(net)
 
 
 class ProjectionHead(nn.Module):
