@@ -25,6 +25,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 STEMS = ("cifar", "imagenet")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 LR_SCALINGS = ("linear", "sqrt", "none")
+# What a linear probe reads: the encoder output h, or SimCLR's projection head output g(h)
+PROBE_LAYERS = ("encoder", "projection")
 # SimCLR Appendix B.8's probe grid: 45 log-spaced penalties from 1e-6 to 1e5 (3 significant digits).
 PROBE_WEIGHT_DECAYS: Tuple[float, ...] = tuple(float(f"{10 ** (-6 + 11 * i / 44):.3g}") for i in range(45))
 # Fields that change how fast a run goes, never what it computes: a finished run is still
@@ -165,6 +167,7 @@ class TrainingConfig(StageConfig):
     subset_seed: int = 0
     stem: str = "cifar"
     epochs: int = 100
+    steps: Optional[int] = None  # when set, train for exactly this many steps (equal-compute rows)
     batch_size: int = 256
     optimizer: str = "sgd"
     lr: float = 0.1  # per 256 images under the linear rule
@@ -181,6 +184,8 @@ class TrainingConfig(StageConfig):
         """The shared checks; a stage's ``validate`` calls this first, then adds its own."""
         if self.epochs < 1:
             _fail(self, "epochs", "use an integer >= 1")
+        if self.steps is not None and self.steps < 1:
+            _fail(self, "steps", "use None (train for `epochs`) or an integer >= 1")
         if self.batch_size < 1:
             _fail(self, "batch_size", "use an integer >= 1")
         if self.optimizer not in OPTIMIZERS:
@@ -207,8 +212,9 @@ class TrainingConfig(StageConfig):
             _fail(self, "val_fraction", "use a fraction in [0, 1)")
 
     def run_steps(self, steps_per_epoch: int) -> int:
-        """How many optimizer steps the run takes at ``steps_per_epoch``: ``epochs`` of them."""
-        return self.epochs * steps_per_epoch
+        """How many optimizer steps the run takes at ``steps_per_epoch``: ``steps`` when set (rows
+        given equal compute, the size study), else ``epochs`` of them."""
+        return self.steps or self.epochs * steps_per_epoch
 
 
 @dataclass(frozen=True)
@@ -234,7 +240,6 @@ class PretrainConfig(TrainingConfig):
     proj_hidden: int = 2048
     proj_out: int = 128
     proj_bn: bool = True
-    steps: Optional[int] = None  # when set, train for exactly this many steps (size study)
     temperature: float = 0.5
     jitter_strength: float = 0.5
     crop_scale_min: float = 0.08
@@ -248,8 +253,6 @@ class PretrainConfig(TrainingConfig):
         super().validate()
         if self.proj_hidden < 1 or self.proj_out < 1:
             _fail(self, "proj_hidden" if self.proj_hidden < 1 else "proj_out", "use an integer >= 1")
-        if self.steps is not None and self.steps < 1:
-            _fail(self, "steps", "use None (train for `epochs`) or an integer >= 1")
         if self.batch_size < 2:
             _fail(self, "batch_size", "SimCLR needs negatives: use an integer >= 2")
         if not 0.01 <= self.temperature <= 10.0:
@@ -264,10 +267,6 @@ class PretrainConfig(TrainingConfig):
             _fail(self, "knn_every" if self.knn_every < 0 else "knn_k", "use non-negative integers (knn_k >= 1)")
         if not 0.0 < self.knn_temperature <= 10.0:
             _fail(self, "knn_temperature", "use a value in (0, 10]")
-
-    def run_steps(self, steps_per_epoch: int) -> int:
-        """``steps`` when set (the size study fixes them), else ``epochs`` of ``steps_per_epoch``."""
-        return self.steps or super().run_steps(steps_per_epoch)
 
 
 @dataclass(frozen=True)
@@ -309,6 +308,8 @@ class SupervisedConfig(TrainingConfig):
             _fail(self, "encoder_lr_grid", "use values in [0, 10] (0 freezes the encoder)")
         if self.encoder_lr_grid and self.init is None:
             _fail(self, "encoder_lr_grid", "it tunes fine-tuning: set init, or leave the grid empty")
+        if len(set(self.encoder_lr_grid)) > 1 and self.steps is not None:
+            _fail(self, "steps", "the encoder lr trials are sized in epochs: use steps None with a grid")
         if len(set(self.encoder_lr_grid)) > 1 and self.val_fraction == 0:
             _fail(self, "encoder_lr_grid", "the choice is made on validation: use val_fraction > 0")
         if self.trial_epochs < 1:
@@ -330,6 +331,7 @@ class LinearEvalConfig(StageConfig):
     label_fraction: float = 1.0
     label_seed: int = 0
     val_fraction: float = 0.1
+    probe_layer: str = "encoder"  # "projection": a SimCLR checkpoint's head output g(h) instead of h
     # L2 penalties tried (chosen on val_fraction of the labelled images, never on test): SimCLR's
     # Appendix B.8 grid, 45 log-spaced values from 1e-6 to 1e5, warm-started from the strongest
     # down (its cost and effect against a short grid: docs/evidence.md)
@@ -347,6 +349,10 @@ class LinearEvalConfig(StageConfig):
             _fail(self, "label_fraction", "use a fraction in (0, 1]")
         if not 0.0 < self.val_fraction < 1.0:
             _fail(self, "val_fraction", "use a fraction in (0, 1): weight decay is chosen on it, never on test")
+        if self.probe_layer not in PROBE_LAYERS:
+            _fail(self, "probe_layer", f"use one of {PROBE_LAYERS}")
+        if self.probe_layer == "projection" and self.encoder.strip().split(":")[0] in ("random", "imagenet"):
+            _fail(self, "probe_layer", "only a SimCLR checkpoint has a projection head: use encoder, or name a pretraining run")
         if not self.weight_decays or any(w < 0 for w in self.weight_decays):
             _fail(self, "weight_decays", "use a non-empty list of values >= 0")
         if self.probe_max_iter < 1:

@@ -385,3 +385,36 @@ def test_saved_predictions_round_trip_and_damage_is_named(tmp_path):
              digest=np.array("x"))
     with pytest.raises(predictions.PredictionsError, match="cannot read"):
         predictions.load_predictions(path)
+
+
+def test_the_projection_probe_reads_the_saved_heads_output(tmp_path):
+    # probe_layer "projection" probes g(h): the test features are the saved head applied to the
+    # saved encoder's output (both in eval mode), 128 wide instead of 512, and neither moved.
+    torch.manual_seed(0)
+    enc = models.resnet18_encoder("cifar")
+    head = models.ProjectionHead(512, 64, 128, batch_norm=True)
+    with torch.no_grad():  # BN statistics unlike the defaults, so eval mode matters
+        head.net[1].running_mean.uniform_(-1, 1)
+        head.net[1].running_var.uniform_(0.5, 2)
+    meta = {"stem": "cifar", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25), "image_size": 8,
+            "source": {"stage": "pretrain", "run": "elsewhere"}}
+    state = models.encoder_state(enc, meta)
+    state["head"] = head.state_dict()
+    RunDir(tmp_path / "pre").save_checkpoint(state, "final")
+    cfg = _cfg(tmp_path, encoder=str(tmp_path / "pre"), label_fraction=0.5, image_size=None,
+               probe_layer="projection")
+    result = linear_eval(cfg, tmp_path / "lin")
+    assert result["probe_layer"] == "projection" and result["feature_dim"] == 128
+    test = data.load_split(SYNTH, "test", root=cfg.data_dir)
+    ref = extract_features(nn.Sequential(enc, head), test.images, meta["mean"], meta["std"], FP32, size=8)
+    got = torch.load(tmp_path / "lin" / "features.pt", weights_only=True)["features"].float()
+    assert got.shape == ref.shape and torch.allclose(got, ref, atol=3e-2, rtol=1e-2)
+
+
+def test_the_projection_probe_needs_a_saved_head(tmp_path):
+    RunDir(tmp_path / "pre").save_checkpoint(models.encoder_state(models.resnet18_encoder("cifar"),
+                                                                  {"stem": "cifar"}), "final")
+    with pytest.raises(models.WeightsError, match="no projection head.*probe_layer"):
+        linear_eval(_cfg(tmp_path, encoder=str(tmp_path / "pre"), probe_layer="projection"), tmp_path / "lin")
+    with pytest.raises(ValueError, match="probe_layer.*only a SimCLR checkpoint"):
+        LinearEvalConfig(encoder="random", probe_layer="projection")

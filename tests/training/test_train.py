@@ -467,6 +467,19 @@ def test_explicit_bf16_on_a_cpu_without_native_bf16_says_once_that_it_is_slower(
     assert capsys.readouterr().err == ""
 
 
+def test_supervised_steps_fix_the_images_passed_whatever_the_set_size(data_dir, tmp_path):
+    # steps gives a supervised run a budget in image passes (the transfer rows' equal compute):
+    # 3 steps of 20 stop inside the first epoch of the fit images, the cosine schedule reaches 0
+    # at the third step, and the step trace holds exactly those three steps.
+    cfg = _sup_cfg(data_dir, steps=3, epochs=4, batch_size=20, warmup_epochs=0)
+    result = supervised.train_supervised(cfg, tmp_path / "run")
+    assert result["steps"] == 3 and result["images_seen"] == 60
+    steps = RunDir(tmp_path / "run").read_steps()
+    assert [r["step"] for r in steps][-1] == 3
+    with pytest.raises(ValueError, match="steps.*sized in epochs"):
+        _sup_cfg(data_dir, steps=3, init="imagenet", encoder_lr_grid=(0.1, 1.0))
+
+
 # ---- equal label budgets and the fine-tuning rate ------------------------------------------
 LABEL_KEYS = ("n_labelled", "n_fit", "n_val", "labelled_digest", "val_digest", "label_fraction",
               "label_seed", "val_fraction")

@@ -336,6 +336,16 @@ def _pretrain_of(study: Study, run: RunInfo) -> Optional[RunInfo]:
     return src if src is not None and src.stage == "pretrain" else None
 
 
+def _epochs_passed(pre: RunInfo) -> float:
+    """Passes over its training images a pretraining run made: steps x batch / images (a run of
+    fixed steps stops inside an epoch, which its ``epochs`` counts as begun)."""
+    steps, batch = pre.config.get("steps"), pre.config.get("batch_size")
+    n_train = pre.result.get("n_train")
+    if steps and batch and n_train:
+        return steps * batch / n_train
+    return pre.result.get("epochs") or math.nan
+
+
 def size_table(study: Study) -> pd.DataFrame:
     """Probe accuracy against the fraction (and count) of pretraining images, mean over seeds."""
     groups: dict[float, list[tuple[RunInfo, Optional[RunInfo]]]] = {}
@@ -352,12 +362,19 @@ def size_table(study: Study) -> pd.DataFrame:
                      "n_images": int(np.nanmean([n for n in n_images if n])) if any(n_images) else math.nan,
                      "dataset": first.config.get("dataset") if first else None,
                      "steps": first.config.get("steps") if first else None,
-                     "epochs_equiv": (np.nanmean([p.result.get("epochs") or math.nan for p in pres])
-                                      if pres else math.nan),
+                     "epochs_equiv": (np.nanmean([_epochs_passed(p) for p in pres]) if pres else math.nan),
                      **_metric_summary([r for r, _ in pairs], study)})
     df = pd.DataFrame(rows)
     _add_comparisons(df, "vb", _versus_best([[r for r, _ in pairs] for _, pairs in sorted(groups.items())], df))
     return df
+
+
+def _axis_value(probe: RunInfo, pre: Optional[RunInfo], axis: str) -> Any:
+    """A hyperparameter cell's value on ``axis``: the pretraining run's field, else the probe's own
+    (``probe_layer`` varies the probe, not the pretraining)."""
+    if pre is not None and pre.config and axis in pre.config:
+        return pre.config[axis]
+    return (probe.config or {}).get(axis)
 
 
 def hparam_table(study: Study) -> pd.DataFrame:
@@ -370,7 +387,7 @@ def hparam_table(study: Study) -> pd.DataFrame:
                 axes.append(a)
     for r in study.with_role("hparam"):
         pre = _pretrain_of(study, r)
-        key = tuple((pre.config.get(a) if pre and pre.config else None) for a in axes)
+        key = tuple(_axis_value(r, pre, a) for a in axes)
         groups.setdefault(key, []).append((r, pre))
     rows = []
     for key, pairs in groups.items():
@@ -541,7 +558,7 @@ def size_display(df: pd.DataFrame) -> pd.DataFrame:
         "Share of pretraining set": [f"{p:g}%" for p in df["pct"]],
         "Images": ["—" if (isinstance(n, float) and math.isnan(n)) else f"{int(n):,}" for n in df["n_images"]],
         "Steps": df["steps"].astype(object).where(df["steps"].notna(), "—"),
-        "Epochs (equivalent)": [fmt_pm(e) for e in df["epochs_equiv"]],
+        "Epochs (steps x batch / images)": [fmt_pm(e, digits=2) for e in df["epochs_equiv"]],
         "Probe top-1 (%)": fmt_acc(df, "top1"),
         "Probe top-5 (%)": fmt_acc(df, "top5"),
         "Top-1 vs best cell": _best_cells(df),

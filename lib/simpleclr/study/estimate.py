@@ -15,6 +15,8 @@ reads a plan only through its attributes, so this module never imports :mod:`sim
 """
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
@@ -86,7 +88,9 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     if stage == "pretrain":
         return pretrain_images(cfg, n_train) * area
     if stage == "supervised":
-        return (supervised_epochs(cfg) * supervised_epoch_units(cfg, n_train) + (n_test or 0) / 3) * area
+        train, epochs = supervised_passes(cfg, n_train)
+        _, val = supervised_split(cfg, n_train)
+        return (train + epochs * val / 3 + (n_test or 0) / 3) * area
     if stage == "linear_eval":
         return (n_train * cfg.get("label_fraction", 1.0) + (n_test or 0)) / 3 * area
     return None
@@ -108,19 +112,17 @@ def supervised_split(cfg: dict, n_train: int) -> tuple[float, float]:
     return labelled - val, val
 
 
-def supervised_epoch_units(cfg: dict, n_train: int) -> float:
-    """One supervised epoch: training on the fit part of the labelled share, a forward pass over
-    its validation part."""
-    fit, val = supervised_split(cfg, n_train)
-    return fit + val / 3
-
-
-def supervised_epochs(cfg: dict) -> int:
-    """Epochs a supervised run trains: its own, plus one trial per encoder lr scale when it
-    chooses among several (``supervised._choose_encoder_lr``)."""
+def supervised_passes(cfg: dict, n_train: int) -> tuple[float, int]:
+    """(training-image passes, epochs begun) of a supervised run: ``steps`` batches when set, else
+    its epochs over the fit part, plus one trial per encoder lr scale when it chooses among several
+    (``supervised._choose_encoder_lr``; trials need ``steps`` None)."""
+    fit, _ = supervised_split(cfg, n_train)
+    if cfg.get("steps"):
+        train = cfg["steps"] * cfg["batch_size"]
+        return train, max(1, math.ceil(train / max(fit, 1.0)))
     grid = set(cfg.get("encoder_lr_grid") or ())
-    trials = len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"]) if len(grid) > 1 else 0
-    return cfg["epochs"] + trials
+    epochs = cfg["epochs"] + (len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"]) if len(grid) > 1 else 0)
+    return epochs * fit, epochs
 
 
 def work_text(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> str:
@@ -134,8 +136,9 @@ def work_text(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) ->
         return f"{pretrain_images(cfg, n_train):,.0f} images x 2 views at {size} px"
     if stage == "supervised":
         fit, _ = supervised_split(cfg, n_train)
-        return (f"{supervised_epochs(cfg) * fit:,.0f} training images ({supervised_epochs(cfg)} epochs of "
-                f"{fit:,.0f}) at {size} px, plus validation and {n_test:,} test images")
+        train, _ = supervised_passes(cfg, n_train)
+        return (f"{train:,.0f} training images ({train / max(fit, 1.0):.3g} epochs of {fit:,.0f}) at "
+                f"{size} px, plus validation and {n_test:,} test images")
     return f"features of {n_train * cfg.get('label_fraction', 1.0) + n_test:,.0f} images at {size} px"
 
 

@@ -250,9 +250,10 @@ def _check_role(role: Any, run: str, notebook: str, where: str) -> dict:
         if key == "row" and notebook == "supervised" and value != "super":
             raise PlanError(f"{where}: only the 'super' row is tested directly; probe the others with linear_eval")
         if key == "hparam":
-            names = {f.name for f in fields(notebook_stage("pretrain").config)}
+            names = {f.name for f in fields(notebook_stage("pretrain").config)} | {"probe_layer"}
             if not isinstance(value, list) or not value or not set(value) <= names:
-                raise PlanError(f"{where}: report.hparam must list pretrain fields, e.g. [temperature, batch_size]")
+                raise PlanError(f"{where}: report.hparam must list pretrain fields or probe_layer, "
+                                "e.g. [temperature, batch_size]")
     return dict(role)
 
 

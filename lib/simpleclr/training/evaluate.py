@@ -261,7 +261,7 @@ def linear_eval(cfg: LinearEvalConfig, out_dir: Union[str, Path]) -> dict:
 def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     """:func:`linear_eval`'s work, with the run folder's lock held."""
     from .. import data
-    from .models import load_encoder, source_name, uses_standin
+    from .models import SimCLRNet, load_encoder, load_projection_head, source_name, uses_standin
 
     done = run.finished(cfg)  # another process may have finished it meanwhile
     if done is not None:
@@ -269,6 +269,8 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
     seed_everything(cfg.seed)
     encoder, meta = load_encoder(cfg.encoder, cfg.stem)  # fails fast, before the data is read
+    if cfg.probe_layer == "projection":  # g(h): the head's output, read through the frozen encoder
+        encoder = SimCLRNet(encoder, load_projection_head(cfg.encoder))
     train, test = _probe_splits(cfg)
     mean, std, input_size = _encoder_input(cfg, meta, train)
     num_classes = train.num_classes
@@ -310,6 +312,7 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
               "encoder": cfg.encoder, "encoder_source": source_name(meta),
               "encoder_standin": uses_standin(meta), "encoder_meta": dict(meta),
               "input_size": input_size, "mean": list(mean), "std": list(std),
+              "probe_layer": cfg.probe_layer, "feature_dim": int(train_feats.shape[1]),
               "probe_iterations": probe["final"].fit_info["iterations"],
               "probe_loss": probe["final"].fit_info["loss"],
               "feature_seconds": feature_seconds, "probe_seconds": probe_seconds,

@@ -490,7 +490,8 @@ def _diverged(loop: Loop, step: int, epoch: int, what: str) -> TrainingDiverged:
 def loop_summary(rows: list[dict], loop: Loop) -> dict:
     clock = loop.state["clock"]
     return {"final_loss": rows[-1]["loss"] if rows else None, "epochs": loop.epochs,
-            "steps": loop.total_steps, "images_per_s": clock["images"] / max(clock["train_s"], 1e-9),
+            "steps": loop.total_steps, "images_seen": int(clock["images"]),  # each SimCLR image: 2 views
+            "images_per_s": clock["images"] / max(clock["train_s"], 1e-9),
             "wall_time_s": clock["elapsed_s"],
             "runtime": {**loop.parts.runtime.describe(), "world_size": loop.world.size,
                         "sync_bn": uses_sync_bn(loop.cfg, loop.world)}}

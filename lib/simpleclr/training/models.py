@@ -283,6 +283,25 @@ def uses_standin(meta: dict) -> bool:
     return source == "standin"
 
 
+def load_projection_head(spec: str) -> ProjectionHead:
+    """The projection head g saved beside a SimCLR run's encoder (its ``"head"`` state), sized from
+    the saved weights; the probe of g(h) reads it (SimCLR's Fig. 8 compares it with h)."""
+    path = _checkpoint_path(spec.strip())
+    obj = _torch_load(path)
+    state = obj.get("head") if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or "net.0.weight" not in state:
+        raise WeightsError(f"{path} holds no projection head (a SimCLR pretraining run's 'head'): "
+                           "set probe_layer to encoder, or name a pretraining run")
+    batch_norm = "net.1.running_mean" in state
+    last = state.get(f"net.{3 if batch_norm else 2}.weight")
+    if not isinstance(last, torch.Tensor) or last.dim() != 2:
+        raise WeightsError(f"{path}'s projection head has no final Linear layer: it is damaged")
+    hidden, in_dim = state["net.0.weight"].shape
+    head = ProjectionHead(in_dim, hidden, last.shape[0], batch_norm)
+    _load_strict(head, state, f"{path}'s projection head", hint="it is damaged: pretrain again")
+    return head
+
+
 def _torch_load(path: Path, advice: str = "give a checkpoint of tensors written by torch.save "
                 "(e.g. a run folder's checkpoints/final.pt)") -> Any:
     """The file's tensors, loaded with ``weights_only=True`` and nothing else: a checkpoint someone
