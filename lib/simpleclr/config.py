@@ -352,7 +352,8 @@ class LinearEvalConfig(StageConfig):
         if self.probe_layer not in PROBE_LAYERS:
             _fail(self, "probe_layer", f"use one of {PROBE_LAYERS}")
         if self.probe_layer == "projection" and self.encoder.strip().split(":")[0] in ("random", "imagenet"):
-            _fail(self, "probe_layer", "only a SimCLR checkpoint has a projection head: use encoder, or name a pretraining run")
+            _fail(self, "probe_layer",
+                  "only a SimCLR checkpoint has a projection head: use encoder, or name a pretraining run")
         if not self.weight_decays or any(w < 0 for w in self.weight_decays):
             _fail(self, "weight_decays", "use a non-empty list of values >= 0")
         if self.probe_max_iter < 1:
