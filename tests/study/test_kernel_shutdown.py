@@ -1,4 +1,4 @@
-"""How a notebook's kernel is shut down (plans.kernel_manager_class): an idle kernel is asked to
+"""How a notebook's kernel is shut down (kernels.kernel_manager_class): an idle kernel is asked to
 leave, never interrupted, so no "KeyboardInterrupt caught in kernel" reaches the terminal; a kernel
 still running a cell is interrupted, so the cell's ``finally`` blocks run."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 import nbformat
 import pytest
 
-from simpleclr.study import plans
+from simpleclr.study import kernels, plans
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the IPC kernel manager is POSIX only")
 
@@ -56,7 +56,7 @@ def test_a_kernel_busy_in_a_cell_is_still_interrupted_at_shutdown(tmp_path, monk
     monkeypatch.chdir(tmp_path)  # the IPC sockets' folder, the kernel's and ours (papermill chdirs too)
 
     async def main() -> None:
-        km = plans.kernel_manager_class()(kernel_name="python3")
+        km = kernels.kernel_manager_class()(kernel_name="python3")
         await km.start_kernel()
         kc = km.client()
         kc.start_channels()

@@ -11,17 +11,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import multiprocessing.util
 import os
 import signal
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..types import PathLike
 from ..errors import one_line
 from .estimate import Estimator, PlanClock, estimate_runs
+from .kernels import SharedKernel, run_notebook
 from .planfile import REPO_ROOT, Plan, PlanError, RunSpec, load_plan
 from ..runs.rundir import RunDir, atomic_write_json, git_commit
 from ..runs.watch import RunWatch, fmt_seconds
@@ -120,70 +122,19 @@ def notebook_file(name: str) -> Path:
     return path
 
 
-def kernel_name() -> str:
-    """The Jupyter kernel notebooks run in: ``$SIMPLECLR_KERNEL`` or ``python3``."""
-    return os.environ.get("SIMPLECLR_KERNEL", "python3")
-
-
 def _failure_reason(e: BaseException) -> str:
     ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
     return one_line(f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}", 400)
 
 
-# How long a kernel asked to shut down may take to leave on its own before it is interrupted.
-KERNEL_EXIT_GRACE_S = 2.0
-
-
-def kernel_manager_class() -> Optional[type]:
-    """The kernel manager notebooks run under: jupyter_client's, talking to the kernel over IPC
-    (``kernel-ipc-<pid>-<n>`` sockets: no port, no TCP warning), and at shutdown asking the kernel
-    to leave before interrupting it after ``KERNEL_EXIT_GRACE_S`` (SIGINT first raced papermill's
-    last request; docs/architecture.md, "Design notes"). None where IPC is absent (not POSIX)."""
-    if os.name != "posix":
-        return None
-    import asyncio
-
-    from jupyter_client.manager import AsyncKernelManager
-
-    class IPCKernelManager(AsyncKernelManager):
-        def __init__(self, **kwargs: Any) -> None:
-            kwargs.setdefault("transport", "ipc")
-            # jupyter_client numbers the socket files by looking for free names: this process's
-            # pid in the prefix keeps kernels started at once by plan workers from taking one name
-            kwargs.setdefault("ip", f"kernel-ipc-{os.getpid()}")
-            super().__init__(**kwargs)
-
-        async def _async_interrupt_kernel(self) -> None:
-            # shutdown_kernel interrupts first (shutting_down already set), then requests shutdown
-            # itself; a second request to a kernel that left (or is leaving) is harmless
-            # (jupyter_client's private names, unpinned: where they are gone, its own behaviour)
-            leave = (getattr(self, "_async_request_shutdown", None), getattr(self, "_async_wait", None))
-            if getattr(self, "shutting_down", False) and self.has_kernel and all(leave):
-                await self._async_request_shutdown()
-                try:
-                    await asyncio.wait_for(self._async_wait(pollinterval=0.05), KERNEL_EXIT_GRACE_S)
-                    return  # it left without an interrupt
-                except asyncio.TimeoutError:
-                    pass  # busy in a cell: interrupt it, as jupyter_client does
-            await super()._async_interrupt_kernel()
-
-    return IPCKernelManager
-
-
 def execute_notebook(name: str, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
-                     progress: bool = False) -> None:
-    """Run ``notebooks/<name>.ipynb`` with ``parameters`` through papermill into ``output``.
+                     progress: bool = False, kernel: Optional[SharedKernel] = None) -> None:
+    """Run ``notebooks/<name>.ipynb`` with ``parameters`` through papermill into ``output``, in
+    ``kernel`` when given (:class:`simpleclr.study.kernels.SharedKernel`), else in its own.
 
     ``progress`` shows papermill's per-cell bar; plans show a run's own steps instead (RunWatch).
     """
-    import papermill as pm
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    manager = kernel_manager_class()
-    extra = {"kernel_manager_class": manager} if manager is not None else {}
-    pm.execute_notebook(str(notebook_file(name)), str(output), parameters=parameters,
-                        kernel_name=kernel_name(), progress_bar=progress, cwd=str(cwd or Path.cwd()),
-                        log_output=False, **extra)
+    run_notebook(notebook_file(name), output, parameters, cwd=cwd, progress=progress, kernel=kernel)
 
 
 def _before_runs(p: Plan, names: Sequence[str], statuses: dict[str, str]) -> tuple[list[str], dict[str, str]]:
@@ -257,10 +208,24 @@ def worker_params(spec: RunSpec, device: str, devices: Sequence[str]) -> dict:
     return params
 
 
-def _execute_in_worker(notebook: str, output: str, params: dict) -> Optional[str]:
-    """One run's notebook in a worker process: None when it finished, else why not (a line)."""
+_WORKER_KERNEL: Optional[SharedKernel] = None  # a plan worker process's kernel, for its runs
+
+
+def _worker_kernel() -> SharedKernel:
+    """This worker process's shared kernel, shut down when the process leaves (multiprocessing
+    runs its finalizers there; atexit does not run in a pool's workers)."""
+    global _WORKER_KERNEL
+    if _WORKER_KERNEL is None:
+        _WORKER_KERNEL = SharedKernel()
+        multiprocessing.util.Finalize(None, _WORKER_KERNEL.close, exitpriority=10)
+    return _WORKER_KERNEL
+
+
+def _execute_in_worker(notebook: str, output: str, params: dict, shared: bool = True) -> Optional[str]:
+    """One run's notebook in a worker process (in its shared kernel unless ``shared`` is False):
+    None when it finished, else why not (a line)."""
     try:
-        execute_notebook(notebook, Path(output), params)
+        execute_notebook(notebook, Path(output), params, kernel=_worker_kernel() if shared else None)
     except KeyboardInterrupt:
         return "interrupted"
     except Exception as e:  # papermill's execution error, a dead kernel, ...
@@ -268,13 +233,14 @@ def _execute_in_worker(notebook: str, output: str, params: dict) -> Optional[str
     return None
 
 
-def _execute_run(p: Plan, spec: RunSpec, tag: str, states: dict[str, dict], progress: bool) -> dict:
-    """Execute one run's notebook; its state (done or failed). An interrupt leaves it partial, in
-    the manifest too, and goes on up."""
+def _execute_run(p: Plan, spec: RunSpec, tag: str, states: dict[str, dict], progress: bool,
+                 kernel: Optional[SharedKernel] = None) -> dict:
+    """Execute one run's notebook (in ``kernel`` when given); its state (done or failed). An
+    interrupt leaves it partial, in the manifest too, and goes on up."""
     t0 = time.time()
     try:
         with RunWatch(tag, RunDir(spec.path)) if progress else contextlib.nullcontext():
-            execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params)
+            execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params, kernel=kernel)
     except KeyboardInterrupt:
         states[spec.name] = {"state": "partial", "reason": "interrupted"}
         write_manifest(p, states)
@@ -290,7 +256,8 @@ def _execute_run(p: Plan, spec: RunSpec, tag: str, states: dict[str, dict], prog
 
 
 def _run_one(p: Plan, spec: RunSpec, tag: str, status: str, states: dict[str, dict],
-             unavailable: dict[str, str], clock: PlanClock, progress: bool) -> None:
+             unavailable: dict[str, str], clock: PlanClock, progress: bool,
+             kernel: Optional[SharedKernel] = None) -> None:
     """One run's turn: skipped with its reason, or executed; its state goes into ``states`` and the
     manifest (a run done earlier changes nothing there)."""
     state = _not_run(spec, status, states, unavailable)
@@ -306,7 +273,7 @@ def _run_one(p: Plan, spec: RunSpec, tag: str, status: str, states: dict[str, di
         write_manifest(p, states)
         return
     print(f"{tag}: {'resuming' if status == 'partial' else 'running'} -> {spec.path}", flush=True)
-    states[spec.name] = state = _execute_run(p, spec, tag, states, progress)
+    states[spec.name] = state = _execute_run(p, spec, tag, states, progress, kernel)
     if state["state"] == "done":
         clock.finished(spec.name, state["seconds"])
         print(f"{tag}: done in {fmt_seconds(state['seconds'])}{clock.left_text()}", flush=True)
@@ -335,8 +302,11 @@ def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_d
 
 def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
              only: Optional[Sequence[str]] = None, *, progress: bool = True,
-             devices: Optional[Sequence[str]] = None) -> int:
+             devices: Optional[Sequence[str]] = None, kernel_per_run: bool = False) -> int:
     """Execute a plan's runs, then render the report; the exit code is 1 when a run failed.
+
+    The runs share one kernel, reset between them (:class:`simpleclr.study.kernels.SharedKernel`),
+    unless ``kernel_per_run``; the report notebook and runs on several devices get their own.
 
     ``devices`` (see :func:`parse_devices`): with several, independent runs go side by side, one
     per device (:func:`_run_on_workers`); with one, every run uses that device; None, each run its own.
@@ -360,20 +330,23 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     width = len(str(len(names)))
     tags = {n: f"[{i:>{width}}/{len(names)}] {n} ({p.runs[n].notebook})" for i, n in enumerate(names, 1)}
     if devices and len(devices) > 1:
-        _run_on_workers(p, names, tags, statuses, states, unavailable, clock, progress, devices)
+        _run_on_workers(p, names, tags, statuses, states, unavailable, clock, progress, devices,
+                        shared=not kernel_per_run)
     else:
-        for n in names:
-            spec = p.runs[n]
-            if devices:  # one worker on a named device: a runtime field, the fingerprint stays
-                spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, device=devices[0]))
-            _run_one(p, spec, tags[n], statuses[n], states, unavailable, clock, progress)
+        with SharedKernel() if not kernel_per_run else contextlib.nullcontext() as kernel:
+            for n in names:
+                spec = p.runs[n]
+                if devices:  # one worker on a named device: a runtime field, the fingerprint stays
+                    spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, device=devices[0]))
+                _run_one(p, spec, tags[n], statuses[n], states, unavailable, clock, progress, kernel)
     return _after_runs(p, names, states, report_dir, started)
 
 
 def _run_on_workers(p: Plan, names: Sequence[str], tags: dict[str, str], statuses: dict[str, str],
                     states: dict[str, dict], unavailable: dict[str, str], clock: PlanClock, progress: bool,
-                    devices: Sequence[str]) -> None:
-    """The runs side by side, one per worker device, each in its own process and kernel.
+                    devices: Sequence[str], shared: bool = True) -> None:
+    """The runs side by side, one per worker device, in worker processes (each with one kernel for
+    its runs unless ``shared`` is False).
 
     A run starts once every run it needs has settled (in plan order among those ready); one that
     sets a launcher takes every device and runs alone. A failed run blocks only the runs that need
@@ -387,7 +360,7 @@ def _run_on_workers(p: Plan, names: Sequence[str], tags: dict[str, str], statuse
     try:
         while pending or running:
             while _start_ready(p, pending, running, free, tags, statuses, states, unavailable, clock, progress,
-                               devices, pool):
+                               devices, pool, shared):
                 pass
             if not running:
                 if pending:  # cannot happen with a validated plan (needs come first, all in names)
@@ -414,7 +387,8 @@ def _run_on_workers(p: Plan, names: Sequence[str], tags: dict[str, str], statuse
 
 def _start_ready(p: Plan, pending: list[str], running: dict, free: list[str], tags: dict[str, str],
                  statuses: dict[str, str], states: dict[str, dict], unavailable: dict[str, str],
-                 clock: PlanClock, progress: bool, devices: Sequence[str], pool: ProcessPoolExecutor) -> bool:
+                 clock: PlanClock, progress: bool, devices: Sequence[str], pool: ProcessPoolExecutor,
+                 shared: bool = True) -> bool:
     """Settle or start the first pending run whose needs have settled and that fits on the free
     devices, in plan order; False when none can move now."""
     for n in [n for n in pending if all(d in states for d in p.runs[n].needs)]:
@@ -433,7 +407,7 @@ def _start_ready(p: Plan, pending: list[str], running: dict, free: list[str], ta
         if progress:
             watch.enter_context(RunWatch(tag, RunDir(spec.path), tty=False))
         params = spec.params if exclusive else worker_params(spec, taken[0], devices)
-        fut = pool.submit(_execute_in_worker, spec.notebook, str(RunDir(spec.path).notebook_path), params)
+        fut = pool.submit(_execute_in_worker, spec.notebook, str(RunDir(spec.path).notebook_path), params, shared)
         running[fut] = (n, tag, ",".join(taken), time.time(), watch)
         return True
     return False

@@ -1,0 +1,199 @@
+"""The Jupyter kernels a plan's notebooks run in.
+
+Each notebook runs under :func:`kernel_manager_class` (IPC sockets, a polite shutdown). A
+:class:`SharedKernel` runs successive notebooks in one kernel, so only the first pays the
+kernel's start-up (the interpreter, ``import torch``, the library: about 7 s a notebook on the
+2-core CPUs, most of the smoke plan's time). Between notebooks it empties the namespace and puts
+back the process state a run may change (torch's thread count, the library's once-only warnings);
+after a failure or an interrupt it shuts the kernel down, and the next notebook starts a new one.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from ..types import PathLike
+
+# How long a kernel asked to shut down may take to leave on its own before it is interrupted.
+KERNEL_EXIT_GRACE_S = 2.0
+# A notebook run in a shared kernel starts from this state: what a fresh kernel would hold. Every
+# process-wide setting the library changes during a run is put back here (tests/study/
+# test_kernels.py runs a notebook after another and compares it with a fresh kernel's result).
+RESET_CODE = """\
+get_ipython().run_line_magic("reset", "-f")
+import gc as _gc, torch as _torch
+_torch.set_num_threads({threads})
+from simpleclr.training import device as _device
+_device.WARNED.clear()
+if _torch.cuda.is_initialized():  # a later run on this device (or another process) gets it back
+    _torch.cuda.empty_cache()
+del _device, _torch
+_gc.collect()
+"""
+# The thread count the kernel starts with (torch's default on this machine), read once.
+THREADS_CODE = "import torch as _torch; print(_torch.get_num_threads()); del _torch"
+
+
+def kernel_name() -> str:
+    """The Jupyter kernel notebooks run in: ``$SIMPLECLR_KERNEL`` or ``python3``."""
+    return os.environ.get("SIMPLECLR_KERNEL", "python3")
+
+
+def kernel_manager_class() -> Optional[type]:
+    """The kernel manager notebooks run under: jupyter_client's, talking to the kernel over IPC
+    (``kernel-ipc-<pid>-<n>`` sockets: no port, no TCP warning), and at shutdown asking the kernel
+    to leave before interrupting it after ``KERNEL_EXIT_GRACE_S`` (SIGINT first raced papermill's
+    last request; docs/architecture.md, "Design notes"). None where IPC is absent (not POSIX)."""
+    if os.name != "posix":
+        return None
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            kwargs.setdefault("transport", "ipc")
+            # jupyter_client numbers the socket files by looking for free names: this process's
+            # pid in the prefix keeps kernels started at once by plan workers from taking one name
+            kwargs.setdefault("ip", f"kernel-ipc-{os.getpid()}")
+            super().__init__(**kwargs)
+
+        async def _async_interrupt_kernel(self) -> None:
+            # shutdown_kernel interrupts first (shutting_down already set), then requests shutdown
+            # itself; a second request to a kernel that left (or is leaving) is harmless
+            # (jupyter_client's private names, unpinned: where they are gone, its own behaviour)
+            leave = (getattr(self, "_async_request_shutdown", None), getattr(self, "_async_wait", None))
+            if getattr(self, "shutting_down", False) and self.has_kernel and all(leave):
+                await self._async_request_shutdown()
+                try:
+                    await asyncio.wait_for(self._async_wait(pollinterval=0.05), KERNEL_EXIT_GRACE_S)
+                    return  # it left without an interrupt
+                except asyncio.TimeoutError:
+                    pass  # busy in a cell: interrupt it, as jupyter_client does
+            await super()._async_interrupt_kernel()
+
+    return IPCKernelManager
+
+
+def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
+                 progress: bool = False, kernel: Optional["SharedKernel"] = None) -> None:
+    """Execute ``source`` with ``parameters`` through papermill into ``output``: in ``kernel``
+    when given (it stays up for the next notebook), else in a kernel of its own."""
+    if kernel is not None:
+        kernel.run(source, output, parameters, progress=progress)
+        return
+    import papermill as pm
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    manager = kernel_manager_class()
+    extra = {"kernel_manager_class": manager} if manager is not None else {}
+    pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel_name(),
+                        progress_bar=progress, cwd=str(cwd or Path.cwd()), log_output=False, **extra)
+
+
+class SharedKernel:
+    """One kernel for successive notebooks (``with SharedKernel(cwd) as k: run_notebook(..., kernel=k)``).
+
+    Started on the first notebook; shut down on a failure, an interrupt, a failed reset or
+    :meth:`close`. ``started`` counts the kernels it started (1 when every notebook went well).
+    """
+
+    def __init__(self, cwd: Optional[PathLike] = None):
+        self.cwd = str(cwd or Path.cwd())
+        self.started = 0
+        self.notebooks = 0
+        self._km: Any = None
+        self._threads: Optional[int] = None
+
+    def __enter__(self) -> "SharedKernel":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def run(self, source: Path, output: Path, parameters: dict, *, progress: bool = False) -> None:
+        """Execute one notebook in the kernel, then reset its state for the next one."""
+        import papermill as pm
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self._km is None or not self._sync(self._km.is_alive)():
+                self._start()
+            # papermill's cwd is this process's during the call (the IPC sockets are relative to it)
+            pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel_name(),
+                                progress_bar=progress, cwd=self.cwd, log_output=False, km=self._km)
+            self.notebooks += 1
+            self._close_clients()
+            with contextlib.chdir(self.cwd):
+                self._execute(RESET_CODE.format(threads=self._threads))
+        except BaseException:
+            self.close()  # a failed or interrupted notebook may leave anything behind: start anew
+            raise
+
+    def close(self) -> None:
+        """Shut the kernel down (asked to leave, then interrupted; see :func:`kernel_manager_class`)."""
+        km, self._km = self._km, None
+        if km is None:
+            return
+        with contextlib.chdir(self.cwd):  # the IPC socket files are named relative to it
+            try:
+                self._close_clients(km)
+                self._sync(km.shutdown_kernel)()
+            finally:
+                self._sync(km.cleanup_resources)()
+
+    def _close_clients(self, km: Any = None) -> None:
+        km = km or self._km
+        while km is not None and km.clients:
+            km.clients.pop().stop_channels()
+
+    # ---- the kernel's life ---------------------------------------------------------------------
+    @staticmethod
+    def _sync(fn: Any) -> Any:
+        """``fn`` made blocking on the event loop nbclient also uses (jupyter_core's per thread)."""
+        from jupyter_core.utils import run_sync
+
+        return run_sync(fn) if asyncio.iscoroutinefunction(fn) else fn
+
+    def _start(self) -> None:
+        manager = kernel_manager_class()
+        if manager is None:
+            from jupyter_client.manager import AsyncKernelManager as manager
+
+        class Tracked(manager):  # type: ignore[misc,valid-type]
+            """Keeps the clients it hands out: nbclient opens one per notebook and closes it only
+            with a kernel it owns, so :meth:`SharedKernel._close_clients` does (14 sockets each)."""
+
+            def client(self, **kwargs: Any) -> Any:
+                kc = super().client(**kwargs)
+                self.clients.append(kc)
+                return kc
+
+        self._km = Tracked(kernel_name=kernel_name())
+        self._km.clients = []
+        with contextlib.chdir(self.cwd):  # the kernel and its clients name the IPC sockets from it
+            self._sync(self._km.start_kernel)(cwd=self.cwd)
+            self.started += 1
+            self._threads = int(self._execute(THREADS_CODE).strip())
+
+    def _execute(self, code: str, timeout: float = 120.0) -> str:
+        """Run ``code`` in the kernel outside any notebook; its printed output. Raises when it fails."""
+        kc = self._km.client()
+        kc.start_channels()
+        out: list[str] = []
+
+        def collect(msg: dict) -> None:
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+
+        try:
+            self._sync(kc.wait_for_ready)(timeout=60)
+            reply = self._sync(kc.execute_interactive)(code, timeout=timeout, output_hook=collect,
+                                                        store_history=False)
+        finally:
+            kc.stop_channels()
+        if reply["content"]["status"] != "ok":
+            c = reply["content"]
+            raise RuntimeError(f"resetting the shared kernel failed: {c.get('ename')}: {c.get('evalue')}")
+        return "".join(out)
