@@ -281,11 +281,11 @@ def _run_one(p: Plan, spec: RunSpec, tag: str, status: str, states: dict[str, di
 
 
 def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_dir: PathLike,
-                started: float) -> int:
+                started: float, kernel: Optional[SharedKernel] = None) -> int:
     """Render the report; 1 when it or any run failed, broke or was blocked."""
     print(f"plan {p.name}: runs finished in {fmt_seconds(time.time() - started)}; rendering the report", flush=True)
     try:
-        html = render_report(p, report_dir)
+        html = render_report(p, report_dir, kernel)
         print(f"report: {html}", flush=True)
     except Exception as e:
         print(f"report: FAILED: {_failure_reason(e)}\n    executed notebook: {p.outputs / 'report.ipynb'}",
@@ -329,17 +329,17 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     started = time.time()
     width = len(str(len(names)))
     tags = {n: f"[{i:>{width}}/{len(names)}] {n} ({p.runs[n].notebook})" for i, n in enumerate(names, 1)}
-    if devices and len(devices) > 1:
-        _run_on_workers(p, names, tags, statuses, states, unavailable, clock, progress, devices,
-                        shared=not kernel_per_run)
-    else:
-        with SharedKernel() if not kernel_per_run else contextlib.nullcontext() as kernel:
+    with SharedKernel() if not kernel_per_run else contextlib.nullcontext() as kernel:
+        if devices and len(devices) > 1:
+            _run_on_workers(p, names, tags, statuses, states, unavailable, clock, progress, devices,
+                            shared=not kernel_per_run)
+        else:
             for n in names:
                 spec = p.runs[n]
                 if devices:  # one worker on a named device: a runtime field, the fingerprint stays
                     spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, device=devices[0]))
                 _run_one(p, spec, tags[n], statuses[n], states, unavailable, clock, progress, kernel)
-    return _after_runs(p, names, states, report_dir, started)
+        return _after_runs(p, names, states, report_dir, started, kernel)
 
 
 def _run_on_workers(p: Plan, names: Sequence[str], tags: dict[str, str], statuses: dict[str, str],
@@ -430,12 +430,13 @@ def _record_worker_result(p: Plan, n: str, tag: str, failure: Optional[str], t0:
     write_manifest(p, states)
 
 
-def render_report(plan: Plan, report_dir: PathLike = "report") -> Path:
-    """Execute the report notebook on the plan's folder and export it as one HTML file."""
+def render_report(plan: Plan, report_dir: PathLike = "report", kernel: Optional[SharedKernel] = None) -> Path:
+    """Execute the report notebook on the plan's folder (in ``kernel`` when given) and export it as
+    one HTML file."""
     from ..report.figures import export_html
 
     executed = plan.outputs / "report.ipynb"
-    execute_notebook(REPORT_NOTEBOOK, executed, {**plan.report, "plan_dir": str(plan.outputs)})
+    execute_notebook(REPORT_NOTEBOOK, executed, {**plan.report, "plan_dir": str(plan.outputs)}, kernel=kernel)
     return export_html(executed, Path(report_dir) / "report.html", title=plan.report.get("title"))
 
 
