@@ -24,7 +24,9 @@ from ..config import STAGES, StageConfig
 from ..runs.rundir import BrokenRun, RunDir, read_json
 from ..runs.watch import fmt_seconds
 
-NOTEBOOK_OVERHEAD_S = 8.0  # kernel start, imports and data loading per notebook (measured here: 5-10 s)
+# Per notebook in a plan's shared kernel: data loading and the run folder (the kernel's start and
+# imports are paid once; the smoke plan's 24 notebooks took 108 s in one kernel, 210-266 s in fresh ones)
+NOTEBOOK_OVERHEAD_S = 3.0
 MEASURE_BATCH = 32  # images per timed step: small enough for a few seconds on a 2-core CPU
 
 
