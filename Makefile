@@ -22,17 +22,19 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 # The whole suite, slow tests included, on TEST_WORKERS processes (pytest-xdist, one test file at a
-# time per worker, so the smoke-plan run is made once), then its 15 slowest tests (a slow test is
+# time per worker, so the smoke-plan run is made once; the files with the most slow tests first, in
+# tests/conftest.py's order, not xdist's by test count), then its 15 slowest tests (a slow test is
 # seen when it lands).
 TEST_WORKERS ?= 2
+XDIST  := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: install
 	$(PY) -m ruff check lib tests scripts
-	$(PY) -m pytest -q tests -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(PY) -m pytest -q tests $(XDIST) --durations=15
 
 # The loop while editing: everything but the tests marked slow (end-to-end runs, real learning,
 # several processes); make test and CI run those too.
 test-fast: install
-	$(PY) -m pytest -q -m "not slow" tests -n $(TEST_WORKERS) --dist loadfile --durations=5
+	$(PY) -m pytest -q -m "not slow" tests $(XDIST) --durations=5
 
 report: install
 	$(VENV)/bin/simpleclr plan run $(PLAN) $(if $(DEVICES),--devices $(DEVICES))

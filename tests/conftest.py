@@ -21,3 +21,18 @@ def restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with the most tests marked slow first, each file's tests in their own order.
+
+    pytest-xdist (``--dist loadfile``) hands out whole files in collection order as its workers
+    free up; with the long files last (``training/`` sorts after the rest) one worker ran the
+    longest of them alone at the end. Longest first lets the short files fill in around them.
+    """
+    files: dict = {}
+    for item in items:
+        files.setdefault(item.path, []).append(item)
+    weight = {path: sum(1 for i in group if i.get_closest_marker("slow")) for path, group in files.items()}
+    order = sorted(files, key=lambda path: -weight[path])  # stable: ties keep collection order
+    items[:] = [item for path in order for item in files[path]]
