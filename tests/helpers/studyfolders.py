@@ -152,8 +152,9 @@ def build_study(tmp: Path) -> plans.Plan:
             n_train = round(1000 * spec.config.subset_fraction)
             metrics = [{"epoch": e, "step": 10 * e, "loss": 6.0 - e, "knn_top1": 10.0 * e}
                        for e in (1, 2)]
+            seen = {"images_seen": spec.config.steps * spec.config.batch_size} if spec.config.steps else {}
             finish(spec, {"final_loss": 4.0, "knn_top1": 20.0 + spec.config.seed, "epochs": 2,
-                          "steps": 20, "wall_time_s": 12.0},
+                          "steps": 20, "wall_time_s": 12.0, **seen},
                    metrics, data={"name": spec.config.dataset, "source": "generated",
                                   "sha256": "ab" * 32, "n_train": n_train})
         else:

@@ -47,7 +47,9 @@ def test_main_table_means_stds_and_differences_to_super(study):
     assert df.loc["super", "d_top1"] == 0
     assert df.loc["selfsuper", "budget"] == ("SimCLR, 2 epochs × 512, synthetic-cifar100 (stand-in); "
                                              "probe on 100% of the labels")
+    # a result that records its images gives the encoder passes (two views each for SimCLR)
     assert df.loc["selfsuper-transfer", "budget"].startswith("SimCLR, 10 steps × 512")
+    assert "10,240 encoder passes" in df.loc["selfsuper-transfer", "budget"]
     assert df.loc["super", "budget"] == "supervised, 2 epochs × 256, synthetic-cifar100 (stand-in)"
     assert df.loc["random", "budget"] == "no training; probe on 100% of the labels"
     assert df.loc["super", "input_size"] == "32" and df.loc["selfsuper", "input_size"] == "32"

@@ -213,13 +213,19 @@ def run_length(cfg: dict) -> str:
     return f"{cfg['steps']} steps" if cfg.get("steps") else f"{cfg.get('epochs')} epochs"
 
 
-def training_budget(cfg: dict, stage: str) -> str:
-    """What a training run was given, e.g. ``"SimCLR, 40 steps x 128, 10% of cifar100"``."""
+def training_budget(cfg: dict, stage: str, result: Optional[dict] = None) -> str:
+    """What a training run was given, e.g. ``"SimCLR, 40 steps x 128, 10% of cifar100, 10,240
+    encoder passes"``: the passes (images through the encoder, a SimCLR image's two views counted
+    twice) where the result recorded its images, so rows given equal compute show it."""
     what = "SimCLR" if stage == "pretrain" else "supervised"
     length = run_length(cfg)
     frac = cfg.get("subset_fraction", 1.0)
     share = f"{100 * frac:g}% of " if frac < 1 else ""
-    return f"{what}, {length} × {cfg.get('batch_size')}, {share}{short_dataset(cfg.get('dataset', '?'))}"
+    text = f"{what}, {length} × {cfg.get('batch_size')}, {share}{short_dataset(cfg.get('dataset', '?'))}"
+    seen = (result or {}).get("images_seen")
+    if seen:
+        text += f", {seen * (2 if stage == 'pretrain' else 1):,} encoder passes"
+    return text
 
 
 def row_budget(study: Study, runs: Sequence[RunInfo]) -> str:
@@ -228,11 +234,11 @@ def row_budget(study: Study, runs: Sequence[RunInfo]) -> str:
         return ""
     run = runs[0]
     if run.stage == "supervised":
-        return training_budget(run.config, "supervised")
+        return training_budget(run.config, "supervised", run.result)
     src = study.source_run(run)
     encoder = str(run.config.get("encoder", ""))
     if src is not None:
-        head = training_budget(src.config, src.stage)
+        head = training_budget(src.config, src.stage, src.result)
     elif encoder.startswith("imagenet"):
         head = "torchvision IMAGENET1K_V1" if encoder == "imagenet" else "generated stand-in weights"
     else:
