@@ -53,7 +53,7 @@ DOCS: dict[str, str] = {
     "batch_size": "images per optimizer step, summed over all processes (SimCLR: two views each)",
     "optimizer": "lars, sgd or adamw",
     "lr": "peak learning rate per 256 images when lr_scaling is linear (lr x batch_size / 256)",
-    "lr_scaling": "linear (lr x batch_size / 256), sqrt (lr x sqrt(batch_size / 256)) or none",
+    "lr_scaling": "linear (lr x batch_size / 256), sqrt (lr x sqrt(batch_size), SimCLR's small-batch rule) or none",
     "weight_decay": "L2 penalty on the weights (biases and batch norm are left out)",
     "momentum": "SGD/LARS momentum",
     "nesterov": "Nesterov momentum (SGD)",
