@@ -21,7 +21,7 @@ from ..types import PathLike
 KERNEL_EXIT_GRACE_S = 2.0
 # A notebook run in a shared kernel starts from this state: what a fresh kernel would hold. Every
 # process-wide setting the library changes during a run is put back here (tests/study/
-# test_kernels.py runs a notebook after another and compares it with a fresh kernel's result).
+# test_kernels.py checks the state; test_pipeline.py compares a shared kernel's runs with fresh ones).
 RESET_CODE = """\
 get_ipython().run_line_magic("reset", "-f")
 import gc as _gc, torch as _torch
@@ -79,17 +79,25 @@ def kernel_manager_class() -> Optional[type]:
 def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
                  progress: bool = False, kernel: Optional["SharedKernel"] = None) -> None:
     """Execute ``source`` with ``parameters`` through papermill into ``output``: in ``kernel``
-    when given (it stays up for the next notebook), else in a kernel of its own."""
+    when given (it stays up for the next notebook, in the folder it was started in), else in a
+    kernel of its own started in ``cwd``."""
     if kernel is not None:
         kernel.run(source, output, parameters, progress=progress)
         return
+    manager = kernel_manager_class()
+    _papermill(source, output, parameters, str(cwd or Path.cwd()), progress,
+               **({"kernel_manager_class": manager} if manager is not None else {}))
+
+
+def _papermill(source: Path, output: Path, parameters: dict, cwd: str, progress: bool, **extra: Any) -> None:
+    """papermill's execute_notebook as every notebook here runs it; ``extra``: a kernel manager
+    class, or ``km``, a running kernel's manager."""
     import papermill as pm
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    manager = kernel_manager_class()
-    extra = {"kernel_manager_class": manager} if manager is not None else {}
+    # papermill's cwd is this process's during the call (the IPC sockets are named relative to it)
     pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel_name(),
-                        progress_bar=progress, cwd=str(cwd or Path.cwd()), log_output=False, **extra)
+                        progress_bar=progress, cwd=cwd, log_output=False, **extra)
 
 
 class SharedKernel:
@@ -114,15 +122,10 @@ class SharedKernel:
 
     def run(self, source: Path, output: Path, parameters: dict, *, progress: bool = False) -> None:
         """Execute one notebook in the kernel, then reset its state for the next one."""
-        import papermill as pm
-
-        output.parent.mkdir(parents=True, exist_ok=True)
         try:
             if self._km is None or not self._sync(self._km.is_alive)():
                 self._start()
-            # papermill's cwd is this process's during the call (the IPC sockets are relative to it)
-            pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel_name(),
-                                progress_bar=progress, cwd=self.cwd, log_output=False, km=self._km)
+            _papermill(source, output, parameters, self.cwd, progress, km=self._km)
             self.notebooks += 1
             self._close_clients()
             with contextlib.chdir(self.cwd):
