@@ -10,8 +10,8 @@ after a failure or an interrupt it shuts the kernel down, and the next notebook 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -44,7 +44,8 @@ def kernel_name() -> str:
 
 def kernel_manager_class() -> Optional[type]:
     """The kernel manager notebooks run under: jupyter_client's, talking to the kernel over IPC
-    (``kernel-ipc-<pid>-<n>`` sockets: no port, no TCP warning), and at shutdown asking the kernel
+    (``<temp>/simpleclr-kernels-<uid>/<pid>-<n>`` sockets: no port, no TCP warning, and never in
+    the user's folder, where a killed plan would leave them), and at shutdown asking the kernel
     to leave before interrupting it after ``KERNEL_EXIT_GRACE_S`` (SIGINT first raced papermill's
     last request; docs/architecture.md, "Design notes"). None where IPC is absent (not POSIX)."""
     if os.name != "posix":
@@ -56,7 +57,7 @@ def kernel_manager_class() -> Optional[type]:
             kwargs.setdefault("transport", "ipc")
             # jupyter_client numbers the socket files by looking for free names: this process's
             # pid in the prefix keeps kernels started at once by plan workers from taking one name
-            kwargs.setdefault("ip", f"kernel-ipc-{os.getpid()}")
+            kwargs.setdefault("ip", str(_socket_dir() / str(os.getpid())))
             super().__init__(**kwargs)
 
         async def _async_interrupt_kernel(self) -> None:
@@ -74,6 +75,15 @@ def kernel_manager_class() -> Optional[type]:
             await super()._async_interrupt_kernel()
 
     return IPCKernelManager
+
+
+def _socket_dir() -> Path:
+    """A private folder for kernel sockets, short enough for a socket path (108 bytes on Linux)."""
+    folder = Path(tempfile.gettempdir()) / f"simpleclr-kernels-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    if folder.stat().st_uid != os.getuid():
+        raise PermissionError(f"{folder} belongs to another user; set TMPDIR to a folder of yours")
+    return folder
 
 
 def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
@@ -95,7 +105,6 @@ def _papermill(source: Path, output: Path, parameters: dict, cwd: str, progress:
     import papermill as pm
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    # papermill's cwd is this process's during the call (the IPC sockets are named relative to it)
     pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name=kernel_name(),
                         progress_bar=progress, cwd=cwd, log_output=False, **extra)
 
@@ -128,8 +137,7 @@ class SharedKernel:
             _papermill(source, output, parameters, self.cwd, progress, km=self._km)
             self.notebooks += 1
             self._close_clients()
-            with contextlib.chdir(self.cwd):
-                self._execute(RESET_CODE.format(threads=self._threads))
+            self._execute(RESET_CODE.format(threads=self._threads))
         except BaseException:
             self.close()  # a failed or interrupted notebook may leave anything behind: start anew
             raise
@@ -139,12 +147,11 @@ class SharedKernel:
         km, self._km = self._km, None
         if km is None:
             return
-        with contextlib.chdir(self.cwd):  # the IPC socket files are named relative to it
-            try:
-                self._close_clients(km)
-                self._sync(km.shutdown_kernel)()
-            finally:
-                self._sync(km.cleanup_resources)()
+        try:
+            self._close_clients(km)
+            self._sync(km.shutdown_kernel)()
+        finally:
+            self._sync(km.cleanup_resources)()
 
     def _close_clients(self, km: Any = None) -> None:
         km = km or self._km
@@ -175,10 +182,9 @@ class SharedKernel:
 
         self._km = Tracked(kernel_name=kernel_name())
         self._km.clients = []
-        with contextlib.chdir(self.cwd):  # the kernel and its clients name the IPC sockets from it
-            self._sync(self._km.start_kernel)(cwd=self.cwd)
-            self.started += 1
-            self._threads = int(self._execute(THREADS_CODE).strip())
+        self._sync(self._km.start_kernel)(cwd=self.cwd)
+        self.started += 1
+        self._threads = int(self._execute(THREADS_CODE).strip())
 
     def _execute(self, code: str, timeout: float = 120.0) -> str:
         """Run ``code`` in the kernel outside any notebook; its printed output. Raises when it fails."""
