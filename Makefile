@@ -8,7 +8,7 @@ DEVICES ?=
 # torch from the PyTorch index/PyPI; pinned so every machine measures the same library.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: all install test test-fast report smoke bench lab tensorboard clean-report evidence
+.PHONY: all install test test-fast report rehearse smoke bench lab tensorboard clean-report evidence
 
 all: test
 
@@ -38,6 +38,11 @@ test-fast: install
 
 report: install
 	$(VENV)/bin/simpleclr plan run $(PLAN) $(if $(DEVICES),--devices $(DEVICES))
+
+# Every run of a plan cut to a few steps, then its report, in rehearsal/$(PLAN)/ (never outputs/):
+# what would break, each run's memory and the time the real plan will take (rehearsal.md).
+rehearse: install
+	$(VENV)/bin/simpleclr plan rehearse $(PLAN)
 
 smoke:
 	$(MAKE) report PLAN=smoke

@@ -70,6 +70,10 @@ def _plan(ns: argparse.Namespace) -> int:
 
     if ns.plan_cmd == "show":
         return plans.show_plan(ns.plan, outputs=ns.outputs)
+    if ns.plan_cmd == "rehearse":
+        from .study import rehearse
+
+        return rehearse.rehearse_plan(ns.plan, outputs=ns.outputs, images=ns.images, measure=not ns.no_measure)
     return plans.run_plan(ns.plan, outputs=ns.outputs, report_dir=ns.report_dir, only=ns.only,
                           devices=plans.parse_devices(ns.devices), kernel_per_run=ns.kernel_per_run)
 
@@ -123,10 +127,20 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
     pl = sub.add_parser("plan", help="run or show an experiment plan (papermill)")
     psub = pl.add_subparsers(dest="plan_cmd", required=True)
     for name, help in (("run", "execute a plan's runs, then render the report"),
-                       ("show", "list a plan's runs with their status and the time left")):
+                       ("show", "list a plan's runs with their status and the time left"),
+                       ("rehearse", "run every run of a plan cut to a few steps, and its report, in "
+                                    "rehearsal/<plan>/: what would break, memory, the time it will take")):
         p = psub.add_parser(name, help=help)
         p.add_argument("plan", help="plan name (smoke, quick, full) or a YAML file")
-        p.add_argument("--outputs", default="outputs", help="folder holding the run folders")
+        p.add_argument("--outputs", default="rehearsal" if name == "rehearse" else "outputs",
+                       help="folder holding the run folders")
+        if name == "rehearse":
+            from .study.rehearse import REHEARSAL_IMAGES
+
+            p.add_argument("--images", type=int, default=REHEARSAL_IMAGES,
+                           help="images per cut batch and evaluation pass")
+            p.add_argument("--no-measure", action="store_true",
+                           help="skip timing one step at each of the plan's batch sizes")
         if name == "run":
             p.add_argument("--report-dir", default="report", help="where report.html is written")
             p.add_argument("--only", nargs="*", default=None, help="run only these runs (and their needs)")

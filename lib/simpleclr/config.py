@@ -31,7 +31,10 @@ PROBE_LAYERS = ("encoder", "projection")
 PROBE_WEIGHT_DECAYS: Tuple[float, ...] = tuple(float(f"{10 ** (-6 + 11 * i / 44):.3g}") for i in range(45))
 # Fields that change how fast a run goes, never what it computes: a finished run is still
 # "the same run" when only these differ (see :meth:`StageConfig.fingerprint`).
-RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_threads", "launcher"})
+# ``rehearsal`` is one too (a rehearsal runs the very config, cut short), but a folder holding a
+# rehearsal never passes for the real run's (:meth:`simpleclr.runs.rundir.RunDir.finished`).
+RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_threads", "launcher",
+                            "rehearsal"})
 
 
 class ConfigError(SimpleCLRError, ValueError):
@@ -63,6 +66,10 @@ class StageConfig:
     # A command that starts the stage in several processes, e.g. "torchrun --nproc-per-node 4":
     # a notebook (or plan) then runs the stage through it and shows its log. None: this process.
     launcher: Optional[str] = None
+    # 0: the real run. N > 0: a rehearsal of it (``simpleclr plan rehearse``): batches and
+    # evaluation passes of at most N images, two epochs of one step with a checkpoint and a resume
+    # between them; every other field as the real run has it.
+    rehearsal: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -79,6 +86,8 @@ class StageConfig:
             _fail(self, "precision", f"use one of {PRECISIONS}")
         if self.num_threads is not None and self.num_threads < 1:
             _fail(self, "num_threads", "use None (all cores) or an integer >= 1")
+        if self.rehearsal < 0:
+            _fail(self, "rehearsal", "use 0 (the real run) or a number of images > 0 (a rehearsal)")
         if self.launcher is not None:
             try:
                 words = shlex.split(self.launcher)

@@ -21,7 +21,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "fine-tuning": ("encoder_lr_scale", "encoder_lr_grid", "trial_epochs"),
     "linear probe": ("probe_layer", "weight_decays", "probe_max_iter", "feature_batch_size", "save_features"),
     "run": ("seed", "device", "precision", "channels_last", "compile", "num_threads", "sync_bn",
-            "launcher", "checkpoint_every", "progress"),
+            "launcher", "checkpoint_every", "progress", "rehearsal"),
 }
 
 DOCS: dict[str, str] = {
@@ -87,6 +87,7 @@ DOCS: dict[str, str] = {
     "channels_last": "channels-last memory format (faster convolutions on GPUs and recent CPUs)",
     "compile": "torch.compile the model (pays on GPUs for long runs)",
     "num_threads": "CPU threads for torch; None: all cores",
+    "rehearsal": "0: the real run; N > 0: a rehearsal cut to N-image batches, two 1-step epochs (plan rehearse)",
     "sync_bn": "batch norm over all processes; None: the stage's choice (SimCLR on, supervised off)",
     "launcher": 'command starting the stage in several processes, e.g. "torchrun --nproc-per-node 4"; None: this one',
     "checkpoint_every": "epochs between resumable checkpoints (checkpoints/last.pt)",

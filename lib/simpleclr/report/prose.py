@@ -92,6 +92,10 @@ def standin_runs(study: Study) -> list[RunInfo]:
 def warnings(study: Study) -> list[str]:
     """What a reader must know before trusting a number: stand-ins, unofficial data, gaps."""
     out = []
+    cut = rehearsal_runs(study)
+    if cut:
+        out.append(f"<b>Rehearsal</b>: {', '.join(r.name for r in cut[:6])}{' …' if len(cut) > 6 else ''} "
+                   "ran cut short (<code>simpleclr plan rehearse</code>); every accuracy below is noise.")
     sr = standin_runs(study)
     if sr:
         out.append("The <b>imagenet-super</b> rows use a <b>generated stand-in</b> file in torchvision's "
@@ -253,13 +257,26 @@ def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
     return text + "The best is above the worst beyond their 95% intervals."
 
 
+def rehearsal_runs(study: Study) -> list[RunInfo]:
+    """Runs that are rehearsals (``simpleclr plan rehearse``): cut short, their numbers mean nothing."""
+    return [r for r in study.runs.values() if r.config.get("rehearsal")]
+
+
 def headline(study: Study, title: str = "") -> str:
     """The first thing a reader sees: title, plan, the verdict in one sentence, warnings."""
     main = main_table(study)
     title = title or f"SimCLR vs supervised ResNet-18 representations on CIFAR-100 — plan '{study.name}'"
+    cut = rehearsal_runs(study)
+    if cut:
+        title = f"REHEARSAL, not results: {title}"
     lines = [f"<h1>{html.escape(title)}</h1>"]
     done = main.dropna(subset=["top1"]) if len(main) else main
-    if len(done):
+    if cut:
+        lines.append(f"<p style='font-size:1.1em'>{len(cut)} of {len(study.runs)} runs are rehearsals "
+                     f"(batches of {max(r.config['rehearsal'] for r in cut)} images, two steps): this "
+                     "report checks that the plan's runs and report sections work together; no number "
+                     "in it is a result.</p>")
+    elif len(done):
         lines.append(f"<p style='font-size:1.1em'>{verdict(done)}.</p>")
     else:
         lines.append("<p>No run of this plan has finished yet.</p>")

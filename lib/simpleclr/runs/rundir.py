@@ -282,14 +282,17 @@ class RunDir:
         return read_json(self.result_path, "delete it and run again to write it anew (training "
                                            "resumes from its last checkpoint)")
 
-    def status(self, fingerprint: Optional[str] = None) -> str:
-        """"done", "partial" (started, can resume), "todo", "stale" (holds another config), or
-        "broken" (its config.json or result.json is damaged: :meth:`problem` says which)."""
+    def status(self, fingerprint: Optional[str] = None, rehearsal: bool = False) -> str:
+        """"done", "partial" (started, can resume), "todo", "stale" (holds another config, or a
+        rehearsal where ``rehearsal`` is False and the reverse), or "broken" (its config.json or
+        result.json is damaged: :meth:`problem` says which)."""
         try:
             cfg = self.read_config()
             if cfg is None:
                 return "todo"
             if fingerprint is not None and cfg.get("fingerprint") != fingerprint:
+                return "stale"
+            if fingerprint is not None and bool((cfg.get("config") or {}).get("rehearsal", 0)) != rehearsal:
                 return "stale"
             return "done" if self.read_result() is not None else "partial"
         except BrokenRun:
@@ -316,6 +319,12 @@ class RunDir:
             raise RunConflict(
                 f"{self.path} holds a run with another config (fingerprint {saved.get('fingerprint')}, "
                 f"this one {fp}): choose a new output folder, or delete that one to redo it"
+            )
+        cut = (saved.get("config") or {}).get("rehearsal", 0)
+        if bool(cut) != bool(getattr(cfg, "rehearsal", 0)):  # same fingerprint: a cut run is not the run
+            raise RunConflict(
+                f"{self.path} holds {'a rehearsal' if cut else 'the real run'} of this config, and "
+                f"this is {'the real run' if cut else 'a rehearsal'}: choose another output folder"
             )
         return self.read_result()
 

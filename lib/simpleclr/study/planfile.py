@@ -93,7 +93,7 @@ class RunSpec:
         return {**self.config.to_dict(), "out_dir": str(self.path)}
 
     def status(self) -> str:
-        return RunDir(self.path).status(self.config.fingerprint())
+        return RunDir(self.path).status(self.config.fingerprint(), rehearsal=bool(self.config.rehearsal))
 
 
 @dataclass(frozen=True)

@@ -300,9 +300,29 @@ def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_d
     return 1 if blocked else 0
 
 
+def cut_plan(p: Plan, images: int) -> Plan:
+    """``p`` as a rehearsal runs it (:mod:`simpleclr.study.rehearse`): every run's config with
+    ``rehearsal=images`` (a runtime field: the fingerprints stay), and where torchvision's ImageNet
+    weights cannot be had, a generated stand-in file of the same format in their place."""
+    swap = any(_uses_imagenet(s) for s in p.runs.values()) and check_imagenet_weights() is not None
+    standin = f"imagenet:{p.standin_path('imagenet_weights')}"
+    runs = {}
+    for n, spec in p.runs.items():
+        cfg = spec.config.replace(rehearsal=images)
+        if swap and _uses_imagenet(spec):
+            cfg = cfg.replace(**{"encoder" if hasattr(cfg, "encoder") else "init": standin})
+        runs[n] = dataclasses.replace(spec, config=cfg)
+    if swap:
+        print("note: ImageNet weights unavailable here: the rehearsal loads a generated stand-in of "
+              "the same format in their place", flush=True)
+    standins = tuple(sorted(set(p.standins) | ({"imagenet_weights"} if swap else set())))
+    return dataclasses.replace(p, runs=runs, standins=standins)
+
+
 def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
              only: Optional[Sequence[str]] = None, *, progress: bool = True,
-             devices: Optional[Sequence[str]] = None, kernel_per_run: bool = False) -> int:
+             devices: Optional[Sequence[str]] = None, kernel_per_run: bool = False,
+             rehearsal: int = 0) -> int:
     """Execute a plan's runs, then render the report; the exit code is 1 when a run failed.
 
     The runs share one kernel, reset between them (:class:`simpleclr.study.kernels.SharedKernel`),
@@ -314,8 +334,13 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     Finished runs with the same config are skipped, partial ones resume (the library resumes from
     ``checkpoints/last.pt``). A failed run is reported with its executed notebook; runs that do not
     need it go on, and the report still renders with that row marked missing.
+
+    ``rehearsal`` > 0 runs every run cut short (:func:`cut_plan`); :mod:`simpleclr.study.rehearse`
+    gives it a folder of its own.
     """
     p = load_plan(plan, outputs)
+    if rehearsal:
+        p = cut_plan(p, rehearsal)
     names = p.closure(only) if only else list(p.runs)
     statuses = {n: p.runs[n].status() for n in p.runs}
     todo, unavailable = _before_runs(p, names, statuses)
@@ -323,8 +348,8 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     write_manifest(p, states)
     print(f"plan {p.name}: {len(names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
     runnable = [n for n in todo if n not in unavailable]
-    clock = PlanClock(estimate_runs(p, runnable, Path(outputs)) if progress else {})
-    if progress:
+    clock = PlanClock(estimate_runs(p, runnable, Path(outputs)) if progress and not rehearsal else {})
+    if progress and not rehearsal:
         print(clock.summary(p), flush=True)
     started = time.time()
     width = len(str(len(names)))

@@ -151,3 +151,33 @@ def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield module
     finally:
         module.train(was_training)
+
+
+# ---- peak memory of a run ----------------------------------------------------------------------
+def reset_peak_memory(device: Optional[torch.device] = None) -> None:
+    """Start counting a run's peak memory now: the CUDA allocator's peak on a GPU; on Linux the
+    process's peak resident size (``/proc/self/clear_refs``), so runs sharing one kernel are
+    counted apart. Elsewhere the process peak keeps counting from its start."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+
+
+def peak_memory(device: Optional[torch.device] = None) -> dict:
+    """``{"peak_memory_mb", "peak_memory_of"}`` since :func:`reset_peak_memory`: what the GPU's
+    allocator held at most, or the process's peak resident size on a CPU."""
+    if device is not None and device.type == "cuda":
+        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
+                "peak_memory_of": "cuda allocator"}
+    try:
+        with open("/proc/self/status") as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+        return {"peak_memory_mb": kib / 1024, "peak_memory_of": "process resident (since the run began)"}
+    except (OSError, StopIteration, ValueError):
+        import resource
+
+        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 if sys.platform != "darwin" else 1024)
+        return {"peak_memory_mb": kib / 1024, "peak_memory_of": "process resident (since it started)"}

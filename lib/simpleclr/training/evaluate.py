@@ -7,6 +7,7 @@ then refit on all of train and scored once on test.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Sequence, Union
@@ -17,7 +18,7 @@ from torch import nn
 
 from .augment import normalize
 from ..config import LinearEvalConfig
-from .device import Runtime, eval_mode, resolve_runtime, seed_everything
+from .device import Runtime, eval_mode, peak_memory, reset_peak_memory, resolve_runtime, seed_everything
 
 if TYPE_CHECKING:
     from .. import data as data_mod
@@ -267,6 +268,7 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     if done is not None:
         return done
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
+    reset_peak_memory(runtime.device)
     seed_everything(cfg.seed)
     encoder, meta = load_encoder(cfg.encoder, cfg.stem)  # fails fast, before the data is read
     if cfg.probe_layer == "projection":  # g(h): the head's output, read through the frozen encoder
@@ -278,10 +280,16 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     # Which training images are used: the rule every stage shares (a class-balanced label share,
     # then a val part of it), so the probe sees exactly the supervised rows' labelled images.
     labelled = data.labelled_split(train.labels, cfg.label_fraction, cfg.val_fraction, cfg.label_seed)
-    subset = labelled.labelled
+    subset, fit, val = labelled.labelled, labelled.fit, labelled.val
+    if cfg.rehearsal:  # a rehearsal: the first images of each (sorted) index set, and of test
+        subset = subset[:cfg.rehearsal]
+        fit, val = fit[fit <= subset[-1]], val[val <= subset[-1]]
+        test = dataclasses.replace(test, images=test.images[:cfg.rehearsal], labels=test.labels[:cfg.rehearsal],
+                                   coarse_labels=None if test.coarse_labels is None
+                                   else test.coarse_labels[:cfg.rehearsal])
     sub_labels = train.labels[subset]
-    fit_idx = torch.searchsorted(subset, labelled.fit)  # positions inside the labelled subset
-    val_idx = torch.searchsorted(subset, labelled.val)
+    fit_idx = torch.searchsorted(subset, fit)  # positions inside the labelled subset
+    val_idx = torch.searchsorted(subset, val)
     sub_images = train.images if subset.numel() == len(train) else train.images[subset]
     if run.start(cfg, data={"train": train.provenance, "test": test.provenance},
                  device=str(runtime.device)) == "partial":
@@ -318,6 +326,7 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
               "feature_seconds": feature_seconds, "probe_seconds": probe_seconds,
               "images_per_s": (int(subset.numel()) + len(test)) / max(feature_seconds, 1e-9),
               "runtime": runtime.describe(), "wall_time_s": time.perf_counter() - t0,
+              **peak_memory(runtime.device),
               **save_test_predictions(run, test_logits, test.labels)}
     run.write_result(result)
     return run.read_result()

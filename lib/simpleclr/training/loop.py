@@ -23,7 +23,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -33,22 +33,31 @@ from ..types import PathLike
 from .. import data as data_mod
 from . import distributed, launch
 from ..config import ConfigError, StageConfig, TrainingConfig
-from .device import Runtime, resolve_runtime, rng_state, set_rng_state
+from .device import Runtime, peak_memory, reset_peak_memory, resolve_runtime, rng_state, set_rng_state
 from ..errors import SimpleCLRError
 from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from ..runs.curves import CurveWriter
 from ..runs.rundir import RunDir, RunLocked
 from .steptrace import StepTrace
 
-__all__ = ["TrainingDiverged", "TrainParts", "Loop", "uses_sync_bn", "finish_step", "to_channels_last",
-           "loss_input", "seed_of", "sync_each_step_on", "epoch_indices", "fit_schedule", "train_parts",
-           "parallel_model", "run_training_stage", "load_data", "data_record", "train_loop", "run_loop",
-           "loop_summary", "last_value", "resume_trace", "drop_rows_past"]
+T = TypeVar("T")
+
+__all__ = ["TrainingDiverged", "RehearsalInterrupt", "rehearsal_cut", "step_images", "TrainParts", "Loop",
+           "uses_sync_bn", "finish_step", "to_channels_last", "loss_input", "seed_of", "sync_each_step_on",
+           "epoch_indices", "fit_schedule", "train_parts", "parallel_model", "run_training_stage",
+           "load_data", "data_record", "train_loop", "run_loop", "loop_summary", "last_value",
+           "resume_trace", "drop_rows_past"]
 
 # On accelerators the loss is read back (a host sync) only this often: the NaN/Inf guard and the
 # progress bar look at sums accumulated on the device in between.
 SYNC_EVERY = 25
 PROGRESS_EVERY_S = 5.0  # how often rank 0 rewrites progress.json for a watching plan
+REHEARSAL_STEPS = 2  # a rehearsal: two epochs of one step, a checkpoint and a resume between them
+
+
+class RehearsalInterrupt(Exception):
+    """A rehearsal's stop after its first epoch's checkpoint: :func:`run_training_stage` catches it
+    and runs the stage again, which resumes from that checkpoint as a killed run would."""
 
 
 class TrainingDiverged(SimpleCLRError, RuntimeError):
@@ -157,11 +166,26 @@ def fit_schedule(cfg: TrainingConfig, n_train: int, world: distributed.World) ->
                           "processes: use a multiple of the world size")
     steps_per_epoch = n_train // cfg.batch_size
     total = cfg.run_steps(steps_per_epoch)
+    if cfg.rehearsal:  # checked at the real size above; then two epochs of one (cut) step
+        steps_per_epoch, total = 1, min(total, REHEARSAL_STEPS)
     epochs = math.ceil(total / steps_per_epoch)
     # Warm-up is the same fraction of the run as warmup_epochs / epochs, whether or not the run
     # counts steps (the size study fixes steps, so small subsets run many epochs).
     warmup = min(total, round(total * cfg.warmup_epochs / cfg.epochs))
     return steps_per_epoch, total, epochs, warmup
+
+
+def step_images(cfg: TrainingConfig, world: distributed.World) -> int:
+    """Images one process takes per step: its share of ``batch_size``; in a rehearsal at most its
+    share of ``rehearsal`` (at least 2: SimCLR needs a negative)."""
+    local = cfg.batch_size // world.size
+    return min(local, max(2, cfg.rehearsal // world.size)) if cfg.rehearsal else local
+
+
+def rehearsal_cut(cfg: StageConfig, x: T) -> T:
+    """``x`` (images, labels or indices of an evaluation pass) as a rehearsal reads it: the first
+    ``cfg.rehearsal`` of them; all of them in a real run."""
+    return x[:cfg.rehearsal] if cfg.rehearsal else x  # type: ignore[index,return-value]
 
 
 def _make_scaler(runtime: Runtime) -> Optional[torch.amp.GradScaler]:
@@ -242,8 +266,12 @@ def run_training_stage(cfg: TrainingConfig, out_dir: PathLike,
         return launch.run_launched(cfg, out_dir)
     runtime = _runtime(cfg)
     world = _world(runtime)
+    reset_peak_memory(runtime.device)
     with _writer_lock(run, world, runtime.device):
-        return work(cfg, run, runtime, world, out_dir)
+        try:
+            return work(cfg, run, runtime, world, out_dir)
+        except RehearsalInterrupt:
+            return work(cfg, run, runtime, world, out_dir)  # built anew: resumes from the checkpoint
 
 
 def load_data(cfg: StageConfig, split_name: str) -> "data_mod.Split":
@@ -279,6 +307,8 @@ class Loop:
     state: dict = field(default_factory=dict)
     trace: Optional[StepTrace] = None  # None: a run folder of format 1, which had no step trace
     session_start: float = 0.0  # perf_counter() at the run's start, as if it had never stopped
+    # a rehearsal stops here after its first epoch (as if killed) and the stage resumes it
+    interrupt_after_first: bool = False
     shown: float = 0.0  # perf_counter() when progress.json was last written
 
 
@@ -349,13 +379,16 @@ def _progress(loop: Loop, initial: int):
 
 def train_loop(cfg: TrainingConfig, run: RunDir, world: distributed.World, parts: TrainParts,
                step: Callable[[torch.Tensor, torch.Generator, bool], tuple[torch.Tensor, torch.Tensor]],
-               evaluate: Callable[[int, bool], dict], n_train: int, desc: str) -> tuple[list[dict], Loop]:
+               evaluate: Callable[[int, bool], dict], n_train: int, desc: str,
+               interrupt_after_first: bool = False) -> tuple[list[dict], Loop]:
     """Train ``parts`` with ``step`` over ``n_train`` images from wherever ``run`` stands to the
-    end of :func:`fit_schedule`; returns all metrics rows and the loop (its clock and schedule)."""
+    end of :func:`fit_schedule`; returns all metrics rows and the loop (its clock and schedule).
+    ``interrupt_after_first``: a rehearsal of the stage's own run (not of a trial inside it) stops
+    after its first epoch, for :func:`run_training_stage` to resume it."""
     steps_per_epoch, total_steps, epochs, _ = fit_schedule(cfg, n_train, world)
     loop = Loop(cfg=cfg, run=run, world=world, parts=parts, step=step, evaluate=evaluate,
                 n_train=n_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                epochs=epochs, desc=desc)
+                epochs=epochs, desc=desc, interrupt_after_first=interrupt_after_first)
     return run_loop(loop), loop
 
 
@@ -379,7 +412,7 @@ def run_loop(loop: Loop) -> list[dict]:
             last = epoch == loop.epochs - 1
             extra = loop.evaluate(epoch, last)
             clock["train_s"] += train_s
-            clock["images"] += done.steps * cfg.batch_size
+            clock["images"] += done.steps * step_images(cfg, loop.world) * loop.world.size
             clock["elapsed_s"] = time.perf_counter() - loop.session_start
             row = {"epoch": epoch + 1, "step": step, "loss": mean_loss, "lr": done.lr,
                    "grad_norm": mean_norm,
@@ -389,9 +422,11 @@ def run_loop(loop: Loop) -> list[dict]:
                 loop.run.log_steps(trace_rows)
                 loop.run.log_metrics(row)
                 curves.log(trace_rows, row)
-                if (epoch + 1) % cfg.checkpoint_every == 0 or last:
+                if (epoch + 1) % cfg.checkpoint_every == 0 or last or cfg.rehearsal:
                     _save_last(loop, epoch + 1, step, clock)
             distributed.barrier()
+            if cfg.rehearsal and loop.interrupt_after_first and epoch == start_epoch == 0 and not last:
+                raise RehearsalInterrupt(f"{loop.run.path}: rehearsal stopped after epoch 1 to resume")
     finally:
         bar.close()
         if curves is not None:
@@ -416,7 +451,7 @@ def _train_epoch(loop: Loop, epoch: int, step: int, bar: Any, t0: float) -> _Epo
     guarding against NaN/Inf and updating the progress bar and progress.json on the way."""
     cfg, dev = loop.cfg, loop.parts.runtime.device
     sync_each_step = sync_each_step_on(dev)
-    local_batch = cfg.batch_size // loop.world.size
+    local_batch, taken = cfg.batch_size // loop.world.size, step_images(cfg, loop.world)
     order = epoch_indices(loop.n_train, epoch, cfg.seed, cfg.batch_size, loop.world, dev)
     gen = _augment_generator(cfg.seed, epoch, loop.world.rank, dev)
     loop.state["generators"] = {"augment": gen}
@@ -424,7 +459,7 @@ def _train_epoch(loop: Loop, epoch: int, step: int, bar: Any, t0: float) -> _Epo
     done = _EpochSteps(step, torch.zeros((), device=dev), torch.zeros((), device=dev),
                        lr=_main_lr(loop.parts.optimizer))
     for i in range(n_steps):
-        idx = order[i * local_batch:(i + 1) * local_batch]
+        idx = order[i * local_batch:i * local_batch + taken]
         lr = _main_lr(loop.parts.optimizer)  # the lr this step uses
         try:
             loss, gnorm = loop.step(idx, gen, sync_each_step)
@@ -492,7 +527,7 @@ def loop_summary(rows: list[dict], loop: Loop) -> dict:
     return {"final_loss": rows[-1]["loss"] if rows else None, "epochs": loop.epochs,
             "steps": loop.total_steps, "images_seen": int(clock["images"]),  # each SimCLR image: 2 views
             "images_per_s": clock["images"] / max(clock["train_s"], 1e-9),
-            "wall_time_s": clock["elapsed_s"],
+            "wall_time_s": clock["elapsed_s"], **peak_memory(loop.parts.runtime.device),
             "runtime": {**loop.parts.runtime.describe(), "world_size": loop.world.size,
                         "sync_bn": uses_sync_bn(loop.cfg, loop.world)}}
 

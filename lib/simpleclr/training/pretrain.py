@@ -22,8 +22,8 @@ from .losses import nt_xent
 from ..runs.rundir import RunDir
 from ..types import PathLike
 from .loop import (TrainParts, data_record, finish_step, fit_schedule, last_value, load_data, loop_summary,
-                   loss_input, parallel_model, run_training_stage, seed_of, to_channels_last, train_loop,
-                   train_parts)
+                   loss_input, parallel_model, rehearsal_cut, run_training_stage, seed_of, to_channels_last,
+                   train_loop, train_parts)
 
 __all__ = ["pretrain_simclr", "simclr_step", "SimCLRParts", "build_simclr", "default_blur_prob"]
 
@@ -100,7 +100,8 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distrib
         return simclr_step(parts, images[idx], gen, check)
 
     monitor = _knn_monitor(cfg, parts.model.encoder, split, images, train_idx, val_idx, runtime, world)
-    rows, loop = train_loop(cfg, run, world, parts, step, monitor, len(train_idx), desc="simclr")
+    rows, loop = train_loop(cfg, run, world, parts, step, monitor, len(train_idx), desc="simclr",
+                            interrupt_after_first=True)
     result = loop_summary(rows, loop)
     if world.is_main:
         meta = {"stem": cfg.stem, "mean": split.mean, "std": split.std,
@@ -127,8 +128,9 @@ def _knn_monitor(cfg: PretrainConfig, encoder: nn.Module, split: "data_mod.Split
     if not (cfg.knn_every > 0 and val_idx is not None and len(val_idx) > 0):
         return lambda epoch, last: {}
     dev = runtime.device
-    bank_idx = _bank_indices(len(train_idx), cfg.knn_max_bank, cfg.seed)
+    bank_idx = rehearsal_cut(cfg, _bank_indices(len(train_idx), cfg.knn_max_bank, cfg.seed))
     bank_images, bank_labels = images[bank_idx.to(dev)], split.labels[train_idx][bank_idx]
+    val_idx = rehearsal_cut(cfg, val_idx)
     val_images, val_labels = split.images[val_idx].to(dev), split.labels[val_idx]
 
     def monitor_epoch(epoch: int, last: bool) -> dict:

@@ -22,8 +22,8 @@ from .device import Runtime, eval_mode, seed_everything
 from ..runs.rundir import RunDir
 from ..types import PathLike
 from .loop import (Loop, TrainParts, data_record, finish_step, fit_schedule, last_value, load_data,
-                   loop_summary, loss_input, parallel_model, run_training_stage, to_channels_last, train_loop,
-                   train_parts)
+                   loop_summary, loss_input, parallel_model, rehearsal_cut, run_training_stage,
+                   to_channels_last, train_loop, train_parts)
 
 __all__ = ["train_supervised", "supervised_step", "SupervisedParts", "build_supervised", "predict_logits"]
 
@@ -91,7 +91,7 @@ def predict_logits(model: models.Classifier, images: torch.Tensor, mean: Any, st
 
 def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
                     labelled: "data_mod.LabelledSplit", runtime: Runtime, world: distributed.World,
-                    encoder_lr_scale: float) -> tuple[SupervisedParts, list[dict], Loop]:
+                    encoder_lr_scale: float, trial: bool = False) -> tuple[SupervisedParts, list[dict], Loop]:
     """Train on ``labelled.fit``, validating on ``labelled.val`` every epoch, into ``run``.
 
     Seeded here, so a trial and the real run start exactly as a lone run of their config would.
@@ -111,7 +111,8 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
 
     has_val = len(labelled.val) > 0
     if has_val:
-        val_images, val_labels = split.images[labelled.val].to(dev), split.labels[labelled.val]
+        val_idx = rehearsal_cut(cfg, labelled.val)
+        val_images, val_labels = split.images[val_idx].to(dev), split.labels[val_idx]
 
     def validate(epoch: int, last: bool) -> dict:
         if not has_val or not world.is_main:
@@ -120,7 +121,7 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
         return {"val_top1": acc["top1"], "val_top5": acc["top5"]}
 
     rows, loop = train_loop(cfg, run, world, parts, step, validate, len(labelled.fit),
-                            desc=stage_of(cfg).command_for(cfg).name)
+                            desc=stage_of(cfg).command_for(cfg).name, interrupt_after_first=not trial)
     return parts, rows, loop
 
 
@@ -145,7 +146,7 @@ def _run_trial(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
         if world.is_main:
             run.start(cfg, data={"labels": labelled.record()}, device=str(runtime.device))
         _, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
-                                        cfg.encoder_lr_scale)
+                                        cfg.encoder_lr_scale, trial=True)
         if world.is_main:
             run.write_result({"val_top1": last_value(rows, "val_top1"),
                               "val_top5": last_value(rows, "val_top5"), "epochs": loop.epochs,
@@ -211,8 +212,9 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
     result = loop_summary(rows, loop)
     if world.is_main:
         dev = runtime.device
-        logits = predict_logits(parts.model, test.images.to(dev), parts.mean, parts.std, runtime)
-        acc = evaluate.topk_accuracy(logits, test.labels.cpu(), ks=(1, 5))
+        test_images, test_labels = rehearsal_cut(cfg, test.images), rehearsal_cut(cfg, test.labels)
+        logits = predict_logits(parts.model, test_images.to(dev), parts.mean, parts.std, runtime)
+        acc = evaluate.topk_accuracy(logits, test_labels.cpu(), ks=(1, 5))
         meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
                 "image_size": split.image_size,
                 "source": {"run": str(out_dir), "stage": stage_of(cfg).command_for(cfg).name,
@@ -225,11 +227,11 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
         result.update({"top1": acc["top1"], "top5": acc["top5"],
                        "val_top1": last_value(rows, "val_top1"),
                        "val_top5": last_value(rows, "val_top5"), "checkpoint": str(path),
-                       "n_train": len(labelled.fit), "n_test": len(test), "lr": parts.lr,
+                       "n_train": len(labelled.fit), "n_test": len(test_labels), "lr": parts.lr,
                        "encoder_standin": models.uses_standin(parts.encoder_meta),
                        **labelled.record(), **choice,
                        "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"],
-                       **evaluate.save_test_predictions(run, logits, test.labels)})
+                       **evaluate.save_test_predictions(run, logits, test_labels)})
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result
