@@ -195,7 +195,7 @@ def _env_worker(rank: int, port: int, out: str, fn, *args) -> None:
 def _spawn(tmp_path: Path, fn, *args) -> list:
     out = str(tmp_path / "out")
     mp.spawn(_env_worker, args=(_free_port(), out, fn, *args), nprocs=WORLD, join=True)
-    return [torch.load(f"{out}.{r}", weights_only=False) for r in range(WORLD)]
+    return [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -353,8 +353,8 @@ def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(t
     assert rank0[1] == rank1[1] == 2
     assert rank0[2] == rank1[2]  # every rank returns the result rank 0 wrote
     straight, resumed = RunDir(tmp_path / "straight"), RunDir(tmp_path / "resumed")
-    a = torch.load(straight.checkpoint_path("final"), weights_only=False)
-    b = torch.load(resumed.checkpoint_path("final"), weights_only=False)
+    a = torch.load(straight.checkpoint_path("final"), weights_only=True)
+    b = torch.load(resumed.checkpoint_path("final"), weights_only=True)
     for part in ("encoder", "head"):
         assert a[part].keys() == b[part].keys()
         for k in a[part]:

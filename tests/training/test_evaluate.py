@@ -227,7 +227,7 @@ def test_linear_eval_end_to_end_on_generated_cifar100(tmp_path, monkeypatch):
     assert result["weight_decay_grid"] == sorted(WDS)
     assert result["weight_decay_at_strong_edge"] == (result["weight_decay"] == max(WDS))
 
-    feats = torch.load(out / "features.pt", weights_only=False)
+    feats = torch.load(out / "features.pt", weights_only=True)
     assert feats["features"].dtype == torch.float16 and feats["features"].shape == (100, 512)
     assert torch.equal(feats["labels"], test.labels)
     assert torch.equal(feats["coarse_labels"], test.coarse_labels)
@@ -269,7 +269,24 @@ def test_linear_eval_uses_the_checkpoints_normalisation_and_size(tmp_path, monke
     test = data.load_split(SYNTH, "test", root=cfg.data_dir)
     assert test.image_size == 32
     ref = extract_features(enc, test.images, meta["mean"], meta["std"], FP32, size=8)
-    got = torch.load(tmp_path / "lin" / "features.pt", weights_only=False)["features"].float()
+    got = torch.load(tmp_path / "lin" / "features.pt", weights_only=True)["features"].float()
+    assert torch.allclose(got, ref, atol=2e-2, rtol=1e-2)
+
+
+def test_above_the_datasets_size_the_probe_upsamples_batches_instead_of_caching_big_copies(tmp_path):
+    torch.manual_seed(0)
+    enc = models.resnet18_encoder("imagenet")
+    meta = {"stem": "imagenet", "mean": (0.3, 0.3, 0.3), "std": (0.5, 0.4, 0.3),
+            "source": {"stage": "pretrain", "run": "elsewhere"}}  # no size: the config's
+    RunDir(tmp_path / "pre").save_checkpoint(models.encoder_state(enc, meta), "final")
+    cfg = _cfg(tmp_path, encoder=str(tmp_path / "pre"), label_fraction=0.5, image_size=64)
+    result = linear_eval(cfg, tmp_path / "lin")
+    assert result["input_size"] == 64
+    cached = sorted(p.name for p in (tmp_path / "data").rglob("*px") if p.is_dir())
+    assert cached and all(name == "32px" for name in cached)  # read at its own 32 px only
+    test = data.load_split(SYNTH, "test", root=cfg.data_dir)
+    ref = extract_features(enc, test.images, meta["mean"], meta["std"], FP32, size=64)
+    got = torch.load(tmp_path / "lin" / "features.pt", weights_only=True)["features"].float()
     assert torch.allclose(got, ref, atol=2e-2, rtol=1e-2)
 
 

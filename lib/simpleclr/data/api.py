@@ -235,6 +235,18 @@ def _resolve_imagefolder(spec: DatasetSpec, root: Path, size: Optional[int]) -> 
     return target, meta
 
 
+def feature_read_size(name: str, image_size: Optional[int]) -> Optional[int]:
+    """The size a frozen-feature pass reads a dataset at to feed ``image_size`` px: that size when
+    it is at most the dataset's own (a resized cache), else the dataset's own (None), for the
+    features to upsample batch by batch: CIFAR-100 kept at 224 px would take 9 GB of memory and
+    disk for what a 32 px copy holds (the SimCLR B.8 ImageNet probes read it at 224 px)."""
+    try:
+        native = get_spec(name).native_size
+    except DataError:  # reading it fails with the proper message
+        return image_size
+    return image_size if image_size is None or native is None or image_size <= native else None
+
+
 def resolve(name: str, *, root: Optional[PathLike] = None, image_size: Optional[int] = None,
             accept_checksum: Optional[str] = None, download: bool = True) -> tuple[DatasetSpec, Path, dict]:
     """(spec, cache folder, cache meta) of ``name`` at ``image_size``, building what is missing."""
