@@ -249,14 +249,16 @@ SimCLR pretrained on stratified, nested subsets of the pretraining set (each sma
 inside the larger ones), every subset for **the same number of optimisation steps**, then
 linear-probed on CIFAR-100. Equal steps keep the compute and the learning-rate schedule identical,
 so the curve measures what more *distinct* images buy; equal epochs would give the small subsets
-far fewer updates and confound data size with training length.
+far fewer updates and confound data size with training length. A run on another pretraining set of
+the same size (in the full plan, CIFAR-100 beside the 50% Tiny ImageNet subset: 50,000 images each)
+has its own row and line, which separates the domain from the size.
 """),
         code("""
 sz = rp.size_table(study)
 if len(sz):
     display(rp.styled(rp.size_display(sz), "Linear-probe top-1 by pretraining-set size", missing_col="Missing"))
     fg.show(fg.plot_size_curve(sz, floor=main["top1"].get("random"), ceiling=main["top1"].get("super")))
-    display(Markdown(rp.study_spread(sz, ["pct"])))
+    display(Markdown(rp.study_spread(sz, rp.size_axes(sz))))
 else:
     display(Markdown("_This plan has no size-study runs._"))
 """),

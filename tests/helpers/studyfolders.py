@@ -140,9 +140,11 @@ def fake_predictions(top1: float, top5: float, n: int = N_TEST) -> predictions.P
     return predictions.Predictions(top1=top1_pred, top5_hit=np.arange(n) < k5, labels=labels)
 
 
-def build_study(tmp: Path) -> plans.Plan:
-    """The STUDY_PLAN with every run finished except the failed ImageNet probe, plus the manifest."""
-    plan = plans.load_plan(write_plan(tmp), tmp / "outputs")
+def build_study(tmp: Path, text: str = STUDY_PLAN, results: Optional[dict] = None) -> plans.Plan:
+    """The STUDY_PLAN (or ``text``) with every run finished except the failed ImageNet probe, plus
+    the manifest; ``results`` adds (top1, top5) of further runs to RESULTS."""
+    results = {**RESULTS, **(results or {})}
+    plan = plans.load_plan(write_plan(tmp, text), tmp / "outputs")
     states = {}
     for name, spec in plan.runs.items():
         if name in FAILED:
@@ -158,7 +160,7 @@ def build_study(tmp: Path) -> plans.Plan:
                    metrics, data={"name": spec.config.dataset, "source": "generated",
                                   "sha256": "ab" * 32, "n_train": n_train})
         else:
-            top1, top5 = RESULTS[name]
+            top1, top5 = results[name]
             result = {"top1": top1, "top5": top5, "wall_time_s": 3.0}
             data = {"train": {"source": "generated", "sha256": "cd" * 32},
                     "test": {"source": "generated", "sha256": "cd" * 32}}

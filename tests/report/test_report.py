@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import textwrap
 
 import matplotlib
 
@@ -19,9 +20,9 @@ from simpleclr.report import figures as fg
 from simpleclr.report import prose as rp
 from simpleclr.report import stats
 from simpleclr.runs.rundir import RunDir
-from simpleclr.report.model import RunInfo, Study
+from simpleclr.report.model import RunInfo, Study, load_study
 
-from helpers.studyfolders import FAILED, RESULTS, build_study, fake_predictions
+from helpers.studyfolders import FAILED, RESULTS, STUDY_PLAN, build_study, fake_predictions
 from simpleclr.report import tables
 from simpleclr.runs import predictions
 
@@ -197,6 +198,34 @@ def test_size_table_reads_fractions_and_image_counts_from_the_pretraining_runs(s
     assert list(sz["n_images"]) == [250, 1000]
     assert list(sz["top1"]) == [RESULTS["size"][0], RESULTS["transfer"][0]]
     assert list(sz["steps"]) == [10, 10]
+
+
+def test_a_size_run_on_another_pretraining_set_gets_its_own_row_and_line(tmp_path):
+    """Domain against size: a run on another set with as many images as a subset is its own cell,
+    never merged with the study set's cell of the same share."""
+    other = STUDY_PLAN + textwrap.indent(textwrap.dedent("""
+        - name: dom-pre
+          notebook: pretrain
+          params: {dataset: "synthetic-cifar100:train=1,test=2", steps: 10}
+        - name: dom
+          notebook: linear_eval
+          params: {encoder: "{runs.dom-pre}"}
+          report: {size_study: true}
+        """), "  ")
+    build_study(tmp_path, other, results={"dom": (25.0, 55.0)})
+    sz = rp.size_table(load_study(tmp_path / "outputs" / "study"))
+    assert list(zip(sz["dataset"], sz["pct"], sz["top1"])) == [
+        ("synthetic-cifar100:train=2,test=2", 25.0, RESULTS["size"][0]),
+        ("synthetic-cifar100:train=2,test=2", 100.0, RESULTS["transfer"][0]),
+        ("synthetic-cifar100:train=1,test=2", 100.0, 25.0)]
+    assert rp.size_axes(sz) == ["dataset", "pct"]
+    assert list(rp.size_display(sz)["Pretraining set"]) == list(sz["dataset"])
+    assert rp.study_spread(sz, rp.size_axes(sz)).startswith(
+        "Best cell on synthetic-cifar100:train=2,test=2, 100% of the pretraining images: 30.0")
+    fig = fg.plot_size_curve(sz)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
+        "SimCLR on synthetic-cifar100:train=2,test=2 (probe top-1)",
+        "SimCLR on synthetic-cifar100:train=1,test=2 (probe top-1)"]
 
 
 def test_hparam_table_groups_probes_by_their_pretraining_values(study):
@@ -447,6 +476,17 @@ def test_super_probe_is_the_like_for_like_row_beside_super(study):
     ref = stats.paired(fake_predictions(*RESULTS["super-probe"]).correct(),
                        fake_predictions(*RESULTS["super"]).correct())
     assert df.loc["super-probe", "vs_text"] == ref.text() and df.loc["super-probe", "vs_verdict"] == ref.verdict
+
+
+def test_a_rehearsals_report_says_so_before_any_number(study):
+    cut = copy.deepcopy(study)
+    for run in cut.runs.values():
+        if run.config_json:
+            run.config_json["config"]["rehearsal"] = 32
+    head = rp.headline(cut)
+    assert "<h1>REHEARSAL, not results: " in head and "no number in it is a result" in head
+    assert "Best CIFAR-100 top-1" not in head and "every accuracy below is noise" in head
+    assert "REHEARSAL" not in rp.headline(study)
 
 
 def test_the_headline_names_the_paired_test_and_each_rows_gain_over_super(study):

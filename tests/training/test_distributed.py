@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from helpers.datasets import TINY_4
+from helpers.gloo import GlooPool, free_port
 from helpers.interrupt import Interrupt
 from simpleclr.training import evaluate, pretrain, supervised, loop as train
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
@@ -36,12 +36,6 @@ WORLD = 2
 # Equivalence checks run in float64, whose summation-order error (~1e-13 here) is the same on
 # every CPU; a 1/world-size gradient or per-process BN statistics are off by > 1e-3.
 TOL = 1e-9
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _net(batch_norm: bool) -> nn.Module:
@@ -65,31 +59,31 @@ def _loss(model: nn.Module, v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
     return nt_xent(gather_with_grad(z1), gather_with_grad(z2), temperature=0.5)
 
 
-def _worker(rank: int, port: int, batch_norm: bool, sync_bn: bool, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
-    try:
-        model = _net(batch_norm)
-        if sync_bn:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ddp = nn.parallel.DistributedDataParallel(model)
-        v1, v2 = _views()
-        mine = shard(torch.arange(GLOBAL_BATCH), World(rank=rank, size=WORLD), GLOBAL_BATCH)
-        loss = _loss(ddp, v1[mine], v2[mine])
-        loss.backward()
-        if rank == 0:
-            torch.save({"loss": loss.detach(), "grads": {n: p.grad for n, p in model.named_parameters()}}, out)
-    finally:
-        dist.destroy_process_group()
+def _ddp_step(world: World, batch_norm: bool, sync_bn: bool) -> dict:
+    model = _net(batch_norm)
+    if sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    ddp = nn.parallel.DistributedDataParallel(model)
+    v1, v2 = _views()
+    mine = shard(torch.arange(GLOBAL_BATCH), world, GLOBAL_BATCH)
+    loss = _loss(ddp, v1[mine], v2[mine])
+    loss.backward()
+    return {"loss": loss.detach(), "grads": {n: p.grad for n, p in model.named_parameters()}}
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Two ranks in one gloo group for the module's two-process tests (helpers.gloo)."""
+    ranks = GlooPool(WORLD)
+    yield ranks
+    ranks.close()
 
 
 # The bare mechanism on a BN-free network (the trainer-level checks below add batch norm).
 @pytest.mark.slow
 @pytest.mark.parametrize("batch_norm,sync_bn", [(False, False)])
-def test_two_processes_match_one_process_on_the_global_batch(tmp_path, batch_norm, sync_bn):
-    out = str(tmp_path / "rank0.pt")
-    mp.spawn(_worker, args=(_free_port(), batch_norm, sync_bn, out), nprocs=WORLD, join=True)
-    got = torch.load(out)
+def test_two_processes_match_one_process_on_the_global_batch(pool, batch_norm, sync_bn):
+    got = pool.run(_ddp_step, batch_norm, sync_bn)[0]
 
     model = _net(batch_norm)
     v1, v2 = _views()
@@ -194,7 +188,7 @@ def _env_worker(rank: int, port: int, out: str, fn, *args) -> None:
 
 def _spawn(tmp_path: Path, fn, *args) -> list:
     out = str(tmp_path / "out")
-    mp.spawn(_env_worker, args=(_free_port(), out, fn, *args), nprocs=WORLD, join=True)
+    mp.spawn(_env_worker, args=(free_port(), out, fn, *args), nprocs=WORLD, join=True)
     return [torch.load(f"{out}.{r}", weights_only=True) for r in range(WORLD)]
 
 
@@ -213,10 +207,10 @@ def _assert_close(a: dict, b: dict) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["simclr", "supervised"])
-def test_global_batch_norm_makes_two_processes_equal_one_on_the_global_batch(tmp_path, stage):
+def test_global_batch_norm_makes_two_processes_equal_one_on_the_global_batch(pool, stage):
     """ResNet-18 with batch norm: with sync_bn the loss, every gradient, the LARS/SGD update and
     the BN running statistics of 2 processes equal those of 1 process on the whole batch."""
-    got = _spawn(tmp_path, _one_step, stage, True)
+    got = pool.run(_one_step, stage, True)
     ref = _one_step(World(), stage, False)
     # SimCLR: every rank computes the global NT-Xent; supervised: each its shard's mean CE
     losses = torch.stack([g["loss"] for g in got])
@@ -231,10 +225,10 @@ def test_global_batch_norm_makes_two_processes_equal_one_on_the_global_batch(tmp
 
 
 @pytest.mark.slow
-def test_without_global_batch_norm_two_processes_differ(tmp_path):
+def test_without_global_batch_norm_two_processes_differ(pool):
     """The control: per-process BN statistics change the computation (so the test above is not
     vacuous), which is why SimCLR turns sync_bn on by default on several processes."""
-    got = _spawn(tmp_path, _one_step, "simclr", False)
+    got = pool.run(_one_step, "simclr", False)
     ref = _one_step(World(), "simclr", False)
     assert _max_diff(got[0]["grads"], ref["grads"]) > 1e-3
 
@@ -272,12 +266,12 @@ def _bn_layer(world: World, dtype: torch.dtype, dims: int) -> dict:
                                                         (torch.bfloat16, 4, 3e-2, 1e-5),
                                                         (torch.float64, 2, TOL, TOL)])
 @pytest.mark.slow
-def test_global_batch_norm_layer_matches_batch_norm_on_the_whole_batch(tmp_path, dtype, dims, tol,
+def test_global_batch_norm_layer_matches_batch_norm_on_the_whole_batch(pool, dtype, dims, tol,
                                                                        running_tol):
     """Output, input gradient (kept channels_last), summed weight/bias gradients and running
     statistics of GlobalBatchNorm over 2 processes against nn.BatchNorm on the global batch; the
     input has a mean far from 0, where a sum-of-squares variance would lose digits."""
-    got = _spawn(tmp_path, _bn_layer, dtype, dims)
+    got = pool.run(_bn_layer, dtype, dims)
     ref = _bn_layer(World(), dtype, dims)
     for g in got:
         torch.testing.assert_close(g["y"], ref["y"][g["mine"]], atol=tol, rtol=tol)
@@ -326,28 +320,32 @@ def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
     """Rank r records every run-folder write it makes; runs an uninterrupted run and one stopped
     in epoch 3 (after the epoch-2 checkpoint) and started again."""
     writes: list = []
-    for name in WRITES:
-        original = getattr(RunDir, name)
+    originals = {name: getattr(RunDir, name) for name in WRITES}
+    for name, original in originals.items():
 
         def record(self, *a, _name=name, _original=original, **k):
             writes.append(_name)
             return _original(self, *a, **k)
 
         setattr(RunDir, name, record)
-    cfg = _pretrain_cfg(data_dir)
-    pretrain.pretrain_simclr(cfg, f"{root}/straight")
-    # second step of epoch 3, on every rank
-    _interrupted(pretrain, "simclr_step", 2 * 4 + 2, lambda: pretrain.pretrain_simclr(cfg, f"{root}/resumed"))
-    checkpoint_epoch = RunDir(f"{root}/resumed").load_checkpoint("last")["epoch"]
-    result = pretrain.pretrain_simclr(cfg, f"{root}/resumed")
+    try:
+        cfg = _pretrain_cfg(data_dir)
+        pretrain.pretrain_simclr(cfg, f"{root}/straight")
+        # second step of epoch 3, on every rank
+        _interrupted(pretrain, "simclr_step", 2 * 4 + 2, lambda: pretrain.pretrain_simclr(cfg, f"{root}/resumed"))
+        checkpoint_epoch = RunDir(f"{root}/resumed").load_checkpoint("last")["epoch"]
+        result = pretrain.pretrain_simclr(cfg, f"{root}/resumed")
+    finally:  # the pool's next test runs in this process
+        for name, original in originals.items():
+            setattr(RunDir, name, original)
     return [writes, checkpoint_epoch, result]
 
 
 @pytest.mark.slow
-def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(tmp_path):
+def test_two_process_pretraining_resumes_bit_identically_and_only_rank0_writes(pool, tmp_path):
     data_dir = str(tmp_path / "data")
     prepare(TINY_4, root=data_dir, image_size=8)
-    (rank0, rank1) = _spawn(tmp_path, _pretrain_twice, data_dir, str(tmp_path))
+    (rank0, rank1) = pool.run(_pretrain_twice, data_dir, str(tmp_path))
     assert rank1[0] == [], f"rank 1 wrote to the run folder: {rank1[0]}"
     assert {"start", "log_metrics", "log_steps", "save_checkpoint", "write_result"} <= set(rank0[0])
     assert rank0[1] == rank1[1] == 2
@@ -380,24 +378,27 @@ def _supervised_twice(world: World, data_dir: str, root: str) -> list:
     7-9 is open at the checkpoint, so the resumed row 9 is made of a saved partial sum."""
     from simpleclr.training import steptrace
 
-    steptrace.STEP_ROWS = 5  # 12 steps: a row every 3
+    rows, steptrace.STEP_ROWS = steptrace.STEP_ROWS, 5  # 12 steps: a row every 3
     cfg = SupervisedConfig(dataset=TINY_4, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
                            warmup_epochs=0, val_fraction=0.1, precision="fp32", progress=False,
                            num_threads=1)
-    supervised.train_supervised(cfg, f"{root}/straight")
-    _interrupted(supervised, "supervised_step", 10,
-                 lambda: supervised.train_supervised(cfg, f"{root}/resumed"))
-    return [RunDir(f"{root}/resumed").load_checkpoint("last")["step"],
-            supervised.train_supervised(cfg, f"{root}/resumed")]
+    try:
+        supervised.train_supervised(cfg, f"{root}/straight")
+        _interrupted(supervised, "supervised_step", 10,
+                     lambda: supervised.train_supervised(cfg, f"{root}/resumed"))
+        return [RunDir(f"{root}/resumed").load_checkpoint("last")["step"],
+                supervised.train_supervised(cfg, f"{root}/resumed")]
+    finally:  # the pool's next test runs in this process
+        steptrace.STEP_ROWS = rows
 
 
 @pytest.mark.slow
-def test_two_process_supervised_resume_logs_the_trace_of_an_uninterrupted_run(tmp_path):
+def test_two_process_supervised_resume_logs_the_trace_of_an_uninterrupted_run(pool, tmp_path):
     # Cross-entropy differs per rank (each its shard), so a window's partial sum saved from rank 0
     # alone would make the row spanning the checkpoint a mix of rank 0's sum and the ranks' mean.
     data_dir = str(tmp_path / "data")
     prepare(TINY_4, root=data_dir, image_size=8)
-    (rank0, rank1) = _spawn(tmp_path, _supervised_twice, data_dir, str(tmp_path))
+    (rank0, rank1) = pool.run(_supervised_twice, data_dir, str(tmp_path))
     assert rank0[0] == rank1[0] == 8
     straight, resumed = RunDir(tmp_path / "straight"), RunDir(tmp_path / "resumed")
     assert [t["step"] for t in straight.read_steps()] == [3, 6, 9, 12]
@@ -447,7 +448,7 @@ def test_when_rank0_fails_linear_eval_every_rank_raises_at_once(tmp_path):
     """Rank 0 evaluates alone; its failure (here an encoder that does not exist) reaches the
     rank waiting for it, which raises one line naming rank 0's error instead of waiting forever."""
     out, seconds = str(tmp_path / "out"), 90  # process start-up is most of it
-    ctx = mp.start_processes(_env_worker, args=(_free_port(), out, _probe_without_encoder, str(tmp_path), out),
+    ctx = mp.start_processes(_env_worker, args=(free_port(), out, _probe_without_encoder, str(tmp_path), out),
                              nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + seconds
     while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):

@@ -151,19 +151,27 @@ def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Op
     fig, ax = plt.subplots()
     counts = bool(df["n_images"].notna().all())
     x = df["n_images"] if counts else df["pct"]
-    _errorbar(ax, x, df["top1"], df["top1_std"], label="SimCLR probe (top-1)", color="#2563eb")
-    for xv, pct in zip(x, df["pct"]):
-        ax.annotate(f"{pct:g}%", (xv, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
-                    textcoords="offset points", ha="center", fontsize=8, color="#6b7280")
+    sets = list(dict.fromkeys(df["dataset"].fillna("pretraining set")))
+    colours = ["#2563eb", "#059669", "#d97706", "#7c3aed"]
+    for i, name in enumerate(sets):  # the first set is the study; another one separates domain
+        mine = (df["dataset"].fillna("pretraining set") == name).to_numpy()
+        label = "SimCLR probe (top-1)" if len(sets) == 1 else f"SimCLR on {name} (probe top-1)"
+        _errorbar(ax, x[mine], df["top1"][mine], df["top1_std"][mine], label=label,
+                  color=colours[i % len(colours)])
+    for xv, pct, name in zip(x, df["pct"], df["dataset"].fillna("pretraining set")):
+        if name == sets[0]:
+            ax.annotate(f"{pct:g}%", (xv, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                        textcoords="offset points", ha="center", fontsize=8, color="#6b7280")
     if floor is not None and not math.isnan(floor):
         ax.axhline(floor, ls=":", color="#6b7280", label="random encoder (floor)")
     if ceiling is not None and not math.isnan(ceiling):
         ax.axhline(ceiling, ls="--", color="#b42318", label="supervised from scratch")
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(list(x)))
+    ticks = sorted(set(x))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xticklabels([f"{int(v):,}" if counts else f"{v:g}%" for v in x])
-    dataset = df["dataset"].dropna().iloc[0] if df["dataset"].notna().any() else "pretraining set"
+    ax.set_xticklabels([f"{int(v):,}" if counts else f"{v:g}%" for v in ticks])
+    dataset = sets[0] if len(sets) == 1 else "pretraining"
     ax.set_xlabel(f"{dataset} images used for SimCLR pretraining (count, log scale)"
                   if counts else f"share of {dataset} used (%, log scale)")
     ax.set_ylabel("CIFAR-100 linear-probe top-1 (%)")

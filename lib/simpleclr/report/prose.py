@@ -23,7 +23,8 @@ from .tables import (fmt_pm, fmt_seconds, input_size, main_table, row_interval, 
 from .model import ReportError, load_study  # noqa: F401
 # The tables the report notebook shows, reached there as rp.* like the prose.
 from .tables import (finetune_display, finetune_table, hparam_display, hparam_table, label_display,  # noqa: F401
-                     label_table, main_table_display, size_display, size_table, style_main_table, styled)
+                     label_table, main_table_display, size_axes, size_display, size_table, style_main_table,
+                     styled)
 
 
 # Published figures for context, each verified against its source (see the URLs), with the budget
@@ -237,6 +238,7 @@ def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
 
     def name(row: pd.Series) -> str:
         return ", ".join(f"{row[a]:g}% of the pretraining images" if a == "pct"
+                         else f"on {row[a]}" if a == "dataset"
                          else f"{a.replace('_', ' ')} {row[a]:g}" if isinstance(row[a], (int, float))
                          else f"{a.replace('_', ' ')} {row[a]}" for a in axes)
 

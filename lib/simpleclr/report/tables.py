@@ -353,14 +353,19 @@ def _epochs_passed(pre: RunInfo) -> float:
 
 
 def size_table(study: Study) -> pd.DataFrame:
-    """Probe accuracy against the fraction (and count) of pretraining images, mean over seeds."""
-    groups: dict[float, list[tuple[RunInfo, Optional[RunInfo]]]] = {}
+    """Probe accuracy against the fraction (and count) of pretraining images, mean over seeds; one
+    row per pretraining set and fraction (a run on another set of equal size separates the domain
+    from the size), the sets in the order the plan first names them."""
+    groups: dict[tuple[str, float], list[tuple[RunInfo, Optional[RunInfo]]]] = {}
     for r in study.with_role("size_study"):
         pre = _pretrain_of(study, r)
         frac = float(pre.config.get("subset_fraction", 1.0)) if pre and pre.config else math.nan
-        groups.setdefault(frac, []).append((r, pre))
+        dataset = str(pre.config.get("dataset")) if pre and pre.config else "?"
+        groups.setdefault((dataset, frac), []).append((r, pre))
+    order = {d: i for i, d in enumerate(dict.fromkeys(d for d, _ in groups))}
+    groups = dict(sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])))
     rows = []
-    for frac, pairs in sorted(groups.items()):
+    for (_, frac), pairs in groups.items():
         pres = [p for _, p in pairs if p is not None and p.done]
         n_images = [((p.config_json or {}).get("data") or {}).get("n_train") for p in pres]
         first = pairs[0][1]
@@ -371,8 +376,13 @@ def size_table(study: Study) -> pd.DataFrame:
                      "epochs_equiv": (np.nanmean([_epochs_passed(p) for p in pres]) if pres else math.nan),
                      **_metric_summary([r for r, _ in pairs], study)})
     df = pd.DataFrame(rows)
-    _add_comparisons(df, "vb", _versus_best([[r for r, _ in pairs] for _, pairs in sorted(groups.items())], df))
+    _add_comparisons(df, "vb", _versus_best([[r for r, _ in pairs] for pairs in groups.values()], df))
     return df
+
+
+def size_axes(df: pd.DataFrame) -> list[str]:
+    """What names a size-study cell: its share, and its pretraining set where there are several."""
+    return ["dataset", "pct"] if "dataset" in df and df["dataset"].nunique() > 1 else ["pct"]
 
 
 def _axis_value(probe: RunInfo, pre: Optional[RunInfo], axis: str) -> Any:
@@ -560,7 +570,9 @@ def label_display(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def size_display(df: pd.DataFrame) -> pd.DataFrame:
+    sets = {"Pretraining set": list(df["dataset"])} if "dataset" in size_axes(df) else {}
     return pd.DataFrame({
+        **sets,
         "Share of pretraining set": [f"{p:g}%" for p in df["pct"]],
         "Images": ["—" if (isinstance(n, float) and math.isnan(n)) else f"{int(n):,}" for n in df["n_images"]],
         "Steps": df["steps"].astype(object).where(df["steps"].notna(), "—"),

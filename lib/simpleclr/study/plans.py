@@ -303,9 +303,10 @@ def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_d
     return 1 if blocked else 0
 
 
-def cut_plan(p: Plan, images: int) -> Plan:
+def cut_plan(p: Plan, images: int, quiet: bool = False) -> Plan:
     """``p`` as a rehearsal runs it (:mod:`simpleclr.study.rehearse`): every run's config with
-    ``rehearsal=images`` (a runtime field: the fingerprints stay), and where torchvision's ImageNet
+    ``rehearsal=images`` (a runtime field: the fingerprints are those of the plan loaded at the
+    same folder, whose run references point into it), and where torchvision's ImageNet
     weights cannot be had, a generated stand-in file of the same format in their place."""
     swap = any(_uses_imagenet(s) for s in p.runs.values()) and check_imagenet_weights() is not None
     standin = f"imagenet:{p.standin_path('imagenet_weights')}"
@@ -315,7 +316,7 @@ def cut_plan(p: Plan, images: int) -> Plan:
         if swap and _uses_imagenet(spec):
             cfg = cfg.replace(**{"encoder" if hasattr(cfg, "encoder") else "init": standin})
         runs[n] = dataclasses.replace(spec, config=cfg)
-    if swap:
+    if swap and not quiet:
         print("note: ImageNet weights unavailable here: the rehearsal loads a generated stand-in of "
               "the same format in their place", flush=True)
     standins = tuple(sorted(set(p.standins) | ({"imagenet_weights"} if swap else set())))

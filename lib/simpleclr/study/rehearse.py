@@ -61,7 +61,7 @@ def rehearse_plan(plan: PathLike, outputs: PathLike = "rehearsal", images: int =
     code = run_plan(plan, outputs=outputs, report_dir=p.outputs / "report", progress=progress,
                     rehearsal=images)
     wall = time.time() - started
-    cut = cut_plan(p, images)
+    cut = cut_plan(p, images, quiet=True)  # as run_plan ran it
     shapes = measure_shapes(cut) if measure else []
     record = build_record(cut, images, wall, shapes)
     atomic_write_json(p.outputs / "rehearsal.json", record)
