@@ -3,6 +3,9 @@ run loop's skip / fail / keep-going behaviour with the notebook execution replac
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 import socket
 
 import pytest
@@ -310,6 +313,25 @@ def test_failed_run_blocks_only_its_dependents_and_the_report_still_renders(tmp_
     assert states["pre"] == ("failed", "RuntimeError: pre broke")
     assert states["probe"][0] == "blocked" and "needs pre" in states["probe"][1]
     assert states["random"] == ("done", None)
+
+
+def test_sigterm_stops_the_plan_as_ctrl_c_does_leaving_the_run_partial(tmp_path, monkeypatch):
+    p = load(tmp_path, FOUR)
+
+    class Killed(FakeNotebooks):
+        def __call__(self, name, output, parameters, **kw):
+            if output.parent.name == "random":  # a scheduler cancels the job during this run
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)
+                raise AssertionError("SIGTERM did not stop the plan")
+            return super().__call__(name, output, parameters, **kw)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        _run(tmp_path, monkeypatch, Killed(p))
+    assert signal.getsignal(signal.SIGTERM) == before  # put back for the rest of the process
+    states = {n: r["state"] for n, r in json.loads((p.outputs / "plan.json").read_text())["runs"].items()}
+    assert states["pre"] == "done" and states["random"] == "partial"
 
 
 def test_second_run_skips_finished_runs(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ import multiprocessing.util
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -303,6 +304,25 @@ def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_d
     return 1 if blocked else 0
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler's cancel: SLURM's scancel sends it) ends the plan as
+    Ctrl-C does: the running run is marked partial and its kernel shut down, instead of the
+    process dying where it stands. Only in the main thread, where Python runs signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def cut_plan(p: Plan, images: int, quiet: bool = False) -> Plan:
     """``p`` as a rehearsal runs it (:mod:`simpleclr.study.rehearse`): every run's config with
     ``rehearsal=images`` (a runtime field: the fingerprints are those of the plan loaded at the
@@ -358,7 +378,7 @@ def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike
     started = time.time()
     width = len(str(len(names)))
     tags = {n: f"[{i:>{width}}/{len(names)}] {n} ({p.runs[n].notebook})" for i, n in enumerate(names, 1)}
-    with SharedKernel() if not kernel_per_run else contextlib.nullcontext() as kernel:
+    with sigterm_as_interrupt(), SharedKernel() if not kernel_per_run else contextlib.nullcontext() as kernel:
         if devices and len(devices) > 1:
             _run_on_workers(p, names, tags, statuses, states, unavailable, clock, progress, devices,
                             shared=not kernel_per_run)
