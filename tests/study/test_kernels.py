@@ -63,11 +63,11 @@ def test_each_notebook_in_a_shared_kernel_starts_from_a_fresh_state(tmp_path, mo
         assert _fds() == fds
         assert k.started == 1 and k.notebooks == 5
         # the kernel's sockets are in the private temp folder, never in the folder it runs in
-        sockets = [p for p in kernels._socket_dir().iterdir() if p.name.startswith(f"{os.getpid()}-")]
+        sockets = [p for p in kernels.socket_dir().iterdir() if p.name.startswith(f"{os.getpid()}-")]
         assert sockets and all(p.is_socket() for p in sockets)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["dirty.ipynb", "look.ipynb", "o1.ipynb", "o2.ipynb"] + [f"again{i}.ipynb" for i in range(3)])
-    assert not [p for p in kernels._socket_dir().iterdir() if p.name.startswith(f"{os.getpid()}-")]
+    assert not [p for p in kernels.socket_dir().iterdir() if p.name.startswith(f"{os.getpid()}-")]
     assert seen["pid"] == int(_printed(tmp_path / "o1.ipynb"))  # the same kernel ...
     assert seen == {"pid": seen["pid"], "threads": k._threads, "x": 2, "leftover": False, "warned": []}
 

@@ -160,12 +160,23 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
     assert rows == set(study.ROW_NAMES)
     kinds = {k for k, _ in roles}
     assert {"finetune", "label_efficiency", "size_study", "hparam", "features"} <= kinds
-    # size study: nested subsets of one dataset, trained for the same number of steps
+    # size study: nested subsets of one dataset, trained for the same number of steps; another
+    # dataset only as a whole, with as many images as one of the subsets (domain against size)
     pre = [p.runs[s.needs[0]] for s in p.runs.values() if "size_study" in s.report]
-    # (quick: two points, 10% and 100%, sized from docs/evidence.md; the others three or more)
-    assert len({c.config.subset_fraction for c in pre}) >= (2 if name == "quick" else 3)
+    sets = [c.config.dataset for c in pre]
+    study_set = max(set(sets), key=sets.count)
+    nested = [c for c in pre if c.config.dataset == study_set]
+    # (quick: three points, 1%, 10% and 100%; the others three or more)
+    assert len({c.config.subset_fraction for c in nested}) >= 3
     assert len({c.config.steps for c in pre}) == 1 and pre[0].config.steps
-    assert len({(c.config.dataset, c.config.subset_seed) for c in pre}) == 1
+    assert len({c.config.subset_seed for c in nested}) == 1
+    n_study = estimate.dataset_sizes(study_set)
+    for other in (c for c in pre if c.config.dataset != study_set):
+        assert other.config.subset_fraction == 1.0 and n_study is not None
+        n_other = estimate.dataset_sizes(other.config.dataset)[0]
+        assert any(n_other == n_study[0] * c.config.subset_fraction for c in nested), other.name
+    if name == "full":
+        assert sorted(set(sets)) == ["cifar100", "tiny-imagenet"]
     # label efficiency at 1% / 10% (plus 100% from the rows) on the real plans
     fracs = {s.config.label_fraction if s.notebook == "linear_eval" else s.config.subset_fraction
              for s in p.runs.values() if "label_efficiency" in s.report}

@@ -89,11 +89,11 @@ def test_a_rehearsal_runs_every_run_cut_short_and_records_it_apart_from_the_real
 def test_a_step_between_measured_batches_is_read_off_the_line_through_them():
     points = [{"batch_size": 48, "step_s": 3.0, "memory_mb": 900.0},
               {"batch_size": 128, "step_s": 11.0, "memory_mb": 1700.0}]
-    assert rehearse._at(points, 128) == {"step_s": 11.0, "memory_mb": 1700.0, "how": "measured"}
-    at = rehearse._at(points, 512)
+    assert rehearse.step_at(points, 128) == {"step_s": 11.0, "memory_mb": 1700.0, "how": "measured"}
+    at = rehearse.step_at(points, 512)
     assert math.isclose(at["step_s"], 11.0 + 384 * 0.1) and math.isclose(at["memory_mb"], 1700.0 + 384 * 10)
     assert at["how"] == "line through batches 48 and 128"
-    one = rehearse._at(points[:1], 96)
+    one = rehearse.step_at(points[:1], 96)
     assert one["step_s"] == 6.0 and one["how"] == "scaled from batch 48"
 
 
@@ -106,7 +106,7 @@ def test_every_shipped_plan_cuts_to_its_own_configs_with_stand_in_weights_where_
     assert list(cut.runs) == list(p.runs)
     for n, spec in cut.runs.items():
         assert spec.config.rehearsal == 16 and spec.path == p.runs[n].path
-        if plans._uses_imagenet(p.runs[n]):  # the one field a rehearsal may change: absent weights
+        if plans.uses_imagenet(p.runs[n]):  # the one field a rehearsal may change: absent weights
             assert "imagenet_weights" in cut.standins
             assert str(cut.standin_path("imagenet_weights")) in str(spec.config.to_dict())
         else:

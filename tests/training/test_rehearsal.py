@@ -10,23 +10,25 @@ from helpers.datasets import TINY
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.runs import predictions
 from simpleclr.runs.rundir import RunConflict, RunDir
-from simpleclr.training import device, evaluate, loop, pretrain, supervised
+from simpleclr.training import device, evaluate, pretrain, supervised
 
 CUT = 8
 
 
 @pytest.fixture
 def starts(monkeypatch) -> list[int]:
-    """The epoch each training session of a run started from (0: fresh; 1: resumed after epoch 1)."""
+    """The epoch each training session of a run started from, as it read its last checkpoint
+    (0: none, a fresh start; 1: resumed after epoch 1)."""
     seen: list[int] = []
-    real = loop._resume
+    real = RunDir.load_checkpoint
 
-    def spy(lp):
-        out = real(lp)
-        seen.append(out[0])
+    def spy(self, name="last", *a, **k):
+        out = real(self, name, *a, **k)
+        if name == "last":
+            seen.append(0 if out is None else int(out["epoch"]))
         return out
 
-    monkeypatch.setattr(loop, "_resume", spy)
+    monkeypatch.setattr(RunDir, "load_checkpoint", spy)
     return seen
 
 

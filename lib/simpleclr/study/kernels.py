@@ -57,7 +57,7 @@ def kernel_manager_class() -> Optional[type]:
             kwargs.setdefault("transport", "ipc")
             # jupyter_client numbers the socket files by looking for free names: this process's
             # pid in the prefix keeps kernels started at once by plan workers from taking one name
-            kwargs.setdefault("ip", str(_socket_dir() / str(os.getpid())))
+            kwargs.setdefault("ip", str(socket_dir() / str(os.getpid())))
             super().__init__(**kwargs)
 
         async def _async_interrupt_kernel(self) -> None:
@@ -77,7 +77,7 @@ def kernel_manager_class() -> Optional[type]:
     return IPCKernelManager
 
 
-def _socket_dir() -> Path:
+def socket_dir() -> Path:
     """A private folder for kernel sockets, short enough for a socket path (108 bytes on Linux)."""
     folder = Path(tempfile.gettempdir()) / f"simpleclr-kernels-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)

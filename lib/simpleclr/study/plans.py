@@ -69,7 +69,7 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
             raise PlanError(f"{e}{hint}") from None
 
 
-def _uses_imagenet(spec: RunSpec) -> bool:
+def uses_imagenet(spec: RunSpec) -> bool:
     c = spec.config
     value = getattr(c, "encoder", None) or getattr(c, "init", None) or ""
     return value == "imagenet"
@@ -155,11 +155,11 @@ def _before_runs(p: Plan, names: Sequence[str], statuses: dict[str, str]) -> tup
     check_data(p, todo)
     write_standins(p)
     unavailable: dict[str, str] = {}
-    if any(_uses_imagenet(p.runs[n]) for n in todo):
+    if any(uses_imagenet(p.runs[n]) for n in todo):
         why = check_imagenet_weights()
         if why:
             print(f"note: ImageNet weights unavailable, their rows will be marked missing: {why}", flush=True)
-            unavailable = {n: f"ImageNet weights unavailable: {why}" for n in todo if _uses_imagenet(p.runs[n])}
+            unavailable = {n: f"ImageNet weights unavailable: {why}" for n in todo if uses_imagenet(p.runs[n])}
     return todo, unavailable
 
 
@@ -328,12 +328,12 @@ def cut_plan(p: Plan, images: int, quiet: bool = False) -> Plan:
     ``rehearsal=images`` (a runtime field: the fingerprints are those of the plan loaded at the
     same folder, whose run references point into it), and where torchvision's ImageNet
     weights cannot be had, a generated stand-in file of the same format in their place."""
-    swap = any(_uses_imagenet(s) for s in p.runs.values()) and check_imagenet_weights() is not None
+    swap = any(uses_imagenet(s) for s in p.runs.values()) and check_imagenet_weights() is not None
     standin = f"imagenet:{p.standin_path('imagenet_weights')}"
     runs = {}
     for n, spec in p.runs.items():
         cfg = spec.config.replace(rehearsal=images)
-        if swap and _uses_imagenet(spec):
+        if swap and uses_imagenet(spec):
             cfg = cfg.replace(**{"encoder" if hasattr(cfg, "encoder") else "init": standin})
         runs[n] = dataclasses.replace(spec, config=cfg)
     if swap and not quiet:

@@ -107,7 +107,7 @@ def measure_shapes(p: Plan) -> list[dict]:
                   for b in sorted({min(b, max(batches)) for b in FIT_BATCHES})]
         for b in sorted(batches):
             rows.append({"stage": kind, "image_size": size, "stem": stem, "precision": precision,
-                         "batch_size": b, **_at(points, b)})
+                         "batch_size": b, **step_at(points, b)})
     return rows
 
 
@@ -147,7 +147,7 @@ def _resident_mb() -> float:
         return 0.0
 
 
-def _at(points: list[dict], batch: int) -> dict:
+def step_at(points: list[dict], batch: int) -> dict:
     """The step at ``batch``: measured when it is one of ``points``, else the straight line
     through the two outermost points."""
     for pt in points:

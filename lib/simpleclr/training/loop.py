@@ -55,9 +55,10 @@ PROGRESS_EVERY_S = 5.0  # how often rank 0 rewrites progress.json for a watching
 REHEARSAL_STEPS = 2  # a rehearsal: two epochs of one step, a checkpoint and a resume between them
 
 
-class RehearsalInterrupt(Exception):
+class RehearsalInterrupt(SimpleCLRError, RuntimeError):
     """A rehearsal's stop after its first epoch's checkpoint: :func:`run_training_stage` catches it
-    and runs the stage again, which resumes from that checkpoint as a killed run would."""
+    and runs the stage again, which resumes from that checkpoint as a killed run would. (Should it
+    ever escape, it is one line like every library error.)"""
 
 
 class TrainingDiverged(SimpleCLRError, RuntimeError):
