@@ -432,6 +432,26 @@ def test_supervised_from_scratch_learns_and_reports_test_accuracy(shapes, data_d
     assert final["classes"] == [f"class{c}" for c in range(7)]
 
 
+def test_above_the_datasets_size_supervised_training_upsamples_batches_instead_of_caching_copies(tmp_path):
+    """The full plan fine-tunes at 128 px on 32 px CIFAR-100: read at 32 px, crops upsampled batch
+    by batch (a 128 px copy held 11 GB of host memory in the full plan's rehearsal)."""
+    data = tmp_path / "data"
+    cfg = _sup_cfg(str(data), image_size=40, epochs=1, val_fraction=0.1)
+    result = supervised.train_supervised(cfg, tmp_path / "sup")
+    cached = sorted(p.name for p in data.rglob("*px") if p.is_dir())
+    assert cached == ["32px"]  # read at its own size, never stored at 40 px
+    final = _final(tmp_path / "sup")
+    assert final["meta"]["image_size"] == 40  # the size the network saw, for the probes to feed it
+    # the test predictions are the final network's on the 32 px test images upsampled to 40 px
+    model = models.Classifier(models.load_encoder(str(tmp_path / "sup"))[0], 10)
+    model.fc.load_state_dict(final["fc"])
+    test = load_split(TINY, "test", root=str(data))
+    logits = supervised.predict_logits(model, test.images, final["meta"]["mean"], final["meta"]["std"],
+                                       resolve_runtime("cpu", "fp32", channels_last=False), size=40)
+    preds = predictions.load_predictions(tmp_path / "sup" / result["predictions"])
+    assert np.array_equal(logits.argmax(1).numpy(), preds.top1)
+
+
 def test_fine_tuning_loads_every_encoder_weight_of_a_pretrain_run(reference_run, data_dir, tmp_path):
     _, pre_out, _ = reference_run
     pre = _final(pre_out)

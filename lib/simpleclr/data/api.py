@@ -235,11 +235,12 @@ def _resolve_imagefolder(spec: DatasetSpec, root: Path, size: Optional[int]) -> 
     return target, meta
 
 
-def feature_read_size(name: str, image_size: Optional[int]) -> Optional[int]:
-    """The size a frozen-feature pass reads a dataset at to feed ``image_size`` px: that size when
-    it is at most the dataset's own (a resized cache), else the dataset's own (None), for the
-    features to upsample batch by batch: CIFAR-100 kept at 224 px would take 9 GB of memory and
-    disk for what a 32 px copy holds (the SimCLR B.8 ImageNet probes read it at 224 px)."""
+def read_size(name: str, image_size: Optional[int]) -> Optional[int]:
+    """The size a stage that resizes batch by batch (the probes' features, supervised training's
+    crops) reads a dataset at to feed ``image_size`` px: that size when it is at most the dataset's
+    own (a resized cache), else the dataset's own (None), and the batches are upsampled: CIFAR-100
+    kept at 224 px would take 9 GB of memory and disk for what a 32 px copy holds (the SimCLR B.8
+    ImageNet probes read it at 224 px; the full plan fine-tunes the ImageNet weights at 128 px)."""
     try:
         native = get_spec(name).native_size
     except DataError:  # reading it fails with the proper message

@@ -37,12 +37,12 @@ ACCEPT_ENV = "SIMPLECLR_ACCEPT_CHECKSUM"  # what the shipped plans read accept_c
 
 # ---- what a plan needs before it starts -----------------------------------------------------
 def _datasets(plan: Plan, names: Sequence[str]) -> list[tuple[str, Optional[str], Optional[str], Optional[int]]]:
-    from ..data import feature_read_size
+    from ..data import read_size
 
     out = []
     for n in names:
         c = plan.runs[n].config
-        size = feature_read_size(c.dataset, c.image_size) if c.stage == "linear_eval" else c.image_size
+        size = read_size(c.dataset, c.image_size) if c.stage != "pretrain" else c.image_size
         key = (c.dataset, c.data_dir, c.accept_checksum, size)
         if key not in out:
             out.append(key)

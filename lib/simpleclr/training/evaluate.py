@@ -357,10 +357,10 @@ def _encoder_input(cfg: LinearEvalConfig, meta: dict,
 def _probe_splits(cfg: LinearEvalConfig) -> tuple["data_mod.Split", "data_mod.Split"]:
     """The dataset's train and test splits; both must be labelled and non-empty, with the test
     labels inside the train split's classes. Above the dataset's own size they are read at it,
-    and the features upsample them (:func:`simpleclr.data.feature_read_size`)."""
+    and the features upsample them (:func:`simpleclr.data.read_size`)."""
     from .. import data
 
-    kwargs = dict(root=cfg.data_dir, image_size=data.feature_read_size(cfg.dataset, cfg.image_size),
+    kwargs = dict(root=cfg.data_dir, image_size=data.read_size(cfg.dataset, cfg.image_size),
                   accept_checksum=cfg.accept_checksum)
     train = data.load_split(cfg.dataset, "train", **kwargs)
     test = data.load_split(cfg.dataset, "test", **kwargs)

@@ -275,8 +275,11 @@ def run_training_stage(cfg: TrainingConfig, out_dir: PathLike,
             return work(cfg, run, runtime, world, out_dir)  # built anew: resumes from the checkpoint
 
 
-def load_data(cfg: StageConfig, split_name: str) -> "data_mod.Split":
-    return data_mod.load_split(cfg.dataset, split_name, root=cfg.data_dir, image_size=cfg.image_size,
+def load_data(cfg: StageConfig, split_name: str, *, upsample: bool = False) -> "data_mod.Split":
+    """``split_name`` of the stage's dataset at ``cfg.image_size``; with ``upsample`` (a stage that
+    resizes batch by batch), above the dataset's own size at that size (:func:`data.read_size`)."""
+    size = data_mod.read_size(cfg.dataset, cfg.image_size) if upsample else cfg.image_size
+    return data_mod.load_split(cfg.dataset, split_name, root=cfg.data_dir, image_size=size,
                                accept_checksum=cfg.accept_checksum)
 
 

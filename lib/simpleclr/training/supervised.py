@@ -72,18 +72,25 @@ def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int
                            **train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
 
 
+def input_size(cfg: SupervisedConfig, split: "data_mod.Split") -> int:
+    """The side the network sees: ``image_size``, else the data's own. Above the data's own the
+    batches are upsampled (the split is read at its size, :func:`loop.load_data`)."""
+    return cfg.image_size or split.image_size
+
+
 def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tensor, mean: Any,
-              std: Any, runtime: Runtime) -> dict[str, float]:
+              std: Any, runtime: Runtime, size: Optional[int] = None) -> dict[str, float]:
     """Top-1 / top-5 (percent) of ``model`` on uint8 images, in eval mode, without augmentation."""
-    return evaluate.topk_accuracy(predict_logits(model, images, mean, std, runtime), labels.cpu(), ks=(1, 5))
+    return evaluate.topk_accuracy(predict_logits(model, images, mean, std, runtime, size), labels.cpu(),
+                                  ks=(1, 5))
 
 
 def predict_logits(model: models.Classifier, images: torch.Tensor, mean: Any, std: Any,
-                   runtime: Runtime) -> torch.Tensor:
-    """``model``'s CPU logits for uint8 images, in eval mode, without augmentation: what validation
-    and the final test read."""
+                   runtime: Runtime, size: Optional[int] = None) -> torch.Tensor:
+    """``model``'s CPU logits for uint8 images (resized to ``size`` when given), in eval mode,
+    without augmentation: what validation and the final test read."""
     with eval_mode(model):
-        feats = evaluate.extract_features(model.encoder, images, mean, std, runtime)
+        feats = evaluate.extract_features(model.encoder, images, mean, std, runtime, size=size)
         with torch.no_grad():
             logits = model.fc(feats.to(model.fc.weight.device, model.fc.weight.dtype))
     return logits.cpu()
@@ -101,8 +108,9 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
     dev = runtime.device
     images = split.images[labelled.fit].to(dev)
     labels = split.labels[labelled.fit].to(dev)
+    size = input_size(cfg, split)
     parts = build_supervised(cfg.replace(encoder_lr_scale=encoder_lr_scale), runtime,
-                             image_size=split.image_size, mean=split.mean, std=split.std,
+                             image_size=size, mean=split.mean, std=split.std,
                              num_classes=split.num_classes, total_steps=total,
                              warmup_steps=warmup, world=world)
 
@@ -117,7 +125,7 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
     def validate(epoch: int, last: bool) -> dict:
         if not has_val or not world.is_main:
             return {}
-        acc = _classify(parts.model, val_images, val_labels, parts.mean, parts.std, runtime)
+        acc = _classify(parts.model, val_images, val_labels, parts.mean, parts.std, runtime, size)
         return {"val_top1": acc["top1"], "val_top5": acc["top5"]}
 
     rows, loop = train_loop(cfg, run, world, parts, step, validate, len(labelled.fit),
@@ -194,14 +202,14 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
     done = run.finished(cfg)  # another process may have finished it meanwhile
     if done is not None:
         return done
-    split = load_data(cfg, cfg.split)
+    split = load_data(cfg, cfg.split, upsample=True)
     if not split.labelled:
         raise ConfigError(f"SupervisedConfig.split={cfg.split!r} of {cfg.dataset} has unlabelled "
                           "images: choose a labelled split (e.g. train)")
     labelled = data_mod.labelled_split(split.labels, cfg.subset_fraction, cfg.val_fraction,
                                        cfg.subset_seed)
     fit_schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before any trial
-    test = load_data(cfg, "test")
+    test = load_data(cfg, "test", upsample=True)
     if world.is_main:
         record = data_record(split, labelled.fit, labelled.val)
         record.update(test={**test.provenance, "n": len(test)}, labels=labelled.record())
@@ -213,10 +221,11 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
     if world.is_main:
         dev = runtime.device
         test_images, test_labels = rehearsal_cut(cfg, test.images), rehearsal_cut(cfg, test.labels)
-        logits = predict_logits(parts.model, test_images.to(dev), parts.mean, parts.std, runtime)
+        logits = predict_logits(parts.model, test_images.to(dev), parts.mean, parts.std, runtime,
+                                input_size(cfg, split))
         acc = evaluate.topk_accuracy(logits, test_labels.cpu(), ks=(1, 5))
         meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
-                "image_size": split.image_size,
+                "image_size": input_size(cfg, split),
                 "source": {"run": str(out_dir), "stage": stage_of(cfg).command_for(cfg).name,
                            "dataset": cfg.dataset, "split": cfg.split, "init": cfg.init,
                            "init_source": parts.encoder_meta.get("source")}}
