@@ -18,8 +18,9 @@ What it measures, written to ``rehearsal.json`` and ``rehearsal.md`` there:
   plans are sized for (:data:`GPU_IMAGES_PER_S`, an assumption);
 - per training shape (stage, image size, stem, precision): one step's time and peak memory at each
   batch size the plan uses, measured at ``FIT_BATCHES`` and extrapolated linearly beyond them (a
-  step of 512 SimCLR images at 32 px takes about 45 s on a 2-core CPU: measuring every plan batch
-  would cost the rehearsal's whole budget).
+  step of 512 SimCLR images at 32 px took 43-46 s on a 2-core AVX2 CPU: measuring every plan batch
+  would cost most of the rehearsal's budget; the line ran 20-30% low at 512 there,
+  docs/rehearsal-full.md).
 """
 from __future__ import annotations
 
@@ -129,7 +130,7 @@ def step_here(kind: str, size: int, stem: str, precision: str, batch: int) -> di
     from ..training import device
     from . import bench
 
-    base = _resident_mb()
+    base = device.resident_mb()
     device.reset_peak_memory()
     inp = bench.make_inputs(batch_size=batch, image_size=size, precision=precision, stem=stem)
     case = bench.simclr_case(inp) if kind == "pretrain" else bench.supervised_case(inp)
@@ -137,14 +138,6 @@ def step_here(kind: str, size: int, stem: str, precision: str, batch: int) -> di
     peak = device.peak_memory(inp.rt.device)["peak_memory_mb"]
     return {"batch_size": batch, "step_s": timing.seconds,
             "memory_mb": peak - (0.0 if inp.rt.device.type == "cuda" else base)}
-
-
-def _resident_mb() -> float:
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-    except (OSError, StopIteration, ValueError):
-        return 0.0
 
 
 def step_at(points: list[dict], batch: int) -> dict:

@@ -172,12 +172,25 @@ def peak_memory(device: Optional[torch.device] = None) -> dict:
     if device is not None and device.type == "cuda":
         return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
                 "peak_memory_of": "cuda allocator"}
+    kib = _status_kib("VmHWM")
+    if kib is not None:
+        return {"peak_memory_mb": kib / 1024, "peak_memory_of": "process resident (since the run began)"}
+    import resource
+
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 if sys.platform != "darwin" else 1024)
+    return {"peak_memory_mb": kib / 1024, "peak_memory_of": "process resident (since it started)"}
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (Linux; 0 where /proc is absent)."""
+    kib = _status_kib("VmRSS")
+    return 0.0 if kib is None else kib / 1024
+
+
+def _status_kib(field: str) -> Optional[float]:
+    """A ``/proc/self/status`` memory field in KiB; None where it cannot be read."""
     try:
         with open("/proc/self/status") as f:
-            kib = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-        return {"peak_memory_mb": kib / 1024, "peak_memory_of": "process resident (since the run began)"}
+            return float(next(line.split()[1] for line in f if line.startswith(f"{field}:")))
     except (OSError, StopIteration, ValueError):
-        import resource
-
-        kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 if sys.platform != "darwin" else 1024)
-        return {"peak_memory_mb": kib / 1024, "peak_memory_of": "process resident (since it started)"}
+        return None
