@@ -73,6 +73,9 @@ def test_a_rehearsal_runs_every_run_cut_short_and_records_it_apart_from_the_real
         assert plans.RunDir(folder / r["name"]).status(saved["fingerprint"]) == "stale"
     assert saved and real.runs["pre"].config.fingerprint() == same_root.runs["pre"].config.fingerprint()
     assert not (tmp_path / "outputs").exists()
+    # the real plan pointed at the rehearsal's folder stops before any compute, and says why
+    with pytest.raises(PlanError, match="holds a rehearsal of this run, and this is the real plan"):
+        plans.run_plan(tmp_path / "tiny.yaml", outputs=tmp_path / "rehearsal", progress=False)
     # one step at each training shape's batch: measured, since the plan's batches are below FIT_BATCHES
     shapes = {(s["stage"], s["batch_size"]): s for s in rec["shapes"]}
     assert set(shapes) == {("pretrain", 40), ("supervised", 32)}

@@ -149,7 +149,13 @@ def _before_runs(p: Plan, names: Sequence[str], statuses: dict[str, str]) -> tup
     """
     stale = [n for n in names if statuses[n] == "stale"]
     if stale:
-        raise PlanError(f"{p.runs[stale[0]].path} holds a run with another config than plan {p.name} "
+        spec = p.runs[stale[0]]
+        held = (RunDir(spec.path).read_config() or {}).get("config") or {}
+        if bool(held.get("rehearsal")) != bool(spec.config.rehearsal):
+            raise PlanError(f"{spec.path} holds {'a rehearsal' if held.get('rehearsal') else 'a real run'} "
+                            f"of this run, and this is {'a rehearsal' if spec.config.rehearsal else 'the real plan'}: "
+                            "rehearsals and real runs never share a folder; use another --outputs folder")
+        raise PlanError(f"{spec.path} holds a run with another config than plan {p.name} "
                         "gives it now: delete that folder to redo it, or use another --outputs folder")
     todo = [n for n in names if statuses[n] not in ("done", "broken")]
     check_data(p, todo)
