@@ -436,7 +436,7 @@ def test_above_the_datasets_size_supervised_training_upsamples_batches_instead_o
     """The full plan fine-tunes at 128 px on 32 px CIFAR-100: read at 32 px, crops upsampled batch
     by batch (a 128 px copy held 11 GB of host memory in the full plan's rehearsal)."""
     data = tmp_path / "data"
-    cfg = _sup_cfg(str(data), image_size=40, epochs=1, val_fraction=0.1)
+    cfg = _sup_cfg(str(data), image_size=40, epochs=1, subset_fraction=0.4)  # one step of 32
     result = supervised.train_supervised(cfg, tmp_path / "sup")
     cached = sorted(p.name for p in data.rglob("*px") if p.is_dir())
     assert cached == ["32px"]  # read at its own size, never stored at 40 px
