@@ -151,14 +151,15 @@ def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Op
     fig, ax = plt.subplots()
     counts = bool(df["n_images"].notna().all())
     x = df["n_images"] if counts else df["pct"]
-    sets = list(dict.fromkeys(df["dataset"].fillna("pretraining set")))
+    names = df["dataset"].fillna("pretraining set")
+    sets = list(dict.fromkeys(names))
     colours = ["#2563eb", "#059669", "#d97706", "#7c3aed"]
     for i, name in enumerate(sets):  # the first set is the study; another one separates domain
-        mine = (df["dataset"].fillna("pretraining set") == name).to_numpy()
+        mine = (names == name).to_numpy()
         label = "SimCLR probe (top-1)" if len(sets) == 1 else f"SimCLR on {name} (probe top-1)"
         _errorbar(ax, x[mine], df["top1"][mine], df["top1_std"][mine], label=label,
                   color=colours[i % len(colours)])
-    for xv, pct, name in zip(x, df["pct"], df["dataset"].fillna("pretraining set")):
+    for xv, pct, name in zip(x, df["pct"], names):
         if name == sets[0]:
             ax.annotate(f"{pct:g}%", (xv, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
                         textcoords="offset points", ha="center", fontsize=8, color="#6b7280")

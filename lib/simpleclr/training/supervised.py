@@ -219,13 +219,12 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
                                         choice["encoder_lr_scale"])
     result = loop_summary(rows, loop)
     if world.is_main:
-        dev = runtime.device
+        dev, size = runtime.device, input_size(cfg, split)
         test_images, test_labels = rehearsal_cut(cfg, test.images), rehearsal_cut(cfg, test.labels)
-        logits = predict_logits(parts.model, test_images.to(dev), parts.mean, parts.std, runtime,
-                                input_size(cfg, split))
+        logits = predict_logits(parts.model, test_images.to(dev), parts.mean, parts.std, runtime, size)
         acc = evaluate.topk_accuracy(logits, test_labels.cpu(), ks=(1, 5))
         meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
-                "image_size": input_size(cfg, split),
+                "image_size": size,
                 "source": {"run": str(out_dir), "stage": stage_of(cfg).command_for(cfg).name,
                            "dataset": cfg.dataset, "split": cfg.split, "init": cfg.init,
                            "init_source": parts.encoder_meta.get("source")}}
