@@ -209,6 +209,23 @@ def test_the_quick_plans_main_rows_are_the_evidence_runs(tmp_path):
     assert fp(quick, "random") == fp(curves, "random")
 
 
+def test_the_quick_plans_transfer_rows_and_16px_runs_are_the_pilot_runs(tmp_path):
+    # The transfer rows are sized from plans/curves-tiny.yaml and the 16 px choice from
+    # plans/resolution.yaml: their top points are the quick plan's own configs.
+    quick, tiny, res = (plans.load_plan(n, tmp_path / n) for n in ("quick", "curves-tiny", "resolution"))
+
+    def fp(plan, run):
+        return plan.runs[run].config.fingerprint()
+
+    assert fp(quick, "selfsuper-transfer-pretrain") == fp(tiny, "simclr-s200-pretrain")
+    assert fp(quick, "super-transfer-pretrain") == fp(tiny, "super-s400-pretrain")
+    assert fp(quick, "random") == fp(tiny, "random") == fp(res, "random-px16")
+    assert fp(quick, "selfsuper-pretrain") == fp(res, "simclr-px16-pretrain")
+    assert fp(quick, "super") == fp(res, "super-px16")
+    px32 = res.runs["simclr-px32-pretrain"].config
+    assert (px32.image_size, px32.steps) == (32, 50)  # a quarter of the steps at four times the pixels
+
+
 @pytest.mark.parametrize("name", ["smoke", "quick", "full"])
 def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
     # Rows, fine-tuning and label-curve points are compared at a label share and seed, so each
