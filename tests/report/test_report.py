@@ -141,8 +141,15 @@ def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
     assert "224 px" not in text  # the ImageNet row failed: no input size to speak of
     done = copy.deepcopy(study)
     done.runs["imagenet"].result = {"fingerprint": done.runs["imagenet"].fingerprint, "input_size": 128}
+    text = rp.protocol(done)
     assert ("upsampled to 128 px, where published ImageNet transfer figures use 224 px: the ImageNet "
-            "stem's 4× downsampling then leaves a 32×32 grid") in rp.protocol(done)
+            "stem's 4× downsampling then leaves a 32×32 grid") in text
+    # every other row read 32 px: the ImageNet row's larger input is named, not called equivalent
+    assert "The other rows read the images at 32 px, so this is not like for like" in text
+    assert "16× the pixels per image" in text
+    same = copy.deepcopy(done)
+    same.runs["imagenet"].result["input_size"] = 32
+    assert "not like for like" not in rp.protocol(same)
 
 
 def test_missing_row_carries_its_reason(study):

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
-from .model import ROW_INFO, RunInfo, Study
+from .model import ROW_INFO, ROW_NAMES, RunInfo, Study
 from .tables import (fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length, short_dataset,
                      versus)
 # The report's entry point and its error, as the report notebook and callers know them.
@@ -347,10 +347,18 @@ def _caveats(study: Study) -> str:
     sizes = sorted({int(input_size(r)) for r in imagenet if input_size(r)})
     if imagenet and sizes:
         px, grid = "/".join(str(s) for s in sizes), sizes[0] // 4
-        items.append(f"The ImageNet rows see CIFAR-100 upsampled to {px} px, where published ImageNet "
-                     "transfer figures use 224 px: the ImageNet stem's 4× downsampling then leaves a "
-                     f"{grid}×{grid} grid, what the CIFAR stem sees at {grid} px. "
-                     "How much 224 px would add was not measured (no GPU was available).")
+        others = sorted({int(input_size(r)) for role in ROW_NAMES if role != "imagenet-super"
+                         for r in study.with_role("row", role) if input_size(r)})
+        text = (f"The ImageNet rows see CIFAR-100 upsampled to {px} px, where published ImageNet "
+                "transfer figures use 224 px: the ImageNet stem's 4× downsampling then leaves a "
+                f"{grid}×{grid} grid. ")
+        if others and others != sizes:
+            smaller = "/".join(str(s) for s in others)
+            text += (f"The other rows read the images at {smaller} px, so this is not like for like: "
+                     f"at {px} px the ImageNet rows get the detail of the dataset's own images that a "
+                     f"{smaller} px copy drops, and {sizes[0] ** 2 // others[0] ** 2}× the pixels per "
+                     "image; part of their gap to the other rows is the input, not the representation. ")
+        items.append(text + "How much 224 px would add was not measured (no GPU was available).")
     probe = next((r for r in study.runs.values() if r.stage == "linear_eval" and r.config), None)
     n_wd = len(probe.config.get("weight_decays") or []) if probe else 0
     if n_wd and n_wd < 45:
