@@ -168,15 +168,18 @@ def build_study(tmp: Path, text: str = STUDY_PLAN, results: Optional[dict] = Non
             if spec.notebook == "supervised":  # as train_supervised records it: size in the data
                 data = {"name": spec.config.dataset, "source": "generated", "image_size": 32}
                 metrics = [{"epoch": e, "step": 5 * e, "loss": 4.0 - e, "val_top1": 5.0 * e} for e in (1, 2)]
-                result.update(label_record(spec.config.subset_fraction), n_test=200)
+                # fine-tuning refits on all its labelled images after its trials
+                labels = label_record(spec.config.subset_fraction)
+                result.update(labels, n_test=200, n_train=labels["n_labelled"])
                 if spec.config.init:
                     result.update({"encoder_lr_scale": 0.1, "encoder_lr_grid": [0.1, 1.0],
                                    "encoder_lr_trials": [{"encoder_lr_scale": v, "val_top1": a, "epochs": 1}
                                                          for v, a in TRIALS]})
             feats = fake_features(seed=len(name)) if spec.notebook == "linear_eval" else None
             if spec.notebook == "linear_eval":
-                result.update({"encoder_source": "checkpoint", "n_train": 100, "n_test": 200,
-                               "input_size": 32, **label_record(spec.config.label_fraction)})
+                labels = label_record(spec.config.label_fraction)
+                result.update({"encoder_source": "checkpoint", "n_train": labels["n_labelled"], "n_test": 200,
+                               "input_size": 32, **labels})
             if name not in NO_PREDICTIONS:
                 result.update(predictions.save_predictions(Path(spec.path) / predictions.PREDICTIONS,
                                                            fake_predictions(top1, top5)))

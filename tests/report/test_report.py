@@ -124,11 +124,16 @@ def test_fine_tuning_shows_the_rate_chosen_on_validation(study):
 def test_unequal_label_budgets_are_flagged(study):
     assert rp.budget_mismatches(study) == []
     bad = copy.deepcopy(study)
-    bad.runs["super"].result.update(n_labelled=180, n_val=20)  # val carved out first: fewer labels to train on
+    bad.runs["super"].result.update(n_labelled=180, n_train=180)  # fewer labels drawn
     text = rp.budget_mismatches(bad)
     assert len(text) == 1 and "At 100% of the synthetic-cifar100 (stand-in) labels" in text[0]
-    assert "super 180 (20 val)" in text[0] and "ss-s0 200 (20 val)" in text[0]
+    assert "super trained on 180 of 180" in text[0] and "ss-s0 trained on 200 of 200" in text[0]
     assert text[0] in rp.warnings(bad)
+    # the same draw, but a supervised run that held its validation share out beside probes that refit
+    held = copy.deepcopy(study)
+    held.runs["super"].result.update(n_train=180)
+    text = rp.budget_mismatches(held)
+    assert len(text) == 1 and "super trained on 180 of 200" in text[0]
 
 
 def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):

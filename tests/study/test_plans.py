@@ -241,12 +241,10 @@ def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
         share, label_seed = ((c.label_fraction, c.label_seed) if s.notebook == "linear_eval"
                              else (c.subset_fraction, c.subset_seed))
         assert label_seed == c.seed, s.name
-        if name == "quick":
-            # and they train on the same images: a probe refits on all its labelled images once its
-            # weight decay is chosen, so a supervised row holds none out
-            shares.setdefault(share, set()).add(0.0 if s.notebook == "linear_eval" else c.val_fraction)
-        else:  # the full plan's fine-tuning chooses its lr on validation, so its rows hold out alike
-            shares.setdefault(share, set()).add(c.val_fraction)
+        # and they train on the same images: a probe refits on all its labelled images once its
+        # weight decay is chosen, fine-tuning once its lr is; a fixed-schedule run holds none out
+        chooses = s.notebook == "linear_eval" or len(set(c.encoder_lr_grid)) > 1
+        shares.setdefault(share, set()).add(0.0 if chooses else c.val_fraction)
     assert all(len(v) == 1 for v in shares.values()), shares
     main = {s.config.label_fraction if s.notebook == "linear_eval" else s.config.subset_fraction
             for s in compared if "row" in s.report}

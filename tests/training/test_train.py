@@ -548,9 +548,10 @@ def test_fine_tuning_chooses_the_encoder_lr_on_validation_never_on_test(referenc
     cfg = _sup_cfg(data_dir, init=str(pre_out), epochs=2, batch_size=50, encoder_lr_grid=(1.0, 0.0),
                    trial_epochs=1)
     result = supervised.train_supervised(cfg, tmp_path / "tuned")
-    # 120 training images: 10 validate; 40 test images. Each trial validates once (1 epoch), the
-    # real run twice, and the test set is measured once, at the very end.
-    assert seen == [10, 10, 10, 10, 40]
+    # 120 training images: 10 validate; 40 test images. Each trial validates once (1 epoch); the
+    # real run refits on all 120 with nothing held out, and the test set is measured once, at the end.
+    assert seen == [10, 10, 40]
+    assert (result["n_fit"], result["n_val"], result["n_train"]) == (110, 10, 120)
     trials = result["encoder_lr_trials"]
     assert [t["encoder_lr_scale"] for t in trials] == [0.0, 1.0] == result["encoder_lr_grid"]
     for t in trials:
@@ -563,9 +564,9 @@ def test_fine_tuning_chooses_the_encoder_lr_on_validation_never_on_test(referenc
     assert result["encoder_lr_scale"] == best["encoder_lr_scale"]
     assert result["encoder_lr_chosen_on"] == "validation"
     assert result["wall_time_s"] >= sum(t["wall_time_s"] for t in trials)
-    # the real run is exactly a lone run at the chosen scale
+    # the real run is exactly a lone run at the chosen scale on every labelled image
     monkeypatch.undo()
-    alone = cfg.replace(encoder_lr_grid=(), encoder_lr_scale=result["encoder_lr_scale"])
+    alone = cfg.replace(encoder_lr_grid=(), encoder_lr_scale=result["encoder_lr_scale"], val_fraction=0.0)
     lone = supervised.train_supervised(alone, tmp_path / "alone")
     _assert_same_tensors(_final(tmp_path / "tuned")["encoder"], _final(tmp_path / "alone")["encoder"])
     assert lone["top1"] == result["top1"] and lone["encoder_lr_trials"] == []

@@ -151,6 +151,11 @@ class LabelledSplit:
     val_fraction: float
     seed: int
 
+    def refit(self) -> "LabelledSplit":
+        """The same labelled images with nothing held out: what a final fit trains on once a
+        choice was made on ``val`` (the linear probe's protocol, SimCLR Appendix B.8)."""
+        return replace(self, fit=self.labelled, val=self.labelled[:0])
+
     def record(self) -> dict:
         """What a run folder records: the counts, and digests that equal the other stages' ones
         exactly when they used the same images."""

@@ -137,8 +137,9 @@ def _budget(study: Study) -> str:
 
 
 def budget_mismatches(study: Study) -> list[str]:
-    """Compared runs (rows, fine-tuning, label curves) that, at one dataset and label share, used
-    different numbers of labelled or validation images: their comparison is not like for like."""
+    """Compared runs (rows, fine-tuning, label curves) that, at one dataset and label share, drew
+    different numbers of labelled images or trained on different numbers of them (a supervised run
+    that held a validation share out, beside a probe that refits on all): not like for like."""
     compared = {"row", "finetune", "label_efficiency"}
     groups: dict[tuple, list[RunInfo]] = {}
     for r in study.runs.values():
@@ -147,13 +148,21 @@ def budget_mismatches(study: Study) -> list[str]:
             groups.setdefault((r.config.get("dataset"), res.get("label_fraction")), []).append(r)
     out = []
     for (dataset, frac), runs in groups.items():
-        counts = {(r.result["n_labelled"], r.result.get("n_val")) for r in runs}
+        counts = {(r.result["n_labelled"], _trained_on(r)) for r in runs}
         if len(counts) > 1:
-            which = ", ".join(f"{r.name} {r.result['n_labelled']:,} ({r.result.get('n_val')} val)"
+            which = ", ".join(f"{r.name} trained on {_trained_on(r):,} of {r.result['n_labelled']:,}"
                               for r in runs)
             out.append(f"At {100 * frac:g}% of the {short_dataset(str(dataset))} labels the compared runs "
                        f"used different labelled images: {which}.")
     return out
+
+
+def _trained_on(run: RunInfo) -> int:
+    """How many of its labelled images a run's final model was fitted on (a probe refits on all)."""
+    res = run.result or {}
+    if run.stage == "linear_eval":
+        return int(res["n_labelled"])
+    return int(res.get("n_train", res.get("n_fit", res["n_labelled"])))
 
 
 def _row_verdict(done: pd.DataFrame, name: str, prefix: str, other: str) -> str:

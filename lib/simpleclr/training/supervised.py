@@ -191,7 +191,8 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     """Supervised training (``cfg.init`` None) or fine-tuning into ``out_dir``; returns the result.
 
     The labelled images are the probes' ones at the same share and seed (``data.labelled_split``);
-    with an ``encoder_lr_grid``, short trials choose the encoder lr scale on validation first.
+    with an ``encoder_lr_grid``, short trials choose the encoder lr scale on validation first, and
+    the run then trains on all of them (``n_train`` in the result).
     """
     return run_training_stage(cfg, out_dir, _train_supervised)
 
@@ -209,13 +210,16 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
     labelled = data_mod.labelled_split(split.labels, cfg.subset_fraction, cfg.val_fraction,
                                        cfg.subset_seed)
     fit_schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before any trial
+    # Trials choose on validation, then the run refits on every labelled image, as a probe does;
+    # without a choice to make, a held-out share only watches the run.
+    final = labelled.refit() if len(encoder_lr_grid(cfg)) > 1 else labelled
     test = load_data(cfg, "test", upsample=True)
     if world.is_main:
-        record = data_record(split, labelled.fit, labelled.val)
+        record = data_record(split, final.fit, labelled.val)
         record.update(test={**test.provenance, "n": len(test)}, labels=labelled.record())
         run.start(cfg, data=record, device=str(runtime.device))
     choice = _choose_encoder_lr(cfg, Path(out_dir), split, labelled, runtime, world)
-    parts, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
+    parts, rows, loop = _fit_supervised(cfg, run, split, final, runtime, world,
                                         choice["encoder_lr_scale"])
     result = loop_summary(rows, loop)
     if world.is_main:
@@ -235,7 +239,7 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
         result.update({"top1": acc["top1"], "top5": acc["top5"],
                        "val_top1": last_value(rows, "val_top1"),
                        "val_top5": last_value(rows, "val_top5"), "checkpoint": str(path),
-                       "n_train": len(labelled.fit), "n_test": len(test_labels), "lr": parts.lr,
+                       "n_train": len(final.fit), "n_test": len(test_labels), "lr": parts.lr,
                        "encoder_standin": models.uses_standin(parts.encoder_meta),
                        **labelled.record(), **choice,
                        "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"],
