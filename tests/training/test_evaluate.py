@@ -435,3 +435,58 @@ def test_the_projection_probe_needs_a_saved_head(tmp_path):
         linear_eval(_cfg(tmp_path, encoder=str(tmp_path / "pre"), probe_layer="projection"), tmp_path / "lin")
     with pytest.raises(ValueError, match="probe_layer.*only a SimCLR checkpoint"):
         LinearEvalConfig(encoder="random", probe_layer="projection")
+
+
+def test_the_probes_of_one_encoder_extract_the_test_features_once_and_get_what_a_fresh_run_gets(
+        tmp_path, monkeypatch):
+    # Two label shares of one encoder in one process: the second probe takes the first one's test
+    # features, and its figures equal those of the same probe run with nothing kept.
+    evaluate.forget_test_features()
+    extracted: list[int] = []
+    real = evaluate.extract_features
+
+    def counting(encoder, images, *a, **k):
+        extracted.append(len(images))
+        return real(encoder, images, *a, **k)
+
+    monkeypatch.setattr(evaluate, "extract_features", counting)
+    quick = dict(image_size=8, weight_decays=(1.0,))  # the extraction is the point, not the probe
+
+    def cfg(**k):
+        return _cfg(tmp_path, **quick, **k)
+
+    first = linear_eval(cfg(), tmp_path / "share1")
+    second = linear_eval(cfg(label_fraction=0.5), tmp_path / "share05")
+    assert extracted == [300, 100, 150]  # train, test; then train only
+    assert (first["test_features_reused"], second["test_features_reused"]) == (False, True)
+    evaluate.forget_test_features()
+    fresh = linear_eval(cfg(label_fraction=0.5), tmp_path / "fresh")
+    assert extracted[3:] == [150, 100] and fresh["test_features_reused"] is False
+    for key in ("top1", "top5", "weight_decay", "val_top1", "probe_loss"):
+        assert second.get(key) == fresh.get(key), key
+    a = np.load(tmp_path / "share05" / second["predictions"])
+    b = np.load(tmp_path / "fresh" / fresh["predictions"])
+    assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    # another encoder (a different seed's random weights) gets its own extraction
+    linear_eval(cfg(seed=4, label_seed=4, label_fraction=0.5), tmp_path / "other")
+    assert extracted[5:] == [150, 100]
+    evaluate.forget_test_features()
+
+
+def test_the_features_key_follows_every_input_of_the_extraction():
+    torch.manual_seed(0)
+    enc = models.resnet18_encoder("cifar")
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    args = (images, (0.5,) * 3, (0.25,) * 3, 8, FP32, 512)
+    key = evaluate.features_key(enc, *args)
+    assert evaluate.features_key(enc, *args) == key
+    changed = dict(enc.state_dict())
+    changed["bn1.running_mean"] = changed["bn1.running_mean"] + 1e-3  # a buffer, not a weight
+    other = models.resnet18_encoder("cifar")
+    other.load_state_dict(changed)
+    assert evaluate.features_key(other, *args) != key
+    flipped = images.clone()
+    flipped[0, 0, 0, 0] ^= 1
+    assert evaluate.features_key(enc, flipped, *args[1:]) != key
+    assert evaluate.features_key(enc, images, (0.5,) * 3, (0.25,) * 3, 16, FP32, 512) != key
+    assert evaluate.features_key(enc, images, (0.5,) * 3, (0.25,) * 3, 8, FP32, 64) != key

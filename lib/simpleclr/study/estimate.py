@@ -163,6 +163,8 @@ class Estimator:
             host = ((cfg.get("provenance") or {}).get("hardware") or {}).get("hostname")
             if (cfg.get("config") or {}).get("rehearsal"):  # cut short: its time prices nothing
                 continue
+            if res and res.get("test_features_reused"):  # skipped half its work: no rate for a fresh one
+                continue
             if res and res.get("wall_time_s") and host == self.host and cfg.get("stage") in STAGES:
                 self.finished.append({"stage": cfg["stage"], "fingerprint": cfg.get("fingerprint"),
                                       "config": cfg.get("config") or {}, "seconds": float(res["wall_time_s"]),
