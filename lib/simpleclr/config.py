@@ -35,6 +35,9 @@ PROBE_WEIGHT_DECAYS: Tuple[float, ...] = tuple(float(f"{10 ** (-6 + 11 * i / 44)
 # rehearsal never passes for the real run's (:meth:`simpleclr.runs.rundir.RunDir.finished`).
 RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_threads", "launcher",
                             "rehearsal"})
+# Fields added after run folders existed, with the value every earlier run had: at that value they
+# stay out of the fingerprint, so those folders are still found finished.
+LATER_FIELDS = {"width": 64}
 
 
 class ConfigError(SimpleCLRError, ValueError):
@@ -154,7 +157,8 @@ class StageConfig:
 
     def fingerprint(self) -> str:
         """Hash of what the run computes (runtime-only fields left out): equal means "same run"."""
-        d = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_FIELDS}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in RUNTIME_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
         return hashlib.sha256(json.dumps([self.stage, d], sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -175,6 +179,7 @@ class TrainingConfig(StageConfig):
     subset_fraction: float = 1.0  # a class-balanced share of the split, drawn with subset_seed
     subset_seed: int = 0
     stem: str = "cifar"
+    width: int = 64  # the encoder's first-stage channels: 64 is ResNet-18; 16 checks plumbing cheaply
     epochs: int = 100
     steps: Optional[int] = None  # when set, train for exactly this many steps (equal-compute rows)
     batch_size: int = 256
@@ -215,6 +220,8 @@ class TrainingConfig(StageConfig):
             _fail(self, "checkpoint_every", "use an integer >= 1 (epochs)")
         if self.stem not in STEMS:
             _fail(self, "stem", f"use one of {STEMS}")
+        if not 1 <= self.width <= 256:
+            _fail(self, "width", "use an integer in [1, 256] (64 is ResNet-18)")
         if not 0.0 < self.subset_fraction <= 1.0:
             _fail(self, "subset_fraction", "use a fraction in (0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -337,6 +344,7 @@ class LinearEvalConfig(StageConfig):
 
     encoder: str = "random"  # "random", "imagenet", or a run folder / checkpoint path
     stem: str = "cifar"  # for "random" only; others read it from the checkpoint
+    width: int = 64  # the encoder's first-stage channels: builds "random", and any other must have it
     label_fraction: float = 1.0
     label_seed: int = 0
     val_fraction: float = 0.1
@@ -354,6 +362,8 @@ class LinearEvalConfig(StageConfig):
             _fail(self, "encoder", 'use "random", "imagenet" or a run folder / checkpoint path')
         if self.stem not in STEMS:
             _fail(self, "stem", f"use one of {STEMS}")
+        if not 1 <= self.width <= 256:
+            _fail(self, "width", "use an integer in [1, 256] (64 is ResNet-18)")
         if not 0.0 < self.label_fraction <= 1.0:
             _fail(self, "label_fraction", "use a fraction in (0, 1]")
         if not 0.0 < self.val_fraction < 1.0:

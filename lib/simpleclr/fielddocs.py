@@ -12,7 +12,7 @@ from __future__ import annotations
 GROUPS: dict[str, tuple[str, ...]] = {
     "data": ("dataset", "data_dir", "accept_checksum", "split", "image_size", "subset_fraction",
              "subset_seed", "label_fraction", "label_seed", "val_fraction"),
-    "model": ("stem", "encoder", "init", "proj_hidden", "proj_out", "proj_bn"),
+    "model": ("stem", "width", "encoder", "init", "proj_hidden", "proj_out", "proj_bn"),
     "optimisation": ("epochs", "steps", "batch_size", "optimizer", "lr", "lr_scaling", "weight_decay",
                      "momentum", "nesterov", "warmup_epochs", "grad_clip", "label_smoothing",
                      "crop_padding"),
@@ -41,6 +41,8 @@ DOCS: dict[str, str] = {
     "pretrain.val_fraction": "share [0, 1) of the split held out for the kNN monitor (watched, never chosen on)",
     # model
     "stem": "ResNet-18 stem: cifar (3x3 conv, no max-pool) or imagenet (7x7 stride 2 + max-pool)",
+    "width": "channels of the encoder's first stage (the others 2x, 4x, 8x): 64 is ResNet-18, "
+             "and a loaded encoder must have it; 16 checks plumbing at a tenth of the cost",
     "linear_eval.stem": "stem of the random encoder (cifar or imagenet); other encoders bring their own",
     "encoder": "frozen encoder: random, imagenet, imagenet:<file>, or a run folder / checkpoint path",
     "init": "None: from scratch; imagenet, imagenet:<file>, or a run folder / checkpoint to fine-tune",

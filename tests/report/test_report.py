@@ -155,6 +155,10 @@ def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
     same = copy.deepcopy(done)
     same.runs["imagenet"].result["input_size"] = 32
     assert "not like for like" not in rp.protocol(same)
+    assert "width" not in rp.protocol(same)
+    narrow = copy.deepcopy(done)
+    narrow.runs["super"].config["width"] = 16
+    assert "Some encoders have width 16" in rp.protocol(narrow)
 
 
 def test_missing_row_carries_its_reason(study):

@@ -107,8 +107,10 @@ def test_every_run_folder_holds_its_executed_notebook(smoke):
     assert curves["train/loss"] == [(r["step"], float(np.float32(r["loss"]))) for r in run.read_steps()]
     assert curves["monitor/knn_top1"] == [(r["step"], float(np.float32(r["knn_top1"])))
                                           for r in run.read_metrics()]
-    assert [s for s, _ in read_curves(out / "super")["val/top1"]] == [r["step"] for r in
-                                                                      RunDir(out / "super").read_metrics()]
+    # a supervised run that holds a validation share out (super trains on all its labelled images)
+    watched = out / "super-transfer-pretrain"
+    assert [s for s, _ in read_curves(watched)["val/top1"]] == [r["step"] for r in RunDir(watched).read_metrics()]
+    assert "val/top1" not in read_curves(out / "super")
 
 
 def test_one_worker_gives_the_run_folders_and_rows_of_two(smoke, capsys):

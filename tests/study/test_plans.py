@@ -455,7 +455,7 @@ def test_measure_times_steps_once_per_precision(tmp_path, monkeypatch):
     import torch
 
     # an encoder with the 512 features bench's supervised step (models.Classifier) expects
-    tiny = lambda stem: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),  # noqa: E731
+    tiny = lambda stem, width=64: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),  # noqa: E731
                                             torch.nn.Flatten(), torch.nn.Linear(4, 512))
     monkeypatch.setattr("simpleclr.training.models.resnet18_encoder", tiny)
     est = estimate.Estimator(tmp_path)

@@ -291,3 +291,32 @@ def test_standin_path_spec_and_seed(tmp_path):
         load_encoder(f"imagenet:{tmp_path / 'broken.pt'}")
     with pytest.raises(WeightsError, match="does not exist"):
         load_encoder(f"imagenet:{tmp_path / 'absent.pt'}")
+
+
+def test_a_narrower_encoder_scales_every_stage_and_round_trips_at_its_width(tmp_path):
+    torch.manual_seed(0)
+    enc = models.resnet18_encoder("cifar", width=16)
+    assert enc.feature_dim == 128 and enc(torch.randn(2, 3, 16, 16)).shape == (2, 128)
+    assert [enc.layer1[0].conv1.out_channels, enc.layer4[1].conv2.out_channels] == [16, 128]
+    full = sum(p.numel() for p in models.resnet18_encoder("cifar").parameters())
+    assert sum(p.numel() for p in enc.parameters()) < full / 15  # weights scale with width squared
+    run = RunDir(tmp_path / "run")
+    run.save_checkpoint(models.encoder_state(enc, {"stem": "cifar"}), "final")
+    back, _ = models.load_encoder(str(tmp_path / "run"), width=16)
+    assert all(torch.equal(a, b) for a, b in zip(enc.state_dict().values(), back.state_dict().values()))
+    # a config that names another width is refused with the width to set, before anything runs
+    with pytest.raises(models.WeightsError, match="holds an encoder of width 16.*set width to 16"):
+        models.load_encoder(str(tmp_path / "run"))
+    with pytest.raises(models.WeightsError, match="ImageNet weights are a ResNet-18 of width 64"):
+        models.load_encoder("imagenet", width=16)
+    assert models.load_encoder("random", width=8)[0].feature_dim == 64
+    head = ProjectionHead(enc.feature_dim, 32, 16)
+    assert SimCLRNet(enc, head)(torch.randn(2, 3, 8, 8)).shape == (2, 16)
+
+
+def test_the_width_joins_the_fingerprint_only_away_from_resnet18s():
+    from simpleclr.config import PretrainConfig
+
+    base = PretrainConfig()
+    assert base.replace(width=64).fingerprint() == base.fingerprint()  # older run folders still match
+    assert base.replace(width=16).fingerprint() != base.fingerprint()

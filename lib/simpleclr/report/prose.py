@@ -368,6 +368,12 @@ def _caveats(study: Study) -> str:
                      f"{smaller} px copy drops, and {sizes[0] ** 2 // others[0] ** 2}× the pixels per "
                      "image; part of their gap to the other rows is the input, not the representation. ")
         items.append(text + "How much 224 px would add was not measured (no GPU was available).")
+    narrow = sorted({int(r.config.get("width") or 64) for r in study.runs.values() if r.config} - {64})
+    if narrow:
+        widths = "/".join(str(w) for w in narrow)
+        items.append(f"Some encoders have width {widths} (first-stage channels; the others double at "
+                     "each stage) instead of ResNet-18's 64: a check of the pipeline at a fraction of "
+                     "the cost, not the model the study is about.")
     probe = next((r for r in study.runs.values() if r.stage == "linear_eval" and r.config), None)
     n_wd = len(probe.config.get("weight_decays") or []) if probe else 0
     if n_wd and n_wd < 45:

@@ -77,7 +77,8 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     From the config alone: images seen per epoch times epochs (a SimCLR image is priced by the
     SimCLR step's rate, so its two views are in the rate, not here), the probe's feature
     extraction, scaled by input area relative to 32 px (a quarter of it behind the ImageNet stem,
-    which downsamples by 4). :func:`work_text` says the same in images.
+    which downsamples by 4) and by the encoder's width squared relative to ResNet-18's 64 (a
+    convolution's multiply-adds). :func:`work_text` says the same in images.
     """
     sizes = sizes or dataset_sizes(cfg.get("dataset", ""))
     if sizes is None:
@@ -86,7 +87,7 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
     weights = str(cfg.get("encoder") or cfg.get("init") or "")
     imagenet_stem = cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
-    area = (size / (4 if imagenet_stem else 1) / 32) ** 2
+    area = (size / (4 if imagenet_stem else 1) / 32) ** 2 * (cfg.get("width", 64) / 64) ** 2
     if stage == "pretrain":
         return pretrain_images(cfg, n_train) * area
     if stage == "supervised":

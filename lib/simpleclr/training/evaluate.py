@@ -272,7 +272,7 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
     runtime = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last, cfg.num_threads)
     reset_peak_memory(runtime.device)
     seed_everything(cfg.seed)
-    encoder, meta = load_encoder(cfg.encoder, cfg.stem)  # fails fast, before the data is read
+    encoder, meta = load_encoder(cfg.encoder, cfg.stem, cfg.width)  # fails fast, before the data is read
     if cfg.probe_layer == "projection":  # g(h): the head's output, read through the frozen encoder
         encoder = SimCLRNet(encoder, load_projection_head(cfg.encoder))
     train, test = _probe_splits(cfg)

@@ -1,7 +1,8 @@
 """ResNet-18 encoders (CIFAR or ImageNet stem), the SimCLR projection head, and weight loading.
 
-Every encoder leaves here with ``fc = Identity`` and ``feature_dim = 512``, so SimCLR, supervised
-training and the linear probe all see the same 512-d pooled features. Loading is strict: an encoder
+Every encoder leaves here with ``fc = Identity`` and ``feature_dim`` set (512 for ResNet-18, 8x the
+width of a narrower one), so SimCLR, supervised training and the linear probe all read the same
+pooled features. Loading is strict: an encoder
 either receives every one of its weights or the load fails with the missing / unexpected keys, so a
 probe can never silently run on a half-random network.
 """
@@ -22,6 +23,7 @@ from ..errors import SimpleCLRError
 from .resnet import IMAGENET1K_V1_URL, IMAGENET_MEAN, IMAGENET_STD, ResNet18
 
 FEATURE_DIM = 512
+WIDTH = 64  # ResNet-18's; torchvision's ImageNet weights have it
 # Wrappers whose state-dict keys carry a prefix: torch.compile (``_orig_mod.``) and DDP (``module.``).
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 DOWNLOAD_TIMEOUT_S = 15.0
@@ -32,8 +34,8 @@ class WeightsError(SimpleCLRError, RuntimeError):
 
 
 # ---- architectures ----------------------------------------------------------------------
-def resnet18_encoder(stem: str = "cifar") -> nn.Module:
-    """ResNet-18 (torchvision's, :mod:`.resnet`) without its classifier (512-d output).
+def resnet18_encoder(stem: str = "cifar", width: int = WIDTH) -> nn.Module:
+    """ResNet-18 (torchvision's, :mod:`.resnet`) without its classifier (512-d output at width 64).
 
     ``stem="cifar"`` swaps the 7x7 stride-2 conv and max-pool for one 3x3 stride-1 conv, which keeps
     32 px inputs at 32x32 through the first stage (the SimCLR paper's CIFAR variant); ``"imagenet"``
@@ -41,9 +43,9 @@ def resnet18_encoder(stem: str = "cifar") -> nn.Module:
     """
     if stem not in STEMS:
         raise ValueError(f"stem={stem!r} is not known: use one of {STEMS}")
-    net = ResNet18()
+    net = ResNet18(width=width)
     if stem == "cifar":
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.conv1 = nn.Conv2d(3, width, kernel_size=3, stride=1, padding=1, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()
     return _strip_classifier(net)
@@ -146,9 +148,15 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 
 def _strip_classifier(net: nn.Module) -> nn.Module:
+    net.feature_dim = net.fc.in_features
     net.fc = nn.Identity()
-    net.feature_dim = FEATURE_DIM
     return net
+
+
+def width_of(state: dict[str, Any]) -> Optional[int]:
+    """An encoder state's base width: the channels of its first convolution."""
+    w = state.get("conv1.weight")
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.ndim == 4 else None
 
 
 def imagenet_encoder(progress: bool = False, *, path: Optional[Union[str, os.PathLike]] = None,
@@ -353,7 +361,7 @@ def _checkpoint_path(spec: str) -> Path:
                        "folder nor a checkpoint file: check the path")
 
 
-def load_encoder(spec: str, stem: str = "cifar") -> tuple[nn.Module, dict]:
+def load_encoder(spec: str, stem: str = "cifar", width: int = WIDTH) -> tuple[nn.Module, dict]:
     """An encoder and its meta ``{stem, mean, std, image_size, source, ...}`` from ``spec``.
 
     ``spec``: ``"random"`` (drawn from the caller's torch seed, with ``stem``; mean/std None so the
@@ -361,15 +369,19 @@ def load_encoder(spec: str, stem: str = "cifar") -> tuple[nn.Module, dict]:
     ``"imagenet:<file>"`` (a file in torchvision's format, e.g. a stand-in), a run folder (its
     ``checkpoints/final.pt``) or a checkpoint path. Checkpoints hold ``{"encoder", "meta", ...}``
     (other keys such as a head are ignored) or a bare ResNet-18 state dict (its ``fc.*`` dropped).
-    ``stem`` is used only for ``"random"``; checkpoints carry their own.
+    ``stem`` is used only for ``"random"``; checkpoints carry their own. ``width`` builds a random
+    encoder, and any other must have it (a config naming one width cannot run on another).
     """
     spec = spec.strip()
     if spec == "random":
         if stem not in STEMS:
             raise WeightsError(f"stem={stem!r} is not known: use one of {STEMS}")
-        return resnet18_encoder(stem), {"stem": stem, "mean": None, "std": None, "image_size": None,
-                                        "source": "random"}
+        return resnet18_encoder(stem, width), {"stem": stem, "mean": None, "std": None, "image_size": None,
+                                               "source": "random"}
     if spec == "imagenet" or spec.startswith("imagenet:"):
+        if width != WIDTH:
+            raise WeightsError(f"the ImageNet weights are a ResNet-18 of width {WIDTH}, but the config "
+                               f"asks for width {width}: set width to {WIDTH} for this run")
         path = Path(spec.split(":", 1)[1]).expanduser() if ":" in spec else None
         net = imagenet_encoder(path=path)
         file = path if path is not None else imagenet_weights_file()
@@ -393,7 +405,11 @@ def load_encoder(spec: str, stem: str = "cifar") -> tuple[nn.Module, dict]:
     if ckpt_stem not in STEMS:
         raise WeightsError(f"{path} does not say which stem its encoder has (meta['stem']) and its "
                            f"conv1 does not tell: save it with simpleclr.training.models.encoder_state")
-    net = resnet18_encoder(ckpt_stem)
+    ckpt_width = width_of(state) or WIDTH
+    if ckpt_width != width:
+        raise WeightsError(f"{path} holds an encoder of width {ckpt_width}, but the config asks for "
+                           f"width {width}: set width to {ckpt_width} for this run")
+    net = resnet18_encoder(ckpt_stem, ckpt_width)
     _load_strict(net, state, str(path))
     for key in ("mean", "std", "image_size"):
         meta.setdefault(key, None)

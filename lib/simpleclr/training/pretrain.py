@@ -64,7 +64,7 @@ def build_simclr(cfg: PretrainConfig, runtime: Runtime, *, image_size: int, mean
                  total_steps: int, warmup_steps: int,
                  world: distributed.World = distributed.World()) -> SimCLRParts:
     """Everything one SimCLR step needs, built exactly as :func:`pretrain_simclr` builds it."""
-    encoder = models.resnet18_encoder(cfg.stem)
+    encoder = models.resnet18_encoder(cfg.stem, cfg.width)
     head = models.ProjectionHead(encoder.feature_dim, cfg.proj_hidden, cfg.proj_out, cfg.proj_bn)
     model, train_model = parallel_model(models.SimCLRNet(encoder, head), cfg, runtime, world)
     augment = augment_mod.SimCLRAugment(image_size, mean, std, scale=(cfg.crop_scale_min, 1.0),

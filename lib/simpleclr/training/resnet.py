@@ -59,20 +59,24 @@ def _stage(cin: int, cout: int, stride: int) -> nn.Sequential:
 class ResNet18(nn.Module):
     """ResNet-18 for ImageNet-sized inputs: a 7x7 stride-2 stem and max-pool, four stages of two
     blocks (64, 128, 256, 512 channels), global average pooling and a ``num_classes`` classifier.
-    Convolutions are He-initialised (fan-out), batch norms start at weight 1 and bias 0."""
+    Convolutions are He-initialised (fan-out), batch norms start at weight 1 and bias 0.
 
-    def __init__(self, num_classes: int = 1000):
+    ``width`` scales every stage (``width``, 2x, 4x, 8x channels): 64 is ResNet-18; smaller ones
+    are for checking plumbing cheaply (16 costs about a tenth of 64's step on a CPU)."""
+
+    def __init__(self, num_classes: int = 1000, width: int = 64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        w = width
+        self.conv1 = nn.Conv2d(3, w, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = _stage(64, 64, 1)
-        self.layer2 = _stage(64, 128, 2)
-        self.layer3 = _stage(128, 256, 2)
-        self.layer4 = _stage(256, 512, 2)
+        self.layer1 = _stage(w, w, 1)
+        self.layer2 = _stage(w, 2 * w, 2)
+        self.layer3 = _stage(2 * w, 4 * w, 2)
+        self.layer4 = _stage(4 * w, 8 * w, 2)
         self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.fc: nn.Module = nn.Linear(512, num_classes)
+        self.fc: nn.Module = nn.Linear(8 * w, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -59,9 +59,9 @@ def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int
                      world: distributed.World = distributed.World()) -> SupervisedParts:
     """Classifier (fresh or from ``cfg.init``), augmentation, optimizer and schedule."""
     if cfg.init is None:
-        encoder, meta = models.resnet18_encoder(cfg.stem), {"stem": cfg.stem, "source": "scratch"}
+        encoder, meta = models.resnet18_encoder(cfg.stem, cfg.width), {"stem": cfg.stem, "source": "scratch"}
     else:
-        encoder, meta = models.load_encoder(cfg.init, stem=cfg.stem)
+        encoder, meta = models.load_encoder(cfg.init, stem=cfg.stem, width=cfg.width)
     if meta.get("mean") is not None and meta.get("std") is not None:
         mean, std = tuple(meta["mean"]), tuple(meta["std"])  # the normalisation it was trained with
     model = models.Classifier(encoder, num_classes, freeze_encoder=cfg.encoder_lr_scale == 0)
