@@ -118,7 +118,7 @@ def test_imagenet_file_and_the_cached_imagenet_file(tmp_path, marker, monkeypatc
 def test_resume_checkpoint(tmp_path, marker, capsys):
     cfg = PretrainConfig(dataset=TINY, data_dir=str(tmp_path / "data"), image_size=8, epochs=1,
                          batch_size=40, proj_hidden=32, proj_out=16, warmup_epochs=0, knn_every=0,
-                         progress=False, num_threads=1)
+                         progress=False, num_threads=1, width=16)
     run = RunDir(tmp_path / "run")
     run.start(cfg)
     last = run.checkpoint_path("last")
@@ -130,7 +130,8 @@ def test_resume_checkpoint(tmp_path, marker, capsys):
     err = _cli_error(capsys, ["pretrain", "--out", str(run.path), "--dataset", TINY, "--data-dir",
                               cfg.data_dir, "--image-size", "8", "--epochs", "1", "--batch-size",
                               "40", "--proj-hidden", "32", "--proj-out", "16", "--warmup-epochs",
-                              "0", "--knn-every", "0", "--progress", "false", "--num-threads", "1"])
+                              "0", "--knn-every", "0", "--progress", "false", "--num-threads", "1",
+                              "--width", "16"])
     _one_line(err, last)
     assert last.exists()  # nothing the user has is deleted for them
 

@@ -67,7 +67,7 @@ def _pretrain_argv(out, data_dir) -> list[str]:
     return [sys.executable, "-m", "simpleclr", "pretrain", "--out", str(out), "--dataset", TINY,
             "--data-dir", str(data_dir), "--image-size", "8", "--epochs", str(EPOCHS),
             "--batch-size", "40", "--proj-hidden", "32", "--proj-out", "16", "--warmup-epochs", "0",
-            "--knn-every", "0", "--progress", "false", "--num-threads", "1"]
+            "--knn-every", "0", "--progress", "false", "--num-threads", "1", "--width", "16"]
 
 
 @contextlib.contextmanager

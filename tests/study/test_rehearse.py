@@ -17,7 +17,7 @@ name: tiny
 description: a rehearsal test
 defaults:
   all: {dataset: "synthetic-cifar100:classes=10,train=12,test=4,seed=3", image_size: 8,
-        progress: false, num_threads: 1}
+        progress: false, num_threads: 1, width: 16}
   pretrain: {epochs: 3, batch_size: 40, proj_hidden: 64, proj_out: 32, warmup_epochs: 1,
              knn_every: 1, knn_k: 5}
   supervised: {epochs: 3, batch_size: 32, warmup_epochs: 1}

@@ -33,6 +33,9 @@ from simpleclr.runs.rundir import RunDir, RunLocked
 
 GLOBAL_BATCH = 8
 WORLD = 2
+# The encoder's width in these runs: they check how processes share work, not what a network
+# learns, and a width-16 step costs about a tenth of ResNet-18's
+WIDTH = 16
 # Equivalence checks run in float64, whose summation-order error (~1e-13 here) is the same on
 # every CPU; a 1/world-size gradient or per-process BN statistics are off by > 1e-3.
 TOL = 1e-9
@@ -154,14 +157,14 @@ def _one_step_in_default_dtype(world: World, stage: str, sync_bn: bool) -> dict:
     mine = shard(torch.arange(GLOBAL_BATCH), world, GLOBAL_BATCH)
     if stage == "simclr":
         cfg = PretrainConfig(batch_size=GLOBAL_BATCH, proj_hidden=32, proj_out=16, sync_bn=sync_bn,
-                             precision="fp32", channels_last=False)
+                             precision="fp32", channels_last=False, width=WIDTH)
         parts = pretrain.build_simclr(cfg, runtime, image_size=IMG, mean=(0.5,) * 3, std=(0.25,) * 3,
                                       total_steps=10, warmup_steps=0, world=world)
         parts.augment = _FixedViews()
         loss, _ = pretrain.simclr_step(parts, images[mine], None)
     else:
         cfg = SupervisedConfig(batch_size=GLOBAL_BATCH, sync_bn=sync_bn, precision="fp32",
-                               channels_last=False)
+                               channels_last=False, width=WIDTH)
         parts = supervised.build_supervised(cfg, runtime, image_size=IMG, mean=(0.5,) * 3,
                                             std=(0.25,) * 3, num_classes=4, total_steps=10,
                                             warmup_steps=0, world=world)
@@ -300,7 +303,7 @@ def _pretrain_cfg(data_dir: str) -> PretrainConfig:
     # 80 images, 8 held out for the kNN monitor: 72 // 16 = 4 steps per epoch, 3 epochs
     return PretrainConfig(dataset=TINY_4, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
                           proj_hidden=32, proj_out=16, warmup_epochs=1, knn_every=1, knn_k=5,
-                          val_fraction=0.1, precision="fp32", progress=False, num_threads=1)
+                          val_fraction=0.1, precision="fp32", progress=False, num_threads=1, width=WIDTH)
 
 
 def _interrupted(module, step_name: str, at: int, run) -> None:
@@ -381,7 +384,7 @@ def _supervised_twice(world: World, data_dir: str, root: str) -> list:
     rows, steptrace.STEP_ROWS = steptrace.STEP_ROWS, 5  # 12 steps: a row every 3
     cfg = SupervisedConfig(dataset=TINY_4, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
                            warmup_epochs=0, val_fraction=0.1, precision="fp32", progress=False,
-                           num_threads=1)
+                           num_threads=1, width=WIDTH)
     try:
         supervised.train_supervised(cfg, f"{root}/straight")
         _interrupted(supervised, "supervised_step", 10,
@@ -484,7 +487,7 @@ def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
 
     probe = LinearEvalConfig(dataset=TINY_4, data_dir=data_dir, image_size=8,
                              encoder=str(tmp_path / "pre"), label_fraction=1.0, precision="fp32",
-                             progress=False, num_threads=1, launcher=LAUNCH)
+                             progress=False, num_threads=1, launcher=LAUNCH, width=WIDTH)
     out = linear_eval(probe, tmp_path / "probe")
     assert 0.0 <= out["top1"] <= out["top5"] <= 100.0
     assert out == RunDir(tmp_path / "probe").read_result()

@@ -35,7 +35,7 @@ def starts(monkeypatch) -> list[int]:
 def _pretrain_cfg(data_dir, **kw) -> PretrainConfig:
     base = dict(dataset=TINY, data_dir=str(data_dir), image_size=8, epochs=4, batch_size=40,
                 proj_hidden=64, proj_out=32, warmup_epochs=1, knn_every=1, knn_k=5, checkpoint_every=3,
-                progress=False, num_threads=1)
+                progress=False, num_threads=1, width=16)
     return PretrainConfig(**{**base, **kw})
 
 
@@ -65,7 +65,7 @@ def test_fine_tuning_and_probe_rehearsals_cut_trials_validation_and_test(tmp_pat
     starts.clear()
     sup = SupervisedConfig(dataset=TINY, data_dir=str(data), image_size=8, epochs=3, batch_size=32,
                            warmup_epochs=1, init=str(pre), encoder_lr_grid=(1.0, 0.1), trial_epochs=2,
-                           progress=False, num_threads=1, rehearsal=CUT)
+                           progress=False, num_threads=1, rehearsal=CUT, width=16)
     seen: list[int] = []
     real_logits = supervised.predict_logits
 
@@ -81,13 +81,14 @@ def test_fine_tuning_and_probe_rehearsals_cut_trials_validation_and_test(tmp_pat
     # two trials of two steps (never interrupted), then the run itself: stopped and resumed
     assert starts == [0, 0, 0, 1]
     assert [t["epochs"] for t in res["encoder_lr_trials"]] == [2, 2] and res["steps"] == 2
-    # 12 validation images cut to 8 each epoch (2 per trial, 2 for the run), 40 test images to 8
-    assert seen == [CUT] * 7 and res["n_test"] == CUT
+    # 12 validation images cut to 8 each trial epoch (the run refits on all, validating none), 40
+    # test images to 8
+    assert seen == [CUT] * 5 and res["n_test"] == CUT
     assert predictions.load_predictions(tmp_path / "tuned" / predictions.PREDICTIONS).n == CUT
 
     probe = evaluate.linear_eval(LinearEvalConfig(dataset=TINY, data_dir=str(data), image_size=8,
                                                   encoder=str(pre), progress=False, num_threads=1,
-                                                  weight_decays=(1e-4, 1e-2), rehearsal=CUT),
+                                                  weight_decays=(1e-4, 1e-2), rehearsal=CUT, width=16),
                                  tmp_path / "probe")
     assert probe["n_train"] == CUT and probe["n_test"] == CUT
     assert {r["n_fit"] + r["n_val"] for r in RunDir(tmp_path / "probe").read_metrics()} == {CUT}
