@@ -54,14 +54,19 @@ tensorboard: install
 	$(VENV)/bin/tensorboard --logdir outputs
 
 # docs/evidence.md: the recipe comparison, the learning curves and the one-factor-at-a-time
-# ablation with a second seed, on the real CIFAR-100 (hours on
-# a CPU; finished runs are skipped, so it resumes), then the page and its figure from the run folders.
+# ablation with a second seed, on the real CIFAR-100; then the transfer rows' curves on Tiny
+# ImageNet and the 16 px against 32 px pilot (hours on a CPU; finished runs are skipped, so it
+# resumes), then the page and its figures from the run folders.
 evidence: install
 	$(VENV)/bin/simpleclr plan run recipe --report-dir outputs/recipe
 	$(VENV)/bin/simpleclr plan run curves --report-dir outputs/curves
 	$(VENV)/bin/simpleclr plan run ablation --report-dir outputs/ablation
+	$(VENV)/bin/simpleclr plan run curves-tiny --report-dir outputs/curves-tiny
+	$(VENV)/bin/simpleclr plan run resolution --report-dir outputs/resolution
 	(cat docs/evidence-head.md; $(PY) scripts/evidence.py outputs/recipe outputs/curves outputs/ablation \
-	  --curves --figure docs/evidence-curves.png --ablation recipe/published) > docs/evidence.md.tmp && mv docs/evidence.md.tmp docs/evidence.md
+	  --curves --figure docs/evidence-curves.png --ablation recipe/published; echo; \
+	  $(PY) scripts/evidence.py outputs/curves-tiny outputs/resolution --curves --resolution \
+	  --figure docs/evidence-transfer.png) > docs/evidence.md.tmp && mv docs/evidence.md.tmp docs/evidence.md
 
 bench: install
 	$(VENV)/bin/simpleclr bench

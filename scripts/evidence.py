@@ -10,7 +10,10 @@ time, commit, CPU, precision, so each figure traces back to the run that produce
 ``--curves``, the runs of all the folders given are also read as learning curves: one curve per
 learner (SimCLR probes by pretraining steps, one per recipe; supervised training from scratch by
 epochs), with the budget at which each first clears the random encoder's interval and how fast it
-rises after, all computed here from the same intervals. With ``--ablation PLAN/RUN``, every SimCLR
+rises after, all computed here from the same intervals; supervised pretraining probed on CIFAR-100
+(the transfer row) is a learner by steps too. With ``--resolution``, each learner's runs at two
+image sizes are set against each other with the paired test on the same test images, each beside
+the random encoder at its size. With ``--ablation PLAN/RUN``, every SimCLR
 probe whose pretraining differs from that reference probe's in exactly one setting (the probe
 itself equal) is set against it: one factor at a time, and the seed-to-seed spread beside it.
 """
@@ -46,10 +49,11 @@ def runs(plan_dir: Path) -> dict[str, dict]:
     return out
 
 
-def _encoder_run(run: dict, found: dict[str, dict]) -> Optional[str]:
+def _encoder_run(run: dict, found: dict[str, dict], stage: str = "pretrain") -> Optional[str]:
+    """The run folder (of ``stage``) in the same plan whose encoder a probe read, if any."""
     enc = str(run["cfg"]["config"].get("encoder") or "")
     name = Path(enc).name
-    return name if name in found and found[name]["cfg"]["stage"] == "pretrain" else None
+    return name if name in found and found[name]["cfg"]["stage"] == stage else None
 
 
 def record(plan_dir: Path) -> str:
@@ -124,13 +128,33 @@ def curves(plan_dirs: list[Path]) -> tuple[Optional[stats.Interval], dict[str, l
                 pc = found[pre]["cfg"]["config"]  # a curve is one seed's: other seeds are spread
                 steps = found[pre]["res"].get("steps") or pc.get("steps")
                 recipe = ", ".join(f"{k} {pc.get(k)}" for k in RECIPE_KEYS if k != "steps")
-                label = f"SimCLR ({recipe}; probe on {c.get('label_fraction')} of the labels)"
+                label = (f"SimCLR{_on(pc)} ({recipe}; probe on {c.get('label_fraction')} of the labels)")
                 out.setdefault(label, []).append((float(steps), f"{plan_dir.name}/{name}", top1))
-            elif r["cfg"]["stage"] == "supervised" and not c.get("init") and c.get("seed", 0) == 0:
+            elif (sup := _encoder_run(r, found, "supervised")) and c.get("seed", 0) == 0:
+                sc = found[sup]["cfg"]["config"]  # supervised pretraining, probed: by its steps
+                steps = found[sup]["res"].get("steps") or sc.get("steps")
+                if steps and not sc.get("init") and sc.get("seed", 0) == 0:
+                    label = (f"supervised pretraining{_on(sc)} (lr {sc.get('lr')}, batch {sc.get('batch_size')}, "
+                             f"{sc.get('subset_fraction')} of its images; probe on {c.get('label_fraction')} "
+                             "of the labels)")
+                    out.setdefault(label, []).append((float(steps), f"{plan_dir.name}/{name}", top1))
+            elif (r["cfg"]["stage"] == "supervised" and not c.get("init") and c.get("seed", 0) == 0
+                  and str(c.get("dataset", "cifar100")).startswith("cifar100")):  # tested on CIFAR-100
                 label = (f"supervised from scratch (lr {c.get('lr')}, batch {c.get('batch_size')}, "
                          f"{c.get('subset_fraction')} of the labels)")
                 out.setdefault(label, []).append((float(c.get("epochs")), f"{plan_dir.name}/{name}", top1))
     return floor, {k: sorted(v) for k, v in out.items() if len(v) >= 2}
+
+
+def _on(config: dict) -> str:
+    """" on <dataset>" for a pretraining set other than CIFAR-100 (the curves' default)."""
+    dataset = str(config.get("dataset", "cifar100"))
+    return "" if dataset == "cifar100" else f" on {dataset}"
+
+
+def budget_unit(label: str) -> str:
+    """A curve's budget: epochs for supervised training from scratch, pretraining steps otherwise."""
+    return "epochs" if label.startswith("supervised from scratch") else "steps"
 
 
 def crossing(points: list[Point], floor: stats.Interval) -> str:
@@ -156,7 +180,9 @@ def curves_section(plan_dirs: list[Path]) -> str:
     floor, found = curves(plan_dirs)
     lines = ["# Learning curves", "",
              "Read by `python scripts/evidence.py " + " ".join(str(d) for d in plan_dirs) + " --curves`; "
-             "budgets are SimCLR pretraining steps (of the given batch) and supervised epochs.", ""]
+             "budgets are pretraining steps (of the given batch: a SimCLR step passes two views of each "
+             "image through the encoder, a supervised one image) and epochs of supervised training "
+             "from scratch.", ""]
     if floor is None or not found:
         return "\n".join(lines + ["No random-encoder probe or no learner with two points yet.", ""])
     lines += [f"Random encoder (the floor): top-1 {floor.text()}.", ""]
@@ -175,12 +201,13 @@ def curves_figure(plan_dirs: list[Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     floor, found = curves(plan_dirs)
-    kinds = {"SimCLR": "pretraining steps (batch 128)", "supervised": "epochs on the labelled images"}
+    kinds = {"steps": ("pretraining", "pretraining steps (batch 128)"),
+             "epochs": ("supervised from scratch", "epochs on the labelled images")}
     fig, axs = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, (prefix, xlabel) in zip(axs, kinds.items()):
+    for ax, (unit, (title, xlabel)) in zip(axs, kinds.items()):
         ticks: set[float] = set()
         for label, points in found.items():
-            if label.startswith(prefix):
+            if budget_unit(label) == unit:
                 xs = [x for x, _, _ in points]
                 ticks.update(xs)
                 ys = [t.value for _, _, t in points]
@@ -193,11 +220,97 @@ def curves_figure(plan_dirs: list[Path], path: Path) -> None:
         ax.minorticks_off()
         ax.set_xlabel(xlabel)
         ax.set_ylabel("CIFAR-100 top-1 % (95% interval)")
-        ax.set_title(prefix)
+        ax.set_title(title)
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)
+
+
+# ---- image size at equal compute ---------------------------------------------------------------
+def _correct(folder: Path, res: dict):
+    """Per-image top-1 correctness from a run's saved test predictions (None without them)."""
+    from simpleclr.runs import predictions
+
+    if not res.get("predictions"):
+        return None
+    return predictions.load_predictions(folder / res["predictions"], res.get("test_labels_digest")).correct()
+
+
+def _size_rows(plan_dir: Path) -> dict[str, dict[int, tuple[str, dict, Path, str]]]:
+    """Learner -> image size -> (run, result, folder): SimCLR probes, random encoders' probes and
+    supervised runs from scratch tested on CIFAR-100."""
+    found = runs(plan_dir)
+    out: dict[str, dict[int, tuple[str, dict, Path, str]]] = {}
+    for name, r in found.items():
+        c, res, stage = r["cfg"]["config"], r["res"], r["cfg"]["stage"]
+        if "top1" not in res or "n_test" not in res:
+            continue
+        if stage == "linear_eval" and c.get("encoder") == "random":
+            kind = "random encoder"
+        elif stage == "linear_eval" and _encoder_run(r, found):
+            kind = "SimCLR"
+        elif stage == "supervised" and not c.get("init"):
+            kind = "supervised from scratch"
+        else:
+            continue
+        size = int(res.get("input_size") or c.get("image_size") or 0)
+        out.setdefault(kind, {})[size] = (name, res, plan_dir / name, _work(found, name))
+    return out
+
+
+def _work(found: dict[str, dict], name: str) -> str:
+    """A training run's compute in 32 px-equivalent image passes (area x passes; a SimCLR image
+    passes as two views): how the sizes were given equal compute."""
+    r = found[name]
+    pre = _encoder_run(r, found)
+    run = found[pre] if pre else r
+    c, res = run["cfg"]["config"], run["res"]
+    size = int(c.get("image_size") or 32)
+    if run["cfg"]["stage"] == "pretrain":
+        passes = (res.get("steps") or c.get("steps") or 0) * c.get("batch_size", 0) * 2
+    elif run["cfg"]["stage"] == "supervised":
+        passes = (res.get("steps") or 0) * c.get("batch_size", 0)
+    else:
+        return ""
+    return f"{passes * (size / 32) ** 2:,.0f}"
+
+
+def resolution_section(plan_dirs: list[Path]) -> str:
+    """Each learner at two image sizes, the larger against the smaller with the paired test."""
+    lines = ["# Image size at equal compute", "",
+             "Read by `python scripts/evidence.py " + " ".join(str(d) for d in plan_dirs) + " --resolution`: "
+             "each learner at two sizes, trained for the same compute (image passes times pixel "
+             "area, given here in 32 px-equivalent passes), tested on the same CIFAR-100 test "
+             "images; the difference is McNemar's exact test on the per-image predictions, each size "
+             "beside the random encoder at that size.", "",
+             "| learner | size | run | compute | top-1 % [95%] | vs random at its size | larger minus smaller |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for plan_dir in plan_dirs:
+        rows = _size_rows(plan_dir)
+        floors = rows.get("random encoder", {})
+        for kind in ("SimCLR", "supervised from scratch", "random encoder"):
+            sizes = sorted(rows.get(kind, {}))
+            for size in sizes:
+                name, res, folder, work = rows[kind][size]
+                t = stats.wilson(res["top1"], res["n_test"])
+                versus = ""
+                if kind != "random encoder" and size in floors:
+                    f_name, f_res, f_folder, _ = floors[size]
+                    a, b = _correct(folder, res), _correct(f_folder, f_res)
+                    if a is not None and b is not None:
+                        p = stats.paired(a, b)
+                        versus = f"{p.verdict}: {p.text(unit=' points')}"
+                diff = ""
+                if len(sizes) == 2 and size == sizes[1]:
+                    s_name, s_res, s_folder, _ = rows[kind][sizes[0]]
+                    a, b = _correct(folder, res), _correct(s_folder, s_res)
+                    if a is not None and b is not None:
+                        p = stats.paired(a, b)
+                        diff = f"{p.verdict}: {p.text(unit=' points')}"
+                lines.append(f"| {kind} | {size} px | {plan_dir.name}/{name} | {work} | {t.text()} | "
+                             f"{versus} | {diff} |")
+    return "\n".join(lines) + "\n"
 
 
 # ---- one factor at a time ----------------------------------------------------------------------
@@ -328,6 +441,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("plan_dirs", type=Path, nargs="+", help="plan output folders, e.g. outputs/recipe")
     p.add_argument("--curves", action="store_true", help="also the learning curves across the folders")
     p.add_argument("--figure", type=Path, help="write the learning curves as a PNG here")
+    p.add_argument("--resolution", action="store_true",
+                   help="also each learner at two image sizes, paired on the same test images")
     p.add_argument("--ablation", metavar="PLAN/RUN",
                    help="set each probe one setting away from this one against it, e.g. recipe/published")
     ns = p.parse_args(argv)
@@ -339,6 +454,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     sys.stdout.write("\n".join(record(d) for d in ns.plan_dirs))
     if ns.curves:
         sys.stdout.write("\n" + curves_section(ns.plan_dirs))
+    if ns.resolution:
+        sys.stdout.write("\n" + resolution_section(ns.plan_dirs))
     if ns.ablation:
         sys.stdout.write("\n" + ablation_section(ns.plan_dirs, ns.ablation))
     if ns.figure:

@@ -148,3 +148,69 @@ def test_one_factor_at_a_time_sets_each_single_change_against_the_reference_and_
     # the curves read seed 0 only: the seed-1 probe is not a second point at 200 steps
     _, found = ev.curves([a, b])
     assert all(name != "ablation/published-seed1" for pts in found.values() for _, name, _ in pts)
+
+
+def _with_predictions(folder: Path, correct: list[bool]) -> dict:
+    """Saved test predictions with this per-image correctness; what result.json records of them."""
+    import numpy as np
+    from simpleclr.runs import predictions
+
+    labels = np.arange(len(correct)) % 7
+    top1 = np.where(correct, labels, (labels + 1) % 7)
+    preds = predictions.Predictions(top1=top1, top5_hit=np.ones(len(correct), bool), labels=labels)
+    return predictions.save_predictions(folder / predictions.PREDICTIONS, preds)
+
+
+def test_transfer_curves_and_the_resolution_pilot_read_their_runs(tmp_path):
+    ev = _script()
+    probe = {"n_test": 400, "n_labelled": 5000, "top5": 30.0}
+    plan = tmp_path / "curves-tiny"
+    _run(plan / "random", "linear_eval", {"encoder": "random"}, {"top1": 12.0, **probe})
+    for steps, top1 in ((100, 11.5), (400, 20.0)):
+        _run(plan / f"super-s{steps}-pretrain", "supervised",
+             {"dataset": "tiny-imagenet", "steps": steps, "lr": 0.1, "batch_size": 128,
+              "subset_fraction": 1.0, "init": None}, {"steps": steps, "top1": 40.0, "n_test": 2000})
+        _run(plan / f"super-s{steps}", "linear_eval", {"encoder": str(plan / f"super-s{steps}-pretrain"),
+                                                        "label_fraction": 0.1}, {"top1": top1, **probe})
+    _run(plan / "simclr-s50-pretrain", "pretrain", {"dataset": "tiny-imagenet", "steps": 50}, {"steps": 50})
+    _run(plan / "simclr-s50", "linear_eval", {"encoder": str(plan / "simclr-s50-pretrain"),
+                                              "label_fraction": 0.1}, {"top1": 13.0, **probe})
+    _run(plan / "simclr-s100-pretrain", "pretrain", {"dataset": "tiny-imagenet", "steps": 100}, {"steps": 100})
+    _run(plan / "simclr-s100", "linear_eval", {"encoder": str(plan / "simclr-s100-pretrain"),
+                                               "label_fraction": 0.1}, {"top1": 14.0, **probe})
+    floor, found = ev.curves([plan])
+    labels = sorted(found)
+    # the Tiny ImageNet supervised runs are probed points by steps, never "from scratch" CIFAR-100
+    # points (their own top-1 is on Tiny ImageNet's images)
+    assert [k.split(" (")[0] for k in labels] == ["SimCLR on tiny-imagenet", "supervised pretraining on tiny-imagenet"]
+    assert [x for x, _, _ in found[labels[1]]] == [100, 400]
+    assert [ev.budget_unit(k) for k in labels] == ["steps", "steps"]
+
+    # the pilot: 32 px against 16 px, each beside its own random floor, paired on the same images
+    pilot = tmp_path / "resolution"
+    n = 400
+    for name, size, right, stage, extra in (
+            ("random-px16", 16, 48, "linear_eval", {"encoder": "random"}),
+            ("random-px32", 32, 50, "linear_eval", {"encoder": "random"}),
+            ("simclr-px16", 16, 80, "linear_eval", {"encoder": str(pilot / "simclr-px16-pretrain")}),
+            ("simclr-px32", 32, 60, "linear_eval", {"encoder": str(pilot / "simclr-px32-pretrain")})):
+        folder = pilot / name
+        correct = [i < right for i in range(n)]
+        _run(folder, stage, {"image_size": size, **extra}, {"top1": 100.0 * right / n, "n_test": n,
+                                                             "input_size": size})
+        res = json.loads((folder / "result.json").read_text())
+        res.update(_with_predictions(folder, correct))
+        (folder / "result.json").write_text(json.dumps(res))
+    for size, steps in ((16, 200), (32, 50)):
+        _run(pilot / f"simclr-px{size}-pretrain", "pretrain",
+             {"image_size": size, "steps": steps, "batch_size": 128}, {"steps": steps})
+    text = ev.resolution_section([pilot])
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines()
+            if line.startswith("| SimCLR") or line.startswith("| random")}
+    # equal compute: 200 steps at 16 px and 50 at 32 px are both 12,800 32 px-equivalent passes
+    # (the images one run gets right are a superset of the other's: every discordant pair one way)
+    w = lambda v: stats.wilson(v, n).text()  # noqa: E731
+    assert f"| 12,800 | {w(20.0)} | higher: +8.0 points" in rows[("SimCLR", "16 px")]
+    assert f"| 12,800 | {w(15.0)} | higher: +2.5 points" in rows[("SimCLR", "32 px")]  # its own floor
+    assert "| lower: -5.0 points [-5.0, -3.3], p<0.001 |" in rows[("SimCLR", "32 px")]
+    assert rows[("random encoder", "32 px")].endswith("|  | same: +0.5 points [-0.3, +0.5], p=0.500 |")
