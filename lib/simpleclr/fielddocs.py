@@ -41,8 +41,7 @@ DOCS: dict[str, str] = {
     "pretrain.val_fraction": "share [0, 1) of the split held out for the kNN monitor (watched, never chosen on)",
     # model
     "stem": "ResNet-18 stem: cifar (3x3 conv, no max-pool) or imagenet (7x7 stride 2 + max-pool)",
-    "width": "channels of the encoder's first stage (the others 2x, 4x, 8x): 64 is ResNet-18, "
-             "and a loaded encoder must have it; 16 checks plumbing at a tenth of the cost",
+    "width": "encoder channels of the first stage (then 2x, 4x, 8x): 64 is ResNet-18; 16 checks plumbing",
     "linear_eval.stem": "stem of the random encoder (cifar or imagenet); other encoders bring their own",
     "encoder": "frozen encoder: random, imagenet, imagenet:<file>, or a run folder / checkpoint path",
     "init": "None: from scratch; imagenet, imagenet:<file>, or a run folder / checkpoint to fine-tune",

@@ -186,8 +186,8 @@ class _Spy:
         self.modes: list[bool] = []
         monkeypatch.setattr(models, "load_encoder", self)
 
-    def __call__(self, spec, stem="cifar"):
-        self.encoder, self.meta = self.replace() if self.replace else self.real(spec, stem)
+    def __call__(self, spec, stem="cifar", width=64):
+        self.encoder, self.meta = self.replace() if self.replace else self.real(spec, stem, width)
         self.before = {k: v.clone() for k, v in self.encoder.state_dict().items()}
         self.encoder.register_forward_pre_hook(
             lambda m, i: self.modes.append(not any(x.training for x in m.modules())))
