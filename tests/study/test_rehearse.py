@@ -3,6 +3,7 @@ its own; figures recorded; never mistaken for the real runs, never run over them
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +101,10 @@ def test_a_step_between_measured_batches_is_read_off_the_line_through_them():
     assert one["step_s"] == 6.0 and one["how"] == "scaled from batch 48"
 
 
-@pytest.mark.parametrize("name", ["full", "quick", "recipe", "curves", "ablation", "smoke"])
+SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "plans").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_plan_cuts_to_its_own_configs_with_stand_in_weights_where_needed(name, tmp_path,
                                                                                       monkeypatch):
     monkeypatch.setattr(plans, "check_imagenet_weights", lambda: "no network here")
