@@ -79,6 +79,7 @@ def test_a_rehearsal_runs_every_run_cut_short_and_records_it_apart_from_the_real
         plans.run_plan(tmp_path / "tiny.yaml", outputs=tmp_path / "rehearsal", progress=False)
     # one step at each training shape's batch: measured, since the plan's batches are below FIT_BATCHES
     shapes = {(s["stage"], s["batch_size"]): s for s in rec["shapes"]}
+    assert {s["width"] for s in rec["shapes"]} == {16}  # timed at the plan's width
     assert set(shapes) == {("pretrain", 40), ("supervised", 32)}
     assert all(s["how"] == "measured" and s["step_s"] > 0 and s["memory_mb"] > 0 for s in shapes.values())
     assert "| tune | supervised | done |" in (folder / "rehearsal.md").read_text()

@@ -138,11 +138,12 @@ BIG = 10**9  # a schedule long enough never to reach its end during the benchmar
 
 def make_inputs(batch_size: int = 256, image_size: int = 32, precision: str = "auto",
                 channels_last: bool = True, compile: bool = False, device: str = "auto",
-                stem: str = "cifar") -> Inputs:
+                stem: str = "cifar", width: int = 64) -> Inputs:
     """The runtime and data of a benchmark: ``max(4 * batch_size, 2048)`` random images; the
-    models the cases build have ``stem``."""
+    models the cases build have ``stem`` and ``width``."""
     cfg = PretrainConfig(batch_size=batch_size, precision=precision, channels_last=channels_last,
-                         compile=compile, device=device, epochs=1, warmup_epochs=0.0, stem=stem)
+                         compile=compile, device=device, epochs=1, warmup_epochs=0.0, stem=stem,
+                         width=width)
     rt = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last)
     n_data = max(4 * batch_size, 2048)
     data = torch.randint(0, 256, (n_data, 3, image_size, image_size), dtype=torch.uint8,
@@ -205,7 +206,7 @@ def supervised_case(inp: Inputs) -> Callable[[], None]:
     c = inp.cfg
     scfg = SupervisedConfig(batch_size=c.batch_size, precision=c.precision, compile=c.compile,
                             channels_last=c.channels_last, device=c.device, epochs=1, warmup_epochs=0.0,
-                            stem=c.stem)
+                            stem=c.stem, width=c.width)
     parts = supervised_mod.build_supervised(scfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
                                             std=CIFAR_STD, num_classes=100, total_steps=BIG, warmup_steps=0)
 

@@ -16,7 +16,7 @@ What it measures, written to ``rehearsal.json`` and ``rehearsal.md`` there:
   training-image passes, :func:`simpleclr.study.estimate.work_units`), its estimate on this
   machine (from a timed step, :class:`simpleclr.study.estimate.Estimator`) and on the GPU the
   plans are sized for (:data:`GPU_IMAGES_PER_S`, an assumption);
-- per training shape (stage, image size, stem, precision): one step's time and peak memory at each
+- per training shape (stage, image size, stem, precision, width): one step's time and peak memory at each
   batch size the plan uses, measured at ``FIT_BATCHES`` and extrapolated linearly beyond them (a
   step of 512 SimCLR images at 32 px took 43-46 s on a 2-core AVX2 CPU: measuring every plan batch
   would cost most of the rehearsal's budget; the line ran 20-30% low at 512 there,
@@ -85,14 +85,14 @@ def _clear(p: Plan) -> None:
 
 
 # ---- one step at the plan's batch sizes ----------------------------------------------------------
-def _shape(spec: Any) -> Optional[tuple[str, int, str, str]]:
-    """(step kind, image size, stem, precision) of a training run; None for a probe."""
+def _shape(spec: Any) -> Optional[tuple[str, int, str, str, int]]:
+    """(step kind, image size, stem, precision, width) of a training run; None for a probe."""
     c = spec.config
     if c.stage not in ("pretrain", "supervised"):
         return None
     init = str(getattr(c, "init", None) or "")
     stem = "imagenet" if init.startswith("imagenet") else c.stem
-    return c.stage, int(c.image_size or native_size(c.dataset)), stem, c.precision
+    return c.stage, int(c.image_size or native_size(c.dataset)), stem, c.precision, c.width
 
 
 def measure_shapes(p: Plan) -> list[dict]:
@@ -103,20 +103,20 @@ def measure_shapes(p: Plan) -> list[dict]:
         if shape is not None:
             wanted.setdefault(shape, set()).add(spec.config.batch_size)
     rows = []
-    for (kind, size, stem, precision), batches in wanted.items():
-        points = [_measure_step(kind, size, stem, precision, b)
+    for (kind, size, stem, precision, width), batches in wanted.items():
+        points = [_measure_step(kind, size, stem, precision, b, width)
                   for b in sorted({min(b, max(batches)) for b in FIT_BATCHES})]
         for b in sorted(batches):
             rows.append({"stage": kind, "image_size": size, "stem": stem, "precision": precision,
-                         "batch_size": b, **step_at(points, b)})
+                         "width": width, "batch_size": b, **step_at(points, b)})
     return rows
 
 
-def _measure_step(kind: str, size: int, stem: str, precision: str, batch: int) -> dict:
+def _measure_step(kind: str, size: int, stem: str, precision: str, batch: int, width: int = 64) -> dict:
     """A step of ``batch`` images (after one untimed one) and the memory it took, in a fresh
     process: in this one the allocator would reuse what an earlier measurement freed."""
     code = (f"import json; from simpleclr.study.rehearse import step_here; "
-            f"print(json.dumps(step_here({kind!r}, {size}, {stem!r}, {precision!r}, {batch})))")
+            f"print(json.dumps(step_here({kind!r}, {size}, {stem!r}, {precision!r}, {batch}, {width})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         why = (out.stderr.strip().splitlines() or ["no output"])[-1]
@@ -124,7 +124,7 @@ def _measure_step(kind: str, size: int, stem: str, precision: str, batch: int) -
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def step_here(kind: str, size: int, stem: str, precision: str, batch: int) -> dict:
+def step_here(kind: str, size: int, stem: str, precision: str, batch: int, width: int = 64) -> dict:
     """:func:`_measure_step`'s work, in the process it starts: the memory is the peak resident
     size while the step's model and data are built and it runs, beyond what the process held."""
     from ..training import device
@@ -132,7 +132,7 @@ def step_here(kind: str, size: int, stem: str, precision: str, batch: int) -> di
 
     base = device.resident_mb()
     device.reset_peak_memory()
-    inp = bench.make_inputs(batch_size=batch, image_size=size, precision=precision, stem=stem)
+    inp = bench.make_inputs(batch_size=batch, image_size=size, precision=precision, stem=stem, width=width)
     case = bench.simclr_case(inp) if kind == "pretrain" else bench.supervised_case(inp)
     timing = bench.time_steps(case, inp.rt.device, warmup=1, repeats=1, steps=1)
     peak = device.peak_memory(inp.rt.device)["peak_memory_mb"]
@@ -215,11 +215,12 @@ def record_markdown(rec: dict) -> str:
               f"{g['notebook_s']:.0f} s per notebook.", ""]
     if rec["shapes"]:
         lines += ["One training step at each batch size the plan uses (CPU, this machine):", "",
-                  "| stage | image size | stem | precision | batch | step | memory (MB) | how |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| stage | image size | stem | precision | width | batch | step | memory (MB) | how |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for s in rec["shapes"]:
             lines.append(f"| {s['stage']} | {s['image_size']} | {s['stem']} | {s['precision']} | "
-                         f"{s['batch_size']} | {s['step_s']:.2f} s | {mb(s['memory_mb'])} | {s['how']} |")
+                         f"{s.get('width', 64)} | {s['batch_size']} | {s['step_s']:.2f} s | "
+                         f"{mb(s['memory_mb'])} | {s['how']} |")
     return "\n".join(lines) + "\n"
 
 
