@@ -135,19 +135,10 @@ def test_one_worker_gives_the_run_folders_and_rows_of_two(smoke, capsys):
     assert _row(html, "super")["Top-1 (%)"] == _row(smoke["html"], "super")["Top-1 (%)"]
 
 
-def test_second_run_reuses_every_finished_run(smoke, capsys):
-    code = plans.run_plan("smoke", outputs=smoke["root"] / "outputs", report_dir=smoke["root"] / "report",
-                          progress=False)
-    out = capsys.readouterr().out
-    assert code == 0
-    n_runs = len(plans.load_plan("smoke", smoke["root"] / "outputs").runs)
-    assert out.count("done earlier with the same config, skipped") == n_runs
-    assert " running -> " not in out and "resuming" not in out  # no notebook but the report's ran
-
-
 def test_a_failing_run_stops_only_the_runs_that_need_it(smoke, capsys):
     """On two workers: a failed probe, and a failed supervised run whose probe is then blocked;
-    every other run is reused and the report renders with those rows marked missing."""
+    every other run is reused (no notebook of theirs runs or resumes) and the report renders with
+    those rows marked missing."""
     root = smoke["root"]
     plan = yaml.safe_load(planfile.find_plan_file("smoke").read_text())
     for run in plan["runs"]:
@@ -172,6 +163,7 @@ def test_a_failing_run_stops_only_the_runs_that_need_it(smoke, capsys):
     assert "super-probe-blocked (linear_eval): not run: needs super-broken, which did not finish" in out
     n_runs = len(plans.load_plan("smoke", root / "outputs").runs)
     assert out.count("done earlier with the same config, skipped") == n_runs - 3
+    assert out.count(" running -> ") == 2 and "resuming" not in out  # the two broken runs alone
     html = (root / "report-broken" / "report.html").read_text()
     assert _row(html, "super")["Top-1 (%)"] == "—" and _row(html, "super")["Missing"]
     row = _row(html, "random")
