@@ -140,7 +140,8 @@ def test_linear_eval_notebook_runs_top_to_bottom_under_papermill(tmp_path, monke
     plans.execute_notebook("linear_eval", out / "notebook.ipynb",
                            {"out_dir": str(out), "dataset": "synthetic-cifar100:train=4,test=2",
                             "label_fraction": 1.0, "image_size": 8, "progress": False,
-                            "precision": "fp32", "num_threads": 1},
+                            "precision": "fp32", "num_threads": 1, "width": 16,
+                            "weight_decays": [0.01, 0.1]},  # not the 45-value grid: the notebook is the point
                            cwd=tmp_path, progress=False)
     assert "without encryption" not in capfd.readouterr().err
     nb = nbformat.read(str(out / "notebook.ipynb"), as_version=4)

@@ -22,6 +22,7 @@ defaults:
   pretrain: {epochs: 3, batch_size: 40, proj_hidden: 64, proj_out: 32, warmup_epochs: 1,
              knn_every: 1, knn_k: 5}
   supervised: {epochs: 3, batch_size: 32, warmup_epochs: 1}
+  linear_eval: {weight_decays: [0.01, 0.1]}
 runs:
   - name: pre
     notebook: pretrain

@@ -487,7 +487,8 @@ def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
 
     probe = LinearEvalConfig(dataset=TINY_4, data_dir=data_dir, image_size=8,
                              encoder=str(tmp_path / "pre"), label_fraction=1.0, precision="fp32",
-                             progress=False, num_threads=1, launcher=LAUNCH, width=WIDTH)
+                             progress=False, num_threads=1, launcher=LAUNCH, width=WIDTH,
+                             weight_decays=(0.01,))
     out = linear_eval(probe, tmp_path / "probe")
     assert 0.0 <= out["top1"] <= out["top5"] <= 100.0
     assert out == RunDir(tmp_path / "probe").read_result()
