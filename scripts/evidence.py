@@ -70,18 +70,22 @@ def record(plan_dir: Path) -> str:
     for name, r in probes.items():
         res = r["res"]
         t1, t5 = stats.wilson(res["top1"], res["n_test"]), stats.wilson(res["top5"], res["n_test"])
-        pre = _encoder_run(r, found)
+        pre, sup = _encoder_run(r, found), _encoder_run(r, found, "supervised")
         recipe, knn, loss = "random init", "", ""
+        tested_elsewhere = False
         if r["cfg"]["stage"] == "supervised":
             c = r["cfg"]["config"]
-            recipe = (f"supervised {'fine-tuning' if c.get('init') else 'from scratch'}, "
-                      f"{c.get('epochs')} epochs, lr {c.get('lr')}, batch {c.get('batch_size')}")
+            recipe = f"supervised {'fine-tuning' if c.get('init') else 'from scratch'}{_on(c)}, {_length(c)}"
+            tested_elsewhere = _on(c) != ""  # its own test split, not CIFAR-100's: no floor to compare
+        elif sup:
+            c = found[sup]["cfg"]["config"]
+            recipe = f"supervised pretraining{_on(c)}, {_length(c)}"
         elif pre:
             c = found[pre]["cfg"]["config"]
             recipe = ", ".join(f"{c.get(k)}" for k in RECIPE_KEYS)
             knn = f"{found[pre]['res'].get('knn_top1', float('nan')):.1f}"
             loss = f"{found[pre]['res'].get('final_loss', float('nan')):.3f}"
-        versus = "" if floor is None or r is random else stats.compare(t1, floor)
+        versus = "" if floor is None or r is random or tested_elsewhere else stats.compare(t1, floor)
         lines.append(f"| {name} | {recipe} | {t1.text()} | {t5.text()} | {versus} | "
                      f"{res.get('n_labelled', res.get('n_train'))} | {knn} | {loss} |")
     lines += ["", "| run | stage | wall time | commit | CPU (threads) | precision | started |",
@@ -144,6 +148,12 @@ def curves(plan_dirs: list[Path]) -> tuple[Optional[stats.Interval], dict[str, l
                          f"{c.get('subset_fraction')} of the labels)")
                 out.setdefault(label, []).append((float(c.get("epochs")), f"{plan_dir.name}/{name}", top1))
     return floor, {k: sorted(v) for k, v in out.items() if len(v) >= 2}
+
+
+def _length(c: dict) -> str:
+    """A supervised run's length and recipe: its steps when set (they override the epochs)."""
+    length = f"{c['steps']} steps" if c.get("steps") else f"{c.get('epochs')} epochs"
+    return f"{length}, lr {c.get('lr')}, batch {c.get('batch_size')}"
 
 
 def _on(config: dict) -> str:

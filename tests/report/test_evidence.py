@@ -185,6 +185,12 @@ def test_transfer_curves_and_the_resolution_pilot_read_their_runs(tmp_path):
     assert [k.split(" (")[0] for k in labels] == ["SimCLR on tiny-imagenet", "supervised pretraining on tiny-imagenet"]
     assert [x for x, _, _ in found[labels[1]]] == [100, 400]
     assert [ev.budget_unit(k) for k in labels] == ["steps", "steps"]
+    text = ev.record(plan)
+    probe_row = next(line for line in text.splitlines() if line.startswith("| super-s400 |"))
+    assert "| supervised pretraining on tiny-imagenet, 400 steps, lr 0.1, batch 128 |" in probe_row
+    assert probe_row.split("|")[5].strip() == "higher"  # 20.0 on 400 CIFAR-100 images against 12.0
+    own_row = next(line for line in text.splitlines() if line.startswith("| super-s400-pretrain |"))
+    assert own_row.split("|")[5].strip() == ""  # tested on Tiny ImageNet: no CIFAR-100 floor to compare
 
     # the pilot: 32 px against 16 px, each beside its own random floor, paired on the same images
     pilot = tmp_path / "resolution"
