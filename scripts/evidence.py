@@ -213,8 +213,9 @@ def curves_figure(plan_dirs: list[Path], path: Path) -> None:
     floor, found = curves(plan_dirs)
     kinds = {"steps": ("pretraining", "pretraining steps (batch 128)"),
              "epochs": ("supervised from scratch", "epochs on the labelled images")}
-    fig, axs = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, (unit, (title, xlabel)) in zip(axs, kinds.items()):
+    kinds = {u: k for u, k in kinds.items() if any(budget_unit(label) == u for label in found)}
+    fig, axs = plt.subplots(1, max(len(kinds), 1), figsize=(5.5 * max(len(kinds), 1), 4.2), squeeze=False)
+    for ax, (unit, (title, xlabel)) in zip(axs[0], kinds.items()):
         ticks: set[float] = set()
         for label, points in found.items():
             if budget_unit(label) == unit:
@@ -251,7 +252,7 @@ def _size_rows(plan_dir: Path) -> dict[str, dict[int, tuple[str, dict, Path, str
     """Learner -> image size -> (run, result, folder): SimCLR probes, random encoders' probes and
     supervised runs from scratch tested on CIFAR-100."""
     found = runs(plan_dir)
-    out: dict[str, dict[int, tuple[str, dict, Path, str]]] = {}
+    out: dict[str, dict[int, list[tuple[str, dict, Path, str]]]] = {}
     for name, r in found.items():
         c, res, stage = r["cfg"]["config"], r["res"], r["cfg"]["stage"]
         if "top1" not in res or "n_test" not in res:
@@ -260,13 +261,15 @@ def _size_rows(plan_dir: Path) -> dict[str, dict[int, tuple[str, dict, Path, str
             kind = "random encoder"
         elif stage == "linear_eval" and _encoder_run(r, found):
             kind = "SimCLR"
-        elif stage == "supervised" and not c.get("init"):
+        elif stage == "supervised" and not c.get("init") and not _on(c):  # tested on CIFAR-100
             kind = "supervised from scratch"
         else:
             continue
         size = int(res.get("input_size") or c.get("image_size") or 0)
-        out.setdefault(kind, {})[size] = (name, res, plan_dir / name, _work(found, name))
-    return out
+        out.setdefault(kind, {}).setdefault(size, []).append((name, res, plan_dir / name, _work(found, name)))
+    # a pilot has one run per learner and size: a folder with more (a learning curve) is no pilot
+    return {kind: {size: rs[0] for size, rs in sizes.items()} for kind, sizes in out.items()
+            if all(len(rs) == 1 for rs in sizes.values())}
 
 
 def _work(found: dict[str, dict], name: str) -> str:
@@ -301,6 +304,8 @@ def resolution_section(plan_dirs: list[Path]) -> str:
         floors = rows.get("random encoder", {})
         for kind in ("SimCLR", "supervised from scratch", "random encoder"):
             sizes = sorted(rows.get(kind, {}))
+            if len(sizes) < 2:  # nothing to set against
+                continue
             for size in sizes:
                 name, res, folder, work = rows[kind][size]
                 t = stats.wilson(res["top1"], res["n_test"])
@@ -308,14 +313,14 @@ def resolution_section(plan_dirs: list[Path]) -> str:
                 if kind != "random encoder" and size in floors:
                     f_name, f_res, f_folder, _ = floors[size]
                     a, b = _correct(folder, res), _correct(f_folder, f_res)
-                    if a is not None and b is not None:
+                    if a is not None and b is not None and a.shape == b.shape:
                         p = stats.paired(a, b)
                         versus = f"{p.verdict}: {p.text(unit=' points')}"
                 diff = ""
                 if len(sizes) == 2 and size == sizes[1]:
                     s_name, s_res, s_folder, _ = rows[kind][sizes[0]]
                     a, b = _correct(folder, res), _correct(s_folder, s_res)
-                    if a is not None and b is not None:
+                    if a is not None and b is not None and a.shape == b.shape:
                         p = stats.paired(a, b)
                         diff = f"{p.verdict}: {p.text(unit=' points')}"
                 lines.append(f"| {kind} | {size} px | {plan_dir.name}/{name} | {work} | {t.text()} | "

@@ -210,6 +210,8 @@ def test_transfer_curves_and_the_resolution_pilot_read_their_runs(tmp_path):
     for size, steps in ((16, 200), (32, 50)):
         _run(pilot / f"simclr-px{size}-pretrain", "pretrain",
              {"image_size": size, "steps": steps, "batch_size": 128}, {"steps": steps})
+    # a learning curve's folder (several runs per learner at one size) is no pilot: no rows
+    assert not [line for line in ev.resolution_section([plan]).splitlines() if line.startswith("| SimCLR")]
     text = ev.resolution_section([pilot])
     rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in text.splitlines()
             if line.startswith("| SimCLR") or line.startswith("| random")}
