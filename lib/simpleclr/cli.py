@@ -43,6 +43,10 @@ def _run_stage(ns: argparse.Namespace) -> int:
         result = fn(cfg, ns.out)
         if distributed.current_world().is_main:
             print(json.dumps(result, indent=2, default=str))
+        # every rank leaves the group together: one that tears it down while another's gloo
+        # threads still talk to it can abort the process after its work is done (seen once under
+        # load: rank 0 wrote its result, then "terminate called without an active exception")
+        distributed.barrier()
     finally:
         distributed.shutdown()
     return 0
