@@ -37,7 +37,8 @@ RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_th
                             "rehearsal"})
 # Fields added after run folders existed, with the value every earlier run had: at that value they
 # stay out of the fingerprint, so those folders are still found finished.
-LATER_FIELDS = {"width": 64}
+RESNET18_WIDTH = 64  # the encoder's first-stage channels in ResNet-18 (and torchvision's weights)
+LATER_FIELDS = {"width": RESNET18_WIDTH}
 
 
 class ConfigError(SimpleCLRError, ValueError):
@@ -47,6 +48,14 @@ class ConfigError(SimpleCLRError, ValueError):
 def _fail(cfg: Any, name: str, allowed: str) -> None:
     value = getattr(cfg, name)
     raise ConfigError(f"{type(cfg).__name__}.{name}={value!r} is invalid: {allowed}")
+
+
+def _check_encoder_shape(cfg: Any) -> None:
+    """The encoder fields every stage that builds or loads one shares: its stem and width."""
+    if cfg.stem not in STEMS:
+        _fail(cfg, "stem", f"use one of {STEMS}")
+    if not 1 <= cfg.width <= 256:
+        _fail(cfg, "width", f"use an integer in [1, 256] ({RESNET18_WIDTH} is ResNet-18)")
 
 
 @dataclass(frozen=True)
@@ -179,7 +188,7 @@ class TrainingConfig(StageConfig):
     subset_fraction: float = 1.0  # a class-balanced share of the split, drawn with subset_seed
     subset_seed: int = 0
     stem: str = "cifar"
-    width: int = 64  # the encoder's first-stage channels: 64 is ResNet-18; 16 checks plumbing cheaply
+    width: int = RESNET18_WIDTH  # the encoder's first-stage channels; 16 checks plumbing cheaply
     epochs: int = 100
     steps: Optional[int] = None  # when set, train for exactly this many steps (equal-compute rows)
     batch_size: int = 256
@@ -218,10 +227,7 @@ class TrainingConfig(StageConfig):
             _fail(self, "grad_clip", "use None (off) or a value > 0")
         if self.checkpoint_every < 1:
             _fail(self, "checkpoint_every", "use an integer >= 1 (epochs)")
-        if self.stem not in STEMS:
-            _fail(self, "stem", f"use one of {STEMS}")
-        if not 1 <= self.width <= 256:
-            _fail(self, "width", "use an integer in [1, 256] (64 is ResNet-18)")
+        _check_encoder_shape(self)
         if not 0.0 < self.subset_fraction <= 1.0:
             _fail(self, "subset_fraction", "use a fraction in (0, 1]")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -344,7 +350,7 @@ class LinearEvalConfig(StageConfig):
 
     encoder: str = "random"  # "random", "imagenet", or a run folder / checkpoint path
     stem: str = "cifar"  # for "random" only; others read it from the checkpoint
-    width: int = 64  # the encoder's first-stage channels: builds "random", and any other must have it
+    width: int = RESNET18_WIDTH  # the encoder's first-stage channels: builds "random", others must have it
     label_fraction: float = 1.0
     label_seed: int = 0
     val_fraction: float = 0.1
@@ -360,10 +366,7 @@ class LinearEvalConfig(StageConfig):
     def validate(self) -> None:
         if not self.encoder.strip():
             _fail(self, "encoder", 'use "random", "imagenet" or a run folder / checkpoint path')
-        if self.stem not in STEMS:
-            _fail(self, "stem", f"use one of {STEMS}")
-        if not 1 <= self.width <= 256:
-            _fail(self, "width", "use an integer in [1, 256] (64 is ResNet-18)")
+        _check_encoder_shape(self)
         if not 0.0 < self.label_fraction <= 1.0:
             _fail(self, "label_fraction", "use a fraction in (0, 1]")
         if not 0.0 < self.val_fraction < 1.0:

@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import pandas as pd
 
+from ..config import RESNET18_WIDTH
 from .model import ROW_INFO, ROW_NAMES, RunInfo, Study
 from .tables import (fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length, short_dataset,
                      versus)
@@ -368,7 +369,8 @@ def _caveats(study: Study) -> str:
                      f"{smaller} px copy drops, and {sizes[0] ** 2 // others[0] ** 2}× the pixels per "
                      "image; part of their gap to the other rows is the input, not the representation. ")
         items.append(text + "How much 224 px would add was not measured (no GPU was available).")
-    narrow = sorted({int(r.config.get("width") or 64) for r in study.runs.values() if r.config} - {64})
+    narrow = sorted({int(r.config.get("width") or RESNET18_WIDTH) for r in study.runs.values() if r.config}
+                    - {RESNET18_WIDTH})
     if narrow:
         widths = "/".join(str(w) for w in narrow)
         items.append(f"Some encoders have width {widths} (first-stage channels; the others double at "

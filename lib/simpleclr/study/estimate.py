@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
-from ..config import STAGES, StageConfig
+from ..config import RESNET18_WIDTH, STAGES, StageConfig
 from ..runs.rundir import BrokenRun, RunDir, read_json
 from ..runs.watch import fmt_seconds
 
@@ -87,7 +87,8 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
     weights = str(cfg.get("encoder") or cfg.get("init") or "")
     imagenet_stem = cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
-    area = (size / (4 if imagenet_stem else 1) / 32) ** 2 * (cfg.get("width", 64) / 64) ** 2
+    width = cfg.get("width", RESNET18_WIDTH)
+    area = (size / (4 if imagenet_stem else 1) / 32) ** 2 * (width / RESNET18_WIDTH) ** 2
     if stage == "pretrain":
         return pretrain_images(cfg, n_train) * area
     if stage == "supervised":

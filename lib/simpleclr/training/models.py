@@ -18,12 +18,12 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..config import STEMS
+from ..config import RESNET18_WIDTH, STEMS
 from ..errors import SimpleCLRError
 from .resnet import IMAGENET1K_V1_URL, IMAGENET_MEAN, IMAGENET_STD, ResNet18
 
 FEATURE_DIM = 512
-WIDTH = 64  # ResNet-18's; torchvision's ImageNet weights have it
+WIDTH = RESNET18_WIDTH
 # Wrappers whose state-dict keys carry a prefix: torch.compile (``_orig_mod.``) and DDP (``module.``).
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")
 DOWNLOAD_TIMEOUT_S = 15.0
