@@ -290,6 +290,27 @@ def test_missing_data_stops_at_once_and_points_to_smoke(tmp_path, monkeypatch):
     assert not (tmp_path / "out" / "t" / "pre").exists()
 
 
+def test_a_run_whose_batch_outgrows_its_images_stops_the_plan_before_any_run(tmp_path, monkeypatch):
+    """The size study's smallest subset is checked from the labels before the first run, not when
+    the plan reaches it: nothing is written, and the one line names the run and the others."""
+    monkeypatch.setenv("SIMPLECLR_DATA", str(tmp_path / "data"))
+    text = BASE.replace("{epochs: 2, warmup_epochs: 0}", "{epochs: 2, warmup_epochs: 0, batch_size: 32}") + """
+  - name: small-s{seed}
+    matrix: {seed: [0, 1]}
+    notebook: pretrain
+    params: {subset_fraction: 0.25, batch_size: 128, seed: "{seed}"}
+"""
+    monkeypatch.setattr(plans, "execute_notebook", lambda *a, **k: pytest.fail("ran a notebook"))
+    with pytest.raises(plans.PlanError) as e:
+        plans.run_plan(write_plan(tmp_path, text), outputs=tmp_path / "out", report_dir=tmp_path / "r")
+    msg = str(e.value)
+    # synthetic-cifar100:train=2 is 100 classes x 2 images; the kNN monitor holds one a class out
+    # and a quarter of the other rounds up to it (at least one a class): 100 images
+    assert "run small-s0 cannot start: PretrainConfig.batch_size=128 is larger than the 100 training images" in msg
+    assert "(1 more runs fail this check: small-s1)" in msg and "nothing has run" in msg and "\n" not in msg
+    assert not (tmp_path / "out" / "t" / "pre").exists()
+
+
 FOUR = """
 name: t
 defaults:
@@ -325,6 +346,7 @@ class FakeNotebooks:
 def _run(tmp_path, monkeypatch, fake, text=FOUR, weights=None):
     monkeypatch.setattr(plans, "execute_notebook", fake)
     monkeypatch.setattr(plans, "check_data", lambda plan, names: None)
+    monkeypatch.setattr(plans, "check_images", lambda plan, names: None)
     monkeypatch.setattr(plans, "check_imagenet_weights", lambda: weights)
     monkeypatch.setattr(plans, "write_standins", lambda plan: None)
     monkeypatch.setattr("simpleclr.report.figures.export_html", lambda nb, html, title=None: html)
@@ -391,6 +413,7 @@ def test_only_runs_the_named_runs_and_their_needs(tmp_path, monkeypatch):
     fake = FakeNotebooks(p)
     monkeypatch.setattr(plans, "execute_notebook", fake)
     monkeypatch.setattr(plans, "check_data", lambda plan, names: None)
+    monkeypatch.setattr(plans, "check_images", lambda plan, names: None)
     monkeypatch.setattr("simpleclr.report.figures.export_html", lambda nb, html, title=None: html)
     assert plans.run_plan(write_plan(tmp_path, FOUR), outputs=tmp_path / "out", report_dir=tmp_path / "r",
                           only=["probe"], progress=False) == 0

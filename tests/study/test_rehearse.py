@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from simpleclr.runs.rundir import RunDir
 from simpleclr.study import estimate, plans, rehearse
@@ -120,3 +121,27 @@ def test_every_shipped_plan_cuts_to_its_own_configs_with_stand_in_weights_where_
             assert str(cut.standin_path("imagenet_weights")) in str(spec.config.to_dict())
         else:
             assert spec.config.fingerprint() == p.runs[n].config.fingerprint()
+
+
+# The official training splits: class-balanced, 500 images a class.
+OFFICIAL_TRAIN = {"cifar100": (100, 500), "tiny-imagenet": (200, 500)}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_run_of_every_shipped_plan_fits_the_real_datasets(name, tmp_path):
+    """The plan's pre-run check (plans.check_images) at the official datasets' counts: no run of
+    a shipped plan meets a batch larger than its images or a label share without validation
+    images on the real data; generated data sets are generated, as the plan would."""
+    from simpleclr import data
+
+    def labels_of(c):
+        if c.dataset in OFFICIAL_TRAIN:
+            classes, per = OFFICIAL_TRAIN[c.dataset]
+            return torch.arange(classes).repeat_interleave(per)
+        return data.load_labels(c.dataset, root=tmp_path / "data")
+
+    p = load_plan(find_plan_file(name), tmp_path)
+    assert {c.config.dataset for c in p.runs.values()} - set(OFFICIAL_TRAIN) <= {
+        c.config.dataset for c in p.runs.values() if c.config.dataset.startswith("synthetic-")}
+    plans.check_images(p, list(p.runs), labels_of)
+

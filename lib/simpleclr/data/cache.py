@@ -128,6 +128,11 @@ def open_raw(folder: Path, meta: dict) -> RawDataset:
     return RawDataset(splits, meta["classes"], meta.get("coarse_classes"), meta.get("extra", {}))
 
 
+def load_labels_array(folder: Path, split: str) -> torch.Tensor:
+    """The labels of one cached split, without its images."""
+    return torch.from_numpy(np.load(folder / f"{split}-labels.npy"))
+
+
 def load_arrays(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """(images, labels, coarse labels or None) of one cached split, read into memory."""
     images = torch.from_numpy(np.load(folder / f"{split}-images.npy"))

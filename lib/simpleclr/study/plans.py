@@ -2,9 +2,9 @@
 
 A plan (``plans/<name>.yaml``, read and validated by :func:`simpleclr.study.planfile.load_plan`) names
 its runs, the notebook (= stage) each one executes, its parameters and what the report does with
-it. :func:`run_plan` checks the data every run needs, executes the runs in dependency order,
-skipping finished ones and resuming partial ones, then renders the report; :func:`show_plan`
-lists status and an estimate of the time left (:mod:`simpleclr.study.estimate`).
+it. :func:`run_plan` checks the data every run needs and that each run's images fit its config,
+executes the runs in dependency order, skipping finished ones and resuming partial ones, then
+renders the report; :func:`show_plan` lists status and an estimate of the time left (:mod:`simpleclr.study.estimate`).
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
+from ..config import ConfigError, StageConfig
 from ..types import PathLike
 from ..errors import one_line
 from .estimate import Estimator, PlanClock, estimate_runs
@@ -29,6 +30,9 @@ from .planfile import REPO_ROOT, Plan, PlanError, RunSpec, load_plan
 from ..runs.rundir import RunDir, atomic_write_json, git_commit
 from ..runs.watch import RunWatch, fmt_seconds
 from ..report.model import MAIN_ROWS, MANIFEST
+
+if TYPE_CHECKING:
+    import torch
 
 
 REPORT_NOTEBOOK = "report"
@@ -67,6 +71,41 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
                 hint = (f"; the quick and full plans pass it to every run from the environment: "
                         f"export {ACCEPT_ENV}=<sha256>") + hint
             raise PlanError(f"{e}{hint}") from None
+
+
+def check_images(plan: Plan, names: Sequence[str],
+                 labels_of: Optional[Callable[[StageConfig], "torch.Tensor"]] = None) -> None:
+    """Every run's images fit its config (a batch no larger than its images, a label share that
+    leaves validation images; :func:`simpleclr.training.preflight.check_images`), checked from the
+    datasets' labels before any run starts. ``labels_of`` gives a config's training labels (the
+    data layer's, by default; a test passes the official counts).
+
+    Raises :class:`PlanError` naming the first run that fails, how many more do and what to do.
+    """
+    from .. import data
+    from ..training.preflight import check_images as check_run
+
+    cache: dict[tuple, "torch.Tensor"] = {}
+
+    def from_data(c: StageConfig) -> "torch.Tensor":
+        key = (c.dataset, getattr(c, "split", "train"), c.data_dir, c.accept_checksum)
+        if key not in cache:
+            cache[key] = data.load_labels(c.dataset, key[1], root=c.data_dir,
+                                          accept_checksum=c.accept_checksum)
+        return cache[key]
+
+    failed = []
+    for n in names:
+        c = plan.runs[n].config
+        try:
+            check_run(c, (labels_of or from_data)(c))
+        except (ConfigError, data.DataError) as e:
+            failed.append((n, e))
+    if failed:
+        n, e = failed[0]
+        more = f" ({len(failed) - 1} more runs fail this check: {', '.join(m for m, _ in failed[1:4])}" + (
+            ", ..." if len(failed) > 4 else "") + ")" if len(failed) > 1 else ""
+        raise PlanError(f"run {n} cannot start: {e}{more}; nothing has run")
 
 
 def uses_imagenet(spec: RunSpec) -> bool:
@@ -159,6 +198,7 @@ def _before_runs(p: Plan, names: Sequence[str], statuses: dict[str, str]) -> tup
                         "gives it now: delete that folder to redo it, or use another --outputs folder")
     todo = [n for n in names if statuses[n] not in ("done", "broken")]
     check_data(p, todo)
+    check_images(p, todo)
     write_standins(p)
     unavailable: dict[str, str] = {}
     if any(uses_imagenet(p.runs[n]) for n in todo):

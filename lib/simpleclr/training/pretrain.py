@@ -25,7 +25,7 @@ from .loop import (TrainParts, data_record, finish_step, fit_schedule, last_valu
                    loss_input, parallel_model, rehearsal_cut, run_training_stage, seed_of, to_channels_last,
                    train_loop, train_parts)
 
-__all__ = ["pretrain_simclr", "simclr_step", "SimCLRParts", "build_simclr", "default_blur_prob"]
+__all__ = ["pretrain_simclr", "pretrain_images", "simclr_step", "SimCLRParts", "build_simclr", "default_blur_prob"]
 
 
 def simclr_step(parts: "SimCLRParts", images: torch.Tensor, generator: Optional[torch.Generator],
@@ -87,8 +87,7 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distrib
         return done
     seed_everything(cfg.seed)
     split = load_data(cfg, cfg.split)
-    train_idx, val_idx = _pretrain_images(split, cfg.val_fraction, cfg.seed, cfg.subset_fraction,
-                                          cfg.subset_seed)
+    train_idx, val_idx = pretrain_images(cfg, split.labels)
     _, total, _, warmup = fit_schedule(cfg, len(train_idx), world)
     if world.is_main:
         run.start(cfg, data=data_record(split, train_idx, val_idx), device=str(runtime.device))
@@ -146,19 +145,20 @@ def _knn_monitor(cfg: PretrainConfig, encoder: nn.Module, split: "data_mod.Split
     return monitor_epoch
 
 
-def _pretrain_images(split: "data_mod.Split", val_fraction: float, seed: int, subset_fraction: float,
-                     subset_seed: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(train_idx, val_idx or None) for SimCLR: the kNN monitor's val images first, then the size
-    study's subset of the rest. Not a label budget (pretraining reads no labels), so not
-    ``data.labelled_split``: a fixed monitor set keeps the size study's subsets nested."""
-    n = len(split)
-    if split.labelled and val_fraction > 0:
-        train_idx, val_idx = data_mod.train_val_split(split.labels, val_fraction, seed)
+def pretrain_images(cfg: PretrainConfig, labels: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(train_idx, val_idx or None) into the split whose ``labels`` these are: the kNN monitor's
+    val images first, then the size study's subset of the rest. Not a label budget (pretraining
+    reads no labels), so not ``data.labelled_split``: a fixed monitor set keeps the size study's
+    subsets nested. Decided by the labels alone, so a plan checks it before any run
+    (:mod:`simpleclr.training.preflight`)."""
+    labelled = len(labels) == 0 or int(labels.min()) >= 0
+    if labelled and cfg.val_fraction > 0:
+        train_idx, val_idx = data_mod.train_val_split(labels, cfg.val_fraction, cfg.seed)
     else:
-        train_idx, val_idx = torch.arange(n), None
-    if subset_fraction < 1.0:
-        train_idx = train_idx[data_mod.stratified_subset(split.labels[train_idx], subset_fraction,
-                                                         subset_seed)]
+        train_idx, val_idx = torch.arange(len(labels)), None
+    if cfg.subset_fraction < 1.0:
+        train_idx = train_idx[data_mod.stratified_subset(labels[train_idx], cfg.subset_fraction,
+                                                         cfg.subset_seed)]
     return train_idx, val_idx
 
 

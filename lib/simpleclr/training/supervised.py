@@ -197,6 +197,17 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     return run_training_stage(cfg, out_dir, _train_supervised)
 
 
+def labelled_images(cfg: SupervisedConfig, labels: torch.Tensor) -> "data_mod.LabelledSplit":
+    """The labelled images the run trains and validates on, as indices into the split whose
+    ``labels`` these are: the probes' ones at the same share and seed (``data.labelled_split``).
+    Decided by the labels alone, so a plan checks it before any run
+    (:mod:`simpleclr.training.preflight`)."""
+    if len(labels) and int(labels.min()) < 0:
+        raise ConfigError(f"SupervisedConfig.split={cfg.split!r} of {cfg.dataset} has unlabelled "
+                          "images: choose a labelled split (e.g. train)")
+    return data_mod.labelled_split(labels, cfg.subset_fraction, cfg.val_fraction, cfg.subset_seed)
+
+
 def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
                       world: distributed.World, out_dir: PathLike) -> dict:
     """:func:`train_supervised`'s work, with the run folder's lock held."""
@@ -204,11 +215,7 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
     if done is not None:
         return done
     split = load_data(cfg, cfg.split, upsample=True)
-    if not split.labelled:
-        raise ConfigError(f"SupervisedConfig.split={cfg.split!r} of {cfg.dataset} has unlabelled "
-                          "images: choose a labelled split (e.g. train)")
-    labelled = data_mod.labelled_split(split.labels, cfg.subset_fraction, cfg.val_fraction,
-                                       cfg.subset_seed)
+    labelled = labelled_images(cfg, split.labels)
     fit_schedule(cfg, len(labelled.fit), world)  # a bad fit fails here, before any trial
     # Trials choose on validation, then the run refits on every labelled image, as a probe does;
     # without a choice to make, a held-out share only watches the run.
