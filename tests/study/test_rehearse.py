@@ -145,3 +145,40 @@ def test_every_run_of_every_shipped_plan_fits_the_real_datasets(name, tmp_path):
         c.config.dataset for c in p.runs.values() if c.config.dataset.startswith("synthetic-")}
     plans.check_images(p, list(p.runs), labels_of)
 
+
+# The report's sections and the line a section shows when the plan has no runs for it.
+SECTIONS = {"finetune": ("Fine-tuning on CIFAR-100", "no fine-tuning runs"),
+            "label_efficiency": ("by share of CIFAR-100 labels", "no label-efficiency runs"),
+            "size_study": ("by pretraining-set size", "no size-study runs"),
+            "hparam": ("Hyperparameter study", "no hyperparameter runs")}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_plans_report_draws_every_section_its_runs_feed(name, tmp_path, monkeypatch):
+    """Run folders shaped exactly like the plan's (its run names, configs and report roles; made-up
+    results), then the report notebook's cells in this process: every section the plan feeds is
+    drawn with every run behind it, the others say they have none."""
+    import zlib
+
+    from helpers.reportcells import execute_report_cells
+    from helpers.studyfolders import build_study
+
+    text = find_plan_file(name).read_text()
+    p = load_plan(find_plan_file(name), tmp_path / "outputs")
+    results = {}
+    for n, spec in p.runs.items():
+        top1 = 5.0 + zlib.crc32(n.encode()) % 50
+        results[n] = (top1, min(100.0, top1 + 25.0))
+    study = build_study(tmp_path, text, results)
+    cells, ns = execute_report_cells(study.outputs, monkeypatch, tsne_points=60)
+    shown = "\n".join(cells)
+    roles = {k for spec in p.runs.values() for k in spec.report}
+    for role, (title, none) in SECTIONS.items():
+        assert (title in shown) == (role in roles) and (none in shown) == (role not in roles), role
+    for n in p.runs:  # the provenance table lists every run
+        assert f">{n}<" in shown, n
+    seeds: dict = {}  # each main row over all its seeds (three per row in the full plan)
+    for spec in p.runs.values():
+        if "row" in spec.report:
+            seeds[spec.report["row"]] = seeds.get(spec.report["row"], 0) + 1
+    assert {r: int(ns["main"].loc[r, "n"]) for r in seeds} == seeds
