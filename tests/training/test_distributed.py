@@ -472,7 +472,10 @@ LAUNCH = f"{sys.executable} -m torch.distributed.run --standalone --nproc-per-no
 
 
 @pytest.mark.slow
-def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
+def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd, monkeypatch):
+    systmp = tmp_path / "systmp"  # the launched processes' temp folder
+    systmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(systmp))
     data_dir = str(tmp_path / "data")
     prepare(TINY_4, root=data_dir, image_size=8)
     cfg = _pretrain_cfg(data_dir).replace(epochs=1, launcher=LAUNCH)
@@ -492,6 +495,9 @@ def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd):
     out = linear_eval(probe, tmp_path / "probe")
     assert 0.0 <= out["top1"] <= out["top5"] <= 100.0
     assert out == RunDir(tmp_path / "probe").read_result()
+    # torchrun's log folders went in the launcher's own temporary folder (torch's inductor cache,
+    # one folder every process on the machine reuses, may be there)
+    assert [p.name for p in systmp.glob("torchelastic_*")] == []
 
 
 @pytest.mark.slow

@@ -112,7 +112,9 @@ def run_launched(cfg: StageConfig, out_dir: PathLike) -> dict:
         config_file.write_text(json.dumps(cfg.replace(launcher=None).to_dict()))
         argv = command(cfg, out, config_file)
         print(f"launching: {shlex.join(argv)}", flush=True)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # torchrun's per-run log folders (``--log-dir``, read from PET_LOG_DIR) go in this temporary
+        # folder, removed below, not in one of their own left in the system's temp folder per launch
+        env = {"PET_LOG_DIR": str(Path(tmp) / "torchrun-logs"), **os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
         try:
             reason = _stream(proc)
