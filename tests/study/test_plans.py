@@ -437,10 +437,11 @@ def test_work_units_follow_the_config():
     epoch = 4500 + 500 / 3
     assert estimate.work_units("supervised", cfg) == pytest.approx(2 * epoch + 10000 / 3)
     assert estimate.work_text("supervised", cfg).startswith("9,000 training images (2 epochs of 4,500) at 32 px")
-    # choosing the encoder lr among 3 values adds 3 trials of trial_epochs (at most epochs)
+    # choosing the encoder lr among 3 values adds 3 trials of trial_epochs (at most epochs) on the
+    # 4,500, then the run refits on all 5,000 with none held out
     tuned = SupervisedConfig(dataset="cifar100", subset_fraction=0.1, epochs=2, warmup_epochs=0,
                              init="runs/pre", encoder_lr_grid=(0.1, 0.3, 1.0), trial_epochs=1).to_dict()
-    assert estimate.work_units("supervised", tuned) == pytest.approx((2 + 3) * epoch + 10000 / 3)
+    assert estimate.work_units("supervised", tuned) == pytest.approx(3 * epoch + 2 * 5000 + 10000 / 3)
     one = {**tuned, "encoder_lr_grid": [0.3], "trial_epochs": 5}  # one value: no trials
     assert estimate.work_units("supervised", one) == pytest.approx(2 * epoch + 10000 / 3)
 

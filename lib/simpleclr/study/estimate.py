@@ -92,9 +92,8 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     if stage == "pretrain":
         return pretrain_images(cfg, n_train) * area
     if stage == "supervised":
-        train, epochs = supervised_passes(cfg, n_train)
-        _, val = supervised_split(cfg, n_train)
-        return (train + epochs * val / 3 + (n_test or 0) / 3) * area
+        train, _, val = supervised_passes(cfg, n_train)
+        return (train + val / 3 + (n_test or 0) / 3) * area
     if stage == "linear_eval":
         return (n_train * cfg.get("label_fraction", 1.0) + (n_test or 0)) / 3 * area
     return None
@@ -116,17 +115,22 @@ def supervised_split(cfg: dict, n_train: int) -> tuple[float, float]:
     return labelled - val, val
 
 
-def supervised_passes(cfg: dict, n_train: int) -> tuple[float, int]:
-    """(training-image passes, epochs begun) of a supervised run: ``steps`` batches when set, else
-    its epochs over the fit part, plus one trial per encoder lr scale when it chooses among several
-    (``supervised._choose_encoder_lr``; trials need ``steps`` None)."""
-    fit, _ = supervised_split(cfg, n_train)
+def supervised_passes(cfg: dict, n_train: int) -> tuple[float, int, float]:
+    """(training-image passes, epochs begun, validation-image passes) of a supervised run:
+    ``steps`` batches when set, else its epochs over the fit part, validated each epoch. When it
+    chooses among several encoder lr scales, first one trial per scale over the fit part
+    (validated each epoch), then its epochs over every labelled image with none held out: the
+    refit (``supervised._choose_encoder_lr``; trials need ``steps`` None)."""
+    fit, val = supervised_split(cfg, n_train)
     if cfg.get("steps"):
         train = cfg["steps"] * cfg["batch_size"]
-        return train, max(1, math.ceil(train / max(fit, 1.0)))
+        epochs = max(1, math.ceil(train / max(fit, 1.0)))
+        return train, epochs, epochs * val
     grid = set(cfg.get("encoder_lr_grid") or ())
-    epochs = cfg["epochs"] + (len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"]) if len(grid) > 1 else 0)
-    return epochs * fit, epochs
+    if len(grid) > 1:
+        trials = len(grid) * min(cfg.get("trial_epochs", 20), cfg["epochs"])
+        return trials * fit + cfg["epochs"] * (fit + val), trials + cfg["epochs"], trials * val
+    return cfg["epochs"] * fit, cfg["epochs"], cfg["epochs"] * val
 
 
 def work_text(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> str:
@@ -140,7 +144,7 @@ def work_text(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) ->
         return f"{pretrain_images(cfg, n_train):,.0f} images x 2 views at {size} px"
     if stage == "supervised":
         fit, _ = supervised_split(cfg, n_train)
-        train, _ = supervised_passes(cfg, n_train)
+        train, _, _ = supervised_passes(cfg, n_train)
         return (f"{train:,.0f} training images ({train / max(fit, 1.0):.3g} epochs of {fit:,.0f}) at "
                 f"{size} px, plus validation and {n_test:,} test images")
     return f"features of {n_train * cfg.get('label_fraction', 1.0) + n_test:,.0f} images at {size} px"
