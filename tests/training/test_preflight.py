@@ -61,7 +61,9 @@ def test_the_counts_equal_what_a_pretraining_run_records(tmp_path):
     cfg = PretrainConfig(dataset=DATASET, data_dir=str(tmp_path / "data"), subset_fraction=0.5, batch_size=40,
                          epochs=1, warmup_epochs=0, image_size=8, width=16, proj_hidden=32, proj_out=16,
                          progress=False, num_threads=1, knn_every=0)
-    counts = check_images(cfg, data.load_labels(DATASET, root=tmp_path / "data"))
+    labels = data.load_labels(DATASET, root=tmp_path / "data")
+    assert torch.equal(labels, data.load_split(DATASET, root=tmp_path / "data").labels)  # without the images
+    counts = check_images(cfg, labels)
     rec = tmp_path / "run"
     pretrain_simclr(cfg, rec)
     record = json.loads((rec / "config.json").read_text())["data"]

@@ -136,7 +136,7 @@ def load_labels_array(folder: Path, split: str) -> torch.Tensor:
 def load_arrays(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """(images, labels, coarse labels or None) of one cached split, read into memory."""
     images = torch.from_numpy(np.load(folder / f"{split}-images.npy"))
-    labels = torch.from_numpy(np.load(folder / f"{split}-labels.npy"))
+    labels = load_labels_array(folder, split)
     coarse_path = folder / f"{split}-coarse.npy"
     coarse = torch.from_numpy(np.load(coarse_path)) if coarse_path.exists() else None
     return images, labels, coarse
