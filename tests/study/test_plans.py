@@ -307,7 +307,7 @@ def test_a_run_whose_batch_outgrows_its_images_stops_the_plan_before_any_run(tmp
     # synthetic-cifar100:train=2 is 100 classes x 2 images; the kNN monitor holds one a class out
     # and a quarter of the other rounds up to it (at least one a class): 100 images
     assert "run small-s0 cannot start: PretrainConfig.batch_size=128 is larger than the 100 training images" in msg
-    assert "(1 more runs fail this check: small-s1)" in msg and "nothing has run" in msg and "\n" not in msg
+    assert "(1 more runs fail this check: small-s1)" in msg and "no run was started" in msg and "\n" not in msg
     assert not (tmp_path / "out" / "t" / "pre").exists()
 
 

@@ -4,7 +4,8 @@ A plan (``plans/<name>.yaml``, read and validated by :func:`simpleclr.study.plan
 its runs, the notebook (= stage) each one executes, its parameters and what the report does with
 it. :func:`run_plan` checks the data every run needs and that each run's images fit its config,
 executes the runs in dependency order, skipping finished ones and resuming partial ones, then
-renders the report; :func:`show_plan` lists status and an estimate of the time left (:mod:`simpleclr.study.estimate`).
+renders the report; :func:`show_plan` lists status and an estimate of the time left
+(:mod:`simpleclr.study.estimate`).
 """
 from __future__ import annotations
 
@@ -103,9 +104,11 @@ def check_images(plan: Plan, names: Sequence[str],
             failed.append((n, e))
     if failed:
         n, e = failed[0]
-        more = f" ({len(failed) - 1} more runs fail this check: {', '.join(m for m, _ in failed[1:4])}" + (
-            ", ..." if len(failed) > 4 else "") + ")" if len(failed) > 1 else ""
-        raise PlanError(f"run {n} cannot start: {e}{more}; nothing has run")
+        more = ""
+        if len(failed) > 1:
+            others = ", ".join(m for m, _ in failed[1:4]) + (", ..." if len(failed) > 4 else "")
+            more = f" ({len(failed) - 1} more runs fail this check: {others})"
+        raise PlanError(f"run {n} cannot start: {e}{more}; no run was started")
 
 
 def uses_imagenet(spec: RunSpec) -> bool:
