@@ -30,7 +30,8 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files with the most tests marked slow first, each file's tests in their own order.
+    """Tests marked rehearsal skipped without ``--rehearsals``; then files with the most tests
+    marked slow first, each file's tests in their own order.
 
     pytest-xdist (``--dist loadfile``) hands out whole files in collection order as its workers
     free up; with the long files last (``training/`` sorts after the rest) one worker ran the
