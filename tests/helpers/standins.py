@@ -4,12 +4,12 @@ pre-run check (``plans.check_images``): the executed rehearsals of the shipped p
 where the real data are absent."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 
 from simpleclr.data.cifar import write_cifar100_archive
+from simpleclr.data.fetch import file_hashes
 from simpleclr.data.tinyimagenet import write_tiny_imagenet_zip
 
 # The fewest a class that pass every shipped plan's check: CIFAR-100's 1% label share must leave a
@@ -24,10 +24,6 @@ def _images(labels: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarr
     colour = (np.arange(256)[:, None] * np.array([37, 91, 53]) % 256).astype(np.int16)
     noise = rng.integers(-8, 9, (len(labels), size, size, 3), dtype=np.int16)
     return np.clip(colour[labels % 256][:, None, None, :] + noise, 0, 255).astype(np.uint8)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_official_standins(root: Path, seed: int = 0) -> list[str]:
@@ -48,4 +44,4 @@ def write_official_standins(root: Path, seed: int = 0) -> list[str]:
     val = list(zip(_images(val_labels, 64, rng), (wnids[c] for c in val_labels)))
     tiny = write_tiny_imagenet_zip(root / "tiny-imagenet-200.zip", train, val,
                                    list(_images(np.zeros(2, int), 64, rng)), {w: f"thing{w}, other" for w in wnids})
-    return [sha256(cifar), sha256(tiny)]
+    return [file_hashes(cifar)[1], file_hashes(tiny)[1]]
