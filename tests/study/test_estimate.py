@@ -40,9 +40,10 @@ class _Run:
     path: Path
 
 
-def test_each_stage_is_timed_by_its_own_step(tmp_path, monkeypatch):
+def test_each_stage_is_timed_by_its_own_step_at_the_runs_shape(tmp_path, monkeypatch):
     """Pretraining is priced by bench's SimCLR step (two views, augmentation, NT-Xent), supervised
-    training by the supervised step: each timed once per precision, at MEASURE_BATCH and 32 px."""
+    training by the supervised step: each timed once per precision and step shape, at the run's own
+    side and batch (capped at MEASURE_BATCH)."""
     seen = []
 
     def case(kind):
@@ -62,18 +63,33 @@ def test_each_stage_is_timed_by_its_own_step(tmp_path, monkeypatch):
     assert all(i.batch_size == estimate.MEASURE_BATCH and i.rt.precision == "fp32" and i.image_size == 32
                for _, i in seen)
 
-    cfg = PretrainConfig(dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32")
+    # a 32 px run of batch 256: timed at 32 px and the cap (already measured above)
+    cfg = PretrainConfig(dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32", batch_size=256)
     sec, basis = est.seconds(_Run(cfg, tmp_path / "run"))
     units = estimate.work_units("pretrain", cfg.to_dict())
     assert units == pytest.approx(50000 * (1 - cfg.val_fraction))  # the registry's 50,000 images
     assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 9.0 + units * 1.6 / estimate.MEASURE_BATCH)
     assert "timed the SimCLR step now" in basis and "45,000 images x 2 views at 32 px" in basis
-    sup = SupervisedConfig(dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32")
+    sup = SupervisedConfig(dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32", batch_size=128)
     sec, basis = est.seconds(_Run(sup, tmp_path / "sup"))
     units = estimate.work_units("supervised", sup.to_dict())
     assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 7.0 + units * 0.64 / estimate.MEASURE_BATCH)
     assert "timed the supervised step now" in basis
-    assert len(seen) == 2  # timed once per precision and step
+    assert len(seen) == 2  # timed once per precision, step and shape
+
+    # a 16 px run of batch 64 is timed at its own shape, and costs what that step costs per image
+    # times its images: the area scaling cancels, whatever 32 px costs
+    times["simclr"] = bench.Timing(0.5, 2.0)
+    small = PretrainConfig(dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32", batch_size=64,
+                           image_size=16)
+    sec, basis = est.seconds(_Run(small, tmp_path / "small"))
+    assert (seen[-1][1].image_size, seen[-1][1].batch_size) == (16, 64) and len(seen) == 3
+    assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 2.0 + 45000 * 0.5 / 64)
+    assert "at 16 px, batch 64" in basis
+    # a probe behind the ImageNet stem at 64 px: its convolutions see 16 px, timed there at the cap
+    assert estimate.step_shape({"encoder": "imagenet", "image_size": 64, "dataset": "cifar100"}) == (16, 128)
+    assert estimate.step_shape({"image_size": 64, "dataset": "cifar100", "batch_size": 32}) == (64, 32)
+    assert estimate.step_shape({"dataset": "tiny-imagenet"}) == (64, estimate.MEASURE_BATCH)
 
 
 def test_importing_plans_does_not_import_torch():

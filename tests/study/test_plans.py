@@ -255,7 +255,7 @@ def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
 
 
 def test_status_and_show(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto", stage="supervised": (0.01, 5.0))
+    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, *a, **k: (0.01, 5.0))
     p = load(tmp_path, BASE)
     assert p.runs["pre"].status() == "todo"
     RunDir(p.runs["pre"].path).start(p.runs["pre"].config)
@@ -522,7 +522,7 @@ def test_a_damaged_result_json_marks_its_run_broken_and_the_plan_and_report_go_o
     with pytest.raises(ValueError, match="is damaged"):  # what code tolerating a torn file catches
         RunDir(p.runs["pre"].path).read_result()
     capsys.readouterr()
-    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto", stage="supervised": (0.01, 5.0))
+    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, *a, **k: (0.01, 5.0))
     assert plans.show_plan(write_plan(tmp_path, FOUR), outputs=tmp_path / "out") == 0
     shown = capsys.readouterr().out
     assert "3 done, 0 partial, 0 todo, 1 broken" in shown

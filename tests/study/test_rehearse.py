@@ -50,7 +50,7 @@ def test_a_rehearsal_runs_every_run_cut_short_and_records_it_apart_from_the_real
     (tmp_path / "tiny.yaml").write_text(PLAN)
     rendered: list = []
     monkeypatch.setattr(plans, "render_report", lambda p, report_dir, kernel=None: rendered.append(p) or "")
-    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, precision="auto", stage="supervised": (0.01, 0.0))
+    monkeypatch.setattr(estimate.Estimator, "measure", lambda self, *a, **k: (0.01, 0.0))
     assert rehearse.rehearse_plan(tmp_path / "tiny.yaml", outputs=tmp_path / "rehearsal", images=8,
                                   progress=False) == 0
     # the plan as the rehearsal's root resolves it (run references point into its own folders)

@@ -5,9 +5,12 @@ image is one image of a SimCLR step: two views, their augmentation and the NT-Xe
 pass alone counts 1/3 of a supervised image), from its config and its dataset's image counts in the
 data registry (:func:`simpleclr.data.get_spec`). Seconds per unit come, in order of preference,
 from a finished run of the same config here (its recorded wall time), from finished runs of the
-same stage here (the fastest rate: runs that shared the machine with other work were slower, not
-the machine), or from timing the trainer's own step of that stage now with
-:mod:`simpleclr.study.bench` (the SimCLR step for pretraining, the supervised step otherwise).
+same stage and step shape here (the fastest rate: runs that shared the machine with other work were
+slower, not the machine), or from timing the trainer's own step of that stage now with
+:mod:`simpleclr.study.bench` (the SimCLR step for pretraining, the supervised step otherwise) at
+the run's own shape (:func:`step_shape`). Rates are never carried from one shape to another by
+the area alone: on a 2-core AVX512-BF16 CPU a 16 px SimCLR image at batch 128 costs 5.1 ms against
+13.1 ms at 32 px, 39% of it where the area says 25%.
 
 :class:`PlanClock` lives here too: it is nothing but arithmetic on these estimates (totals by stage,
 the budget warning, the time left rescaled by how the finished runs compared with theirs), and it
@@ -27,7 +30,10 @@ from ..runs.watch import fmt_seconds
 # Per notebook in a plan's shared kernel: data loading and the run folder (the kernel's start and
 # imports are paid once; the smoke plan's 24 notebooks took 108 s in one kernel, 210-266 s in fresh ones)
 NOTEBOOK_OVERHEAD_S = 3.0
-MEASURE_BATCH = 32  # images per timed step: small enough for a few seconds on a 2-core CPU
+# Timed steps take the run's batch up to this many images: the cost per image falls with the batch
+# (16 px SimCLR on a 2-core AVX512-BF16 CPU: 7.8 ms an image at batch 32, 5.1 ms at 128), and one
+# step of 128 still takes seconds on a 2-core CPU
+MEASURE_BATCH = 128
 
 
 class RunLike(Protocol):
@@ -71,6 +77,20 @@ def native_size(name: str) -> int:
     return (spec.native_size if spec is not None else None) or 32
 
 
+def _imagenet_stem(cfg: dict) -> bool:
+    weights = str(cfg.get("encoder") or cfg.get("init") or "")
+    return cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
+
+
+def step_shape(cfg: dict) -> tuple[int, int]:
+    """(side, batch) at which a run's step is timed: the side its convolutions see past the stem
+    (a quarter of the input behind the ImageNet stem, which downsamples by 4; the CIFAR stem keeps
+    it) and its batch up to :data:`MEASURE_BATCH` (a probe has none: that many)."""
+    size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
+    side = max(1, round(size / (4 if _imagenet_stem(cfg) else 1)))
+    return side, min(int(cfg.get("batch_size") or MEASURE_BATCH), MEASURE_BATCH)
+
+
 def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> Optional[float]:
     """Compute a run costs, in ResNet-18 training-image passes at 32 px (a forward pass: 1/3).
 
@@ -85,10 +105,8 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
         return None
     n_train, n_test = sizes
     size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
-    weights = str(cfg.get("encoder") or cfg.get("init") or "")
-    imagenet_stem = cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
     width = cfg.get("width", RESNET18_WIDTH)
-    area = (size / (4 if imagenet_stem else 1) / 32) ** 2 * (width / RESNET18_WIDTH) ** 2
+    area = (size / (4 if _imagenet_stem(cfg) else 1) / 32) ** 2 * (width / RESNET18_WIDTH) ** 2
     if stage == "pretrain":
         return pretrain_images(cfg, n_train) * area
     if stage == "supervised":
@@ -174,7 +192,8 @@ class Estimator:
             if res and res.get("wall_time_s") and host == self.host and cfg.get("stage") in STAGES:
                 self.finished.append({"stage": cfg["stage"], "fingerprint": cfg.get("fingerprint"),
                                       "config": cfg.get("config") or {}, "seconds": float(res["wall_time_s"]),
-                                      "sizes": self._sizes(cfg, res)})
+                                      "sizes": self._sizes(cfg, res),
+                                      "shape": step_shape(cfg.get("config") or {})})
 
     @staticmethod
     def _sizes(cfg: dict, res: dict) -> Optional[tuple[int, int]]:
@@ -188,10 +207,11 @@ class Estimator:
             return (round(res["n_train"] / frac), int(res.get("n_test") or 0))
         return None
 
-    def _rate(self, stage: str, precision: str) -> tuple[Optional[float], str]:
+    def _rate(self, stage: str, precision: str, shape: tuple[int, int]) -> tuple[Optional[float], str]:
         rates = []
         for r in self.finished:
-            if r["stage"] != stage or r["config"].get("precision", "auto") != precision:
+            if (r["stage"] != stage or r["config"].get("precision", "auto") != precision
+                    or r["shape"] != shape):
                 continue
             units = work_units(r["stage"], r["config"], r["sizes"])
             if units:
@@ -199,27 +219,31 @@ class Estimator:
         if rates:
             # the fastest: a run that shared the cores with other work measured the load, not the
             # machine, and such runs are the common case on a shared machine
-            return min(rates), f"fastest of {len(rates)} finished {stage} run(s) here"
+            return min(rates), f"fastest of {len(rates)} finished {stage} run(s) of its shape here"
         return None, ""
 
-    def measure(self, precision: str = "auto", stage: str = "supervised") -> tuple[float, float]:
-        """(seconds per 32-px image of ``stage``'s training step, one-off warm-up seconds) here,
-        timed now.
+    def measure(self, precision: str = "auto", stage: str = "supervised",
+                shape: tuple[int, int] = (32, MEASURE_BATCH)) -> tuple[float, float]:
+        """(seconds per work unit of ``stage``'s training step at ``shape``, one-off warm-up
+        seconds) here, timed now.
 
         :mod:`simpleclr.study.bench`'s SimCLR step for ``stage="pretrain"``, its supervised step
-        otherwise, on :data:`MEASURE_BATCH` images at 32 px, once per precision and step. The first
+        otherwise, on a batch of ``shape = (side, batch)`` images, once per precision, step and
+        shape. The seconds per image are divided by the side's area relative to 32 px, so that
+        :func:`work_units` (which multiplies by it) gives back this shape's own seconds. The first
         three steps (oneDNN's kernel preparation, paid again by every fresh notebook) are the
         warm-up; the median of three more gives the rate.
         """
         kind = "pretrain" if stage == "pretrain" else "supervised"
-        key = f"{precision}/{kind}"
+        key = f"{precision}/{kind}/{shape[0]}px/{shape[1]}"
         if key not in self._measured:
             from . import bench
 
-            inp = bench.make_inputs(batch_size=MEASURE_BATCH, image_size=32, precision=precision)
+            side, batch = shape
+            inp = bench.make_inputs(batch_size=batch, image_size=side, precision=precision)
             case = bench.simclr_case(inp) if kind == "pretrain" else bench.supervised_case(inp)
             timing = bench.time_steps(case, inp.rt.device, warmup=3, repeats=3, steps=1)
-            self._measured[key] = (timing.seconds / MEASURE_BATCH, timing.warmup_s)
+            self._measured[key] = (timing.seconds / batch / (side / 32) ** 2, timing.warmup_s)
         return self._measured[key]
 
     def seconds(self, spec: RunLike) -> tuple[Optional[float], str]:
@@ -234,13 +258,16 @@ class Estimator:
         if units is None:
             return None, f"dataset {cfg.get('dataset')} has no known size"
         stage = spec.config.stage
-        rate, basis = self._rate(stage, cfg.get("precision", "auto"))
+        shape = step_shape(cfg)
+        rate, basis = self._rate(stage, cfg.get("precision", "auto"), shape)
         overhead = NOTEBOOK_OVERHEAD_S
         if rate is None:
-            rate, warmup = self.measure(cfg.get("precision", "auto"), stage)
+            rate, warmup = self.measure(cfg.get("precision", "auto"), stage, shape)
             overhead += warmup if stage != "linear_eval" else warmup / 3
             step = "SimCLR" if stage == "pretrain" else "supervised"
-            basis = f"timed the {step} step now ({1 / rate:.0f} img/s at 32 px, {warmup:.0f} s warm-up)"
+            per_second = 1 / (rate * (shape[0] / 32) ** 2)
+            basis = (f"timed the {step} step now ({per_second:.0f} img/s at {shape[0]} px, batch "
+                     f"{shape[1]}, {warmup:.0f} s warm-up)")
         return overhead + units * rate * left, f"{basis}; {work_text(stage, cfg)}"
 
     @staticmethod
