@@ -19,7 +19,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "SimCLR": ("temperature", "jitter_strength", "crop_scale_min", "blur_prob", "knn_every", "knn_k",
                "knn_temperature", "knn_max_bank"),
     "fine-tuning": ("encoder_lr_scale", "encoder_lr_grid", "trial_epochs"),
-    "linear probe": ("probe_layer", "weight_decays", "probe_max_iter", "feature_batch_size", "save_features"),
+    "linear probe": ("probe_layer", "val_folds", "weight_decays", "probe_max_iter", "feature_batch_size",
+                     "save_features"),
     "run": ("seed", "device", "precision", "channels_last", "compile", "num_threads", "sync_bn",
             "launcher", "checkpoint_every", "progress", "rehearsal"),
 }
@@ -77,6 +78,7 @@ DOCS: dict[str, str] = {
     "trial_epochs": "length of each encoder-lr trial in epochs (at most epochs)",
     # linear probe
     "weight_decays": "L2 penalties tried, chosen on validation; default: SimCLR's 45 values 1e-6 .. 1e5",
+    "val_folds": "k: weight decay chosen by k-fold cross-validation on all labelled images; 1: on val_fraction",
     "probe_max_iter": "L-BFGS iterations per fit (full batch: no epochs, batch size or lr)",
     "probe_layer": "encoder: the encoder output h (the protocol); projection: a SimCLR run's head output g(h)",
     "feature_batch_size": "images per forward pass while extracting features (memory only, not results)",

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from simpleclr.data import DataError, Split, index_digest, labelled_split, stratified_subset, train_val_split
+from simpleclr.data import (DataError, Split, index_digest, labelled_split, stratified_folds, stratified_subset,
+                            train_val_split)
 
 
 def imbalanced_labels(seed=0):
@@ -125,3 +126,24 @@ def test_labelled_split_without_validation_and_with_too_few_images():
     assert torch.equal(ls.fit, ls.labelled) and len(ls.val) == 0 and ls.record()["n_val"] == 0
     with pytest.raises(DataError, match="leave none for validation: raise label_fraction"):
         labelled_split(labels, 0.002, 0.1, seed=0)  # one image per class: nothing to hold out
+
+
+def test_folds_are_class_balanced_even_and_seeded():
+    labels = torch.randperm(503, generator=torch.Generator().manual_seed(4)) % 7  # 71 or 72 a class
+    fold = stratified_folds(labels, 5, seed=0)
+    assert fold.shape == labels.shape and set(fold.tolist()) == set(range(5))
+    sizes = torch.bincount(fold, minlength=5)
+    assert int(sizes.max() - sizes.min()) <= 1 and int(sizes.sum()) == 503
+    for c in range(7):  # every class spread over the folds as evenly as it can be
+        per_fold = torch.bincount(fold[labels == c], minlength=5)
+        assert int(per_fold.max() - per_fold.min()) <= 1, c
+    assert torch.equal(stratified_folds(labels, 5, seed=0), fold)
+    assert not torch.equal(stratified_folds(labels, 5, seed=1), fold)
+    # one image a class and fold, as at 1% of CIFAR-100's labels (5 a class): every fold holds each class
+    five = torch.arange(20) % 4
+    f5 = stratified_folds(five, 5, seed=0)
+    assert all(sorted(five[f5 == k].tolist()) == [0, 1, 2, 3] for k in range(5))
+    with pytest.raises(DataError, match="4 labelled images cannot make 5 folds"):
+        stratified_folds(torch.arange(4), 5, seed=0)
+    with pytest.raises(DataError, match="folds is invalid"):
+        stratified_folds(labels, 1, seed=0)

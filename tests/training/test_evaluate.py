@@ -222,8 +222,10 @@ def test_linear_eval_end_to_end_on_generated_cifar100(tmp_path, monkeypatch):
     assert sorted(r["weight_decay"] for r in rows) == sorted(WDS)
     best = max(rows, key=lambda r: (r["val_top1"], r["weight_decay"]))
     assert result["weight_decay"] == best["weight_decay"] and result["val_top1"] == best["val_top1"]
-    assert all(r["n_fit"] == 270 and r["n_val"] == 30 for r in rows)
-    assert (result["n_labelled"], result["n_fit"], result["n_val"]) == (300, 270, 30)
+    # 5-fold cross-validation: each fold's fit takes 240 images, and all 300 are validated once
+    assert all(r["n_fit"] == 240 and r["n_val"] == 300 and r["folds"] == 5 for r in rows)
+    assert (result["n_labelled"], result["n_fit"], result["n_val"], result["val_folds"]) == (300, 240, 300, 5)
+    assert result["val_digest"] == result["labelled_digest"]
     assert result["weight_decay_grid"] == sorted(WDS)
     assert result["weight_decay_at_strong_edge"] == (result["weight_decay"] == max(WDS))
 
@@ -253,6 +255,44 @@ def test_linear_eval_end_to_end_on_generated_cifar100(tmp_path, monkeypatch):
     assert linear_eval(cfg, out) == result
     with pytest.raises(RunConflict):
         linear_eval(cfg.replace(label_fraction=0.5), out)
+
+
+def test_cross_validation_pools_every_fold_as_an_independent_fit_does(tmp_path, monkeypatch):
+    """Each weight decay's validation accuracy is the fraction of labelled images that the probe
+    fitted on the other folds gets right: the same figure as scikit-learn's logistic regression
+    fitted fold by fold on the same features and folds (independent of our L-BFGS and warm starts),
+    and the choice is the best of them; one held-out split (val_folds=1) validates on its 30."""
+    from sklearn.linear_model import LogisticRegression
+
+    spy = _Spy(monkeypatch)
+    cfg = _cfg(tmp_path, weight_decays=(1e-3, 1e-1, 3.0))
+    result = linear_eval(cfg, tmp_path / "run")
+    rows = {r["weight_decay"]: r for r in RunDir(tmp_path / "run").read_metrics()}
+
+    train = data.load_split(SYNTH, "train", root=cfg.data_dir, image_size=16)
+    labelled = data.labelled_split(train.labels, cfg.label_fraction, cfg.val_fraction, cfg.label_seed)
+    y = train.labels[labelled.labelled].long()
+    x = extract_features(spy.encoder, train.images[labelled.labelled], train.mean, train.std, FP32)
+    fold = data.stratified_folds(y, 5, cfg.label_seed)
+    theirs = {}
+    for wd in cfg.weight_decays:
+        right = 0
+        for k in range(5):
+            fit, val = fold != k, fold == k
+            mu, sd = x[fit].mean(0), x[fit].std(0, unbiased=False).clamp_min(1e-6)
+            clf = LogisticRegression(C=1.0 / (int(fit.sum()) * wd), max_iter=5000, tol=1e-8)
+            clf.fit(((x[fit] - mu) / sd).double().numpy(), y[fit].numpy())
+            right += int((clf.predict(((x[val] - mu) / sd).double().numpy()) == y[val].numpy()).sum())
+        theirs[wd] = 100.0 * right / len(y)
+    assert max(theirs.values()) - min(theirs.values()) > 5  # the grid matters on this problem
+    for wd, acc in theirs.items():
+        assert rows[wd]["val_top1"] == pytest.approx(acc, abs=1.0), wd  # 1 point: 3 of 300 images
+    assert theirs[result["weight_decay"]] >= max(theirs.values()) - 1.0
+    assert result["val_top1"] == rows[result["weight_decay"]]["val_top1"]
+
+    one = linear_eval(cfg.replace(val_folds=1), tmp_path / "one")
+    assert (one["n_fit"], one["n_val"], one["val_folds"]) == (270, 30, 1)
+    assert one["val_digest"] == data.index_digest(labelled.val)
 
 
 def test_linear_eval_uses_the_checkpoints_normalisation_and_size(tmp_path, monkeypatch):

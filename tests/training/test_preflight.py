@@ -24,8 +24,12 @@ def test_counts_are_the_stages_shares_worked_out_by_hand():
     sup = SupervisedConfig(dataset=DATASET, subset_fraction=0.5, val_fraction=0.2, batch_size=80, epochs=1,
                            warmup_epochs=0)
     assert check_images(sup, LABELS) == {"n_train": 80, "n_val": 20}
-    probe = LinearEvalConfig(dataset=DATASET, label_fraction=0.1, val_fraction=0.5)
+    probe = LinearEvalConfig(dataset=DATASET, label_fraction=0.1, val_fraction=0.5, val_folds=1)
     assert check_images(probe, LABELS) == {"n_train": 10, "n_val": 10}
+    # 5-fold cross-validation: all 20 labelled images validate once, and the refit takes them all
+    assert check_images(probe.replace(val_folds=5), LABELS) == {"n_train": 20, "n_val": 20}
+    with pytest.raises(data.DataError, match="20 labelled images cannot make 21 folds"):
+        check_images(probe.replace(val_folds=21), LABELS)
 
 
 def test_a_batch_larger_than_the_images_fails_with_the_stages_message():

@@ -139,6 +139,24 @@ def train_val_split(labels: IndexLike, val_fraction: float,
             torch.from_numpy(np.flatnonzero(is_val).astype(np.int64)))
 
 
+def stratified_folds(labels: IndexLike, k: int, seed: int) -> torch.Tensor:
+    """Each sample's fold in ``0..k-1`` for k-fold cross-validation, class-balanced and drawn with
+    ``seed``: the samples ordered by class, then by a seeded key within it, are dealt to the folds
+    in turn, so every class spreads over the folds as evenly as it can (counts differ by at most
+    one) and the folds' sizes differ by at most one. Raises :class:`DataError` below ``k`` samples.
+    """
+    arr = _labels_array(labels)
+    if int(k) < 2:
+        raise DataError(f"k={k!r} folds is invalid: use an integer >= 2")
+    if len(arr) < k:
+        raise DataError(f"{len(arr)} labelled images cannot make {k} folds: raise label_fraction, "
+                        "or use fewer folds (val_folds)")
+    order = np.lexsort((_keys(len(arr), seed, 2), arr))
+    fold = np.empty(len(arr), dtype=np.int64)
+    fold[order] = np.arange(len(arr)) % int(k)
+    return torch.from_numpy(fold)
+
+
 @dataclass(frozen=True)
 class LabelledSplit:
     """The labelled training images of one stage, as sorted indices into the whole split:

@@ -314,15 +314,26 @@ def _values_text(values: Sequence[float]) -> str:
 def _labels_text(study: Study) -> str:
     """How every stage takes its labelled images, with the validation share the plan used."""
     shares = sorted({float(r.config.get("val_fraction", 0.1)) for r in study.runs.values()
-                     if r.stage in ("supervised", "linear_eval") and r.config})
+                     if r.stage in ("supervised", "linear_eval") and r.config
+                     and (r.stage == "supervised" or _probe_folds(r) == 1)})
     val = " / ".join(f"{100 * v:g}%" for v in shares) or "a share"
+    folds = sorted({_probe_folds(r) for r in study.runs.values() if r.stage == "linear_eval" and r.config})
+    how = (f"by {' / '.join(map(str, folds))}-fold cross-validation over all labelled images "
+           "(class-balanced folds drawn with *s*: each image is validated once, by the probe fitted "
+           "on the other folds)" if folds and min(folds) > 1 else "on the validation part")
     return ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
             "probe, `super`, fine-tuning — takes the same images: a class-balanced share *p* of "
             f"CIFAR-100 train (per class, rounded half up), then {val} of each class of them held out "
             "for validation, both drawn with *s*; each result.json records the counts and a digest "
             "of both sets, and the tables give each row's labelled-image count. The probe chooses "
-            "its weight decay on the validation part and refits on all labelled images; supervised "
+            f"its weight decay {how} and refits on all labelled images; supervised "
             "training and fine-tuning train on the rest and validate every epoch.")
+
+
+def _probe_folds(run: RunInfo) -> int:
+    """The folds a probe's weight decay was chosen by (1: one held-out split; older run folders,
+    written before folds existed, chose on one split)."""
+    return int((run.config or {}).get("val_folds", 1))
 
 
 def _finetune_text(study: Study) -> str:
@@ -424,7 +435,7 @@ def protocol(study: Study) -> str:
         "ImageNet stem for torchvision's weights). Each is evaluated on CIFAR-100 by the linear "
         "classification protocol: the encoder is frozen and in eval mode, features of un-augmented "
         "images are extracted once, and a multinomial logistic regression is fitted on them with its "
-        "weight decay chosen on a validation split carved from the labelled images "
+        f"weight decay chosen on validation {_probe_validation(study)} "
         f"(grid: {wds or 'n/a'}), "
         "then refitted on all of them; top-1/top-5 are measured once on the test set. "
         "`super` is trained and tested on CIFAR-100 directly; fine-tuning starts supervised training "
@@ -443,6 +454,15 @@ def protocol(study: Study) -> str:
     if study.manifest.get("estimate"):
         text += ["", f"**Plan sizing.** {study.manifest['estimate']}"]
     return "\n".join(text)
+
+
+def _probe_validation(study: Study) -> str:
+    """How the plan's probes validated: by k-fold cross-validation over the labelled images, or on
+    a split carved from them."""
+    folds = sorted({_probe_folds(r) for r in study.runs.values() if r.stage == "linear_eval" and r.config})
+    if folds and min(folds) > 1:
+        return f"by {' / '.join(map(str, folds))}-fold cross-validation over the labelled images"
+    return "on a split carved from the labelled images"
 
 
 def references_table() -> pd.DataFrame:

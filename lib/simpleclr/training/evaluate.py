@@ -307,8 +307,10 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
                                                        std, input_size, runtime)
     feature_seconds = time.perf_counter() - t_feat
     t_probe = time.perf_counter()
+    folds = (data.stratified_folds(sub_labels, cfg.val_folds, cfg.label_seed) if cfg.val_folds > 1
+             else None)
     probe = _probe_on_validation(cfg, run, train_feats, sub_labels, fit_idx, val_idx, num_classes,
-                                 runtime.device)
+                                 runtime.device, folds)
     test_logits = probe_logits(probe["final"], test_feats)
     test_acc = topk_accuracy(test_logits, test.labels)
     probe_seconds = time.perf_counter() - t_probe
@@ -318,7 +320,7 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
         _save_test_features(cfg, run, test_feats, test, source_name(meta))
     result = {"top1": test_acc["top1"], "top5": test_acc["top5"], **probe["choice"],
               "n_train": int(subset.numel()), "n_test": len(test), "num_classes": num_classes,
-              **labelled.record(),
+              **labelled.record(), **_validation_record(labelled, folds),
               "encoder": cfg.encoder, "encoder_source": source_name(meta),
               "encoder_standin": uses_standin(meta), "encoder_meta": dict(meta),
               "input_size": input_size, "mean": list(mean), "std": list(std),
@@ -419,21 +421,33 @@ def _probe_splits(cfg: LinearEvalConfig) -> tuple["data_mod.Split", "data_mod.Sp
 
 def _probe_on_validation(cfg: LinearEvalConfig, run: "RunDir", feats: torch.Tensor,
                          labels: torch.Tensor, fit_idx: torch.Tensor, val_idx: torch.Tensor,
-                         num_classes: int, device: torch.device) -> dict:
+                         num_classes: int, device: torch.device,
+                         folds: Optional[torch.Tensor] = None) -> dict:
     """The weight decay chosen on validation, then the probe refitted on all labelled images.
 
-    Tried from the strongest penalty down, each fit warm-started from the last; one metrics row
-    per value. Returns ``{"final": probe, "choice": the result's weight-decay fields}``.
+    Validation is ``folds`` (each labelled image's fold: k-fold cross-validation, every image
+    validated once by the probe fitted on the other folds, accuracies pooled over all of them), or
+    without folds the one held-out split ``val_idx`` (fitted on ``fit_idx``). Tried from the
+    strongest penalty down, each fit warm-started from the last of its fold; one metrics row per
+    value. Returns ``{"final": probe, "choice": the result's weight-decay fields}``.
     """
-    rows, probe = [], None
+    splits = ([(fit_idx, val_idx)] if folds is None else
+              [((folds != k).nonzero().flatten(), (folds == k).nonzero().flatten())
+               for k in range(int(folds.max()) + 1)])
+    rows, last = [], [None] * len(splits)
     for wd in sorted(set(cfg.weight_decays), reverse=True):
         t = time.perf_counter()
-        probe = fit_linear_probe(feats[fit_idx], labels[fit_idx], num_classes, wd,
-                                 max_iter=cfg.probe_max_iter, init=probe, device=device)
-        val = topk_accuracy(probe_logits(probe, feats[val_idx]), labels[val_idx])
-        row = {"weight_decay": wd, "val_top1": val["top1"], "val_top5": val["top5"],
-               "loss": probe.fit_info["loss"], "iterations": probe.fit_info["iterations"],
-               "n_fit": int(fit_idx.numel()), "n_val": int(val_idx.numel()),
+        hits = {"top1": 0.0, "top5": 0.0}
+        for i, (f_idx, v_idx) in enumerate(splits):
+            last[i] = fit_linear_probe(feats[f_idx], labels[f_idx], num_classes, wd,
+                                       max_iter=cfg.probe_max_iter, init=last[i], device=device)
+            val = topk_accuracy(probe_logits(last[i], feats[v_idx]), labels[v_idx])
+            for k in hits:
+                hits[k] += val[k] * v_idx.numel()
+        n_val = sum(int(v.numel()) for _, v in splits)
+        row = {"weight_decay": wd, "val_top1": hits["top1"] / n_val, "val_top5": hits["top5"] / n_val,
+               "loss": last[0].fit_info["loss"], "iterations": last[0].fit_info["iterations"],
+               "n_fit": int(splits[0][0].numel()), "n_val": n_val, "folds": len(splits) if folds is not None else 1,
                "seconds": time.perf_counter() - t}
         run.log_metrics(row)
         rows.append(row)
@@ -445,6 +459,18 @@ def _probe_on_validation(cfg: LinearEvalConfig, run: "RunDir", feats: torch.Tens
                              max_iter=cfg.probe_max_iter, device=device)
     return {"final": final, "choice": {"val_top1": best["val_top1"], "weight_decay": best["weight_decay"],
                                        "weight_decay_grid": grid, "weight_decay_at_strong_edge": at_edge}}
+
+
+def _validation_record(labelled: "data_mod.LabelledSplit", folds: Optional[torch.Tensor]) -> dict:
+    """What result.json says of the probe's validation: its number of folds, and with folds the
+    images each fold's fit took and those validated (every labelled one, once)."""
+    from ..data import index_digest
+
+    if folds is None:
+        return {"val_folds": 1}
+    n = int(folds.numel())
+    return {"val_folds": int(folds.max()) + 1, "n_fit": n - int((folds == 0).sum()), "n_val": n,
+            "val_digest": index_digest(labelled.labelled)}
 
 
 def _check_frozen(encoder: nn.Module, before: dict[str, torch.Tensor]) -> None:

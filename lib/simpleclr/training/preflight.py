@@ -3,10 +3,11 @@
 Every stage chooses its training images from the labels before it reads an image: pretraining
 takes the kNN monitor's share, then the size study's subset (:func:`pretrain.pretrain_images`);
 supervised training and the probe take the label share every row shares, then its validation part
-(``data.labelled_split``). Each then fails on a batch larger than its images or a share that leaves
-no validation image. :func:`check_images` makes the same choices and the same checks with no image
-and no model, so a plan checks all its runs in seconds before the first starts, instead of a GPU
-meeting the error at the run that has it, hours in.
+(``data.labelled_split``; the probe's folds, ``data.stratified_folds``). Each then fails on a batch
+larger than its images or a share that leaves no validation image. :func:`check_images` makes the
+same choices and the same checks with no image and no model, so a plan checks all its runs in
+seconds before the first starts, instead of a GPU meeting the error at the run that has it, hours
+in.
 """
 from __future__ import annotations
 
@@ -53,5 +54,8 @@ def check_images(cfg: StageConfig, labels: torch.Tensor) -> dict[str, int]:
         return {"n_train": len(labelled.fit), "n_val": len(labelled.val)}
     if isinstance(cfg, LinearEvalConfig):
         labelled = data_mod.labelled_split(labels, cfg.label_fraction, cfg.val_fraction, cfg.label_seed)
+        if cfg.val_folds > 1:  # every labelled image validates once, and the refit takes them all
+            data_mod.stratified_folds(labels[labelled.labelled], cfg.val_folds, cfg.label_seed)
+            return {"n_train": len(labelled.labelled), "n_val": len(labelled.labelled)}
         return {"n_train": len(labelled.fit), "n_val": len(labelled.val)}
     raise TypeError(f"check_images: no stage config: {type(cfg).__name__}")
