@@ -293,6 +293,9 @@ def test_cross_validation_pools_every_fold_as_an_independent_fit_does(tmp_path, 
     one = linear_eval(cfg.replace(val_folds=1), tmp_path / "one")
     assert (one["n_fit"], one["n_val"], one["val_folds"]) == (270, 30, 1)
     assert one["val_digest"] == data.index_digest(labelled.val)
+    # the same labelled images either way, and the same test images
+    assert (one["labelled_digest"], one["n_labelled"]) == (result["labelled_digest"], result["n_labelled"])
+    assert one["test_labels_digest"] == result["test_labels_digest"]
 
 
 def test_linear_eval_uses_the_checkpoints_normalisation_and_size(tmp_path, monkeypatch):

@@ -516,7 +516,9 @@ def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference
                                                                        tmp_path):
     # At one label share and seed, the three ways a row meets labels must see the very same
     # images, and hold out the very same ones for validation: 50% of 12 images per
-    # class is 6, a fifth of those (1.2 -> 1) validates, 5 fit; 10 classes.
+    # class is 6, a fifth of those (1.2 -> 1) validates, 5 fit; 10 classes. (The probe validates on
+    # that split with val_folds=1; its cross-validated default takes the same labelled images:
+    # test_evaluate's cross-validation test.)
     _, pre_out, _ = reference_run
     share = dict(val_fraction=0.2, seed=5)
     scratch = supervised.train_supervised(
@@ -528,7 +530,7 @@ def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference
     probe = evaluate.linear_eval(LinearEvalConfig(
         dataset=TINY, data_dir=data_dir, image_size=8, encoder=str(pre_out), label_fraction=0.5,
         label_seed=2, weight_decays=(1e-2,), precision="fp32", progress=False, num_threads=1,
-        save_features=False, width=16, **share), tmp_path / "probe")
+        save_features=False, width=16, val_folds=1, **share), tmp_path / "probe")
     expected = data_mod.labelled_split(load_split(TINY, root=data_dir, image_size=8).labels,
                                        0.5, 0.2, seed=2).record()
     assert (expected["n_labelled"], expected["n_fit"], expected["n_val"]) == (60, 50, 10)
