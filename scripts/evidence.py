@@ -139,13 +139,13 @@ def curves(plan_dirs: list[Path]) -> tuple[Optional[stats.Interval], dict[str, l
                 steps = found[sup]["res"].get("steps") or sc.get("steps")
                 if steps and not sc.get("init") and sc.get("seed", 0) == 0:
                     label = (f"supervised pretraining{_on(sc)} (lr {sc.get('lr')}, batch {sc.get('batch_size')}, "
-                             f"{sc.get('subset_fraction')} of its images; probe on {c.get('label_fraction')} "
-                             "of the labels)")
+                             f"{sc.get('subset_fraction')} of its images, {_px(sc)}; probe on "
+                             f"{c.get('label_fraction')} of the labels)")
                     out.setdefault(label, []).append((float(steps), f"{plan_dir.name}/{name}", top1))
             elif (r["cfg"]["stage"] == "supervised" and not c.get("init") and c.get("seed", 0) == 0
                   and str(c.get("dataset", "cifar100")).startswith("cifar100")):  # tested on CIFAR-100
                 label = (f"supervised from scratch (lr {c.get('lr')}, batch {c.get('batch_size')}, "
-                         f"{c.get('subset_fraction')} of the labels)")
+                         f"{c.get('subset_fraction')} of the labels, {_px(c)})")
                 out.setdefault(label, []).append((float(c.get("epochs")), f"{plan_dir.name}/{name}", top1))
     return floor, {k: sorted(v) for k, v in out.items() if len(v) >= 2}
 
@@ -154,6 +154,11 @@ def _length(c: dict) -> str:
     """A supervised run's length and recipe: its steps when set (they override the epochs)."""
     length = f"{c['steps']} steps" if c.get("steps") else f"{c.get('epochs')} epochs"
     return f"{length}, lr {c.get('lr')}, batch {c.get('batch_size')}"
+
+
+def _px(config: dict) -> str:
+    """A run's image size, part of a curve's label: runs at two sizes are two curves."""
+    return f"{config.get('image_size') or 'native'} px"
 
 
 def _on(config: dict) -> str:

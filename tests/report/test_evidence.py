@@ -74,6 +74,9 @@ def test_learning_curves_state_where_each_learner_clears_the_floor(tmp_path):
                                                      "subset_fraction": 0.1, "init": None},
              {"top1": top1, **probe})
     _run(b / "finetuned", "supervised", {"epochs": 8, "lr": 0.1, "init": "x"}, {"top1": 30.0, **probe})
+    # a run at another image size is another learner, not a point on the default-size curve
+    _run(b / "super-px32", "supervised", {"epochs": 4, "lr": 0.1, "batch_size": 128, "subset_fraction": 0.1,
+                                          "init": None, "image_size": 32}, {"top1": 15.6, **probe})
     floor, found = ev.curves([a, b])
     assert floor.text() == "12.3 [11.7, 13.0]"
     simclr = next(v for k, v in found.items() if k.startswith("SimCLR"))
