@@ -143,6 +143,16 @@ def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
     assert "batch-norm running statistics of initialisation" in text
     assert "Appendix B.8" not in text  # the plan keeps the default 45-value grid
     assert "grid: 45 values from 1e-06 to 100000" in text
+    # how the probes validated, read from their configs: the default folds, or one held-out split
+    assert "weight decay chosen on validation by 5-fold cross-validation over the labelled images" in text
+    assert "its weight decay by 5-fold cross-validation over the labelled images (class-balanced folds" in text
+    one_split = copy.deepcopy(study)
+    for r in one_split.runs.values():
+        if r.stage == "linear_eval" and r.config:
+            r.config["val_folds"] = 1
+    single = rp.protocol(one_split)
+    assert "chosen on validation on a split carved from the labelled images" in single
+    assert "its weight decay on the validation part" in single and "cross-validation" not in single
     assert "224 px" not in text  # the ImageNet row failed: no input size to speak of
     done = copy.deepcopy(study)
     done.runs["imagenet"].result = {"fingerprint": done.runs["imagenet"].fingerprint, "input_size": 128}

@@ -317,10 +317,8 @@ def _labels_text(study: Study) -> str:
                      if r.stage in ("supervised", "linear_eval") and r.config
                      and (r.stage == "supervised" or _probe_folds(r) == 1)})
     val = " / ".join(f"{100 * v:g}%" for v in shares) or "a share"
-    folds = sorted({_probe_folds(r) for r in study.runs.values() if r.stage == "linear_eval" and r.config})
-    how = (f"by {' / '.join(map(str, folds))}-fold cross-validation over all labelled images "
-           "(class-balanced folds drawn with *s*: each image is validated once, by the probe fitted "
-           "on the other folds)" if folds and min(folds) > 1 else "on the validation part")
+    how = (f"{_probe_validation(study)} (class-balanced folds drawn with *s*: each image is validated "
+           "once, by the probe fitted on the other folds)" if _cross_validated(study) else "on the validation part")
     return ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
             "probe, `super`, fine-tuning — takes the same images: a class-balanced share *p* of "
             f"CIFAR-100 train (per class, rounded half up), then {val} of each class of them held out "
@@ -456,12 +454,20 @@ def protocol(study: Study) -> str:
     return "\n".join(text)
 
 
+def _fold_counts(study: Study) -> list[int]:
+    """The fold counts the plan's probes validated with, sorted (1: one held-out split)."""
+    return sorted({_probe_folds(r) for r in study.runs.values() if r.stage == "linear_eval" and r.config})
+
+
+def _cross_validated(study: Study) -> bool:
+    return bool(_fold_counts(study)) and min(_fold_counts(study)) > 1
+
+
 def _probe_validation(study: Study) -> str:
     """How the plan's probes validated: by k-fold cross-validation over the labelled images, or on
     a split carved from them."""
-    folds = sorted({_probe_folds(r) for r in study.runs.values() if r.stage == "linear_eval" and r.config})
-    if folds and min(folds) > 1:
-        return f"by {' / '.join(map(str, folds))}-fold cross-validation over the labelled images"
+    if _cross_validated(study):
+        return f"by {' / '.join(map(str, _fold_counts(study)))}-fold cross-validation over the labelled images"
     return "on a split carved from the labelled images"
 
 

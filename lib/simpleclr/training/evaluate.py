@@ -447,7 +447,7 @@ def _probe_on_validation(cfg: LinearEvalConfig, run: "RunDir", feats: torch.Tens
         n_val = sum(int(v.numel()) for _, v in splits)
         row = {"weight_decay": wd, "val_top1": hits["top1"] / n_val, "val_top5": hits["top5"] / n_val,
                "loss": last[0].fit_info["loss"], "iterations": last[0].fit_info["iterations"],
-               "n_fit": int(splits[0][0].numel()), "n_val": n_val, "folds": len(splits) if folds is not None else 1,
+               "n_fit": int(splits[0][0].numel()), "n_val": n_val, "folds": len(splits),
                "seconds": time.perf_counter() - t}
         run.log_metrics(row)
         rows.append(row)
