@@ -318,9 +318,12 @@ def _linear_eval(cfg: LinearEvalConfig, run: "RunDir", t0: float) -> dict:
 
     if cfg.save_features:
         _save_test_features(cfg, run, test_feats, test, source_name(meta))
-    result = {"top1": test_acc["top1"], "top5": test_acc["top5"], **probe["choice"],
+    result = {"top1": test_acc["top1"], "top5": test_acc["top5"],
               "n_train": int(subset.numel()), "n_test": len(test), "num_classes": num_classes,
-              **labelled.record(), **_validation_record(labelled, folds),
+              # the validation the probe really made overrides the split's counts; with folds every
+              # labelled image was validated once
+              **labelled.record(), **probe["choice"],
+              **({} if folds is None else {"val_digest": data.index_digest(labelled.labelled)}),
               "encoder": cfg.encoder, "encoder_source": source_name(meta),
               "encoder_standin": uses_standin(meta), "encoder_meta": dict(meta),
               "input_size": input_size, "mean": list(mean), "std": list(std),
@@ -429,7 +432,7 @@ def _probe_on_validation(cfg: LinearEvalConfig, run: "RunDir", feats: torch.Tens
     validated once by the probe fitted on the other folds, accuracies pooled over all of them), or
     without folds the one held-out split ``val_idx`` (fitted on ``fit_idx``). Tried from the
     strongest penalty down, each fit warm-started from the last of its fold; one metrics row per
-    value. Returns ``{"final": probe, "choice": the result's weight-decay fields}``.
+    value. Returns ``{"final": probe, "choice": the result's weight-decay and validation fields}``.
     """
     splits = ([(fit_idx, val_idx)] if folds is None else
               [((folds != k).nonzero().flatten(), (folds == k).nonzero().flatten())
@@ -458,19 +461,8 @@ def _probe_on_validation(cfg: LinearEvalConfig, run: "RunDir", feats: torch.Tens
     final = fit_linear_probe(feats, labels, num_classes, best["weight_decay"],
                              max_iter=cfg.probe_max_iter, device=device)
     return {"final": final, "choice": {"val_top1": best["val_top1"], "weight_decay": best["weight_decay"],
-                                       "weight_decay_grid": grid, "weight_decay_at_strong_edge": at_edge}}
-
-
-def _validation_record(labelled: "data_mod.LabelledSplit", folds: Optional[torch.Tensor]) -> dict:
-    """What result.json says of the probe's validation: its number of folds, and with folds the
-    images each fold's fit took and those validated (every labelled one, once)."""
-    from ..data import index_digest
-
-    if folds is None:
-        return {"val_folds": 1}
-    n = int(folds.numel())
-    return {"val_folds": int(folds.max()) + 1, "n_fit": n - int((folds == 0).sum()), "n_val": n,
-            "val_digest": index_digest(labelled.labelled)}
+                                       "weight_decay_grid": grid, "weight_decay_at_strong_edge": at_edge,
+                                       "val_folds": best["folds"], "n_fit": best["n_fit"], "n_val": best["n_val"]}}
 
 
 def _check_frozen(encoder: nn.Module, before: dict[str, torch.Tensor]) -> None:
