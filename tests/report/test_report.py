@@ -121,6 +121,20 @@ def test_fine_tuning_shows_the_rate_chosen_on_validation(study):
     assert "Not tuned in this plan: the encoder's learning rate is the head's times 1" in rp.protocol(untuned)
 
 
+def test_the_budget_says_whether_the_rows_had_equal_compute(study):
+    # tr-pre records 10 steps x 512 images, two views each; the others record no images here
+    text = rp.protocol(study)
+    assert re.search(r"selfsuper-transfer: SimCLR on [^;]*, 10 steps, batch 512, 10,240 encoder passes;", text)
+    assert "qual compute" not in text  # one row with passes: nothing to compare
+    same = copy.deepcopy(study)
+    same.runs["super"].result["images_seen"] = 10_240  # a supervised image is one pass
+    assert ("Equal compute: selfsuper-transfer, super each passed 10,240 images through the encoder"
+            in rp.protocol(same))
+    other = copy.deepcopy(study)
+    other.runs["super"].result["images_seen"] = 5_000
+    assert "Unequal compute: the rows passed selfsuper-transfer 10,240, super 5,000 images" in rp.protocol(other)
+
+
 def test_unequal_label_budgets_are_flagged(study):
     assert rp.budget_mismatches(study) == []
     bad = copy.deepcopy(study)

@@ -120,8 +120,16 @@ def warnings(study: Study) -> list[str]:
     return out
 
 
+def encoder_passes(run: RunInfo) -> Optional[int]:
+    """Images a training run passed through its encoder (a SimCLR image's two views counted
+    twice), from its result; None where the result did not record them."""
+    seen = (run.result or {}).get("images_seen")
+    return int(seen) * (2 if run.stage == "pretrain" else 1) if seen else None
+
+
 def _budget(study: Study) -> str:
-    parts = []
+    """Each trained row's training run, and whether the rows had equal compute (encoder passes)."""
+    parts, passes = [], {}
     for name in ("selfsuper", "selfsuper-transfer", "super", "super-transfer"):
         for r in study.with_role("row", name):
             src = r if r.stage != "linear_eval" else study.source_run(r)
@@ -130,11 +138,25 @@ def _budget(study: Study) -> str:
             c = src.config
             what = ("SimCLR" if src.stage == "pretrain" else "supervised")
             frac = c.get("subset_fraction", 1.0)
+            n = encoder_passes(src)
+            if n:
+                passes[name] = n
             parts.append(f"{name}: {what} on {c.get('dataset')}"
                          + (f" ({100 * frac:g}% subset)" if frac < 1 else "")
-                         + f", {run_length(c)}, batch {c.get('batch_size')}")
+                         + f", {run_length(c)}, batch {c.get('batch_size')}"
+                         + (f", {n:,} encoder passes" if n else ""))
             break
-    return "; ".join(parts)
+    text = "; ".join(parts)
+    if len(passes) > 1:
+        if len(set(passes.values())) == 1:
+            text += (f". Equal compute: {', '.join(passes)} each passed {next(iter(passes.values())):,} "
+                     "images through the encoder (a SimCLR image's two views count twice)")
+        else:
+            text += (". Unequal compute: the rows passed "
+                     + ", ".join(f"{k} {v:,}" for k, v in passes.items())
+                     + " images through the encoder (a SimCLR image's two views count twice); "
+                     "compare them with that in mind")
+    return text
 
 
 def budget_mismatches(study: Study) -> list[str]:
