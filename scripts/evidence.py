@@ -456,6 +456,67 @@ def ablation_section(plan_dirs: list[Path], reference: str) -> str:
                      + _supervised_seed_lines(plan_dirs))
 
 
+# ---- a recipe pilot: variants chosen on training labels, tested beside ------------------------
+def _pilot_probes(plan_dir: Path, stage: str) -> dict[str, tuple[dict, dict, dict]]:
+    """Probes of the folder whose encoder a ``stage`` run trained: name -> (probe config with
+    defaults, encoder config with defaults, probe result)."""
+    found = runs(plan_dir)
+    out = {}
+    for name, r in found.items():
+        enc = _encoder_run(r, found, stage) if r["cfg"]["stage"] == "linear_eval" else None
+        if enc and "top1" in r["res"]:
+            out[name] = (_with_defaults("linear_eval", r["cfg"]["config"]),
+                         _with_defaults(stage, found[enc]["cfg"]["config"]), r["res"])
+    return out
+
+
+def pilot_section(plan_dirs: list[Path], reference: str) -> str:
+    """Every probe whose encoder the same stage trained as ``reference``'s (the probe itself
+    equal) against it: what differs, the cross-validated top-1 on the labelled training images the
+    pilot chooses by, and the test top-1 with the paired test, shown beside and never chosen on."""
+    plan_name, ref_name = reference.split("/", 1)
+    plan_dir = next((d for d in plan_dirs if d.name == plan_name), None)
+    lines = [f"# Pilot against `{reference}`", "",
+             "Read by `python scripts/evidence.py " + " ".join(str(d) for d in plan_dirs)
+             + f" --pilot {reference}`: each variant's encoder differs from the reference's in the "
+             "settings named, its probe is the same. The pilot chooses by the probe's cross-validated "
+             "top-1 over the labelled *training* images (the folds pooled, 95% Wilson interval over "
+             "them); the test top-1 and the paired test against the reference on the same test "
+             "images (McNemar's exact test) are shown beside it, never chosen on.", ""]
+    found = runs(plan_dir) if plan_dir else {}
+    stage = next((st for st in ("pretrain", "supervised") if ref_name in found
+                  and _encoder_run(found[ref_name], found, st)), None)
+    if stage is None:
+        return "\n".join(lines + [f"No finished probe `{reference}` of a trained encoder yet.", ""])
+    probes = _pilot_probes(plan_dir, stage)
+    ref_probe, ref_enc, ref_res = probes[ref_name]
+    ref_correct = _correct(plan_dir / ref_name, ref_res)
+    lines += ["| run | differs from the reference | CV top-1 % [95%] (training labels) | "
+              "test top-1 % [95%] | test minus reference (paired) |", "| --- | --- | --- | --- | --- |"]
+    cv = {}
+    for name, (probe, enc_cfg, res) in probes.items():
+        if _diff(probe, ref_probe, {"encoder"}):
+            continue
+        d = _diff(enc_cfg, ref_enc, set())
+        what = ", ".join(f"{k} {ref} → {mine}" for k, (mine, ref) in d.items()) or "(the reference)"
+        cv[name] = stats.wilson(res["val_top1"], res["n_val"])
+        t = stats.wilson(res["top1"], res["n_test"])
+        paired = ""
+        mine = _correct(plan_dir / name, res)
+        if name != ref_name and mine is not None and ref_correct is not None and mine.shape == ref_correct.shape:
+            p = stats.paired(mine, ref_correct)
+            paired = f"{p.verdict}: {p.text(unit=' points')}"
+        lines.append(f"| {plan_name}/{name} | {what} | {cv[name].text()} | {t.text()} | {paired} |")
+    best = max(cv, key=lambda n: cv[n].value)
+    clear = [n for n in cv if n != ref_name and stats.compare(cv[n], cv[ref_name]) == "higher"]
+    said = (f"Highest cross-validated top-1: `{best}` ({cv[best].value:.1f} against the reference's "
+            f"{cv[ref_name].value:.1f}). ")
+    said += (f"Clear of the reference's interval on the training labels: {', '.join(clear)}."
+             if clear else "No variant's interval clears the reference's on the training labels, so "
+             "the pilot keeps the reference.")
+    return "\n".join(lines + ["", said, ""])
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("plan_dirs", type=Path, nargs="+", help="plan output folders, e.g. outputs/recipe")
@@ -465,6 +526,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="also each learner at two image sizes, paired on the same test images")
     p.add_argument("--ablation", metavar="PLAN/RUN",
                    help="set each probe one setting away from this one against it, e.g. recipe/published")
+    p.add_argument("--pilot", metavar="PLAN/RUN", action="append", default=[],
+                   help="set each variant of this reference probe against it, chosen on training labels")
     ns = p.parse_args(argv)
     for d in ns.plan_dirs:
         if not d.is_dir():
@@ -478,6 +541,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.write("\n" + resolution_section(ns.plan_dirs))
     if ns.ablation:
         sys.stdout.write("\n" + ablation_section(ns.plan_dirs, ns.ablation))
+    for reference in ns.pilot:
+        sys.stdout.write("\n" + pilot_section(ns.plan_dirs, reference))
     if ns.figure:
         curves_figure(ns.plan_dirs, ns.figure)
     return 0

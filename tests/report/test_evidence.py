@@ -225,3 +225,35 @@ def test_transfer_curves_and_the_resolution_pilot_read_their_runs(tmp_path):
     assert f"| 12,800 | {w(15.0)} | higher: +2.5 points" in rows[("SimCLR", "32 px")]  # its own floor
     assert "| lower: -5.0 points [-5.0, -3.3], p<0.001 |" in rows[("SimCLR", "32 px")]
     assert rows[("random encoder", "32 px")].endswith("|  | same: +0.5 points [-0.3, +0.5], p=0.500 |")
+
+
+def test_the_pilot_chooses_on_training_labels_and_tests_beside(tmp_path):
+    # Variants of a reference: each row names what differs, the cross-validated top-1 (the choice)
+    # with its interval over the pooled folds, and the test top-1 paired with the reference's.
+    ev = _script()
+    plan, n = tmp_path / "pilot", 400
+    base = {"lr": 1.0, "batch_size": 128, "steps": 200, "image_size": 16}
+    for name, change, cv, right in (("base", {}, 14.0, 60), ("lr2", {"lr": 2.0}, 30.0, 64),
+                                    ("b64", {"batch_size": 64, "steps": 400}, 14.5, 40)):
+        _run(plan / f"{name}-pretrain", "pretrain", {**base, **change}, {"steps": 200})
+        folder = plan / name
+        _run(folder, "linear_eval", {"encoder": str(plan / f"{name}-pretrain"), "label_fraction": 0.1},
+             {"top1": 100.0 * right / n, "top5": 40.0, "n_test": n, "val_top1": cv, "n_val": 5000})
+        res = json.loads((folder / "result.json").read_text())
+        res.update(_with_predictions(folder, [i < right for i in range(n)]))
+        (folder / "result.json").write_text(json.dumps(res))
+    # a probe of another protocol (1% of the labels) is no variant of the reference
+    _run(plan / "base-labels", "linear_eval", {"encoder": str(plan / "base-pretrain"), "label_fraction": 0.01},
+         {"top1": 5.0, "top5": 20.0, "n_test": n, "val_top1": 40.0, "n_val": 500})
+    text = ev.pilot_section([plan], "pilot/base")
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| pilot/")}
+    assert set(rows) == {"pilot/base", "pilot/lr2", "pilot/b64"}
+    assert f"| lr 1.0 → 2.0 | {stats.wilson(30.0, 5000).text()} | {stats.wilson(16.0, n).text()} | same: +1.0 points" \
+        in rows["pilot/lr2"]
+    assert "| batch_size 128 → 64, steps 200 → 400 |" in rows["pilot/b64"]
+    assert "| lower: -5.0 points" in rows["pilot/b64"]
+    # the choice reads the training labels only: lr2's CV interval clears the reference's (its
+    # test gain is inside the noise), b64's test drop does not enter it
+    assert "Highest cross-validated top-1: `lr2` (30.0 against the reference's 14.0)" in text
+    assert "Clear of the reference's interval on the training labels: lr2." in text
+    assert "No finished probe" in ev.pilot_section([plan], "pilot/absent")
