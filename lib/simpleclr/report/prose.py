@@ -18,8 +18,8 @@ import pandas as pd
 
 from ..config import RESNET18_WIDTH
 from .model import ROW_INFO, ROW_NAMES, RunInfo, Study
-from .tables import (fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length, short_dataset,
-                     versus)
+from .tables import (encoder_passes, fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length,
+                     short_dataset, versus)
 # The report's entry point and its error, as the report notebook and callers know them.
 from .model import ReportError, load_study  # noqa: F401
 # The tables the report notebook shows, reached there as rp.* like the prose.
@@ -120,13 +120,6 @@ def warnings(study: Study) -> list[str]:
     return out
 
 
-def encoder_passes(run: RunInfo) -> Optional[int]:
-    """Images a training run passed through its encoder (a SimCLR image's two views counted
-    twice), from its result; None where the result did not record them."""
-    seen = (run.result or {}).get("images_seen")
-    return int(seen) * (2 if run.stage == "pretrain" else 1) if seen else None
-
-
 def _budget(study: Study) -> str:
     """Each trained row's training run, and whether the rows had equal compute (encoder passes)."""
     parts, passes = [], {}
@@ -138,7 +131,7 @@ def _budget(study: Study) -> str:
             c = src.config
             what = ("SimCLR" if src.stage == "pretrain" else "supervised")
             frac = c.get("subset_fraction", 1.0)
-            n = encoder_passes(src)
+            n = encoder_passes(src.stage, src.result)
             if n:
                 passes[name] = n
             parts.append(f"{name}: {what} on {c.get('dataset')}"

@@ -213,6 +213,13 @@ def run_length(cfg: dict) -> str:
     return f"{cfg['steps']} steps" if cfg.get("steps") else f"{cfg.get('epochs')} epochs"
 
 
+def encoder_passes(stage: str, result: Optional[dict]) -> Optional[int]:
+    """Images a training run passed through its encoder (a SimCLR image's two views counted
+    twice), from its result; None where the result did not record them."""
+    seen = (result or {}).get("images_seen")
+    return int(seen) * (2 if stage == "pretrain" else 1) if seen else None
+
+
 def training_budget(cfg: dict, stage: str, result: Optional[dict] = None) -> str:
     """What a training run was given, e.g. ``"SimCLR, 40 steps x 128, 10% of cifar100, 10,240
     encoder passes"``: the passes (images through the encoder, a SimCLR image's two views counted
@@ -222,9 +229,9 @@ def training_budget(cfg: dict, stage: str, result: Optional[dict] = None) -> str
     frac = cfg.get("subset_fraction", 1.0)
     share = f"{100 * frac:g}% of " if frac < 1 else ""
     text = f"{what}, {length} × {cfg.get('batch_size')}, {share}{short_dataset(cfg.get('dataset', '?'))}"
-    seen = (result or {}).get("images_seen")
-    if seen:
-        text += f", {seen * (2 if stage == 'pretrain' else 1):,} encoder passes"
+    passes = encoder_passes(stage, result)
+    if passes:
+        text += f", {passes:,} encoder passes"
     return text
 
 
