@@ -512,8 +512,8 @@ def pilot_section(plan_dirs: list[Path], reference: str) -> str:
     said = (f"Highest cross-validated top-1: `{best}` ({cv[best].value:.1f} against the reference's "
             f"{cv[ref_name].value:.1f}). ")
     said += (f"Clear of the reference's interval on the training labels: {', '.join(clear)}."
-             if clear else "No variant's interval clears the reference's on the training labels, so "
-             "the pilot keeps the reference.")
+             if clear else "No variant's interval clears the reference's on the training labels: there "
+             "the pilot cannot tell any variant from the reference.")
     return "\n".join(lines + ["", said, ""])
 
 
