@@ -475,14 +475,17 @@ def _fold_counts(study: Study) -> list[int]:
 
 
 def _cross_validated(study: Study) -> bool:
-    return bool(_fold_counts(study)) and min(_fold_counts(study)) > 1
+    """Whether every probe of the plan chose its weight decay by cross-validation."""
+    counts = _fold_counts(study)
+    return bool(counts) and counts[0] > 1
 
 
 def _probe_validation(study: Study) -> str:
     """How the plan's probes validated: by k-fold cross-validation over the labelled images, or on
     a split carved from them."""
-    if _cross_validated(study):
-        return f"by {' / '.join(map(str, _fold_counts(study)))}-fold cross-validation over the labelled images"
+    counts = _fold_counts(study)
+    if counts and counts[0] > 1:
+        return f"by {' / '.join(map(str, counts))}-fold cross-validation over the labelled images"
     return "on a split carved from the labelled images"
 
 
