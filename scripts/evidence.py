@@ -470,10 +470,29 @@ def _pilot_probes(plan_dir: Path, stage: str) -> dict[str, tuple[dict, dict, dic
     return out
 
 
+def _random_probes(plan_dir: Path) -> dict[str, tuple[dict, dict]]:
+    """Probes of a random encoder in the folder: name -> (probe config with defaults, result)."""
+    return {name: (_with_defaults("linear_eval", r["cfg"]["config"]), r["res"])
+            for name, r in runs(plan_dir).items()
+            if r["cfg"]["stage"] == "linear_eval" and r["cfg"]["config"].get("encoder") == "random"
+            and "top1" in r["res"]}
+
+
+def _paired_text(folder: Path, res: dict, other_folder: Path, other_res: dict) -> str:
+    """The paired test of two probes on the same test images, or "" when either lacks them."""
+    mine, theirs = _correct(folder, res), _correct(other_folder, other_res)
+    if mine is None or theirs is None or mine.shape != theirs.shape:
+        return ""
+    p = stats.paired(mine, theirs)
+    return f"{p.verdict}: {p.text(unit=' points')}"
+
+
 def pilot_section(plan_dirs: list[Path], reference: str) -> str:
     """Every probe whose encoder the same stage trained as ``reference``'s (the probe itself
-    equal) against it: what differs, the cross-validated top-1 on the labelled training images the
-    pilot chooses by, and the test top-1 with the paired test, shown beside and never chosen on."""
+    equal, but for the width it must share with its encoder) against it: what differs, the
+    cross-validated top-1 on the labelled training images the pilot chooses by, and the test top-1
+    with the paired tests against the reference and against the random encoder of the same width
+    and probe, shown beside and never chosen on."""
     plan_name, ref_name = reference.split("/", 1)
     plan_dir = next((d for d in plan_dirs if d.name == plan_name), None)
     lines = [f"# Pilot against `{reference}`", "",
@@ -482,7 +501,8 @@ def pilot_section(plan_dirs: list[Path], reference: str) -> str:
              "settings named, its probe is the same. The pilot chooses by the probe's cross-validated "
              "top-1 over the labelled *training* images (the folds pooled, 95% Wilson interval over "
              "them); the test top-1 and the paired test against the reference on the same test "
-             "images (McNemar's exact test) are shown beside it, never chosen on.", ""]
+             "images (McNemar's exact test) are shown beside it, never chosen on, and so is each "
+             "variant's paired gain over the random encoder probed alike (its width's floor).", ""]
     found = runs(plan_dir) if plan_dir else {}
     stage = next((st for st in ("pretrain", "supervised") if ref_name in found
                   and _encoder_run(found[ref_name], found, st)), None)
@@ -490,23 +510,23 @@ def pilot_section(plan_dirs: list[Path], reference: str) -> str:
         return "\n".join(lines + [f"No finished probe `{reference}` of a trained encoder yet.", ""])
     probes = _pilot_probes(plan_dir, stage)
     ref_probe, ref_enc, ref_res = probes[ref_name]
-    ref_correct = _correct(plan_dir / ref_name, ref_res)
+    randoms = _random_probes(plan_dir)
     lines += ["| run | differs from the reference | CV top-1 % [95%] (training labels) | "
-              "test top-1 % [95%] | test minus reference (paired) |", "| --- | --- | --- | --- | --- |"]
+              "test top-1 % [95%] | test minus reference (paired) | test minus random encoder "
+              "(paired) |", "| --- | --- | --- | --- | --- | --- |"]
     cv = {}
     for name, (probe, enc_cfg, res) in probes.items():
-        if _diff(probe, ref_probe, {"encoder"}):
+        if _diff(probe, ref_probe, {"encoder", "width"}):
             continue
         d = _diff(enc_cfg, ref_enc, set())
         what = ", ".join(f"{k} {ref} → {mine}" for k, (mine, ref) in d.items()) or "(the reference)"
         cv[name] = stats.wilson(res["val_top1"], res["n_val"])
         t = stats.wilson(res["top1"], res["n_test"])
-        paired = ""
-        mine = _correct(plan_dir / name, res)
-        if name != ref_name and mine is not None and ref_correct is not None and mine.shape == ref_correct.shape:
-            p = stats.paired(mine, ref_correct)
-            paired = f"{p.verdict}: {p.text(unit=' points')}"
-        lines.append(f"| {plan_name}/{name} | {what} | {cv[name].text()} | {t.text()} | {paired} |")
+        paired = "" if name == ref_name else _paired_text(plan_dir / name, res, plan_dir / ref_name, ref_res)
+        floor = next((f for f, (c, _) in sorted(randoms.items()) if not _diff(c, probe, {"encoder"})), None)
+        over = (f"{_paired_text(plan_dir / name, res, plan_dir / floor, randoms[floor][1])} (`{floor}`)"
+                if floor else "")
+        lines.append(f"| {plan_name}/{name} | {what} | {cv[name].text()} | {t.text()} | {paired} | {over} |")
     best = max(cv, key=lambda n: cv[n].value)
     clear = [n for n in cv if n != ref_name and stats.compare(cv[n], cv[ref_name]) == "higher"]
     said = (f"Highest cross-validated top-1: `{best}` ({cv[best].value:.1f} against the reference's "

@@ -242,14 +242,33 @@ def test_the_pilot_chooses_on_training_labels_and_tests_beside(tmp_path):
         res = json.loads((folder / "result.json").read_text())
         res.update(_with_predictions(folder, [i < right for i in range(n)]))
         (folder / "result.json").write_text(json.dumps(res))
+    # a narrower encoder trained longer: its probe has its width, and its floor is the random
+    # encoder of that width, not the reference's
+    _run(plan / "w32-pretrain", "pretrain", {**base, "width": 32, "steps": 600}, {"steps": 600})
+    for name, probe, right in (("w32", {"encoder": str(plan / "w32-pretrain"), "width": 32}, 60),
+                               ("random", {"encoder": "random"}, 52),
+                               ("random-w32", {"encoder": "random", "width": 32}, 40)):
+        folder = plan / name
+        _run(folder, "linear_eval", {**probe, "label_fraction": 0.1},
+             {"top1": 100.0 * right / n, "top5": 40.0, "n_test": n, "val_top1": 14.2, "n_val": 5000})
+        res = json.loads((folder / "result.json").read_text())
+        res.update(_with_predictions(folder, [i < right for i in range(n)]))
+        (folder / "result.json").write_text(json.dumps(res))
     # a probe of another protocol (1% of the labels) is no variant of the reference
     _run(plan / "base-labels", "linear_eval", {"encoder": str(plan / "base-pretrain"), "label_fraction": 0.01},
          {"top1": 5.0, "top5": 20.0, "n_test": n, "val_top1": 40.0, "n_val": 500})
     text = ev.pilot_section([plan], "pilot/base")
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| pilot/")}
-    assert set(rows) == {"pilot/base", "pilot/lr2", "pilot/b64"}
+    assert set(rows) == {"pilot/base", "pilot/lr2", "pilot/b64", "pilot/w32"}
     assert f"| lr 1.0 → 2.0 | {stats.wilson(30.0, 5000).text()} | {stats.wilson(16.0, n).text()} | same: +1.0 points" \
         in rows["pilot/lr2"]
+    # each row's gain over the random encoder of its width and probe, by the paired test
+    # (8 images one way, none the other: McNemar's exact p = 2 / 2**8; 20 one way: 2 / 2**20)
+    floor = rows["pilot/base"].split("|")[-2]
+    assert floor.startswith(" higher: +2.0 points [") and floor.endswith("p=0.008 (`random`) ")
+    assert "| steps 200 → 600, width 64 → 32 |" in rows["pilot/w32"]
+    floor = rows["pilot/w32"].split("|")[-2]
+    assert floor.startswith(" higher: +5.0 points [") and floor.endswith("p<0.001 (`random-w32`) ")
     assert "| batch_size 128 → 64, steps 200 → 400 |" in rows["pilot/b64"]
     assert "| lower: -5.0 points" in rows["pilot/b64"]
     # the choice reads the training labels only: lr2's CV interval clears the reference's (its
