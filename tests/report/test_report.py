@@ -182,7 +182,18 @@ def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
     assert "width" not in rp.protocol(same)
     narrow = copy.deepcopy(done)
     narrow.runs["super"].config["width"] = 16
-    assert "Some encoders have width 16" in rp.protocol(narrow)
+    text = rp.protocol(narrow)
+    assert "Encoders of width 16 (first-stage channels, doubled at each stage; 0.0625 of the multiply-adds)" in text
+    # the rows at each width are named, so the reader sees which comparisons are like for like
+    assert "The main table mixes widths (width 16: super; width 64: " in text
+    assert "Every row of the main table" not in text
+    for r in narrow.runs.values():
+        if r.config:
+            r.config["width"] = 32
+    text = rp.protocol(narrow)
+    assert "Encoders of width 32 (first-stage channels, doubled at each stage; 0.25 of the" in text
+    assert "Every row of the main table, the random floor included, has that width." in text
+    assert "mixes widths" not in text
 
 
 def test_missing_row_carries_its_reason(study):

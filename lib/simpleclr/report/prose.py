@@ -393,19 +393,41 @@ def _caveats(study: Study) -> str:
                      f"{smaller} px copy drops, and {sizes[0] ** 2 // others[0] ** 2}× the pixels per "
                      "image; part of their gap to the other rows is the input, not the representation. ")
         items.append(text + "How much 224 px would add was not measured (no GPU was available).")
-    narrow = sorted({int(r.config.get("width") or RESNET18_WIDTH) for r in study.runs.values() if r.config}
-                    - {RESNET18_WIDTH})
-    if narrow:
-        widths = "/".join(str(w) for w in narrow)
-        items.append(f"Some encoders have width {widths} (first-stage channels; the others double at "
-                     "each stage) instead of ResNet-18's 64: a check of the pipeline at a fraction of "
-                     "the cost, not the model the study is about.")
+    width = _width_text(study)
+    if width:
+        items.append(width)
     probe = next((r for r in study.runs.values() if r.stage == "linear_eval" and r.config), None)
     n_wd = len(probe.config.get("weight_decays") or []) if probe else 0
     if n_wd and n_wd < 45:
         items.append(f"The probe's weight-decay grid has {n_wd} values, against 45 log-spaced values "
                      "in SimCLR's Appendix B.8 (the default grid; this plan narrowed it for time).")
     return "**Caveats.** " + " ".join(items) if items else ""
+
+
+def _width_text(study: Study) -> str:
+    """Which rows' encoders are narrower than ResNet-18, and what that costs and means."""
+    def width(r: RunInfo) -> int:
+        return int(r.config.get("width") or RESNET18_WIDTH)
+
+    narrow = sorted({width(r) for r in study.runs.values() if r.config} - {RESNET18_WIDTH})
+    if not narrow:
+        return ""
+    by_width: dict[int, list[str]] = {}
+    for role in ROW_NAMES:
+        for r in study.with_role("row", role):
+            if r.config and role not in by_width.setdefault(width(r), []):
+                by_width[width(r)].append(role)
+    share = ", ".join(f"{(w / RESNET18_WIDTH) ** 2:.3g}" for w in narrow)
+    text = (f"Encoders of width {'/'.join(map(str, narrow))} (first-stage channels, doubled at each "
+            f"stage; {share} of the multiply-adds) stand in for ResNet-18's 64: a narrower ResNet-18 "
+            "that the plan trains longer in its time, not the model at full width. ")
+    if len(by_width) > 1:
+        groups = "; ".join(f"width {w}: {', '.join(rows)}" for w, rows in sorted(by_width.items()))
+        text += (f"The main table mixes widths ({groups}): rows of one width, the random floor "
+                 "among them, compare like for like.")
+    elif by_width:
+        text += "Every row of the main table, the random floor included, has that width."
+    return text
 
 
 CIFAR_RECIPE = {"lr": 1.0, "weight_decay": 1e-4, "jitter_strength": 0.5, "temperature": 0.5,
