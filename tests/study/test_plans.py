@@ -196,20 +196,25 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
 
 def test_the_quick_plans_main_rows_are_the_evidence_runs(tmp_path):
     # plans/quick.yaml is sized from docs/evidence.md: its SimCLR pretraining, its supervised row
-    # and its random floor must be the configs measured there (same fingerprint), SimCLR at more
-    # steps than the curves' 200, so a drift in either file fails here.
-    quick, recipe, curves = (plans.load_plan(n, tmp_path / n) for n in ("quick", "recipe", "curves"))
+    # and its random floor must be the configs measured there (same fingerprint), at the half
+    # width and the length plans/pilot-width.yaml chose, so a drift in either file fails here.
+    quick, recipe, curves, width = (plans.load_plan(n, tmp_path / n)
+                                    for n in ("quick", "recipe", "curves", "pilot-width"))
 
     def fp(plan, run, **change):
         return plan.runs[run].config.replace(**change).fingerprint()
 
-    assert fp(quick, "selfsuper-pretrain") == fp(recipe, "published-pretrain", steps=312)
+    assert fp(quick, "selfsuper-pretrain") == fp(recipe, "published-pretrain", steps=936, width=32)
+    assert fp(quick, "selfsuper-pretrain") == fp(width, "w32-s936-pretrain")
+    # the pilot's full-width point is the recipe at the length of the same wall time
+    assert fp(width, "w64-s312-pretrain") == fp(recipe, "published-pretrain", steps=312)
     # the probe too, but for the encoder's path (each plan probes its own pretraining run)
-    assert fp(quick, "selfsuper", encoder="x") == fp(recipe, "published", encoder="x")
+    assert fp(quick, "selfsuper", encoder="x") == fp(recipe, "published", encoder="x", width=32)
+    assert fp(quick, "selfsuper", encoder="x") == fp(width, "w32-s936", encoder="x")
     # the curves' supervised runs held 10% of their images out; the quick plan's `super` trains on
-    # all 5,000 (plans/resolution.yaml's super-px16 is its exact config)
-    assert fp(quick, "super") == fp(curves, "super-e16", val_fraction=0.0)
-    assert fp(quick, "random") == fp(curves, "random")
+    # all 5,000 (plans/resolution.yaml's super-px16 is its config at full width and 16 epochs)
+    assert fp(quick, "super") == fp(curves, "super-e16", val_fraction=0.0, epochs=48, width=32)
+    assert fp(quick, "random") == fp(curves, "random", width=32) == fp(width, "random-w32")
 
 
 def test_the_quick_plans_transfer_rows_and_16px_runs_are_the_pilot_runs(tmp_path):
@@ -220,11 +225,11 @@ def test_the_quick_plans_transfer_rows_and_16px_runs_are_the_pilot_runs(tmp_path
     def fp(plan, run, **change):
         return plan.runs[run].config.replace(**change).fingerprint()
 
-    assert fp(quick, "selfsuper-transfer-pretrain") == fp(tiny, "simclr-s200-pretrain", steps=312)
-    assert fp(quick, "super-transfer-pretrain") == fp(tiny, "super-s400-pretrain", steps=624)
-    assert fp(quick, "random") == fp(tiny, "random") == fp(res, "random-px16")
-    assert fp(quick, "selfsuper-pretrain") == fp(res, "simclr-px16-pretrain", steps=312)
-    assert fp(quick, "super") == fp(res, "super-px16")
+    assert fp(quick, "selfsuper-transfer-pretrain") == fp(tiny, "simclr-s200-pretrain", steps=936, width=32)
+    assert fp(quick, "super-transfer-pretrain") == fp(tiny, "super-s400-pretrain", steps=1872, width=32, epochs=48)  # epochs: unused beside steps
+    assert fp(quick, "random") == fp(tiny, "random", width=32) == fp(res, "random-px16", width=32)
+    assert fp(quick, "selfsuper-pretrain") == fp(res, "simclr-px16-pretrain", steps=936, width=32)
+    assert fp(quick, "super") == fp(res, "super-px16", epochs=48, width=32)
     px32 = res.runs["simclr-px32-pretrain"].config
     assert (px32.image_size, px32.steps) == (32, 50)  # a quarter of the steps at four times the pixels
 
@@ -241,9 +246,12 @@ def test_the_quick_plans_trained_rows_get_equal_compute(tmp_path):
         return steps * c.batch_size * (2 if quick.runs[run].notebook == "pretrain" else 1)
 
     trained = ["selfsuper-pretrain", "selfsuper-transfer-pretrain", "super-transfer-pretrain", "super"]
-    assert {passes(r) for r in trained} == {79_872}
+    assert {passes(r) for r in trained} == {239_616}
     # the size study's points train as long as its 100% point, selfsuper-transfer
-    assert {passes(r) for r in ("size0.01-pretrain", "size0.1-pretrain")} == {79_872}
+    assert {passes(r) for r in ("size0.01-pretrain", "size0.1-pretrain")} == {239_616}
+    # one width for every trained row and the floor; the ImageNet weights keep theirs
+    assert {quick.runs[r].config.width for r in trained + ["random"]} == {32}
+    assert quick.runs["imagenet-super"].config.width == 64
 
 
 @pytest.mark.parametrize("name", ["smoke", "quick", "full"])
