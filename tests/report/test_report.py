@@ -180,12 +180,14 @@ def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
     same.runs["imagenet"].result["input_size"] = 32
     assert "not like for like" not in rp.protocol(same)
     assert "width" not in rp.protocol(same)
+    assert "ResNet-18 encoder (torchvision's, 512-d output; the CIFAR stem" in rp.protocol(same)
     narrow = copy.deepcopy(done)
     narrow.runs["super"].config["width"] = 16
     text = rp.protocol(narrow)
     assert "Encoders of width 16 (first-stage channels, doubled at each stage; 0.0625 of the multiply-adds)" in text
     # the rows at each width are named, so the reader sees which comparisons are like for like
     assert "The main table mixes widths (width 16: super; width 64: " in text
+    assert "(torchvision's layout at width 16/64, 128-d/512-d output: the caveats name each row's width;" in text
     assert "Every row of the main table" not in text
     for r in narrow.runs.values():
         if r.config:

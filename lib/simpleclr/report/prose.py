@@ -404,12 +404,26 @@ def _caveats(study: Study) -> str:
     return "**Caveats.** " + " ".join(items) if items else ""
 
 
+def _widths(study: Study) -> list[int]:
+    """The encoder widths (first-stage channels) of the study's runs, sorted."""
+    return sorted({int(r.config.get("width") or RESNET18_WIDTH) for r in study.runs.values() if r.config})
+
+
+def _encoder_shape(study: Study) -> str:
+    """The encoders' layout and feature size: the last stage has eight times the first's channels."""
+    widths = [w for w in _widths(study) if w != RESNET18_WIDTH] and _widths(study)
+    if not widths:
+        return f"torchvision's, {8 * RESNET18_WIDTH}-d output"
+    return (f"torchvision's layout at width {'/'.join(map(str, widths))}, "
+            f"{'/'.join(f'{8 * w}-d' for w in widths)} output: the caveats name each row's width")
+
+
 def _width_text(study: Study) -> str:
     """Which rows' encoders are narrower than ResNet-18, and what that costs and means."""
     def width(r: RunInfo) -> int:
         return int(r.config.get("width") or RESNET18_WIDTH)
 
-    narrow = sorted({width(r) for r in study.runs.values() if r.config} - {RESNET18_WIDTH})
+    narrow = [w for w in _widths(study) if w != RESNET18_WIDTH]
     if not narrow:
         return ""
     by_width: dict[int, list[str]] = {}
@@ -465,7 +479,7 @@ def protocol(study: Study) -> str:
     text = [
         desc,
         "",
-        "**Protocol.** Every representation is a ResNet-18 encoder (torchvision's, 512-d output; the "
+        f"**Protocol.** Every representation is a ResNet-18 encoder ({_encoder_shape(study)}; the "
         "CIFAR stem — 3×3 stride-1 first convolution, no max-pool — for encoders we train, the "
         "ImageNet stem for torchvision's weights). Each is evaluated on CIFAR-100 by the linear "
         "classification protocol: the encoder is frozen and in eval mode, features of un-augmented "
