@@ -60,8 +60,14 @@ def record(plan_dir: Path) -> str:
     found = runs(plan_dir)
     probes = {n: r for n, r in found.items() if r["cfg"]["stage"] == "linear_eval"
               or (r["cfg"]["stage"] == "supervised" and "top1" in r["res"])}
-    random = next((r for r in probes.values() if r["cfg"]["config"].get("encoder") == "random"), None)
-    floor = stats.wilson(random["res"]["top1"], random["res"]["n_test"]) if random else None
+    def shape(r: dict) -> tuple:  # what a floor must share with a row: the encoder's width and input size
+        c = _with_defaults(r["cfg"]["stage"], r["cfg"]["config"])
+        return c.get("width"), c.get("image_size")
+
+    floors: dict[tuple, stats.Interval] = {}
+    for r in probes.values():  # the first random probe of each shape, in the folder's order
+        if r["cfg"]["config"].get("encoder") == "random":
+            floors.setdefault(shape(r), stats.wilson(r["res"]["top1"], r["res"]["n_test"]))
     lines = [f"# Evidence: `{plan_dir.name}`", "",
              f"Written by `python scripts/evidence.py {plan_dir}` from the run folders.", "",
              "| row | encoder's recipe (" + ", ".join(RECIPE_KEYS) + ") | top-1 % [95%] | "
@@ -85,7 +91,9 @@ def record(plan_dir: Path) -> str:
             recipe = ", ".join(f"{c.get(k)}" for k in RECIPE_KEYS)
             knn = f"{found[pre]['res'].get('knn_top1', float('nan')):.1f}"
             loss = f"{found[pre]['res'].get('final_loss', float('nan')):.3f}"
-        versus = "" if floor is None or r is random or tested_elsewhere else stats.compare(t1, floor)
+        floor = floors.get(shape(r))
+        is_random = r["cfg"]["config"].get("encoder") == "random"
+        versus = "" if floor is None or is_random or tested_elsewhere else stats.compare(t1, floor)
         lines.append(f"| {name} | {recipe} | {t1.text()} | {t5.text()} | {versus} | "
                      f"{res.get('n_labelled', res.get('n_train'))} | {knn} | {loss} |")
     lines += ["", "| run | stage | wall time | commit | CPU (threads) | precision | started |",

@@ -41,6 +41,12 @@ def test_the_record_reads_accuracies_intervals_recipes_and_provenance(tmp_path):
     _run(plan / "resumed", "linear_eval", {"encoder": "random"},
          {"top1": 12.3, "top5": 31.7, "n_test": 10000, "wall_time_s": 60,
           "finished_by": {"git_commit": "fedcba9876543210"}})
+    # a narrower encoder is set against the random encoder of its own width, not the first one
+    _run(plan / "w16-pretrain", "pretrain", {"steps": 200, "image_size": 16, "width": 16}, {"knn_top1": 5.0})
+    _run(plan / "w16", "linear_eval", {"encoder": str(plan / "w16-pretrain"), "width": 16},
+         {"top1": 12.3, "top5": 31.7, "n_test": 10000, "n_labelled": 5000, "wall_time_s": 60})
+    _run(plan / "random-w16", "linear_eval", {"encoder": "random", "width": 16},
+         {"top1": 9.0, "top5": 25.0, "n_test": 10000, "n_labelled": 5000, "wall_time_s": 60})
     _run(plan / "unfinished", "pretrain", {}, {})
     (plan / "unfinished" / "result.json").unlink()
     text = _script().record(plan)
@@ -48,6 +54,9 @@ def test_the_record_reads_accuracies_intervals_recipes_and_provenance(tmp_path):
     assert row == (f"| a | 1.0, 0.0001, 0.5, 0.5, 128, 200, 16 | {stats.wilson(15.6, 10000).text()} | "
                    f"{stats.wilson(38.0, 10000).text()} | higher | 5000 | 9.8 | 4.891 |")
     assert "| random | random init | 12.3 [11.7, 13.0] |" in text
+    # w16 ties the width-64 floor's 12.3 but clears its own width's 9.0; the floors get no verdict
+    assert "| w16 | " in text and "| 12.3 [11.7, 13.0] | 31.7 [30.8, 32.6] | higher | 5000 |" in text
+    assert "| random-w16 | random init | 9.0 [8.5, 9.6] | 25.0 [24.2, 25.9] |  | 5000 |" in text
     assert "| a-pretrain | pretrain | 10.0 min | 01234567+dirty | Some CPU (2) |" in text
     assert "| super-e2 | supervised from scratch, 2 epochs, lr 0.1, batch 128 | 7.1 [6.6, 7.6] |" in text
     assert "| 23.9 [23.1, 24.7] | lower | 5000 |" in text  # below the random floor: said so
