@@ -30,6 +30,8 @@ from simpleclr.report import stats
 
 RECIPE_KEYS = ("lr", "weight_decay", "jitter_strength", "temperature", "batch_size", "steps",
                "image_size")
+# The record's recipe column adds the settings the pilots vary (a learning curve is one recipe)
+RECORD_KEYS = RECIPE_KEYS + ("crop_scale_min", "optimizer", "width")
 
 
 def _read(path: Path) -> Optional[dict]:
@@ -70,7 +72,7 @@ def record(plan_dir: Path) -> str:
             floors.setdefault(shape(r), stats.wilson(r["res"]["top1"], r["res"]["n_test"]))
     lines = [f"# Evidence: `{plan_dir.name}`", "",
              f"Written by `python scripts/evidence.py {plan_dir}` from the run folders.", "",
-             "| row | encoder's recipe (" + ", ".join(RECIPE_KEYS) + ") | top-1 % [95%] | "
+             "| row | encoder's recipe (" + ", ".join(RECORD_KEYS) + ") | top-1 % [95%] | "
              "top-5 % [95%] | vs random | labelled | kNN top-1 % | final NT-Xent |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in probes.items():
@@ -88,7 +90,7 @@ def record(plan_dir: Path) -> str:
             recipe = f"supervised pretraining{_on(c)}, {_length(c)}"
         elif pre:
             c = found[pre]["cfg"]["config"]
-            recipe = ", ".join(f"{c.get(k)}" for k in RECIPE_KEYS)
+            recipe = ", ".join(f"{_with_defaults('pretrain', c).get(k)}" for k in RECORD_KEYS)
             knn = f"{found[pre]['res'].get('knn_top1', float('nan')):.1f}"
             loss = f"{found[pre]['res'].get('final_loss', float('nan')):.3f}"
         floor = floors.get(shape(r))

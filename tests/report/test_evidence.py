@@ -51,7 +51,8 @@ def test_the_record_reads_accuracies_intervals_recipes_and_provenance(tmp_path):
     (plan / "unfinished" / "result.json").unlink()
     text = _script().record(plan)
     row = next(line for line in text.splitlines() if line.startswith("| a |"))
-    assert row == (f"| a | 1.0, 0.0001, 0.5, 0.5, 128, 200, 16 | {stats.wilson(15.6, 10000).text()} | "
+    # (the settings the run's config leaves out read as the defaults: crop 0.08, LARS, width 64)
+    assert row == (f"| a | 1.0, 0.0001, 0.5, 0.5, 128, 200, 16, 0.08, lars, 64 | {stats.wilson(15.6, 10000).text()} | "
                    f"{stats.wilson(38.0, 10000).text()} | higher | 5000 | 9.8 | 4.891 |")
     assert "| random | random init | 12.3 [11.7, 13.0] |" in text
     # w16 ties the width-64 floor's 12.3 but clears its own width's 9.0; the floors get no verdict
