@@ -226,7 +226,8 @@ def test_the_quick_plans_transfer_rows_and_16px_runs_are_the_pilot_runs(tmp_path
         return plan.runs[run].config.replace(**change).fingerprint()
 
     assert fp(quick, "selfsuper-transfer-pretrain") == fp(tiny, "simclr-s200-pretrain", steps=936, width=32)
-    assert fp(quick, "super-transfer-pretrain") == fp(tiny, "super-s400-pretrain", steps=1872, width=32, epochs=48)  # epochs: unused beside steps
+    # (epochs: unused beside steps, but part of the fingerprint)
+    assert fp(quick, "super-transfer-pretrain") == fp(tiny, "super-s400-pretrain", steps=1872, width=32, epochs=48)
     assert fp(quick, "random") == fp(tiny, "random", width=32) == fp(res, "random-px16", width=32)
     assert fp(quick, "selfsuper-pretrain") == fp(res, "simclr-px16-pretrain", steps=936, width=32)
     assert fp(quick, "super") == fp(res, "super-px16", epochs=48, width=32)
