@@ -404,15 +404,20 @@ def _caveats(study: Study) -> str:
     return "**Caveats.** " + " ".join(items) if items else ""
 
 
+def _width_of(r: RunInfo) -> int:
+    """A run's encoder width (first-stage channels); configs recorded before the field had 64."""
+    return int(r.config.get("width") or RESNET18_WIDTH)
+
+
 def _widths(study: Study) -> list[int]:
-    """The encoder widths (first-stage channels) of the study's runs, sorted."""
-    return sorted({int(r.config.get("width") or RESNET18_WIDTH) for r in study.runs.values() if r.config})
+    """The encoder widths of the study's runs, sorted."""
+    return sorted({_width_of(r) for r in study.runs.values() if r.config})
 
 
 def _encoder_shape(study: Study) -> str:
     """The encoders' layout and feature size: the last stage has eight times the first's channels."""
-    widths = [w for w in _widths(study) if w != RESNET18_WIDTH] and _widths(study)
-    if not widths:
+    widths = _widths(study)
+    if widths in ([], [RESNET18_WIDTH]):
         return f"torchvision's, {8 * RESNET18_WIDTH}-d output"
     return (f"torchvision's layout at width {'/'.join(map(str, widths))}, "
             f"{'/'.join(f'{8 * w}-d' for w in widths)} output: the caveats name each row's width")
@@ -420,17 +425,14 @@ def _encoder_shape(study: Study) -> str:
 
 def _width_text(study: Study) -> str:
     """Which rows' encoders are narrower than ResNet-18, and what that costs and means."""
-    def width(r: RunInfo) -> int:
-        return int(r.config.get("width") or RESNET18_WIDTH)
-
     narrow = [w for w in _widths(study) if w != RESNET18_WIDTH]
     if not narrow:
         return ""
     by_width: dict[int, list[str]] = {}
     for role in ROW_NAMES:
         for r in study.with_role("row", role):
-            if r.config and role not in by_width.setdefault(width(r), []):
-                by_width[width(r)].append(role)
+            if r.config and role not in by_width.setdefault(_width_of(r), []):
+                by_width[_width_of(r)].append(role)
     share = ", ".join(f"{(w / RESNET18_WIDTH) ** 2:.3g}" for w in narrow)
     text = (f"Encoders of width {'/'.join(map(str, narrow))} (first-stage channels, doubled at each "
             f"stage; {share} of the multiply-adds) stand in for ResNet-18's 64: a narrower ResNet-18 "
