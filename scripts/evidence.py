@@ -480,10 +480,10 @@ def _pilot_probes(plan_dir: Path, stage: str) -> dict[str, tuple[dict, dict, dic
     return out
 
 
-def _random_probes(plan_dir: Path) -> dict[str, tuple[dict, dict]]:
-    """Probes of a random encoder in the folder: name -> (probe config with defaults, result)."""
+def _random_probes(found: dict[str, dict]) -> dict[str, tuple[dict, dict]]:
+    """Probes of a random encoder among a folder's runs: name -> (probe config with defaults, result)."""
     return {name: (_with_defaults("linear_eval", r["cfg"]["config"]), r["res"])
-            for name, r in runs(plan_dir).items()
+            for name, r in found.items()
             if r["cfg"]["stage"] == "linear_eval" and r["cfg"]["config"].get("encoder") == "random"
             and "top1" in r["res"]}
 
@@ -520,7 +520,7 @@ def pilot_section(plan_dirs: list[Path], reference: str) -> str:
         return "\n".join(lines + [f"No finished probe `{reference}` of a trained encoder yet.", ""])
     probes = _pilot_probes(plan_dir, stage)
     ref_probe, ref_enc, ref_res = probes[ref_name]
-    randoms = _random_probes(plan_dir)
+    randoms = _random_probes(found)
     lines += ["| run | differs from the reference | CV top-1 % [95%] (training labels) | "
               "test top-1 % [95%] | test minus reference (paired) | test minus random encoder "
               "(paired) |", "| --- | --- | --- | --- | --- | --- |"]
