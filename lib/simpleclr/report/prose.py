@@ -333,7 +333,8 @@ def _labels_text(study: Study) -> str:
                      and (r.stage == "supervised" or _probe_folds(r) == 1)})
     val = " / ".join(f"{100 * v:g}%" for v in shares) or "a share"
     how = (f"{_probe_validation(study)} (class-balanced folds drawn with *s*: each image is validated "
-           "once, by the probe fitted on the other folds)" if _cross_validated(study) else "on the validation part")
+           "once, by the probe fitted on the other folds)" if _cross_validated(_fold_counts(study))
+           else "on the validation part")
     return ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
             "probe, `super`, fine-tuning — takes the same images: a class-balanced share *p* of "
             f"CIFAR-100 train (per class, rounded half up), then {val} of each class of them held out "
@@ -431,8 +432,10 @@ def _width_text(study: Study) -> str:
     by_width: dict[int, list[str]] = {}
     for role in ROW_NAMES:
         for r in study.with_role("row", role):
-            if r.config and role not in by_width.setdefault(_width_of(r), []):
-                by_width[_width_of(r)].append(role)
+            if r.config:
+                rows = by_width.setdefault(_width_of(r), [])
+                if role not in rows:
+                    rows.append(role)
     share = ", ".join(f"{(w / RESNET18_WIDTH) ** 2:.3g}" for w in narrow)
     text = (f"Encoders of width {'/'.join(map(str, narrow))} (first-stage channels, doubled at each "
             f"stage; {share} of the multiply-adds) stand in for ResNet-18's 64: a narrower ResNet-18 "
@@ -512,9 +515,8 @@ def _fold_counts(study: Study) -> list[int]:
     return sorted({_probe_folds(r) for r in study.runs.values() if r.stage == "linear_eval" and r.config})
 
 
-def _cross_validated(study: Study) -> bool:
-    """Whether every probe of the plan chose its weight decay by cross-validation."""
-    counts = _fold_counts(study)
+def _cross_validated(counts: list[int]) -> bool:
+    """Whether every probe chose its weight decay by cross-validation, from :func:`_fold_counts`."""
     return bool(counts) and counts[0] > 1
 
 
@@ -522,7 +524,7 @@ def _probe_validation(study: Study) -> str:
     """How the plan's probes validated: by k-fold cross-validation over the labelled images, or on
     a split carved from them."""
     counts = _fold_counts(study)
-    if counts and counts[0] > 1:
+    if _cross_validated(counts):
         return f"by {' / '.join(map(str, counts))}-fold cross-validation over the labelled images"
     return "on a split carved from the labelled images"
 
