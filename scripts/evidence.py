@@ -327,17 +327,11 @@ def resolution_section(plan_dirs: list[Path]) -> str:
                 versus = ""
                 if kind != "random encoder" and size in floors:
                     f_name, f_res, f_folder, _ = floors[size]
-                    a, b = _correct(folder, res), _correct(f_folder, f_res)
-                    if a is not None and b is not None and a.shape == b.shape:
-                        p = stats.paired(a, b)
-                        versus = f"{p.verdict}: {p.text(unit=' points')}"
+                    versus = _paired_text(_correct(folder, res), _correct(f_folder, f_res))
                 diff = ""
                 if len(sizes) == 2 and size == sizes[1]:
                     s_name, s_res, s_folder, _ = rows[kind][sizes[0]]
-                    a, b = _correct(folder, res), _correct(s_folder, s_res)
-                    if a is not None and b is not None and a.shape == b.shape:
-                        p = stats.paired(a, b)
-                        diff = f"{p.verdict}: {p.text(unit=' points')}"
+                    diff = _paired_text(_correct(folder, res), _correct(s_folder, s_res))
                 lines.append(f"| {kind} | {size} px | {plan_dir.name}/{name} | {work} | {t.text()} | "
                              f"{versus} | {diff} |")
     return "\n".join(lines) + "\n"
@@ -467,10 +461,9 @@ def ablation_section(plan_dirs: list[Path], reference: str) -> str:
 
 
 # ---- a recipe pilot: variants chosen on training labels, tested beside ------------------------
-def _pilot_probes(plan_dir: Path, stage: str) -> dict[str, tuple[dict, dict, dict]]:
-    """Probes of the folder whose encoder a ``stage`` run trained: name -> (probe config with
-    defaults, encoder config with defaults, probe result)."""
-    found = runs(plan_dir)
+def _pilot_probes(found: dict[str, dict], stage: str) -> dict[str, tuple[dict, dict, dict]]:
+    """Probes among a folder's runs whose encoder a ``stage`` run trained: name -> (probe config
+    with defaults, encoder config with defaults, probe result)."""
     out = {}
     for name, r in found.items():
         enc = _encoder_run(r, found, stage) if r["cfg"]["stage"] == "linear_eval" else None
@@ -488,9 +481,9 @@ def _random_probes(found: dict[str, dict]) -> dict[str, tuple[dict, dict]]:
             and "top1" in r["res"]}
 
 
-def _paired_text(folder: Path, res: dict, other_folder: Path, other_res: dict) -> str:
-    """The paired test of two probes on the same test images, or "" when either lacks them."""
-    mine, theirs = _correct(folder, res), _correct(other_folder, other_res)
+def _paired_text(mine, theirs) -> str:
+    """The paired test of two runs' per-image correctness (:func:`_correct`) on the same test
+    images, or "" when either lacks it."""
     if mine is None or theirs is None or mine.shape != theirs.shape:
         return ""
     p = stats.paired(mine, theirs)
@@ -518,9 +511,10 @@ def pilot_section(plan_dirs: list[Path], reference: str) -> str:
                   and _encoder_run(found[ref_name], found, st)), None)
     if stage is None:
         return "\n".join(lines + [f"No finished probe `{reference}` of a trained encoder yet.", ""])
-    probes = _pilot_probes(plan_dir, stage)
-    ref_probe, ref_enc, ref_res = probes[ref_name]
-    randoms = _random_probes(found)
+    probes, randoms = _pilot_probes(found, stage), _random_probes(found)
+    ref_probe, ref_enc, _ = probes[ref_name]
+    # each run's per-image correctness, read once: the reference and the floors pair with many rows
+    correct = {n: _correct(plan_dir / n, entry[-1]) for n, entry in {**probes, **randoms}.items()}
     lines += ["| run | differs from the reference | CV top-1 % [95%] (training labels) | "
               "test top-1 % [95%] | test minus reference (paired) | test minus random encoder "
               "(paired) |", "| --- | --- | --- | --- | --- | --- |"]
@@ -532,10 +526,9 @@ def pilot_section(plan_dirs: list[Path], reference: str) -> str:
         what = ", ".join(f"{k} {ref} → {mine}" for k, (mine, ref) in d.items()) or "(the reference)"
         cv[name] = stats.wilson(res["val_top1"], res["n_val"])
         t = stats.wilson(res["top1"], res["n_test"])
-        paired = "" if name == ref_name else _paired_text(plan_dir / name, res, plan_dir / ref_name, ref_res)
+        paired = "" if name == ref_name else _paired_text(correct[name], correct[ref_name])
         floor = next((f for f, (c, _) in sorted(randoms.items()) if not _diff(c, probe, {"encoder"})), None)
-        over = (f"{_paired_text(plan_dir / name, res, plan_dir / floor, randoms[floor][1])} (`{floor}`)"
-                if floor else "")
+        over = f"{_paired_text(correct[name], correct[floor])} (`{floor}`)" if floor else ""
         lines.append(f"| {plan_name}/{name} | {what} | {cv[name].text()} | {t.text()} | {paired} | {over} |")
     best = max(cv, key=lambda n: cv[n].value)
     clear = [n for n in cv if n != ref_name and stats.compare(cv[n], cv[ref_name]) == "higher"]
