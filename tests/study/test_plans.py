@@ -194,15 +194,17 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
         assert len(seeds) >= 3
 
 
+def fp(plan, run: str, **change) -> str:
+    """The fingerprint of a plan run's config with ``change`` applied: equal configs, equal prints."""
+    return plan.runs[run].config.replace(**change).fingerprint()
+
+
 def test_the_quick_plans_main_rows_are_the_evidence_runs(tmp_path):
     # plans/quick.yaml is sized from docs/evidence.md: its SimCLR pretraining, its supervised row
     # and its random floor must be the configs measured there (same fingerprint), at the half
     # width and the length plans/pilot-width.yaml chose, so a drift in either file fails here.
     quick, recipe, curves, width = (plans.load_plan(n, tmp_path / n)
                                     for n in ("quick", "recipe", "curves", "pilot-width"))
-
-    def fp(plan, run, **change):
-        return plan.runs[run].config.replace(**change).fingerprint()
 
     assert fp(quick, "selfsuper-pretrain") == fp(recipe, "published-pretrain", steps=936, width=32)
     assert fp(quick, "selfsuper-pretrain") == fp(width, "w32-s936-pretrain")
@@ -221,9 +223,6 @@ def test_the_quick_plans_transfer_rows_and_16px_runs_are_the_pilot_runs(tmp_path
     # The transfer rows are sized from plans/curves-tiny.yaml and the 16 px choice from
     # plans/resolution.yaml: the quick plan's configs are theirs, at its own step counts.
     quick, tiny, res = (plans.load_plan(n, tmp_path / n) for n in ("quick", "curves-tiny", "resolution"))
-
-    def fp(plan, run, **change):
-        return plan.runs[run].config.replace(**change).fingerprint()
 
     assert fp(quick, "selfsuper-transfer-pretrain") == fp(tiny, "simclr-s200-pretrain", steps=936, width=32)
     # (epochs: unused beside steps, but part of the fingerprint)
