@@ -666,29 +666,31 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
     the plan was submitted there (``plan run --executor slurm``) and the time left here."""
     p = load_plan(plan, outputs)
     est = Estimator(Path(outputs))
-    jobs: dict[str, str] = {}
-    if (p.outputs / "slurm").is_dir():  # submitted to SLURM (plan run --executor slurm)
-        from .slurm import run_job_states
-
-        jobs = run_job_states(p)
     rows = []
     total = 0.0
     unknown = 0
     for n, spec in p.runs.items():
         status = spec.status()
-        job = jobs.get(n, "-") if status != "done" else "-"
         if status == "broken":  # not run until repaired: the last column says why
-            rows.append((n, spec.notebook, status, "-", job, RunDir(spec.path).problem() or ""))
+            rows.append([n, spec.notebook, status, "-", "-", RunDir(spec.path).problem() or ""])
             continue
         seconds, basis = (0.0, "") if status == "done" else est.seconds(spec)
         if seconds is None:
             unknown += 1
         else:
             total += seconds
-        rows.append((n, spec.notebook, status, "-" if status == "done" else fmt_seconds(seconds), job, basis))
+        rows.append([n, spec.notebook, status, "-" if status == "done" else fmt_seconds(seconds), "-", basis])
+    jobs: dict[str, str] = {}
+    if (p.outputs / "slurm").is_dir():  # submitted to SLURM: the jobs' states, read last, so fresh
+        from .slurm import run_job_states
+
+        jobs = run_job_states(p)
+        for r in rows:
+            r[2] = p.runs[r[0]].status()  # as of the same moment
+            r[4] = jobs.get(r[0], "-") if r[2] != "done" else "-"
     head = ("run", "notebook", "status", "left", "slurm")
     cols = 5 if jobs else 4  # the SLURM column once the plan was submitted there
-    w = [max(len(r[i]) for r in rows + [head + ("",)]) for i in range(5)]
+    w = [max(len(r[i]) for r in rows + [list(head)]) for i in range(5)]
     print(f"plan {p.name} ({p.source}) -> {p.outputs}")
     print("  " + "  ".join(f"{h:>{w[i]}}" if i == 3 else f"{h:<{w[i]}}" for i, h in enumerate(head[:cols]))
           + "  basis")
