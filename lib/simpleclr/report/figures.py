@@ -29,7 +29,7 @@ from .model import ROW_NAMES, ReportError, RunInfo, Study
 # comparison with the best cell.
 HPARAM_VALUES = frozenset({"top1", "top1_std", "top1_lo", "top1_hi", "top5", "top5_std", "top5_lo",
                            "top5_hi", "n", "n_test", "planned", "n_labelled", "missing", "knn_top1",
-                           "final_loss", "vb_verdict", "vb_diff", "vb_text", "vb_paired"})
+                           "final_loss", "vb_verdict", "vb_diff", "vb_text", "vb_paired", "cv_top1"})
 
 
 def hparam_axes(df: pd.DataFrame) -> list[str]:
@@ -199,8 +199,9 @@ def heatmap_limits(values: Sequence[float], span: float = HEATMAP_SPAN) -> tuple
 
 
 def _cell_label(value: float, vs_best: str) -> str:
-    """A heatmap cell's text: its accuracy, and where it stands against the best cell."""
-    mark = {"": "\nbest", "same": "\n= best", "lower": ""}.get(vs_best, "")
+    """A heatmap cell's text: its accuracy, and where it stands against the chosen cell (the best
+    on training labels; Holm-corrected paired test, else 95% intervals)."""
+    mark = {"": "\nchosen", "same": "\n= chosen", "lower": "", "higher": "\n> chosen"}.get(vs_best, "")
     return f"{value:.1f}{mark}"
 
 
@@ -208,8 +209,9 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
     """Heatmap(s) of probe top-1 over the first two hparam axes, one panel per other-axes cell.
 
     The colours span a fixed number of points around the mean (:func:`heatmap_limits`), so noise
-    stays pale; each cell says whether it differs from the best cell (``= best``: not, by the
-    paired test where the cells have predictions, else by their 95% intervals)."""
+    stays pale; each cell says whether it differs from the chosen cell, the best by the probes'
+    cross-validated accuracy on training labels (``= chosen``: not, by the Holm-corrected paired
+    test where the cells have predictions, else by their 95% intervals)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -218,8 +220,8 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
     df = df.dropna(subset=[value])
     vmin, vmax = heatmap_limits(df[value])
     vs_best = df["vb_verdict"] if "vb_verdict" in df.columns else pd.Series("lower", index=df.index)
-    if "vb_verdict" not in df.columns:
-        vs_best = vs_best.where(df[value] != df[value].max(), "")
+    if "vb_verdict" not in df.columns and "cv_top1" in df.columns and df["cv_top1"].notna().any():
+        vs_best = vs_best.where(df["cv_top1"] != df["cv_top1"].max(), "")
     df = df.assign(_label=[_cell_label(v, b) for v, b in zip(df[value], vs_best)])
     axes = hparam_axes(df.drop(columns="_label"))
     if len(axes) == 1:

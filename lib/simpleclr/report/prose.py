@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..config import RESNET18_WIDTH
 from .model import ROW_INFO, ROW_NAMES, RunInfo, Study
-from .tables import (encoder_passes, fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length,
+from .tables import (best_cell, encoder_passes, fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length,
                      short_dataset, versus)
 # The report's entry point and its error, as the report notebook and callers know them.
 from .model import ReportError, load_study  # noqa: F401
@@ -252,14 +252,22 @@ def verdict(done: pd.DataFrame) -> str:
 
 
 def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
-    """What a study (pretraining-set size, hyperparameters) shows: whether its cells differ from
-    its best one, by the paired test where the cells have per-image predictions, else by their
-    95% intervals. ``axes`` name a cell."""
+    """What a study (pretraining-set size, hyperparameters) shows: its chosen cell (the best
+    cross-validated probe accuracy on training labels, never test) and which cells differ from
+    it, by the paired tests Holm-corrected over the cells where they have per-image predictions,
+    else by their 95% intervals. ``axes`` name a cell."""
     cells = [(r, row_interval(r)) for _, r in df.iterrows()]
     cells = [(r, i) for r, i in cells if i is not None]
     if len(cells) < 2:
         return "_Fewer than two finished cells: nothing to compare yet._"
-    (hi_row, hi), (lo_row, lo) = max(cells, key=lambda c: c[1].value), min(cells, key=lambda c: c[1].value)
+    pos = best_cell(df)
+    if pos is None or row_interval(df.iloc[pos]) is None:
+        return ("_No cell recorded its probe's cross-validated accuracy on training labels, so no cell "
+                "is chosen: the study does not rank its cells by test accuracy._")
+    best_row, best = df.iloc[pos], row_interval(df.iloc[pos])
+    assert best is not None
+    others = [(r, i) for r, i in cells if r.name != best_row.name]
+    lo_row, lo = min(others, key=lambda c: c[1].value)
 
     def name(row: pd.Series) -> str:
         return ", ".join(f"{row[a]:g}% of the pretraining images" if a == "pct"
@@ -267,21 +275,28 @@ def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
                          else f"{a.replace('_', ' ')} {row[a]:g}" if isinstance(row[a], (int, float))
                          else f"{a.replace('_', ' ')} {row[a]}" for a in axes)
 
-    text = f"Best cell {name(hi_row)}: {hi.text()}%; worst {name(lo_row)}: {lo.text()}%. "
-    if "vb_paired" in df.columns and lo_row.get("vb_paired"):
-        same = sum(1 for r, _ in cells if r.get("vb_verdict") == "same")
-        text += (f"Paired test of the worst against the best on the same test images: "
-                 f"{lo_row['vb_text']} points. ")
-        if lo_row["vb_verdict"] == "same":
-            return text + ("No cell differs from the best beyond the noise, so at this budget the study "
-                           "shows no difference between its cells: it needs more steps or seeds to "
-                           "separate them.")
-        return text + (f"The best is above the worst; {same} of {len(cells) - 1} other cells do not "
-                       "differ from the best (paired test).")
-    if hi.overlaps(lo):
+    text = (f"Chosen cell (best cross-validated probe accuracy on training labels, "
+            f"{best_row['cv_top1']:.1f}%): {name(best_row)}, test top-1 {best.text()}%; lowest "
+            f"{name(lo_row)}: {lo.text()}%. ")
+    paired = [r for r, _ in others if r.get("vb_paired")]
+    if paired:
+        lower = [r for r in paired if r.get("vb_verdict") == "lower"]
+        higher = [r for r in paired if r.get("vb_verdict") == "higher"]
+        text += (f"Paired tests of the other {len(paired)} cells against it on the same test images, "
+                 f"Holm-corrected over the {len(paired)}: ")
+        if not lower and not higher:
+            return text + ("none differs beyond the noise, so at this budget the study shows no "
+                           "difference between its cells: it needs more steps or seeds to separate them.")
+        parts = []
+        if lower:
+            parts.append("below it: " + "; ".join(f"{name(r)} ({r['vb_text']})" for r in lower))
+        if higher:
+            parts.append("above it on test: " + "; ".join(name(r) for r in higher))
+        return text + ", ".join(parts) + f"; {len(paired) - len(lower) - len(higher)} do not differ from it."
+    if best.overlaps(lo):
         return text + ("Their 95% intervals overlap, so at this budget the study shows no difference "
                        "between its cells: it needs more steps or seeds to separate them.")
-    return text + "The best is above the worst beyond their 95% intervals."
+    return text + "The chosen cell is above the lowest beyond their 95% intervals."
 
 
 def rehearsal_runs(study: Study) -> list[RunInfo]:
