@@ -74,8 +74,26 @@ def _datasets(study: Study) -> dict[str, dict]:
                 continue
             name = d.get("name") or d.get("dataset") or r.config.get("dataset")
             out.setdefault(name, {"dataset": name, "source": d.get("source"), "sha256": d.get("sha256"),
-                                  "url": d.get("url"), "file": d.get("path") or d.get("file")})
+                                  "url": d.get("url"), "file": d.get("path") or d.get("file"),
+                                  "counts": d.get("image_counts"), "official": d.get("official_counts"),
+                                  "partial": bool(d.get("partial"))})
     return out
+
+
+def _counts_text(counts: Optional[dict]) -> str:
+    """``50,000 train / 10,000 test images``, from a run's record of what it read."""
+    if not counts:
+        return ""
+    return f"{counts.get('train') or 0:,} train / {counts.get('test') or 0:,} test images"
+
+
+def _data_text(d: dict) -> str:
+    """A dataset as the protocol's Data line gives it: checksum status and the image counts the
+    runs read, a partial set named as such."""
+    counts = _counts_text(d.get("counts"))
+    if d.get("partial"):
+        counts += f", a PARTIAL set (official: {_counts_text(d['official'])})"
+    return f"{d['dataset']} ({d['source']}" + (f"; {counts}" if counts else "") + ")"
 
 
 def _standin(run: RunInfo) -> bool:
@@ -110,6 +128,11 @@ def warnings(study: Study) -> list[str]:
         elif d["source"] not in ("official", None):
             out.append(f"<b>{d['dataset']}</b> came from a file whose checksum is not the official one "
                        f"(source: {d['source']}, sha256 {str(d['sha256'])[:16]}…).")
+        if d.get("partial"):
+            out.append(f"<b>{d['dataset']}</b> is a <b>partial set</b>: the runs read "
+                       f"{_counts_text(d['counts'])}, where the official set has {_counts_text(d['official'])}; "
+                       "every row trained on it, and the size study's shares of it, had fewer images than "
+                       "the published figures'.")
     out += budget_mismatches(study)
     missing = [r for r in study.runs.values() if not r.done]
     if missing:
@@ -492,7 +515,7 @@ def protocol(study: Study) -> str:
     probe = next((r for r in study.runs.values() if r.notebook == "linear_eval" and r.config), None)
     wds = _values_text(probe.config.get("weight_decays") or []) if probe else ""
     datasets = _datasets(study)
-    data_line = ", ".join(f"{d['dataset']} ({d['source']})" for d in datasets.values())
+    data_line = ", ".join(_data_text(d) for d in datasets.values())
     devices = sorted({str(((r.config_json or {}).get("provenance") or {}).get("device")) for r in study.runs.values()
                       if r.config_json})
     total = sum(float((r.result or {}).get("wall_time_s") or 0) for r in study.runs.values())

@@ -66,7 +66,7 @@ STANDIN_FILES = {"imagenet_weights": "standin-imagenet-resnet18.pth"}
 
 REPORT_PARAMS = ("title", "tsne_points", "tsne_seed", "tsne_perplexity")  # report.ipynb's parameters
 PLAN_KEYS = {"name", "description", "defaults", "report", "runs", "standins", "estimate",
-             "budget_min", "smaller"}
+             "budget_min", "smaller", "partial_data"}
 RUN_KEYS = {"name", "notebook", "params", "needs", "report", "matrix", "launch"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
@@ -108,6 +108,8 @@ class Plan:
     estimate: str = ""
     budget_min: Optional[float] = None  # the wall time the plan is sized for, where one is stated
     smaller: Optional[str] = None  # the plan to name when this one would take far longer here
+    # datasets the plan accepts with other than their official image counts (a subset on purpose)
+    partial_data: tuple[str, ...] = ()
 
     def standin_path(self, kind: str) -> Path:
         return self.outputs / STANDIN_FILES[kind]
@@ -404,4 +406,13 @@ def load_plan(plan: PathLike, outputs: PathLike = "outputs") -> Plan:
     return Plan(name=name, source=source, description=str(raw.get("description") or "").strip(),
                 outputs=plan_dir, runs=runs, report=_report_params(raw, where), standins=standins,
                 estimate=str(raw.get("estimate") or "").strip(), budget_min=_budget(raw, where),
-                smaller=str(raw["smaller"]) if raw.get("smaller") else None)
+                smaller=str(raw["smaller"]) if raw.get("smaller") else None,
+                partial_data=_partial_data(raw, where))
+
+
+def _partial_data(raw: dict, where: str) -> tuple[str, ...]:
+    names = raw.get("partial_data") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise PlanError(f"{where}: partial_data must be a list of dataset names, e.g. [tiny-imagenet], "
+                        f"not {names!r}")
+    return tuple(names)

@@ -55,7 +55,9 @@ def _datasets(plan: Plan, names: Sequence[str]) -> list[tuple[str, Optional[str]
 
 
 def check_data(plan: Plan, names: Sequence[str]) -> None:
-    """Make every dataset the runs use ready (cache, placed file or download) before any run.
+    """Make every dataset the runs use ready (cache, placed file or download) before any run, and
+    stop when an official dataset's image counts are not the official ones, unless the plan
+    (``partial_data``) or the environment (:data:`simpleclr.data.PARTIAL_ENV`) declares it partial.
 
     Raises :class:`PlanError` with the data layer's own message and a pointer to the smoke plan,
     so a machine without the data stops at once instead of after the first hour of runs.
@@ -64,7 +66,10 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
 
     for name, root, accept, size in _datasets(plan, names):
         try:  # the native cache and the size the runs read, built once here
-            data.prepare(name, root=root, accept_checksum=accept, download=True, image_size=size)
+            summary = data.prepare(name, root=root, accept_checksum=accept, download=True, image_size=size)
+            problem = data.count_problem(name, summary["splits"])
+            if problem and not data.declared_partial(name, plan.partial_data):
+                raise PlanError(f"{problem}; no run was started")
         except data.DataError as e:
             hint = "" if name.startswith("synthetic-") else (
                 " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
