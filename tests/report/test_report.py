@@ -133,7 +133,8 @@ def test_the_budget_says_whether_the_rows_had_equal_compute(study):
             in rp.protocol(same))
     other = copy.deepcopy(study)
     other.runs["super"].result["images_seen"] = 5_000
-    assert "Unequal compute: the rows passed selfsuper-transfer 10,240, super 5,000 images" in rp.protocol(other)
+    assert ("Unequal compute: the rows passed different numbers of images through the encoder (a SimCLR "
+            "image's two views count twice); against super's 5,000: selfsuper-transfer 2.0×.") in rp.protocol(other)
 
 
 def test_unequal_label_budgets_are_flagged(study):
@@ -153,7 +154,10 @@ def test_unequal_label_budgets_are_flagged(study):
 
 def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
     text = rp.protocol(study)
-    assert "takes the same images" in text and "rounded half up" in text and "10% of each class" in text
+    assert "takes the same images" in text and "rounded half up" in text
+    assert ("supervised training (`super`, its label curve) holds 10% out, evaluated every epoch (never test), "
+            "and trains on the rest") in text
+    assert "fine-tuning holds 10% out to choose its encoder learning rate (below), then trains on all" in text
     assert "chosen from 0.1, 1 by validation top-1 after one trial of 1 epochs" in text
     assert "batch-norm running statistics of initialisation" in text
     assert "Appendix B.8" not in text  # the plan keeps the default 45-value grid
@@ -167,19 +171,20 @@ def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
             r.config["val_folds"] = 1
     single = rp.protocol(one_split)
     assert "chosen on validation on a split carved from the labelled images" in single
-    assert "its weight decay on the validation part" in single and "cross-validation" not in single
+    assert "its weight decay on a held-out 10% of them" in single and "cross-validation" not in single
     assert "224 px" not in text  # the ImageNet row failed: no input size to speak of
     done = copy.deepcopy(study)
     done.runs["imagenet"].result = {"fingerprint": done.runs["imagenet"].fingerprint, "input_size": 128}
     text = rp.protocol(done)
-    assert ("upsampled to 128 px, where published ImageNet transfer figures use 224 px: the ImageNet "
-            "stem's 4× downsampling then leaves a 32×32 grid") in text
+    assert ("The ImageNet rows read CIFAR-100 upsampled from its stored size to 128 px, below the 224 px of "
+            "SimCLR's transfer protocol; this plan did not probe them at 224 px; behind the ImageNet stem's 4× "
+            "downsampling that leaves a 32×32 grid.") in text
     # every other row read 32 px: the ImageNet row's larger input is named, not called equivalent
-    assert "The other rows read the images at 32 px, so this is not like for like" in text
-    assert "16× the pixels per image" in text
+    assert ("The other rows read the images at 32 px: the ImageNet rows get 16× the pixels per image, "
+            "upsampled, so more compute per image but no detail beyond the stored image's.") in text
     same = copy.deepcopy(done)
     same.runs["imagenet"].result["input_size"] = 32
-    assert "not like for like" not in rp.protocol(same)
+    assert "The other rows read" not in rp.protocol(same)
     assert "width" not in rp.protocol(same)
     assert "ResNet-18 encoder (torchvision's, 512-d output; the CIFAR stem" in rp.protocol(same)
     narrow = copy.deepcopy(done)

@@ -143,8 +143,21 @@ def warnings(study: Study) -> list[str]:
     return out
 
 
+def planned_passes(run: RunInfo) -> Optional[int]:
+    """Images a training run passes through its encoder (a SimCLR image's two views counted
+    twice): from its result where it recorded them, else from a fixed step count in its config."""
+    done = encoder_passes(run.stage, run.result)
+    if done:
+        return done
+    c = run.config
+    if c.get("steps") and c.get("batch_size") and run.stage in ("pretrain", "supervised"):
+        return int(c["steps"]) * int(c["batch_size"]) * (2 if run.stage == "pretrain" else 1)
+    return None
+
+
 def _budget(study: Study) -> str:
-    """Each trained row's training run, and whether the rows had equal compute (encoder passes)."""
+    """Each trained row's training run with its encoder passes, and plainly where they differ:
+    each row's passes as a multiple of the fewest (a SimCLR image's two views count twice)."""
     parts, passes = [], {}
     for name in ("selfsuper", "selfsuper-transfer", "super", "super-transfer"):
         for r in study.with_role("row", name):
@@ -154,7 +167,7 @@ def _budget(study: Study) -> str:
             c = src.config
             what = ("SimCLR" if src.stage == "pretrain" else "supervised")
             frac = c.get("subset_fraction", 1.0)
-            n = encoder_passes(src.stage, src.result)
+            n = planned_passes(src)
             if n:
                 passes[name] = n
             parts.append(f"{name}: {what} on {c.get('dataset')}"
@@ -168,10 +181,11 @@ def _budget(study: Study) -> str:
             text += (f". Equal compute: {', '.join(passes)} each passed {next(iter(passes.values())):,} "
                      "images through the encoder (a SimCLR image's two views count twice)")
         else:
-            text += (". Unequal compute: the rows passed "
-                     + ", ".join(f"{k} {v:,}" for k, v in passes.items())
-                     + " images through the encoder (a SimCLR image's two views count twice); "
-                     "compare them with that in mind")
+            fewest = min(passes, key=lambda k: passes[k])
+            ratios = ", ".join(f"{k} {passes[k] / passes[fewest]:.1f}×" for k in passes if k != fewest)
+            text += (f". Unequal compute: the rows passed different numbers of images through the encoder "
+                     f"(a SimCLR image's two views count twice); against {fewest}'s {passes[fewest]:,}: "
+                     f"{ratios}. A row with more passes had more compute: compare them with that in mind")
     return text
 
 
@@ -365,21 +379,42 @@ def _values_text(values: Sequence[float]) -> str:
 
 
 def _labels_text(study: Study) -> str:
-    """How every stage takes its labelled images, with the validation share the plan used."""
-    shares = sorted({float(r.config.get("val_fraction", 0.1)) for r in study.runs.values()
-                     if r.stage in ("supervised", "linear_eval") and r.config
-                     and (r.stage == "supervised" or _probe_folds(r) == 1)})
-    val = " / ".join(f"{100 * v:g}%" for v in shares) or "a share"
+    """How every stage takes its labelled images, and how each validates, from the configs."""
+    probes = [r for r in study.runs.values() if r.stage == "linear_eval" and r.config and _probe_folds(r) == 1]
+    held = sorted({float(r.config.get("val_fraction", 0.1)) for r in probes})
     how = (f"{_probe_validation(study)} (class-balanced folds drawn with *s*: each image is validated "
            "once, by the probe fitted on the other folds)" if _cross_validated(_fold_counts(study))
-           else "on the validation part")
-    return ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
+           else f"on a held-out {' / '.join(f'{100 * v:g}%' for v in held) or 'share'} of them")
+    text = ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
             "probe, `super`, fine-tuning — takes the same images: a class-balanced share *p* of "
-            f"CIFAR-100 train (per class, rounded half up), then {val} of each class of them held out "
-            "for validation, both drawn with *s*; each result.json records the counts and a digest "
-            "of both sets, and the tables give each row's labelled-image count. The probe chooses "
-            f"its weight decay {how} and refits on all labelled images; supervised "
-            "training and fine-tuning train on the rest and validate every epoch.")
+            "CIFAR-100 train (per class, rounded half up), drawn with *s*, and any part a stage holds out "
+            "for validation drawn with *s* too; each result.json records the counts and a digest of the "
+            "sets, and the tables give each row's labelled-image count. The probe chooses its weight "
+            f"decay {how} and refits on all labelled images")
+    clauses = [c for c in (_supervised_validation(study, False), _supervised_validation(study, True)) if c]
+    return text + ("; " + "; ".join(clauses) if clauses else "") + "."
+
+
+def _supervised_validation(study: Study, finetune: bool) -> str:
+    """What `super` (``finetune`` False) or fine-tuning does with its labelled images: holds a
+    validation share out (its ``val_fraction``) or trains on all of them, from the configs."""
+    runs = [r for r in study.runs.values() if r.stage == "supervised" and r.config
+            and bool(r.config.get("init")) == finetune]
+    if not runs:
+        return ""
+    who = "fine-tuning" if finetune else "supervised training (`super`, its label curve)"
+    vals = sorted({float(r.config.get("val_fraction", 0.1)) for r in runs})
+    chooses = any(len(set(r.config.get("encoder_lr_grid") or ())) > 1 for r in runs)
+    held = " / ".join(f"{100 * v:g}%" for v in vals if v > 0)
+    if vals == [0.0]:
+        return f"{who} trains on all of them, none held out (val_fraction 0: nothing is chosen on validation)"
+    if chooses:
+        return (f"{who} holds {held} out to choose its encoder learning rate (below), then trains on all of "
+                "them")
+    text = f"{who} holds {held} out, evaluated every epoch (never test), and trains on the rest"
+    if 0.0 in vals:
+        text += " (runs with val_fraction 0 train on all of them)"
+    return text
 
 
 def _probe_folds(run: RunInfo) -> int:
@@ -417,21 +452,9 @@ def _caveats(study: Study) -> str:
                      "initialisation (mean 0, variance 1), not statistics of CIFAR-100 images: the "
                      "frozen encoder runs in eval mode, like every other.")
     imagenet = study.with_role("row", "imagenet-super")
-    sizes = sorted({int(input_size(r)) for r in imagenet if input_size(r)})
-    if imagenet and sizes:
-        px, grid = "/".join(str(s) for s in sizes), sizes[0] // 4
-        others = sorted({int(input_size(r)) for role in ROW_NAMES if role != "imagenet-super"
-                         for r in study.with_role("row", role) if input_size(r)})
-        text = (f"The ImageNet rows see CIFAR-100 upsampled to {px} px, where published ImageNet "
-                "transfer figures use 224 px: the ImageNet stem's 4× downsampling then leaves a "
-                f"{grid}×{grid} grid. ")
-        if others and others != sizes:
-            smaller = "/".join(str(s) for s in others)
-            text += (f"The other rows read the images at {smaller} px, so this is not like for like: "
-                     f"at {px} px the ImageNet rows get the detail of the dataset's own images that a "
-                     f"{smaller} px copy drops, and {sizes[0] ** 2 // others[0] ** 2}× the pixels per "
-                     "image; part of their gap to the other rows is the input, not the representation. ")
-        items.append(text + "How much 224 px would add was not measured (no GPU was available).")
+    text = _imagenet_input_text(imagenet, study)
+    if text:
+        items.append(text)
     width = _width_text(study)
     if width:
         items.append(width)
@@ -441,6 +464,44 @@ def _caveats(study: Study) -> str:
         items.append(f"The probe's weight-decay grid has {n_wd} values, against 45 log-spaced values "
                      "in SimCLR's Appendix B.8 (the default grid; this plan narrowed it for time).")
     return "**Caveats.** " + " ".join(items) if items else ""
+
+
+def _native_size(run: RunInfo) -> Optional[int]:
+    """The side the dataset's images have on disk, as a probe's data record gives it."""
+    data = ((run.config_json or {}).get("data") or {}).get("train") or {}
+    size = data.get("resized_from") or data.get("image_size")
+    return int(size) if size else None
+
+
+def _imagenet_input_text(imagenet: Sequence[RunInfo], study: Study) -> str:
+    """What the ImageNet rows' input size means beside the other rows', from the runs' records:
+    upsampling adds no detail to an image stored at a smaller size, only pixels and compute."""
+    sizes = sorted({int(input_size(r)) for r in imagenet if input_size(r)})
+    if not sizes:
+        return ""
+    px = "/".join(map(str, sizes))
+    grid = "/".join(f"{s // 4}×{s // 4}" for s in sizes)
+    natives = sorted({n for r in imagenet if (n := _native_size(r))})
+    others = sorted({int(input_size(r)) for role in ROW_NAMES if role != "imagenet-super"
+                     for r in study.with_role("row", role) if input_size(r)})
+    native = f"its stored {'/'.join(map(str, natives))} px" if natives else "its stored size"
+    text = f"The ImageNet rows read CIFAR-100 upsampled from {native} to {px} px"
+    if sizes == [224]:
+        text += (", the size the weights were trained at and the input of SimCLR's transfer protocol "
+                 "(Appendix B.8)")
+    else:
+        text += ", below the 224 px of SimCLR's transfer protocol; this plan did not probe them at 224 px"
+    text += f"; behind the ImageNet stem's 4× downsampling that leaves a {grid} grid. "
+    if others and others != sizes:
+        smaller = "/".join(map(str, others))
+        if natives and max(natives) > min(others):
+            text += (f"The other rows read {smaller} px copies, which drop detail that the {px} px input "
+                     "keeps: part of the ImageNet rows' gap to them is the input, not the representation. ")
+        else:
+            text += (f"The other rows read the images at {smaller} px: the ImageNet rows get "
+                     f"{sizes[0] ** 2 // others[0] ** 2}× the pixels per image, upsampled, so more compute "
+                     "per image but no detail beyond the stored image's. ")
+    return text.strip()
 
 
 def _width_of(r: RunInfo) -> int:
@@ -503,10 +564,30 @@ def _recipe_text(study: Study) -> str:
     verdict = ("google-research/simclr's CIFAR recipe" if not off else
                "google-research/simclr's CIFAR recipe except " + ", ".join(off)
                + " (varied on purpose where a study varies it)")
-    return (f"**SimCLR recipe.** {verdict}: {used}; the lr is per 256 images and scales linearly "
-            "with the batch (lr × B/256, as in that command), so the batch-size study changes both; "
-            "warm-up then cosine, stepped per iteration; weight decay and LARS adaptation skip "
-            "biases and batch-norm parameters.")
+    return (f"**SimCLR recipe.** {verdict}: {used}; {_lr_scaling_text(pres)}; warm-up then cosine, "
+            "stepped per iteration; weight decay and LARS adaptation skip biases and batch-norm "
+            "parameters.")
+
+
+LR_RULES = {"linear": "scales linearly with the batch B (lr × B/256, as in that command)",
+            "sqrt": "scales with the square root of the batch B (lr × √B, google-research/simclr's rule "
+                    "for small batches)",
+            "none": "is used as given, whatever the batch"}
+
+
+def _lr_scaling_text(configs: Sequence[dict]) -> str:
+    """How the pretraining runs' learning rate followed the batch, from each config's rule."""
+    by_rule: dict[str, list[dict]] = {}
+    for c in configs:
+        by_rule.setdefault(str(c.get("lr_scaling", "linear")), []).append(c)
+    if len(by_rule) == 1:
+        rule = next(iter(by_rule))
+        return f"the lr {LR_RULES.get(rule, rule)}"
+    parts = []
+    for rule, cs in by_rule.items():
+        batches = "/".join(str(b) for b in sorted({int(c.get("batch_size", 0)) for c in cs}))
+        parts.append(f"{LR_RULES.get(rule, rule)} in {len(cs)} runs (batch {batches})")
+    return "the lr " + "; and ".join(parts) + ": where a study varies the batch, the lr moves with it"
 
 
 def protocol(study: Study) -> str:
