@@ -182,6 +182,39 @@ def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Op
     return fig
 
 
+def plot_length_gap(df: pd.DataFrame) -> Any:
+    """The gap against length: SimCLR's probe top-1 at each kept checkpoint of the long run (its
+    95% interval as error bars) beside supervised from scratch (`super`, its interval as a band)."""
+    import matplotlib.pyplot as plt
+
+    if _nothing(df):
+        return None
+    df = df.dropna(subset=["top1"])
+    fig, ax = plt.subplots()
+    lo = (df["top1"] - df["top1_lo"]).fillna(0).clip(lower=0)
+    hi = (df["top1_hi"] - df["top1"]).fillna(0).clip(lower=0)
+    ax.errorbar(df["epochs"], df["top1"], yerr=[lo, hi], marker="o", capsize=4, color="#2563eb",
+                label="SimCLR on CIFAR-100, probe top-1 [95%]")
+    if "super_top1" in df and df["super_top1"].notna().any():
+        sup, s_lo, s_hi = (float(df[k].iloc[0]) for k in ("super_top1", "super_top1_lo", "super_top1_hi"))
+        ax.axhline(sup, ls="--", color="#b42318", label="supervised from scratch (super) [95%]")
+        if not (math.isnan(s_lo) or math.isnan(s_hi)):
+            ax.axhspan(s_lo, s_hi, color="#b42318", alpha=0.12)
+        for x, y in zip(df["epochs"], df["top1"]):
+            ax.annotate(f"{y - sup:+.1f}", (x, y), xytext=(6, -12), textcoords="offset points", fontsize=8,
+                        color="#374151")
+    ax.set_xscale("log")
+    ax.set_xticks(list(df["epochs"]))
+    ax.set_xticklabels([f"{e:g}" for e in df["epochs"]])
+    ax.minorticks_off()
+    ax.set_xlabel("SimCLR pretraining epochs (kept checkpoints of one run, log scale)")
+    ax.set_ylabel("CIFAR-100 top-1 (%)")
+    ax.set_title("Gap against length")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 HEATMAP_SPAN = 10.0  # points of accuracy the heatmap's colour scale spans at least
 
 

@@ -24,8 +24,8 @@ from .tables import (best_cell, encoder_passes, fmt_pm, fmt_seconds, input_size,
 from .model import ReportError, load_study  # noqa: F401
 # The tables the report notebook shows, reached there as rp.* like the prose.
 from .tables import (finetune_display, finetune_table, hparam_display, hparam_table, label_display,  # noqa: F401
-                     label_table, main_table_display, size_axes, size_display, size_table, style_main_table,
-                     styled)
+                     label_table, length_display, length_table, main_table_display, size_axes, size_display,
+                     size_table, style_main_table, styled)
 
 
 # Published figures for context, each verified against its source (see the URLs), with the budget
@@ -334,6 +334,29 @@ def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
         return text + ("Their 95% intervals overlap, so at this budget the study shows no difference "
                        "between its cells: it needs more steps or seeds to separate them.")
     return text + "The chosen cell is above the lowest beyond their 95% intervals."
+
+
+def length_text(df: pd.DataFrame) -> str:
+    """What the length series says: the gap to `super` at the shortest and the longest point, by
+    the paired test, and whether training longer closed it."""
+    done = df.dropna(subset=["top1"]) if len(df) else df
+    if len(done) < 2 or "super_top1" not in done or pd.isna(done["super_top1"].iloc[0]):
+        return "_Fewer than two finished length points beside a finished `super`: no curve yet._"
+    first, last = done.iloc[0], done.iloc[-1]
+
+    def gap(row: pd.Series) -> str:
+        return f"{row['epochs']:g} epochs: {row['top1']:.1f}%, {row['vs_text']} against super ({row['vs_verdict']})"
+
+    text = (f"SimCLR's probe after {gap(first)}; after {gap(last)}. Supervised from scratch (`super`): "
+            f"{done['super_top1'].iloc[0]:.1f}%. ")
+    moved = last["top1"] - first["top1"]
+    text += f"Training {last['epochs'] / first['epochs']:g}× longer moved the probe by {moved:+.1f} points"
+    if last["vs_verdict"] in ("higher", "same"):
+        text += ("; at the longest point SimCLR is no longer below `super`: the gap at the plan's own "
+                 "length is largely the length.")
+    else:
+        text += "; at the longest point SimCLR is still below `super`: the gap is not only the length."
+    return text
 
 
 def rehearsal_runs(study: Study) -> list[RunInfo]:

@@ -463,6 +463,53 @@ def hparam_table(study: Study) -> pd.DataFrame:
     return df.sort_values(axes).reset_index(drop=True)
 
 
+def length_epochs(run: RunInfo) -> float:
+    """The epochs a length-series probe's encoder had trained: the kept checkpoint's own record
+    (its meta, which the probe's result copies), else the number the plan's role gives."""
+    meta = (run.result or {}).get("encoder_meta") or {}
+    if isinstance(meta.get("epoch"), (int, float)):
+        return float(meta["epoch"])
+    role = run.role.get("length")
+    return float(role) if isinstance(role, (int, float)) and not isinstance(role, bool) else math.nan
+
+
+def length_table(study: Study) -> pd.DataFrame:
+    """The length series: one row per kept checkpoint of the long SimCLR run, by epochs, with its
+    probe's top-1 (interval over seeds and test images) and its paired difference to ``super``
+    (``vs_*``): how much of the gap to supervised training is the length."""
+    groups: dict[float, list[RunInfo]] = {}
+    for r in study.with_role("length"):
+        groups.setdefault(length_epochs(r), []).append(r)
+    if not groups:
+        return pd.DataFrame()
+    sup_runs = study.with_role("row", "super")
+    sup = _metric_summary(sup_runs, study) if sup_runs else None
+    rows, comps = [], []
+    for epochs, runs in sorted(groups.items()):
+        s = _metric_summary(runs, study)
+        rows.append({"epochs": epochs, **s})
+        comps.append(compare_rows(runs, sup_runs, s, sup) if sup is not None else NO_COMPARISON)
+    df = pd.DataFrame(rows)
+    _add_comparisons(df, "vs", comps)
+    if sup is not None:
+        for key in ("top1", "top1_lo", "top1_hi"):
+            df[f"super_{key}"] = sup[key]
+    return df
+
+
+def length_display(df: pd.DataFrame) -> pd.DataFrame:
+    """The length series as the reader sees it."""
+    return pd.DataFrame({
+        "SimCLR epochs": [f"{e:g}" for e in df["epochs"]],
+        "Probe top-1 (%)": fmt_acc(df, "top1"),
+        "Probe top-5 (%)": fmt_acc(df, "top5"),
+        "Top-1 vs super (points) [95%], p": ["—" if not v else f"{t}: {v}"
+                                              for t, v in zip(df["vs_text"], df["vs_verdict"])],
+        "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Missing": df["missing"],
+    })
+
+
 # ---- formatting -----------------------------------------------------------------------------
 def fmt_pm(mean: float, std: float = math.nan, digits: int = 1, low: float = math.nan,
            high: float = math.nan) -> str:
