@@ -38,7 +38,7 @@ RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_th
 # Fields added after run folders existed, with the value every earlier run had: at that value they
 # stay out of the fingerprint, so those folders are still found finished.
 RESNET18_WIDTH = 64  # the encoder's first-stage channels in ResNet-18 (and torchvision's weights)
-LATER_FIELDS = {"width": RESNET18_WIDTH}
+LATER_FIELDS = {"width": RESNET18_WIDTH, "keep_epochs": []}
 
 
 class ConfigError(SimpleCLRError, ValueError):
@@ -270,9 +270,14 @@ class PretrainConfig(TrainingConfig):
     knn_k: int = 200
     knn_temperature: float = 0.1
     knn_max_bank: int = 10000
+    # epochs after which the encoder is kept as checkpoints/epoch<N>.pt (a length series probes
+    # them); () keeps only the final one
+    keep_epochs: Tuple[float, ...] = ()
 
     def validate(self) -> None:
         super().validate()
+        if any(e < 1 or e != int(e) or (self.steps is None and e > self.epochs) for e in self.keep_epochs):
+            _fail(self, "keep_epochs", f"use whole epochs in [1, epochs={self.epochs}]")
         if self.proj_hidden < 1 or self.proj_out < 1:
             _fail(self, "proj_hidden" if self.proj_hidden < 1 else "proj_out", "use an integer >= 1")
         if self.batch_size < 2:

@@ -98,15 +98,15 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distrib
     def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
         return simclr_step(parts, images[idx], gen, check)
 
-    monitor = _knn_monitor(cfg, parts.model.encoder, split, images, train_idx, val_idx, runtime, world)
+    meta = {"stem": cfg.stem, "mean": split.mean, "std": split.std, "image_size": split.image_size,
+            "source": {"run": str(out_dir), "stage": "pretrain", "dataset": cfg.dataset,
+                       "split": cfg.split, "subset_fraction": cfg.subset_fraction}}
+    monitor = _kept(cfg, run, parts.model.encoder, meta, world,
+                    _knn_monitor(cfg, parts.model.encoder, split, images, train_idx, val_idx, runtime, world))
     rows, loop = train_loop(cfg, run, world, parts, step, monitor, len(train_idx), desc="simclr",
                             interrupt_after_first=True)
     result = loop_summary(rows, loop)
     if world.is_main:
-        meta = {"stem": cfg.stem, "mean": split.mean, "std": split.std,
-                "image_size": split.image_size,
-                "source": {"run": str(out_dir), "stage": "pretrain", "dataset": cfg.dataset,
-                           "split": cfg.split, "subset_fraction": cfg.subset_fraction}}
         state = models.encoder_state(parts.model.encoder, meta)
         state["head"] = {k: v.detach().cpu() for k, v in parts.model.head.state_dict().items()}
         path = run.save_checkpoint(state, "final")
@@ -116,6 +116,23 @@ def _pretrain(cfg: PretrainConfig, run: RunDir, runtime: Runtime, world: distrib
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result
+
+
+def _kept(cfg: PretrainConfig, run: RunDir, encoder: nn.Module, meta: dict, world: distributed.World,
+          evaluate: Callable[[int, bool], dict]) -> Callable[[int, bool], dict]:
+    """``evaluate`` that first keeps the encoder as ``checkpoints/epoch<N>.pt`` after each of
+    ``keep_epochs`` (its meta naming the epoch, which a probe records); a rehearsal, which never
+    reaches them, keeps every one at its last epoch so that the probes of the series run."""
+    kept = sorted({int(e) for e in cfg.keep_epochs})
+
+    def wrapped(epoch: int, last: bool) -> dict:
+        due = kept if (cfg.rehearsal and last) else [e for e in kept if e == epoch + 1]
+        if world.is_main:
+            for e in due:
+                run.save_checkpoint(models.encoder_state(encoder, {**meta, "epoch": e}), f"epoch{e}")
+        return evaluate(epoch, last)
+
+    return wrapped
 
 
 def _knn_monitor(cfg: PretrainConfig, encoder: nn.Module, split: "data_mod.Split",
