@@ -609,6 +609,10 @@ def test_repeated_seeds_are_paired_over_all_seeds_predictions(tmp_path):
     one = tables.paired_runs(a, fixed)
     assert one == stats.paired_seeds(np.stack([fake_predictions(v, 90.0).correct() for v in accs_a]),
                                      fake_predictions(55.0, 90.0).correct()[None], fixed_b=True)
+    # on a share of the labels its seeds draw different labelled images: seeds again
+    for r in fixed:
+        r.planned["label_fraction"] = 0.1
+    assert not tables.fixed_weights(fixed[0]) and tables.paired_runs(a, fixed).basis.startswith("paired over 3 vs 3")
 
 
 def test_study_sentences_use_holm_corrected_paired_tests_where_cells_have_predictions(study):

@@ -33,9 +33,11 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def fixed_weights(run: RunInfo) -> bool:
-    """Whether a run's encoder cannot vary by seed: a probe of torchvision's fixed weights (its
-    seeds would change only the probe's folds). Random and trained encoders vary by seed."""
-    return run.stage == "linear_eval" and str(run.config.get("encoder") or "").startswith("imagenet")
+    """Whether a run cannot vary by seed: a probe of torchvision's fixed weights on all the labels
+    (its seeds would change only the probe's folds). Random and trained encoders vary by seed, and
+    so does a probe on a share of the labels (its seed draws the labelled images)."""
+    return (run.stage == "linear_eval" and str(run.config.get("encoder") or "").startswith("imagenet")
+            and float(run.config.get("label_fraction", 1.0)) >= 1.0)
 
 
 def accuracy_interval(values: Sequence[Optional[float]], n_test: Optional[int],
