@@ -91,6 +91,7 @@ def save_predictions(path: Union[str, Path], preds: Predictions) -> dict:
 # The arrays a predictions file holds, and the dtypes each may have.
 _ARRAYS = {"top1": "iu", "top5_hit": "b", "labels": "iu", "digest": "U"}
 MAX_IMAGES = 10_000_000  # more test images than any dataset here has; caps an unchecked file
+MAX_CLASSES = 100_000  # more classes than any dataset here has (ImageNet-21k: 21,841)
 _DIGEST_BYTES = 4 * 64 + 256  # a 64-character str array and its npy header
 
 
@@ -111,10 +112,10 @@ def _read_array(z: zipfile.ZipFile, key: str, n: Optional[int], path: Any) -> np
         if dtype.kind not in _ARRAYS[key] or dtype.hasobject or dtype.itemsize > 8 and key != "digest":
             raise broken(f"has dtype {dtype}, not {_ARRAYS[key]!r}")
         want = () if key == "digest" else (n,) if n is not None else None
-        if key != "digest" and (len(shape) != 1 or not 0 < shape[0] <= MAX_IMAGES):
-            raise broken(f"has shape {shape}, not one value per test image")
         if want is not None and tuple(shape) != want:
             raise broken(f"has shape {shape}, not the run's {want}")
+        if key != "digest" and (len(shape) != 1 or not 0 < shape[0] <= MAX_IMAGES):
+            raise broken(f"has shape {shape}, not one value per test image")
         count = int(np.prod(shape, dtype=np.int64))
         nbytes = count * dtype.itemsize
         if key == "digest" and nbytes > _DIGEST_BYTES:
@@ -147,7 +148,7 @@ def load_predictions(path: Union[str, Path], digest: Optional[str] = None, n: Op
                                f"{labels.shape}")
     preds = Predictions(top1.astype(np.int64), top5.astype(bool), labels.astype(np.int64))
     for name, arr in (("labels", preds.labels), ("top1", preds.top1)):
-        high = classes if classes is not None else MAX_IMAGES
+        high = classes if classes is not None else MAX_CLASSES
         if arr.min() < 0 or arr.max() >= high:
             raise PredictionsError(f"{path}: {name} holds {int(arr.min())}..{int(arr.max())}, outside "
                                    f"the run's classes 0..{high - 1}; delete it and run again")

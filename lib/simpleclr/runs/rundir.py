@@ -210,9 +210,39 @@ def load_torch_file(path: PathLike, map_location: Any = "cpu", require_zip: bool
 
     check_torch_archive(path, require_zip)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - garbage can fail in any layer of the unpickler
         raise TorchFileError(path, _load_failure(e)) from None
+    forged = expanded_tensor(obj)
+    if forged:
+        raise TorchFileError(path, forged)
+    return obj
+
+
+def expanded_tensor(obj: Any) -> Optional[str]:
+    """Why a tensor inside ``obj`` (dicts, lists and tuples walked without recursion) claims more
+    elements than its storage holds, None when none does. torch.save of ``x.expand(...)`` stores one
+    element and zero strides: a few bytes that any copy (``.contiguous()``, ``.numpy()``, t-SNE)
+    turns into the full size, 128 GB from a 3 kB file."""
+    import torch
+
+    todo, seen = [obj], 0
+    while todo and seen < 1_000_000:
+        item = todo.pop()
+        seen += 1
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif isinstance(item, torch.Tensor) and item.layout == torch.strided and item.numel():
+            extent = item.storage_offset() + sum((n - 1) * abs(st) for n, st in
+                                                 zip(item.shape, item.stride())) + 1
+            stored = item.untyped_storage().nbytes() // max(item.element_size(), 1)
+            if item.numel() > stored or extent > stored:
+                return (f"it holds a tensor of shape {one_line(str(tuple(item.shape)), 60)} over "
+                        f"{stored:,} stored elements (expanded with zero strides); a copy of it "
+                        "would allocate the full size, so it is refused")
+    return None
 
 
 class BrokenRun(SimpleCLRError, ValueError):
