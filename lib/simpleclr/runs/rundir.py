@@ -70,7 +70,7 @@ class DiskFull(SimpleCLRError, RuntimeError):
         self.errno = code
 
 
-class RunFolderError(SimpleCLRError, ValueError):
+class RunFolderError(SimpleCLRError, RuntimeError):
     """An output path that cannot hold a run folder (a file, a device, a dangling or looping
     link, a folder of other files); one line saying what it is and what to do."""
 
@@ -110,6 +110,18 @@ def _replacing(path: PathLike) -> Iterator[str]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def full_disk_error(e: BaseException) -> Optional[OSError]:
+    """The ENOSPC/EDQUOT ``OSError`` behind ``e``, if any: torch's zip writer, closing after a
+    failed write, raises its own "unexpected pos" RuntimeError over the OSError it met."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def no_space(path: PathLike, e: OSError, kept: str = "the previous version of it is intact") -> DiskFull:
@@ -480,23 +492,25 @@ class RunDir:
             cfg = self.read_config()
             if cfg is None:
                 return "todo"
+            if config_class is not None and (cfg.get("stage") == getattr(config_class, "stage", None)
+                                             or cfg.get("fingerprint") == fingerprint):
+                self.check_identity(cfg, config_class)
             if fingerprint is not None and cfg.get("fingerprint") != fingerprint:
                 return "stale"
             if fingerprint is not None and bool((cfg.get("config") or {}).get("rehearsal", 0)) != rehearsal:
                 return "stale"
-            if config_class is not None:
-                self.check_identity(cfg, config_class)
             return "done" if self.read_result() is not None else "partial"
         except BrokenRun:
             return "broken"
 
     def problem(self, config_class: Optional[type] = None) -> Optional[str]:
         """Why the folder is broken, in one line; None when its JSON files read (and, given the
-        stage's ``config_class``, config.json proves its identity)."""
+        stage's ``config_class``, a config.json of that stage proves its identity)."""
         try:
             saved = self.read_config()
             self.read_result()
-            if saved is not None and config_class is not None:
+            if saved is not None and config_class is not None and \
+                    saved.get("stage") == getattr(config_class, "stage", None):
                 self.check_identity(saved, config_class)
         except BrokenRun as e:
             return str(e)
@@ -534,7 +548,8 @@ class RunDir:
         saved = self.read_config()
         if saved is None:
             return None
-        self.check_identity(saved, type(cfg))
+        if saved.get("stage") == cfg.stage or saved.get("fingerprint") == fp:  # else another run's
+            self.check_identity(saved, type(cfg))
         if saved.get("fingerprint") != fp:
             raise RunConflict(
                 f"{self.path} holds a run with another config (fingerprint {saved.get('fingerprint')}, "
@@ -625,11 +640,12 @@ class RunDir:
         path = self.checkpoint_path(name)
         try:
             atomic_torch_save(state, path)
-        except OSError as e:
-            if e.errno not in NO_SPACE:
+        except (OSError, RuntimeError) as e:
+            full = full_disk_error(e)
+            if full is None:
                 raise
             raise DiskFull(f"no space left on {self.checkpoint_dir}: {self._intact(name)}; free "
-                           "space and run the same command again", e.errno) from None
+                           "space and run the same command again", full.errno) from None
         self._saved_epochs[name] = state.get("epoch")
         return path
 
