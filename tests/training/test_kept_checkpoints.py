@@ -8,7 +8,8 @@ import torch
 from helpers.datasets import TINY
 
 from simpleclr.config import ConfigError, LinearEvalConfig, PretrainConfig
-from simpleclr.training import evaluate, models, pretrain
+from simpleclr.training.parts import models
+from simpleclr.training.stages import linear_eval as linear_eval_stage, pretrain
 
 
 def _cfg(data_dir, **kw) -> PretrainConfig:
@@ -20,7 +21,7 @@ def _cfg(data_dir, **kw) -> PretrainConfig:
 
 def test_kept_epochs_are_checkpoints_a_probe_reads_naming_their_epoch(tmp_path):
     out = tmp_path / "long"
-    pretrain.pretrain_simclr(_cfg(tmp_path / "data"), out)
+    pretrain.pretrain(_cfg(tmp_path / "data"), out)
     ckpts = out / "checkpoints"
     assert (ckpts / "epoch1.pt").is_file() and (ckpts / "epoch3.pt").is_file()
     assert not (ckpts / "epoch2.pt").exists()
@@ -31,7 +32,7 @@ def test_kept_epochs_are_checkpoints_a_probe_reads_naming_their_epoch(tmp_path):
     done, _ = models.load_encoder(str(out), width=16)
     assert all(torch.equal(a, b) for a, b in zip(final.state_dict().values(), done.state_dict().values()))
     assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), done.state_dict().values()))
-    probe = evaluate.linear_eval(LinearEvalConfig(dataset=TINY, data_dir=str(tmp_path / "data"), width=16,
+    probe = linear_eval_stage.linear_eval(LinearEvalConfig(dataset=TINY, data_dir=str(tmp_path / "data"), width=16,
                                                   encoder=str(ckpts / "epoch1.pt"), weight_decays=[1e-3],
                                                   val_folds=2, progress=False, num_threads=1),
                                  tmp_path / "probe")
@@ -40,7 +41,7 @@ def test_kept_epochs_are_checkpoints_a_probe_reads_naming_their_epoch(tmp_path):
 
 def test_a_rehearsal_keeps_every_epoch_at_its_end(tmp_path):
     out = tmp_path / "cut"
-    pretrain.pretrain_simclr(_cfg(tmp_path / "data", epochs=1000, keep_epochs=[100, 1000], rehearsal=8), out)
+    pretrain.pretrain(_cfg(tmp_path / "data", epochs=1000, keep_epochs=[100, 1000], rehearsal=8), out)
     assert {p.name for p in (out / "checkpoints").glob("epoch*.pt")} == {"epoch100.pt", "epoch1000.pt"}
 
 
