@@ -51,7 +51,8 @@ def test_a_10000_run_plan_is_validated_and_shown(tmp_path, capsys, no_step_timin
 
 
 def test_a_long_cycle_is_one_short_line(tmp_path):
-    text = chain_plan(3000).replace("  - {name: c-0, notebook: linear_eval}", "  - {name: c-0, notebook: linear_eval, needs: [c-2999]}")
+    text = chain_plan(3000).replace("  - {name: c-0, notebook: linear_eval}",
+                                    "  - {name: c-0, notebook: linear_eval, needs: [c-2999]}")
     (tmp_path / "cycle.yaml").write_text(text)
     with pytest.raises(PlanError) as e:
         load_plan(tmp_path / "cycle.yaml", tmp_path / "out")
