@@ -39,7 +39,7 @@ def _entry(stage: Stage):
 def _run_stage(ns: argparse.Namespace) -> int:
     """One stage; under torchrun every rank runs this and rank 0 alone prints the result."""
     from .runs.rundir import ALLOW_FOREIGN_OUT, RunDir
-    from .training import distributed
+    from .training.parts import distributed
 
     stage, command = ns.stage, ns.stage_command
     cfg = config_from_args(stage.config, ns, read_config_file(ns.config))
