@@ -255,3 +255,31 @@ def test_a_tensorboard_path_that_is_a_file_from_the_start_costs_only_the_events(
     _whole_record(out, 2)
     assert err.count("simpleclr: warning: cannot write the TensorBoard events folder") == 1, err
     assert (out / curves.CURVES_DIR).read_text() == "a file where the events folder goes"
+
+
+@pytest.mark.parametrize("side", [12000, 20000])
+def test_an_image_folder_with_a_decompression_bomb_is_one_line(tmp_path, capsys, side):
+    from PIL import Image
+
+    from helpers.hostile import png_bomb
+
+    root = tmp_path / "pets"
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (9, 9, 9)).save(root / split / c / "0.png")
+    bomb = png_bomb(root / "train" / "dog" / "1.png", side, side)
+    err = _cli_error(capsys, ["data", "prepare", f"imagefolder:{root}", "--data-dir", str(tmp_path / "d"),
+                              "--image-size", "8"])
+    assert str(bomb) in err and "MP" in err and "shrink it" in err, err
+
+
+def test_a_checkpoint_from_another_run_is_refused_on_resume(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert cli.main(_pretrain_args(tmp_path / "a", data, epochs=1)) == 0
+    other = RunDir(tmp_path / "b")
+    other.start(_pretrain_cfg(data, epochs=2))  # begun, no checkpoint yet
+    other.checkpoint_dir.mkdir()
+    shutil.copy(RunDir(tmp_path / "a").checkpoint_path("last"), other.checkpoint_path("last"))
+    err = _cli_error(capsys, _pretrain_args(other.path, data, epochs=2))
+    assert str(other.checkpoint_path("last")) in err and "another run" in err, err

@@ -88,7 +88,7 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # config.json, is not a run folder (see :meth:`RunDir.check_claimable`).
 RUN_FILES = frozenset({"config.json", "metrics.jsonl", "steps.jsonl", "result.json", "checkpoints",
                        "features.pt", "predictions.npz", "notebook.ipynb", "progress.json",
-                       "tensorboard", ".lock"})
+                       "tensorboard", "trials", ".lock"})
 # The environment variable that lets a stage write into a non-empty folder that is not a run
 # folder (set by the CLI's --allow-foreign-out, inherited by a launcher's processes): its value
 # is that folder's resolved path.
@@ -689,6 +689,12 @@ class RunDir:
         if missing:
             raise CheckpointError(f"{path} is not a whole checkpoint (lacks "
                                   f"{one_line(', '.join(map(str, missing)), 80)}): {RESTART}")
+        saved = self.read_config() if state.get("fingerprint") is not None else None
+        if saved is not None and state["fingerprint"] != saved.get("fingerprint"):
+            raise CheckpointError(f"{path} belongs to another run (fingerprint "
+                                  f"{one_line(str(state['fingerprint']), 20)}, the folder's "
+                                  f"{one_line(str(saved.get('fingerprint')), 20)}; copied or "
+                                  f"damaged): {RESTART}")
         self._saved_epochs[name] = state.get("epoch")
         return state
 
