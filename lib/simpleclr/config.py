@@ -8,6 +8,7 @@ the value and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -48,8 +49,25 @@ class ConfigError(SimpleCLRError, ValueError):
 
 
 def _fail(cfg: Any, name: str, allowed: str) -> None:
-    value = getattr(cfg, name)
-    raise ConfigError(f"{type(cfg).__name__}.{name}={value!r} is invalid: {allowed}")
+    value = repr(getattr(cfg, name))  # a value can be any length: the line shows its head
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    raise ConfigError(f"{type(cfg).__name__}.{name}={shown} is invalid: {allowed}")
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls: type) -> dict[str, tuple[Any, bool]]:
+    """Each field's (type, optional): ``Optional[X]`` as (X, True), ``Tuple[float, ...]`` as
+    (tuple, False). Worked out once per class: ``typing.get_type_hints`` re-evaluates every
+    annotation of the class and its bases on each call (31 ms a config, 5 minutes of checks for
+    a 10,000-run plan)."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) is typing.Union and type(None) in args
+        if optional:
+            hint = next(a for a in args if a is not type(None))
+        out[name] = (tuple if typing.get_origin(hint) in (tuple, Tuple) else hint, optional)
+    return out
 
 
 def _check_encoder_shape(cfg: Any) -> None:
@@ -116,15 +134,10 @@ class StageConfig:
 
     def _check_type(self, f: dataclasses.Field) -> None:
         value = getattr(self, f.name)
-        hint = typing.get_type_hints(type(self))[f.name]
-        origin = typing.get_origin(hint)
-        args = typing.get_args(hint)
-        if origin is typing.Union and type(None) in args:
-            if value is None:
-                return
-            hint = next(a for a in args if a is not type(None))
-            origin, args = typing.get_origin(hint), typing.get_args(hint)
-        if origin in (tuple, Tuple):
+        hint, optional = _field_types(type(self))[f.name]
+        if optional and value is None:
+            return
+        if hint is tuple:
             if not isinstance(value, (tuple, list)) or not all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
             ):
@@ -156,10 +169,12 @@ class StageConfig:
     def from_dict(cls: Type[T], d: dict) -> T:
         """Build from a dict (a notebook's parameters, a plan row, a config.json); unknown keys fail."""
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(map(str, set(d) - names))
         if unknown:
+            shown = ", ".join(u if len(u) <= 40 else u[:37] + "..." for u in unknown[:5])
+            more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
             raise ConfigError(
-                f"{cls.__name__} has no field {', '.join(unknown)}; valid fields: {', '.join(sorted(names))}"
+                f"{cls.__name__} has no field {shown}{more}; valid fields: {', '.join(sorted(names))}"
             )
         return cls(**d)
 

@@ -221,7 +221,7 @@ def _not_run(spec: RunSpec, status: str, states: dict[str, dict], unavailable: d
     """The state of a run that is not executed now (broken, done earlier, unavailable, blocked by
     a need that did not finish), or None when it is to run."""
     if status == "broken":  # a damaged JSON file: never run over it, never delete it
-        return {"state": "broken", "reason": RunDir(spec.path).problem()}
+        return {"state": "broken", "reason": spec.problem()}
     if status == "done":
         res = RunDir(spec.path).read_result() or {}
         return {"state": "done", "reason": None, "reused": True, "seconds": 0.0,
@@ -554,7 +554,7 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
     for n, spec in p.runs.items():
         status = spec.status()
         if status == "broken":  # not run until repaired: the last column says why
-            rows.append((n, spec.notebook, status, "-", RunDir(spec.path).problem() or ""))
+            rows.append((n, spec.notebook, status, "-", spec.problem()))
             continue
         seconds, basis = (0.0, "") if status == "done" else est.seconds(spec)
         if seconds is None:
