@@ -130,9 +130,6 @@ def trimmed(html: str) -> str:
     for cell in cells(soup):
         if cell not in keep:
             cell.decompose()
-    for p in soup.find_all("p"):  # the headline's run count and date: not what the picture shows
-        if p.get_text().startswith("Plan ") and " runs finished" in p.get_text():
-            p.decompose()
     return str(soup)
 
 
