@@ -93,13 +93,13 @@ run is not redone.
 from simpleclr.study import notebook as nb
 from simpleclr.config import PretrainConfig
 from simpleclr.report.figures import setup_style, show
-from simpleclr.training.pretrain import pretrain_simclr
+from simpleclr.training.stages.pretrain import pretrain
 
 setup_style()
 cfg = nb.stage_config(PretrainConfig, globals())
 cfg
 """),
-        code("result = pretrain_simclr(cfg, out_dir)"),
+        code("result = pretrain(cfg, out_dir)"),
         md("## Result"),
         code("nb.result_table(result)"),
         md("## Training curves\nNT-Xent loss along the steps (the run's step trace, `steps.jsonl`, in epochs) "
@@ -127,7 +127,7 @@ are the linear probe's at the same share and seed: `subset_fraction` of the spli
 from simpleclr.study import notebook as nb
 from simpleclr.config import SupervisedConfig
 from simpleclr.report.figures import setup_style, show
-from simpleclr.training.supervised import train_supervised
+from simpleclr.training.stages.supervised import train_supervised
 
 setup_style()
 cfg = nb.stage_config(SupervisedConfig, globals())
@@ -159,7 +159,7 @@ test features are saved for the report's t-SNE. Set `encoder` to the pretraining
         code("""
 from simpleclr.study import notebook as nb
 from simpleclr.config import LinearEvalConfig
-from simpleclr.training.evaluate import linear_eval
+from simpleclr.training.stages.linear_eval import linear_eval
 from simpleclr.report.figures import setup_style, show
 
 setup_style()

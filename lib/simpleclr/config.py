@@ -38,7 +38,9 @@ RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_th
 # Fields added after run folders existed, with the value every earlier run had: at that value they
 # stay out of the fingerprint, so those folders are still found finished.
 RESNET18_WIDTH = 64  # the encoder's first-stage channels in ResNet-18 (and torchvision's weights)
-LATER_FIELDS = {"width": RESNET18_WIDTH}
+LATER_FIELDS = {"width": RESNET18_WIDTH, "method": "simclr"}
+# The self-supervised methods (``PretrainConfig.method``), named as training.methods.METHODS names them.
+METHOD_NAMES = ("simclr",)
 
 
 class ConfigError(SimpleCLRError, ValueError):
@@ -252,6 +254,8 @@ class PretrainConfig(TrainingConfig):
     # SimCLR's "global BN": per-device statistics let the contrastive task cheat on them
     SYNC_BN_DEFAULT: ClassVar[bool] = True
 
+    method: str = "simclr"  # the self-supervised method (training.methods)
+
     # The recipe (TrainingConfig's fields, with SimCLR's CIFAR defaults).
     batch_size: int = 512
     optimizer: str = "lars"
@@ -273,6 +277,8 @@ class PretrainConfig(TrainingConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.method not in METHOD_NAMES:
+            _fail(self, "method", f"use one of {METHOD_NAMES}")
         if self.proj_hidden < 1 or self.proj_out < 1:
             _fail(self, "proj_hidden" if self.proj_hidden < 1 else "proj_out", "use an integer >= 1")
         if self.batch_size < 2:
@@ -431,12 +437,12 @@ class Stage:
 
 
 REGISTRY: Tuple[Stage, ...] = (
-    Stage(PretrainConfig, "simpleclr.training.pretrain:pretrain_simclr", "pretrain",
+    Stage(PretrainConfig, "simpleclr.training.stages.pretrain:pretrain", "pretrain",
           (StageCommand("pretrain", "SimCLR pretraining"),)),
-    Stage(SupervisedConfig, "simpleclr.training.supervised:train_supervised", "supervised",
+    Stage(SupervisedConfig, "simpleclr.training.stages.supervised:train_supervised", "supervised",
           (StageCommand("supervised", "supervised training from scratch"),
            StageCommand("finetune", "supervised fine-tuning from an encoder (--init)", needs_init=True))),
-    Stage(LinearEvalConfig, "simpleclr.training.evaluate:linear_eval_on_one_rank", "linear_eval",
+    Stage(LinearEvalConfig, "simpleclr.training.stages.linear_eval:linear_eval_on_one_rank", "linear_eval",
           (StageCommand("linear-eval", "linear probe on frozen features"),)),
 )
 STAGES: dict[str, Type[StageConfig]] = {s.name: s.config for s in REGISTRY}

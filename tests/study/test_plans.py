@@ -507,11 +507,11 @@ def test_measure_times_steps_once_per_precision(tmp_path, monkeypatch):
     # an encoder with the 512 features bench's supervised step (models.Classifier) expects
     tiny = lambda stem, width=64: torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1),  # noqa: E731
                                             torch.nn.Flatten(), torch.nn.Linear(4, 512))
-    monkeypatch.setattr("simpleclr.training.models.resnet18_encoder", tiny)
+    monkeypatch.setattr("simpleclr.training.parts.models.resnet18_encoder", tiny)
     est = estimate.Estimator(tmp_path)
     per_image, warmup = est.measure("fp32")
     assert 0 < per_image < 1 and warmup >= 0
-    monkeypatch.setattr("simpleclr.training.models.resnet18_encoder", lambda *a: pytest.fail("timed twice"))
+    monkeypatch.setattr("simpleclr.training.parts.models.resnet18_encoder", lambda *a: pytest.fail("timed twice"))
     assert est.measure("fp32") == (per_image, warmup)
 
 

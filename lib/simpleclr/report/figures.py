@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ..types import PathLike
-from ..runs.rundir import RunDir, TorchFileError, load_torch_file
+from ..runs.checks import read_features
+from ..runs.rundir import BrokenRun, RunDir
 from .model import ROW_NAMES, ReportError, RunInfo, Study
 
 
@@ -323,17 +324,13 @@ def tsne_sources(study: Study) -> list[tuple[str, RunInfo]]:
 
 
 def load_features(run: RunInfo) -> dict:
-    """The run's features.pt, loaded with ``weights_only=True``; a refused or damaged file, or one
-    without the features and labels, is a one-line :class:`ReportError`."""
-    path = RunDir(run.path).features_path
+    """The run's features.pt, loaded with ``weights_only=True`` and checked against its
+    result.json (:func:`simpleclr.runs.checks.read_features`); a refused, damaged or forged
+    file is a one-line :class:`ReportError`."""
     try:
-        feats = load_torch_file(path)
-    except TorchFileError as e:
-        raise ReportError(f"{e}: delete it and run {run.name} again to write it") from None
-    if not isinstance(feats, dict) or not {"features", "labels", "classes"} <= set(feats):
-        raise ReportError(f"{path} does not hold features, labels and classes: delete it and run "
-                          f"{run.name} again to write it")
-    return feats
+        return read_features(RunDir(run.path).features_path, run.result)
+    except BrokenRun as e:
+        raise ReportError(f"{e} ({run.name})") from None
 
 
 def stratified_points(labels: np.ndarray, n: int, seed: int) -> np.ndarray:

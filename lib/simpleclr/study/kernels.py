@@ -26,7 +26,7 @@ RESET_CODE = """\
 get_ipython().run_line_magic("reset", "-f")
 import gc as _gc, torch as _torch
 _torch.set_num_threads({threads})
-from simpleclr.training import device as _device
+from simpleclr.training.parts import device as _device
 _device.WARNED.clear()
 if _torch.cuda.is_initialized():  # a later run on this device (or another process) gets it back
     _torch.cuda.empty_cache()

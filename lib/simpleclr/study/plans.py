@@ -119,7 +119,7 @@ def uses_imagenet(spec: RunSpec) -> bool:
 
 def check_imagenet_weights() -> Optional[str]:
     """None when torchvision's ImageNet ResNet-18 file is cached or can be fetched, else why not."""
-    from ..training.models import WeightsError, imagenet_encoder
+    from ..training.parts.models import WeightsError, imagenet_encoder
 
     try:
         imagenet_encoder(progress=False)
@@ -129,7 +129,7 @@ def check_imagenet_weights() -> Optional[str]:
 
 
 def write_standins(plan: Plan) -> None:
-    from ..training.models import write_standin_imagenet_weights
+    from ..training.parts.models import write_standin_imagenet_weights
 
     for kind in plan.standins:
         path = plan.standin_path(kind)
