@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from simpleclr.config import ConfigError, PretrainConfig
-from simpleclr.training import augment, device
+from simpleclr.training.parts import augment, device
 
 MPS = torch.device("mps")
 HAS_MPS = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
@@ -80,10 +80,10 @@ def test_crops_sampled_on_mps_are_on_mps_inside_the_image_and_seeded():
 
 @pytest.mark.skipif(not HAS_MPS, reason="needs Apple's MPS (an M-series Mac)")
 def test_a_short_simclr_pretraining_runs_on_mps_in_fp32(tmp_path):
-    from simpleclr.training import pretrain
+    from simpleclr.training.stages import pretrain
 
     cfg = PretrainConfig(dataset="synthetic-cifar100:train=4,test=2", device="mps", batch_size=16, steps=2,
                          epochs=1, image_size=8, width=8, warmup_epochs=0.0, knn_every=0, progress=False)
-    result = pretrain.pretrain_simclr(cfg, tmp_path / "run")
+    result = pretrain.pretrain(cfg, tmp_path / "run")
     assert result["runtime"]["device"] == "mps" and result["runtime"]["precision"] == "fp32"
     assert torch.isfinite(torch.tensor(result["final_loss"]))
