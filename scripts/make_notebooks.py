@@ -196,10 +196,9 @@ study = rp.load_study(plan_dir)
 main = rp.main_table(study)
 display(HTML(rp.headline(study, title)))
 """),
-        md("## What was compared and how"),
-        code("display(Markdown(rp.protocol(study)))"),
+        md("## Main table"),
+        code("display(rp.style_main_table(main))"),
         md("""
-## Main table
 CIFAR-100 test accuracy of each representation (linear probe on frozen features, except `super`,
 which is the supervised network tested directly; `super-probe` is the linear probe of that same
 network's encoder, the like-for-like row for the probed ones), mean ± std over seeds where the
@@ -216,7 +215,18 @@ only when they do not overlap), and their cells say so.
 *Labelled images* counts the CIFAR-100 training labels the row's evaluation used (the probe's, or
 `super`'s), validation included: equal at one label share, by construction.
 """),
-        code("display(rp.style_main_table(main))"),
+        md("""
+## t-SNE of CIFAR-100 test features
+The same fixed, class-balanced subset of test images for every representation, coloured by the
+20 CIFAR-100 superclasses (PCA to 50 dimensions, then t-SNE; axes have no units).
+"""),
+        code("""
+panels = fg.tsne_panels(study, tsne_points, tsne_seed, tsne_perplexity)
+if panels:
+    fg.show(fg.plot_tsne(panels))
+else:
+    display(Markdown("_No saved features yet._"))
+"""),
         md("""
 ## Fine-tuning gains and label efficiency
 Fine-tuning starts supervised training on CIFAR-100 from each pretrained encoder; the gain is its
@@ -294,18 +304,6 @@ if len(hp):
 else:
     display(Markdown("_This plan has no hyperparameter runs._"))
 """),
-        md("""
-## t-SNE of CIFAR-100 test features
-The same fixed, class-balanced subset of test images for every representation, coloured by the
-20 CIFAR-100 superclasses (PCA to 50 dimensions, then t-SNE; axes have no units).
-"""),
-        code("""
-panels = fg.tsne_panels(study, tsne_points, tsne_seed, tsne_perplexity)
-if panels:
-    fg.show(fg.plot_tsne(panels))
-else:
-    display(Markdown("_No saved features yet._"))
-"""),
         md("## Training curves\nLoss along the steps (each run's step trace, `steps.jsonl`, in epochs; one "
            "point per epoch for a run folder written before there was one) and the accuracy watched "
            "per epoch."),
@@ -316,6 +314,8 @@ if curves:
 else:
     display(Markdown("_No run logged a curve (two epochs, or two rows of its step trace): nothing to draw._"))
 """),
+        md("## What was compared and how"),
+        code("display(Markdown(rp.protocol(study)))"),
         md("## Published reference figures\nFor context only: other architectures, budgets and input "
            "sizes (each row's budget says which), never a target this plan's rows are tuned towards."),
         code("display(rp.styled(rp.references_table(), 'Published results on CIFAR-100'))"),
