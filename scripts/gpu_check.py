@@ -24,9 +24,10 @@ import time
 
 import torch
 
-from simpleclr.training import augment, losses, models
+from simpleclr.training.parts import augment, models
+from simpleclr.training.methods import simclr as losses
 from simpleclr.study import bench
-from simpleclr.training.device import resolve_runtime
+from simpleclr.training.parts.device import resolve_runtime
 
 GFLOP_PER_IMAGE = 0.56 * 3 * 2  # forward per view x (fwd + bwd) x two views
 

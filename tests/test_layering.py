@@ -2,7 +2,7 @@
 
 Every module is parsed (not imported) with ``ast``; every ``import`` counts, the ones inside
 functions too, since a lazy import is still an arrow. A module is named by its dotted path under
-``simpleclr`` (``training.loop``, ``data.cache``); its package is the first part (``training``,
+``simpleclr`` (``training.trainer``, ``data.cache``); its package is the first part (``training``,
 ``data``; ``cli``, ``config``, ``configio``, ``fielddocs``, ``errors`` and ``types`` are their own).
 The CLI imports each stage's entry function by the path the stage registry gives (``config.REGISTRY``): those count as
 arrows from ``cli`` too. A failure names the file and line of the import that breaks the rule.
@@ -33,10 +33,9 @@ ALLOWED = {
     "__main__": {"cli"},
     "__init__": set(),
 }
-# Inside training/: the parts a loop is made of never import the loop or the stages.
-TRAINING_PARTS = {"training.augment", "training.models", "training.losses", "training.optim",
-                  "training.device", "training.distributed"}
-TRAINING_STAGES = {"training.loop", "training.pretrain", "training.supervised", "training.evaluate"}
+# Inside training/: the parts a loop is made of never import the trainer, a method or a stage;
+# the methods never import a stage; the trainer never imports a method or a stage.
+# (the sets are read from the graph below: ``training.parts.*``, ``training.methods.*``, ...)
 
 
 def _module(path: Path) -> str:
@@ -59,7 +58,7 @@ def _package_parts(path: Path) -> list[str]:
 
 def _imports(path: Path) -> list[tuple[str, int]]:
     """(absolute dotted name, line) of everything ``path`` imports, a from-import's names included
-    (``from . import augment`` imports the module ``simpleclr.training.augment``)."""
+    (``from . import augment`` imports the module ``simpleclr.training.parts.augment``)."""
     out = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -161,13 +160,14 @@ def _arrows(src: str, targets: set[str]) -> list[str]:
 
 def test_the_graph_is_read():
     """A parser that saw nothing would pass every rule: check arrows that must be there."""
-    assert {"data.cache", "training.loop", "training.pretrain", "report.prose", "study.plans"} <= set(GRAPH)
-    assert {"training.evaluate", "training.augment", "training.losses", "runs.rundir",
-            "training.loop"} <= GRAPH["training.pretrain"]
-    assert {"data", "training.launch", "runs.rundir"} <= GRAPH["training.loop"]
+    assert {"data.cache", "training.trainer", "training.stages.pretrain", "report.prose", "study.plans"} <= set(GRAPH)
+    assert {"training.probe", "training.methods", "training.parts.models",
+            "training.trainer"} <= GRAPH["training.stages.pretrain"]
+    assert {"data", "training.launch", "runs.rundir"} <= GRAPH["training.trainer"]
+    assert {"training.methods.simclr", "training.methods.base"} <= GRAPH["training.methods"]
     assert "runs.rundir" in GRAPH["data.cache"]
     assert "report.figures" in GRAPH["study.plans"] and "report.tables" in GRAPH["report.prose"]
-    assert {"training.pretrain", "training.supervised", "training.evaluate"} <= GRAPH["cli"]
+    assert {"training.stages.pretrain", "training.stages.supervised", "training.stages.linear_eval"} <= GRAPH["cli"]
 
 
 def test_no_import_cycles():
@@ -186,9 +186,27 @@ def test_every_package_imports_only_what_its_rule_allows():
     assert not bad, "arrows the package rules forbid: " + "; ".join(bad)
 
 
+def _training(prefix: str) -> set[str]:
+    return {m for m in GRAPH if m == prefix or m.startswith(prefix + ".")}
+
+
 def test_the_parts_of_a_training_loop_never_import_the_loop_or_a_stage():
-    bad = [a for m in sorted(TRAINING_PARTS) for a in _arrows(m, TRAINING_STAGES | {"training.launch"})]
+    """parts/ -> nothing above it; methods/ -> parts and the trainer, never a stage or the probe;
+    the trainer -> parts and launch, never a method or a stage (a method is handed to it)."""
+    above_parts = (_training("training.methods") | _training("training.stages") | {"training.trainer",
+                   "training.launch", "training.probe", "training.preflight"})
+    bad = [a for m in sorted(_training("training.parts")) for a in _arrows(m, above_parts)]
+    bad += [a for m in sorted(_training("training.methods"))
+            for a in _arrows(m, _training("training.stages") | {"training.probe", "training.preflight"})]
+    bad += _arrows("training.trainer", _training("training.methods") | _training("training.stages"))
     assert not bad, "; ".join(bad)
+
+
+def test_the_command_reaches_a_methods_loss_through_four_files():
+    """cli -> the pretrain stage -> the trainer (train_step) -> the method's file (its loss)."""
+    assert "training.stages.pretrain" in GRAPH["cli"]
+    assert {"training.trainer", "training.methods"} <= GRAPH["training.stages.pretrain"]
+    assert "training.methods.simclr" in GRAPH["training.methods"]
 
 
 def test_the_report_never_trains_or_evaluates():
@@ -203,7 +221,10 @@ def test_only_the_prose_imports_the_tables():
 
 
 def test_the_study_model_reads_run_folders_only():
-    assert _reach("report.model") <= {"runs.rundir", "runs.locks", "errors", "types"}, \
+    # the run folder, its locks, its optional sidecars and the checks of its files; the stage
+    # configs recompute a folder's fingerprint
+    assert _reach("report.model") <= {"runs.rundir", "runs.locks", "runs.sidecars", "runs.checks",
+                                      "runs.predictions", "config", "errors", "types"}, \
         _arrows("report.model", set(GRAPH))
 
 
@@ -214,15 +235,16 @@ def test_estimate_times_with_bench_and_never_reaches_plans():
 
 
 def test_plan_files_are_read_without_running_or_timing_anything():
-    allowed = {"config", "configio", "fielddocs", "runs.rundir", "runs.locks", "report.model", "errors", "types"}
+    allowed = {"config", "configio", "fielddocs", "runs.rundir", "runs.locks", "runs.sidecars", "runs.checks",
+               "runs.predictions", "report.model", "errors", "types"}
     assert _reach("study.planfile") <= allowed, _arrows("study.planfile", set(GRAPH))
 
 
 def test_the_errors_module_is_the_bottom_and_every_error_stands_on_it():
     assert not GRAPH["errors"], "errors imports " + "; ".join(_arrows("errors", set(GRAPH)))
     users = {m for m in GRAPH if "errors" in GRAPH[m]}
-    assert {"config", "runs.locks", "runs.rundir", "data.errors", "training.models", "report.model",
-            "study.planfile", "training.launch", "training.loop"} <= users
+    assert {"config", "runs.locks", "runs.rundir", "data.errors", "training.parts.models", "report.model",
+            "study.planfile", "training.launch", "training.trainer"} <= users
 
 
 def test_lib_imports_nothing_from_the_repository_folders():

@@ -51,7 +51,7 @@ def test_no_underscored_name_crosses_a_module():
 def test_the_check_sees_each_kind_of_crossing(tmp_path):
     """The three forms the check looks for are each found; another package's private name is not."""
     src = tmp_path / "x.py"
-    src.write_text("from simpleclr.training.loop import _a\nfrom simpleclr.training import loop\n"
+    src.write_text("from simpleclr.training.trainer import _a\nfrom simpleclr.training import loop\n"
                    "loop._b()\nmonkeypatch.setattr(loop, '_c', 1)\nimport os\nos._exit(0)\n")
     assert sorted(c.split(": ", 1)[1] for c in _crossings(src, tmp_path)) == ["imports _a", "loop._b",
                                                                              "sets loop._c"]

@@ -16,10 +16,12 @@ import torch
 from helpers.datasets import TINY
 from simpleclr import cli
 from simpleclr.report import figures, prose as report
-from simpleclr.training import models, pretrain, loop as train
+from simpleclr.training import trainer as train
+from simpleclr.training.parts import models
+from simpleclr.training.stages import pretrain
 from simpleclr.config import PretrainConfig
 from simpleclr.data import DataError, load_split
-from simpleclr.training.models import WeightsError, encoder_state, load_encoder, resnet18_encoder
+from simpleclr.training.parts.models import WeightsError, encoder_state, load_encoder, resnet18_encoder
 from simpleclr.runs.rundir import CheckpointError, RunDir
 
 
@@ -125,7 +127,7 @@ def test_resume_checkpoint(tmp_path, marker, capsys):
     last.parent.mkdir()
     torch.save({"model": {}, "rng": _Payload(marker)}, last)
     with pytest.raises(CheckpointError) as e:
-        pretrain.pretrain_simclr(cfg, run.path)
+        pretrain.pretrain(cfg, run.path)
     _one_line(str(e.value), last, "delete it")
     err = _cli_error(capsys, ["pretrain", "--out", str(run.path), "--dataset", TINY, "--data-dir",
                               cfg.data_dir, "--image-size", "8", "--epochs", "1", "--batch-size",

@@ -16,13 +16,13 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "optimisation": ("epochs", "steps", "batch_size", "optimizer", "lr", "lr_scaling", "weight_decay",
                      "momentum", "nesterov", "warmup_epochs", "grad_clip", "label_smoothing",
                      "crop_padding"),
-    "SimCLR": ("temperature", "jitter_strength", "crop_scale_min", "blur_prob", "knn_every", "knn_k",
+    "method": ("method", "temperature", "jitter_strength", "crop_scale_min", "blur_prob", "knn_every", "knn_k",
                "knn_temperature", "knn_max_bank"),
     "fine-tuning": ("encoder_lr_scale", "encoder_lr_grid", "trial_epochs"),
     "linear probe": ("probe_layer", "val_folds", "weight_decays", "probe_max_iter", "feature_batch_size",
                      "save_features"),
     "run": ("seed", "device", "precision", "channels_last", "compile", "num_threads", "sync_bn",
-            "launcher", "checkpoint_every", "progress", "rehearsal"),
+            "launcher", "checkpoint_every", "keep_epochs", "progress", "rehearsal"),
 }
 
 DOCS: dict[str, str] = {
@@ -63,7 +63,8 @@ DOCS: dict[str, str] = {
     "grad_clip": "clip the global gradient norm to this; None: no clipping",
     "label_smoothing": "cross-entropy label smoothing in [0, 1)",
     "crop_padding": "pixels of padding before the random crop (0: no crop)",
-    # SimCLR
+    # method
+    "method": "self-supervised method: simclr (SimCLR)",
     "temperature": "NT-Xent temperature (> 0)",
     "jitter_strength": "colour-jitter strength s in [0, 1] (brightness/contrast/saturation 0.8s, hue 0.2s)",
     "crop_scale_min": "smallest random-resized-crop area, as a share (0, 1] of the image",
@@ -94,6 +95,7 @@ DOCS: dict[str, str] = {
     "sync_bn": "batch norm over all processes; None: the stage's choice (SimCLR on, supervised off)",
     "launcher": 'command starting the stage in several processes, e.g. "torchrun --nproc-per-node 4"; None: this one',
     "checkpoint_every": "epochs between resumable checkpoints (checkpoints/last.pt)",
+    "keep_epochs": "epochs after which the encoder is kept as checkpoints/epoch<N>.pt, e.g. [100, 200]; []: none",
     "progress": "show a progress bar",
 }
 

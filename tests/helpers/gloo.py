@@ -29,7 +29,7 @@ def _serve(rank: int, world: int, port: int, conn: Any) -> None:
     import torch
     import torch.distributed as dist
 
-    from simpleclr.training.distributed import init_from_env
+    from simpleclr.training.parts.distributed import init_from_env
 
     torch.set_num_threads(1)
     group = init_from_env(torch.device("cpu"))  # as torchrun's ranks join: from the environment

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="the IPC kernel manag
 # A run changes process-wide state: torch's thread count, the library's once-only warnings, names.
 DIRTY = """\
 import os, torch
-from simpleclr.training import device
+from simpleclr.training.parts import device
 torch.set_num_threads(torch.get_num_threads() + 1)
 device.WARNED.add("printed once")
 leftover = x
@@ -26,7 +26,7 @@ print(os.getpid())
 """
 LOOK = """\
 import json, os, torch
-from simpleclr.training import device
+from simpleclr.training.parts import device
 print(json.dumps({"pid": os.getpid(), "threads": torch.get_num_threads(), "x": x,
                   "leftover": "leftover" in dir(), "warned": sorted(device.WARNED)}))
 """

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 import torchvision.transforms.v2.functional as TF
 
-from simpleclr.training import augment as A
-from simpleclr.training.augment import SimCLRAugment, SupervisedAugment, normalize
+from simpleclr.training.parts import augment as A
+from simpleclr.training.parts.augment import SimCLRAugment, SupervisedAugment, normalize
 
 MEAN = (0.5071, 0.4865, 0.4409)
 STD = (0.2673, 0.2564, 0.2762)

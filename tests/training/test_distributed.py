@@ -20,15 +20,16 @@ from torch import nn
 from helpers.datasets import TINY_4
 from helpers.gloo import GlooPool, free_port
 from helpers.interrupt import Interrupt
-from simpleclr.training import evaluate, pretrain, supervised, loop as train
+from simpleclr.training import trainer, trainer as train
+from simpleclr.training.stages import linear_eval as linear_eval_stage, pretrain, supervised
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.data import prepare
-from simpleclr.training.device import resolve_runtime
-from simpleclr.training.distributed import (MainRankFailed, World, convert_sync_batchnorm, gather_with_grad,
+from simpleclr.training.parts.device import resolve_runtime
+from simpleclr.training.parts.distributed import (MainRankFailed, World, convert_sync_batchnorm, gather_with_grad,
                                             init_from_env, shard)
-from simpleclr.training.evaluate import linear_eval
+from simpleclr.training.stages.linear_eval import linear_eval
 from simpleclr.training.launch import LaunchError
-from simpleclr.training.losses import nt_xent
+from simpleclr.training.methods.simclr import nt_xent
 from simpleclr.runs.rundir import RunDir, RunLocked
 
 GLOBAL_BATCH = 8
@@ -114,7 +115,7 @@ def test_shard_rejects_a_batch_that_does_not_divide():
         shard(torch.arange(30), World(rank=0, size=3), batch_size=8)
 
 
-# ---- the trainer's own pieces: build_simclr / build_supervised and one step ----------------
+# ---- the trainer's own pieces: build_pretrain / build_supervised and one step ----------------
 IMG = 8
 
 
@@ -158,18 +159,18 @@ def _one_step_in_default_dtype(world: World, stage: str, sync_bn: bool) -> dict:
     if stage == "simclr":
         cfg = PretrainConfig(batch_size=GLOBAL_BATCH, proj_hidden=32, proj_out=16, sync_bn=sync_bn,
                              precision="fp32", channels_last=False, width=WIDTH)
-        parts = pretrain.build_simclr(cfg, runtime, image_size=IMG, mean=(0.5,) * 3, std=(0.25,) * 3,
-                                      total_steps=10, warmup_steps=0, world=world)
-        parts.augment = _FixedViews()
-        loss, _ = pretrain.simclr_step(parts, images[mine], None)
+        parts = pretrain.build_pretrain(cfg, runtime, image_size=IMG, mean=(0.5,) * 3, std=(0.25,) * 3,
+                                        total_steps=10, warmup_steps=0, world=world)
+        parts.objective.augment = _FixedViews()
+        loss, _ = trainer.train_step(parts, images[mine], None, None)
     else:
         cfg = SupervisedConfig(batch_size=GLOBAL_BATCH, sync_bn=sync_bn, precision="fp32",
                                channels_last=False, width=WIDTH)
         parts = supervised.build_supervised(cfg, runtime, image_size=IMG, mean=(0.5,) * 3,
                                             std=(0.25,) * 3, num_classes=4, total_steps=10,
-                                            warmup_steps=0, world=world)
-        parts.augment = _FixedViews()
-        loss, _ = supervised.supervised_step(parts, images[mine], labels[mine], None)
+                                            warmup_steps=0, world=world).train
+        parts.objective.augment = _FixedViews()
+        loss, _ = trainer.train_step(parts, images[mine], labels[mine], None)
     model = parts.model
     return {"loss": loss, "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
             "params": {n: p.detach().clone() for n, p in model.named_parameters()},
@@ -333,11 +334,11 @@ def _pretrain_twice(world: World, data_dir: str, root: str) -> list:
         setattr(RunDir, name, record)
     try:
         cfg = _pretrain_cfg(data_dir)
-        pretrain.pretrain_simclr(cfg, f"{root}/straight")
+        pretrain.pretrain(cfg, f"{root}/straight")
         # second step of epoch 3, on every rank
-        _interrupted(pretrain, "simclr_step", 2 * 4 + 2, lambda: pretrain.pretrain_simclr(cfg, f"{root}/resumed"))
+        _interrupted(trainer, "train_step", 2 * 4 + 2, lambda: pretrain.pretrain(cfg, f"{root}/resumed"))
         checkpoint_epoch = RunDir(f"{root}/resumed").load_checkpoint("last")["epoch"]
-        result = pretrain.pretrain_simclr(cfg, f"{root}/resumed")
+        result = pretrain.pretrain(cfg, f"{root}/resumed")
     finally:  # the pool's next test runs in this process
         for name, original in originals.items():
             setattr(RunDir, name, original)
@@ -379,7 +380,7 @@ def _supervised_twice(world: World, data_dir: str, root: str) -> list:
     """A 2-process supervised run straight through and one stopped at step 10 (after the epoch-2
     checkpoint at step 8) and started again, with trace windows of 3 steps: the window of steps
     7-9 is open at the checkpoint, so the resumed row 9 is made of a saved partial sum."""
-    from simpleclr.training import steptrace
+    from simpleclr.training.parts import steptrace
 
     rows, steptrace.STEP_ROWS = steptrace.STEP_ROWS, 5  # 12 steps: a row every 3
     cfg = SupervisedConfig(dataset=TINY_4, data_dir=data_dir, image_size=8, epochs=3, batch_size=16,
@@ -387,7 +388,7 @@ def _supervised_twice(world: World, data_dir: str, root: str) -> list:
                            num_threads=1, width=WIDTH)
     try:
         supervised.train_supervised(cfg, f"{root}/straight")
-        _interrupted(supervised, "supervised_step", 10,
+        _interrupted(trainer, "train_step", 10,
                      lambda: supervised.train_supervised(cfg, f"{root}/resumed"))
         return [RunDir(f"{root}/resumed").load_checkpoint("last")["step"],
                 supervised.train_supervised(cfg, f"{root}/resumed")]
@@ -411,7 +412,7 @@ def test_two_process_supervised_resume_logs_the_trace_of_an_uninterrupted_run(po
 
 def _pretrain_refused(world: World, data_dir: str, root: str) -> str:
     try:
-        pretrain.pretrain_simclr(_pretrain_cfg(data_dir), root)
+        pretrain.pretrain(_pretrain_cfg(data_dir), root)
     except RunLocked as e:
         return str(e)
     return "not refused"
@@ -434,7 +435,7 @@ def _probe_without_encoder(world: World, root: str, out: str) -> list[str]:
                            encoder=f"{root}/no-such-run", precision="fp32", progress=False,
                            num_threads=1)
     try:
-        evaluate.linear_eval_on_one_rank(cfg, f"{root}/probe")
+        linear_eval_stage.linear_eval_on_one_rank(cfg, f"{root}/probe")
         return ["no error", ""]
     except Exception as e:
         return [type(e).__name__, str(e)]
@@ -479,7 +480,7 @@ def test_launcher_runs_pretrain_and_linear_eval_under_torchrun(tmp_path, capfd, 
     data_dir = str(tmp_path / "data")
     prepare(TINY_4, root=data_dir, image_size=8)
     cfg = _pretrain_cfg(data_dir).replace(epochs=1, launcher=LAUNCH)
-    result = pretrain.pretrain_simclr(cfg, tmp_path / "pre")  # what a notebook cell calls
+    result = pretrain.pretrain(cfg, tmp_path / "pre")  # what a notebook cell calls
     log = capfd.readouterr().out
     assert "launching:" in log and "torch.distributed.run" in log
     assert log.count('"final_loss"') == 1  # rank 0 alone prints the result
@@ -506,6 +507,6 @@ def test_a_launched_stage_that_fails_raises_one_line_with_the_reason(tmp_path):
     prepare(TINY_4, root=data_dir, image_size=8)
     cfg = _pretrain_cfg(data_dir).replace(batch_size=15, launcher=LAUNCH)
     with pytest.raises(LaunchError, match="not divisible by the 2 processes") as e:
-        pretrain.pretrain_simclr(cfg, tmp_path / "bad")
+        pretrain.pretrain(cfg, tmp_path / "bad")
     assert "\n" not in str(e.value)
     assert not (tmp_path / "bad" / "result.json").exists()

@@ -10,12 +10,15 @@ import torch
 from torch import nn
 
 from simpleclr import data
-from simpleclr.training import evaluate, models
-from simpleclr.training.augment import normalize
+from simpleclr.training import probe as evaluate
+from simpleclr.training.parts import models
+from simpleclr.training.parts.augment import normalize
 from simpleclr.config import LinearEvalConfig
-from simpleclr.training.device import resolve_runtime
-from simpleclr.training.evaluate import (best_on_validation, extract_features, fit_linear_probe, knn_predict,
-                                         knn_top1, linear_eval, topk_accuracy)
+from simpleclr.training.parts.device import resolve_runtime
+from simpleclr.training.probe import (best_on_validation, extract_features, fit_linear_probe, knn_predict,
+                                      knn_top1, topk_accuracy)
+from simpleclr.training.stages import linear_eval as linear_eval_stage
+from simpleclr.training.stages.linear_eval import linear_eval
 from simpleclr.runs import predictions
 from simpleclr.runs.rundir import RunConflict, RunDir
 
@@ -251,7 +254,7 @@ def test_linear_eval_end_to_end_on_generated_cifar100(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr(evaluate, "extract_features", boom)
+    monkeypatch.setattr(linear_eval_stage, "extract_features", boom)
     assert linear_eval(cfg, out) == result
     with pytest.raises(RunConflict):
         linear_eval(cfg.replace(label_fraction=0.5), out)
@@ -378,7 +381,7 @@ def test_linear_eval_refuses_an_encoder_that_changed(tmp_path, monkeypatch):
             encoder.train()(torch.randn(2, 3, 8, 8))  # a probe "accidentally" in train mode
         return real(encoder, images, *args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "extract_features", leaky)
+    monkeypatch.setattr(linear_eval_stage, "extract_features", leaky)
     cfg = _cfg(tmp_path, dataset="synthetic-cifar100:classes=4,train=10,test=5", image_size=8)
     with pytest.raises(RuntimeError, match="changed frozen encoder.*running_mean"):
         linear_eval(cfg, tmp_path / "run")
@@ -484,7 +487,7 @@ def test_the_probes_of_one_encoder_extract_the_test_features_once_and_get_what_a
         tmp_path, monkeypatch):
     # Two label shares of one encoder in one process: the second probe takes the first one's test
     # features, and its figures equal those of the same probe run with nothing kept.
-    evaluate.forget_test_features()
+    linear_eval_stage.forget_test_features()
     extracted: list[int] = []
     real = evaluate.extract_features
 
@@ -492,7 +495,7 @@ def test_the_probes_of_one_encoder_extract_the_test_features_once_and_get_what_a
         extracted.append(len(images))
         return real(encoder, images, *a, **k)
 
-    monkeypatch.setattr(evaluate, "extract_features", counting)
+    monkeypatch.setattr(linear_eval_stage, "extract_features", counting)
     quick = dict(image_size=8, weight_decays=(1.0,))  # the extraction is the point, not the probe
 
     def cfg(**k):
@@ -502,7 +505,7 @@ def test_the_probes_of_one_encoder_extract_the_test_features_once_and_get_what_a
     second = linear_eval(cfg(label_fraction=0.5), tmp_path / "share05")
     assert extracted == [300, 100, 150]  # train, test; then train only
     assert (first["test_features_reused"], second["test_features_reused"]) == (False, True)
-    evaluate.forget_test_features()
+    linear_eval_stage.forget_test_features()
     fresh = linear_eval(cfg(label_fraction=0.5), tmp_path / "fresh")
     assert extracted[3:] == [150, 100] and fresh["test_features_reused"] is False
     for key in ("top1", "top5", "weight_decay", "val_top1", "probe_loss"):
@@ -513,7 +516,7 @@ def test_the_probes_of_one_encoder_extract_the_test_features_once_and_get_what_a
     # another encoder (a different seed's random weights) gets its own extraction
     linear_eval(cfg(seed=4, label_seed=4, label_fraction=0.5), tmp_path / "other")
     assert extracted[5:] == [150, 100]
-    evaluate.forget_test_features()
+    linear_eval_stage.forget_test_features()
 
 
 def test_the_features_key_follows_every_input_of_the_extraction():
@@ -521,15 +524,15 @@ def test_the_features_key_follows_every_input_of_the_extraction():
     enc = models.resnet18_encoder("cifar")
     images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
     args = (images, (0.5,) * 3, (0.25,) * 3, 8, FP32, 512)
-    key = evaluate.features_key(enc, *args)
-    assert evaluate.features_key(enc, *args) == key
+    key = linear_eval_stage.features_key(enc, *args)
+    assert linear_eval_stage.features_key(enc, *args) == key
     changed = dict(enc.state_dict())
     changed["bn1.running_mean"] = changed["bn1.running_mean"] + 1e-3  # a buffer, not a weight
     other = models.resnet18_encoder("cifar")
     other.load_state_dict(changed)
-    assert evaluate.features_key(other, *args) != key
+    assert linear_eval_stage.features_key(other, *args) != key
     flipped = images.clone()
     flipped[0, 0, 0, 0] ^= 1
-    assert evaluate.features_key(enc, flipped, *args[1:]) != key
-    assert evaluate.features_key(enc, images, (0.5,) * 3, (0.25,) * 3, 16, FP32, 512) != key
-    assert evaluate.features_key(enc, images, (0.5,) * 3, (0.25,) * 3, 8, FP32, 64) != key
+    assert linear_eval_stage.features_key(enc, flipped, *args[1:]) != key
+    assert linear_eval_stage.features_key(enc, images, (0.5,) * 3, (0.25,) * 3, 16, FP32, 512) != key
+    assert linear_eval_stage.features_key(enc, images, (0.5,) * 3, (0.25,) * 3, 8, FP32, 64) != key

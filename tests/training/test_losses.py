@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from simpleclr.training.losses import nt_xent
+from simpleclr.training.methods.simclr import nt_xent
 
 
 def loop_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:

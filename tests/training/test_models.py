@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from simpleclr.training import models, resnet
-from simpleclr.training.models import (IMAGENET_MEAN, IMAGENET_STD, Classifier, ProjectionHead, SimCLRNet,
+from simpleclr.training.parts import models, resnet
+from simpleclr.training.parts.models import (IMAGENET_MEAN, IMAGENET_STD, Classifier, ProjectionHead, SimCLRNet,
                                        WeightsError, encoder_state, load_encoder, resnet18_encoder,
                                        write_standin_imagenet_weights)
 from simpleclr.runs.rundir import RunDir
@@ -66,7 +66,7 @@ def test_our_resnet18_is_torchvisions_bit_for_bit(stem):
 @pytest.mark.slow
 def test_building_an_encoder_never_imports_torchvision():
     """torchvision costs seconds in every fresh process (each kernel, each rank)."""
-    code = ("import sys; from simpleclr.training import models; models.resnet18_encoder('cifar'); "
+    code = ("import sys; from simpleclr.training.parts import models; models.resnet18_encoder('cifar'); "
             "models.resnet18_encoder('imagenet'); assert 'torchvision' not in sys.modules, 'imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from simpleclr.config import PretrainConfig, SupervisedConfig
-from simpleclr.training.optim import (LARS, build_optimizer, param_groups, scaled_lr, warmup_cosine,
+from simpleclr.training.parts.optim import (LARS, build_optimizer, param_groups, scaled_lr, warmup_cosine,
                                       warmup_cosine_scheduler)
 
 

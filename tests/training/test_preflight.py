@@ -60,7 +60,7 @@ def test_launcher_processes(launcher, n):
 
 def test_the_counts_equal_what_a_pretraining_run_records(tmp_path):
     """The independent reference: the stage's own record of the images it trained on."""
-    from simpleclr.training.pretrain import pretrain_simclr
+    from simpleclr.training.stages.pretrain import pretrain
 
     cfg = PretrainConfig(dataset=DATASET, data_dir=str(tmp_path / "data"), subset_fraction=0.5, batch_size=40,
                          epochs=1, warmup_epochs=0, image_size=8, width=16, proj_hidden=32, proj_out=16,
@@ -69,6 +69,6 @@ def test_the_counts_equal_what_a_pretraining_run_records(tmp_path):
     assert torch.equal(labels, data.load_split(DATASET, root=tmp_path / "data").labels)  # without the images
     counts = check_images(cfg, labels)
     rec = tmp_path / "run"
-    pretrain_simclr(cfg, rec)
+    pretrain(cfg, rec)
     record = json.loads((rec / "config.json").read_text())["data"]
     assert (record["n_train"], record["n_val"]) == (counts["n_train"], counts["n_val"]) == (90, 20)

@@ -10,7 +10,9 @@ from helpers.datasets import TINY
 from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.runs import predictions
 from simpleclr.runs.rundir import RunConflict, RunDir
-from simpleclr.training import device, evaluate, pretrain, supervised
+from simpleclr.training import probe
+from simpleclr.training.parts import device
+from simpleclr.training.stages import linear_eval as linear_eval_stage, pretrain, supervised
 
 CUT = 8
 
@@ -44,7 +46,7 @@ def test_a_pretraining_rehearsal_is_two_cut_steps_with_a_checkpoint_and_a_resume
     cfg = real.replace(rehearsal=CUT)
     assert cfg.fingerprint() == real.fingerprint()  # the very config, cut by a runtime field
     out = tmp_path / "rehearsal"
-    result = pretrain.pretrain_simclr(cfg, out)
+    result = pretrain.pretrain(cfg, out)
     assert starts == [0, 1]  # stopped after epoch 1 (checkpoint_every 3 notwithstanding), resumed
     assert result["steps"] == 2 and result["epochs"] == 2 and result["images_seen"] == 2 * CUT
     rows = RunDir(out).read_metrics()
@@ -54,30 +56,30 @@ def test_a_pretraining_rehearsal_is_two_cut_steps_with_a_checkpoint_and_a_resume
     assert RunDir(out).status(real.fingerprint()) == "stale"
     assert RunDir(out).status(real.fingerprint(), rehearsal=True) == "done"
     with pytest.raises(RunConflict, match="holds a rehearsal of this config"):
-        pretrain.pretrain_simclr(real, out)
+        pretrain.pretrain(real, out)
 
 
 @pytest.mark.slow
 def test_fine_tuning_and_probe_rehearsals_cut_trials_validation_and_test(tmp_path, starts):
     data = tmp_path / "data"
     pre = tmp_path / "pre"
-    pretrain.pretrain_simclr(_pretrain_cfg(data, rehearsal=CUT), pre)
+    pretrain.pretrain(_pretrain_cfg(data, rehearsal=CUT), pre)
     starts.clear()
     sup = SupervisedConfig(dataset=TINY, data_dir=str(data), image_size=8, epochs=3, batch_size=32,
                            warmup_epochs=1, init=str(pre), encoder_lr_grid=(1.0, 0.1), trial_epochs=2,
                            progress=False, num_threads=1, rehearsal=CUT, width=16)
     seen: list[int] = []
-    real_logits = supervised.predict_logits
+    real_logits = probe.predict_logits
 
     def counting(model, images, *a, **k):
         seen.append(len(images))
         return real_logits(model, images, *a, **k)
 
-    supervised.predict_logits, restore = counting, supervised.predict_logits
+    probe.predict_logits, restore = counting, probe.predict_logits
     try:
         res = supervised.train_supervised(sup, tmp_path / "tuned")
     finally:
-        supervised.predict_logits = restore
+        probe.predict_logits = restore
     # two trials of two steps (never interrupted), then the run itself: stopped and resumed
     assert starts == [0, 0, 0, 1]
     assert [t["epochs"] for t in res["encoder_lr_trials"]] == [2, 2] and res["steps"] == 2
@@ -86,11 +88,10 @@ def test_fine_tuning_and_probe_rehearsals_cut_trials_validation_and_test(tmp_pat
     assert seen == [CUT] * 5 and res["n_test"] == CUT
     assert predictions.load_predictions(tmp_path / "tuned" / predictions.PREDICTIONS).n == CUT
 
-    probe = evaluate.linear_eval(LinearEvalConfig(dataset=TINY, data_dir=str(data), image_size=8,
-                                                  encoder=str(pre), progress=False, num_threads=1,
-                                                  weight_decays=(1e-4, 1e-2), rehearsal=CUT, width=16),
-                                 tmp_path / "probe")
-    assert probe["n_train"] == CUT and probe["n_test"] == CUT
+    probed = linear_eval_stage.linear_eval(LinearEvalConfig(
+        dataset=TINY, data_dir=str(data), image_size=8, encoder=str(pre), progress=False, num_threads=1,
+        weight_decays=(1e-4, 1e-2), rehearsal=CUT, width=16), tmp_path / "probe")
+    assert probed["n_train"] == CUT and probed["n_test"] == CUT
     # the folds deal out the cut's images: each validated once, each fold's fit the other four folds'
     rows = RunDir(tmp_path / "probe").read_metrics()
     assert {(r["n_val"], r["folds"]) for r in rows} == {(CUT, 5)} and {r["n_fit"] for r in rows} == {CUT - 2}

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 
-from simpleclr.training import loop as train
+from simpleclr.training.parts import steptrace
 from simpleclr.runs.rundir import RunDir
-from simpleclr.training.steptrace import STEP_ROWS, StepTrace, window
+from simpleclr.training.parts.steptrace import STEP_ROWS, StepTrace, window
 
 
 @pytest.mark.parametrize("total", [1, 7, 199, 200, 201, 390, 401, 1000, 78125])
@@ -31,18 +30,13 @@ def test_any_run_has_at_most_STEP_ROWS_rows_plus_its_last_step(total):
     assert [r["epoch"] for r in rows] == [s / 390 for s in steps]
 
 
-def _loop(total_steps: int = 8, steps_per_epoch: int = 2) -> SimpleNamespace:
-    return SimpleNamespace(total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                           parts=SimpleNamespace(runtime=SimpleNamespace(device=torch.device("cpu"))))
-
-
 def test_resume_goes_on_from_the_checkpoints_open_window():
     ckpt = {"epoch": 1, "step": 2, "trace": {"loss_sum": torch.tensor(3.0), "steps": 2}}
-    trace = train.resume_trace(_loop(total_steps=600), ckpt)
+    trace = steptrace.resume(ckpt, 600, 2, torch.device("cpu"))
     assert (trace.every, trace.steps, float(trace.loss_sum)) == (3, 2, 3.0)
     trace.add(torch.tensor(6.0), 3, lr=0.5)
     assert trace.rows() == [{"step": 3, "epoch": 1.5, "loss": 3.0, "lr": 0.5}]
-    fresh = train.resume_trace(_loop(), None)
+    fresh = steptrace.resume(None, 8, 2, torch.device("cpu"))
     assert (fresh.every, fresh.steps, float(fresh.loss_sum)) == (1, 0, 0.0)
 
 
@@ -51,11 +45,11 @@ def test_a_format_1_checkpoint_resumes_without_a_trace(tmp_path):
     run = RunDir(tmp_path)
     run.log_steps([{"step": s, "epoch": s / 2, "loss": 1.0, "lr": 0.1} for s in (1, 2, 3)])
     old = {"epoch": 1, "step": 2}  # no "trace": a format 1 checkpoint
-    assert train.resume_trace(_loop(), old) is None
-    train.drop_rows_past(run, old, keep_trace=False)
+    assert steptrace.resume(old, 8, 2, torch.device("cpu")) is None
+    steptrace.drop_rows_past(run, old, keep_trace=False)
     assert run.read_steps() == []
     run.log_steps([{"step": s, "epoch": s / 2, "loss": 1.0, "lr": 0.1} for s in (1, 2, 3)])
-    train.drop_rows_past(run, old, keep_trace=True)
+    steptrace.drop_rows_past(run, old, keep_trace=True)
     assert [r["step"] for r in run.read_steps()] == [1, 2]
-    train.drop_rows_past(run, None, keep_trace=True)  # killed before its first checkpoint
+    steptrace.drop_rows_past(run, None, keep_trace=True)  # killed before its first checkpoint
     assert run.read_steps() == []

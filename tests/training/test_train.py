@@ -19,12 +19,16 @@ from helpers.curves import read_curves
 from helpers.datasets import TINY
 from helpers.interrupt import Interrupt
 from simpleclr import data as data_mod
-from simpleclr.training import evaluate, models, pretrain, steptrace, supervised, loop as train
+from simpleclr.training import probe, probe as evaluate, trainer, trainer as train
+from simpleclr.training.parts import models, steptrace
+from simpleclr.training.methods import simclr as simclr_mod
+from simpleclr.training.methods.simclr import SimCLR
+from simpleclr.training.stages import linear_eval as linear_eval_stage, pretrain, supervised
 from simpleclr.config import ConfigError, LinearEvalConfig, PretrainConfig, SupervisedConfig, encoder_lr_grid
 from simpleclr.data import DataError, load_split
-from simpleclr.training.device import resolve_runtime, rng_state, set_rng_state
-from simpleclr.training.distributed import World
-from simpleclr.training.optim import warmup_cosine
+from simpleclr.training.parts.device import resolve_runtime, rng_state, set_rng_state
+from simpleclr.training.parts.distributed import World
+from simpleclr.training.parts.optim import warmup_cosine
 from simpleclr.runs import predictions
 from simpleclr.runs.rundir import CheckpointError, RunConflict, RunDir, atomic_torch_save
 
@@ -110,7 +114,7 @@ def reference_run(data_dir, tmp_path_factory) -> tuple[PretrainConfig, Path, dic
     """An uninterrupted 4-epoch pretraining run (2 steps per epoch, checkpoints every 2)."""
     cfg = _pretrain_cfg(data_dir, checkpoint_every=2)
     out = tmp_path_factory.mktemp("runs") / "reference"
-    return cfg, out, pretrain.pretrain_simclr(cfg, out)
+    return cfg, out, pretrain.pretrain(cfg, out)
 
 
 @pytest.mark.slow
@@ -161,16 +165,16 @@ def test_resume_after_interruption_gives_bit_identical_weights(reference_run, tm
     out = tmp_path / "resumed"
     # Interrupt in the middle of epoch 4: metrics of epoch 3 were written, but with
     # checkpoint_every=2 the last checkpoint is from epoch 2, so epoch 3 is redone.
-    monkeypatch.setattr(pretrain, "simclr_step", Interrupt(pretrain.simclr_step, at=3 * 2 + 1))
+    monkeypatch.setattr(trainer, "train_step", Interrupt(trainer.train_step, at=3 * 2 + 1))
     with pytest.raises(KeyboardInterrupt):
-        pretrain.pretrain_simclr(cfg, out)
+        pretrain.pretrain(cfg, out)
     run = RunDir(out)
     assert [r["epoch"] for r in run.read_metrics()] == [1, 2, 3]
     assert [r["step"] for r in run.read_steps()] == [1, 2, 3, 4, 5, 6]  # written with epoch 3's row
     assert run.load_checkpoint("last")["epoch"] == 2
     assert not run.result_path.exists()
     monkeypatch.undo()
-    result = pretrain.pretrain_simclr(cfg, out)
+    result = pretrain.pretrain(cfg, out)
     ref, got = _final(ref_out), _final(out)
     _assert_same_tensors(ref["encoder"], got["encoder"])
     _assert_same_tensors(ref["head"], got["head"])
@@ -213,9 +217,9 @@ def test_the_step_trace_averages_windows_across_epochs_and_resumes_inside_one(da
     middle of the first window, and still logs the uninterrupted run's rows."""
     monkeypatch.setattr(steptrace, "STEP_ROWS", 2)
     cfg = _pretrain_cfg(data_dir, epochs=3, knn_every=0)
-    recorder = _Losses(pretrain.simclr_step)
-    monkeypatch.setattr(pretrain, "simclr_step", recorder)
-    pretrain.pretrain_simclr(cfg, tmp_path / "whole")
+    recorder = _Losses(trainer.train_step)
+    monkeypatch.setattr(trainer, "train_step", recorder)
+    pretrain.pretrain(cfg, tmp_path / "whole")
     whole = RunDir(tmp_path / "whole").read_steps()
     assert [(r["step"], r["epoch"]) for r in whole] == [(3, 1.5), (6, 3.0)]
     # each row: the float32 sum over its window, as the device summed it, over the window's length
@@ -229,13 +233,13 @@ def test_the_step_trace_averages_windows_across_epochs_and_resumes_inside_one(da
     base = 1.0 * 40 / 256
     assert [r["lr"] for r in whole] == pytest.approx([base * warmup_cosine(s - 1, 6, 2) for s in (3, 6)])
 
-    monkeypatch.setattr(pretrain, "simclr_step", Interrupt(pretrain.simclr_step, at=4))
+    monkeypatch.setattr(trainer, "train_step", Interrupt(trainer.train_step, at=4))
     with pytest.raises(KeyboardInterrupt):
-        pretrain.pretrain_simclr(cfg, tmp_path / "resumed")
+        pretrain.pretrain(cfg, tmp_path / "resumed")
     run = RunDir(tmp_path / "resumed")
     assert run.read_steps() == [] and run.load_checkpoint("last")["trace"]["steps"] == 2
-    monkeypatch.setattr(pretrain, "simclr_step", recorder.fn)
-    pretrain.pretrain_simclr(cfg, tmp_path / "resumed")
+    monkeypatch.setattr(trainer, "train_step", recorder.fn)
+    pretrain.pretrain(cfg, tmp_path / "resumed")
     assert run.read_steps() == whole
 
 
@@ -246,13 +250,13 @@ def test_a_finished_run_is_not_redone(reference_run, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a finished run must not train again")
 
-    monkeypatch.setattr(pretrain, "simclr_step", no_training)
+    monkeypatch.setattr(trainer, "train_step", no_training)
     monkeypatch.setattr(pretrain, "load_data", no_training)
-    assert pretrain.pretrain_simclr(cfg, out) == result
+    assert pretrain.pretrain(cfg, out) == result
     # runtime-only fields (progress, threads, device) do not make it another run
-    assert pretrain.pretrain_simclr(cfg.replace(progress=True, num_threads=2), out) == result
+    assert pretrain.pretrain(cfg.replace(progress=True, num_threads=2), out) == result
     with pytest.raises(RunConflict, match="another config"):
-        pretrain.pretrain_simclr(cfg.replace(lr=0.5), out)
+        pretrain.pretrain(cfg.replace(lr=0.5), out)
 
 
 def _draws(gen: torch.Generator) -> list:
@@ -287,7 +291,7 @@ def test_a_damaged_last_checkpoint_is_named_in_one_line(data_dir, tmp_path, dama
                "random-bytes": np.random.default_rng(0).bytes(4096), "not-a-checkpoint": whole}[damage]
     last.write_bytes(damaged)
     with pytest.raises(CheckpointError) as e:
-        pretrain.pretrain_simclr(cfg, run.path)
+        pretrain.pretrain(cfg, run.path)
     msg = str(e.value)
     assert "\n" not in msg and str(last) in msg and "delete it and run again to restart" in msg
     assert last.read_bytes() == damaged  # left as it was, for the user to look at or delete
@@ -300,18 +304,18 @@ def test_a_damaged_last_checkpoint_is_named_in_one_line(data_dir, tmp_path, dama
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(
         data_dir, tmp_path, monkeypatch, sync_each_step):
     cfg = _pretrain_cfg(data_dir, epochs=3, knn_every=0)
-    real_nt_xent, calls = pretrain.nt_xent, [0]
+    real_nt_xent, calls = simclr_mod.nt_xent, [0]
 
     def poisoned(z1, z2, t):  # the 4th step (second of epoch 2) blows up
         calls[0] += 1
         loss = real_nt_xent(z1, z2, t)
         return loss * float("nan") if calls[0] >= 4 else loss
 
-    monkeypatch.setattr(pretrain, "nt_xent", poisoned)
+    monkeypatch.setattr(simclr_mod, "nt_xent", poisoned)
     monkeypatch.setattr(train, "sync_each_step_on", lambda device: sync_each_step)
     last = tmp_path / "checkpoints" / "last.pt"
     with pytest.raises(train.TrainingDiverged) as info:
-        pretrain.pretrain_simclr(cfg, tmp_path)
+        pretrain.pretrain(cfg, tmp_path)
     msg = str(info.value)
     assert "\n" not in msg and "not finite" in msg and "lower lr" in msg and str(last) in msg
     assert ("step 4 " in msg) if sync_each_step else ("epoch 2" in msg)
@@ -326,7 +330,7 @@ def test_nan_gradient_with_finite_loss_never_reaches_the_weights():
     w = torch.nn.Parameter(torch.ones(3))
     opt = torch.optim.SGD([w], lr=0.1)
     loss = (w * 0.0).sum() + torch.sqrt(w * 0.0).sum()  # finite loss, gradient 0 * inf = nan
-    parts = train.TrainParts(model=torch.nn.Module(), train_model=torch.nn.Module(), optimizer=opt,
+    parts = train.TrainParts(model=torch.nn.Module(), train_model=torch.nn.Module(), objective=None, optimizer=opt,
                              scheduler=None, scaler=None, lr=0.1, grad_clip=None,
                              runtime=resolve_runtime("cpu", "fp32", channels_last=False, num_threads=1))
     with pytest.raises(train.TrainingDiverged, match="grad_norm=nan"):
@@ -341,13 +345,13 @@ def test_config_errors_come_before_any_compute(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(models, "resnet18_encoder", no_model)
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match=r"batch_size=512 is larger than the 110 training images"):
-        pretrain.pretrain_simclr(_pretrain_cfg(data_dir, batch_size=512), out)
+        pretrain.pretrain(_pretrain_cfg(data_dir, batch_size=512), out)
     with pytest.raises(ConfigError, match="batch_size"):
         supervised.train_supervised(_sup_cfg(data_dir, dataset=TINY, batch_size=111), out)
     with pytest.raises(DataError):
-        pretrain.pretrain_simclr(_pretrain_cfg(data_dir, dataset="no-such-dataset"), out)
+        pretrain.pretrain(_pretrain_cfg(data_dir, dataset="no-such-dataset"), out)
     with pytest.raises(ConfigError, match="'no-such-launcher' is not on PATH"):
-        pretrain.pretrain_simclr(_pretrain_cfg(data_dir, launcher="no-such-launcher -n 2"), out)
+        pretrain.pretrain(_pretrain_cfg(data_dir, launcher="no-such-launcher -n 2"), out)
     assert not out.exists()  # nothing was claimed or written
 
 
@@ -364,9 +368,10 @@ def test_epoch_order_is_seeded_per_epoch_and_drops_the_last_partial_batch():
 
 
 def test_blur_is_off_below_64_px_unless_asked_for():
-    assert pretrain.default_blur_prob(32, None) == 0.0
-    assert pretrain.default_blur_prob(64, None) == 0.5
-    assert pretrain.default_blur_prob(32, 0.3) == 0.3
+    encoder = models.resnet18_encoder("cifar", 8)
+    blur = {(size, p): SimCLR(PretrainConfig(blur_prob=p), encoder, size, (0.5,) * 3, (0.25,) * 3).augment.blur_probs
+            for size, p in ((32, None), (64, None), (32, 0.3))}
+    assert blur == {(32, None): (0.0, 0.0), (64, None): (0.5, 0.5), (32, 0.3): (0.3, 0.3)}
 
 
 # ---- learning ------------------------------------------------------------------------------
@@ -399,7 +404,7 @@ def test_simclr_loss_falls_and_beats_a_random_encoder(shapes, data_dir, tmp_path
                         crop_scale_min=0.4, jitter_strength=0.5, val_fraction=0.0, knn_every=0,
                         precision="fp32", seed=1, num_threads=torch.get_num_threads(), checkpoint_every=10,
                         width=32)
-    result = pretrain.pretrain_simclr(cfg, tmp_path / "simclr")
+    result = pretrain.pretrain(cfg, tmp_path / "simclr")
     losses = [r["loss"] for r in RunDir(tmp_path / "simclr").read_metrics()]
     assert losses[-1] < losses[0] - 0.8, losses
     runtime = resolve_runtime("cpu", "fp32", num_threads=1)
@@ -454,7 +459,7 @@ def test_above_the_datasets_size_supervised_training_upsamples_batches_instead_o
     model = models.Classifier(models.load_encoder(str(tmp_path / "sup"), width=16)[0], 10)
     model.fc.load_state_dict(final["fc"])
     test = load_split(TINY, "test", root=str(data))
-    logits = supervised.predict_logits(model, test.images, final["meta"]["mean"], final["meta"]["std"],
+    logits = probe.predict_logits(model, test.images, final["meta"]["mean"], final["meta"]["std"],
                                        resolve_runtime("cpu", "fp32", channels_last=False), size=40)
     preds = predictions.load_predictions(tmp_path / "sup" / result["predictions"])
     assert np.array_equal(logits.argmax(1).numpy(), preds.top1)
@@ -480,7 +485,7 @@ def test_fine_tuning_loads_every_encoder_weight_of_a_pretrain_run(reference_run,
 
 
 def test_explicit_bf16_on_a_cpu_without_native_bf16_says_once_that_it_is_slower(monkeypatch, capsys):
-    from simpleclr.training import device
+    from simpleclr.training.parts import device
 
     monkeypatch.setattr(device, "WARNED", set())
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
@@ -529,7 +534,7 @@ def test_supervised_fine_tuning_and_probe_use_the_same_labelled_images(reference
     finetune = supervised.train_supervised(
         _sup_cfg(data_dir, subset_fraction=0.5, subset_seed=2, epochs=1, batch_size=25,
                  init=str(pre_out), **share), tmp_path / "finetune")
-    probe = evaluate.linear_eval(LinearEvalConfig(
+    probe = linear_eval_stage.linear_eval(LinearEvalConfig(
         dataset=TINY, data_dir=data_dir, image_size=8, encoder=str(pre_out), label_fraction=0.5,
         label_seed=2, weight_decays=(1e-2,), precision="fp32", progress=False, num_threads=1,
         save_features=False, width=16, val_folds=1, **share), tmp_path / "probe")
@@ -548,13 +553,13 @@ def test_fine_tuning_chooses_the_encoder_lr_on_validation_never_on_test(referenc
                                                                         tmp_path, monkeypatch):
     _, pre_out, _ = reference_run
     seen: list[int] = []  # the number of images of every accuracy measurement, in order
-    real_logits = supervised.predict_logits
+    real_logits = probe.predict_logits
 
     def counting(model, images, *a, **k):
         seen.append(len(images))
         return real_logits(model, images, *a, **k)
 
-    monkeypatch.setattr(supervised, "predict_logits", counting)
+    monkeypatch.setattr(probe, "predict_logits", counting)
     cfg = _sup_cfg(data_dir, init=str(pre_out), epochs=2, batch_size=50, encoder_lr_grid=(1.0, 0.0),
                    trial_epochs=1)
     result = supervised.train_supervised(cfg, tmp_path / "tuned")

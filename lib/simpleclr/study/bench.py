@@ -1,7 +1,8 @@
 """``simpleclr bench``: how fast the training and evaluation paths run on this device.
 
 Every figure is measured in one process, after warm-up, as the median of several repeats, on the
-exact objects the trainer builds (:func:`simpleclr.training.pretrain.build_simclr`, ``simclr_step``, ...), so
+exact objects the trainer builds (:func:`simpleclr.training.stages.pretrain.build_pretrain`,
+:func:`simpleclr.training.trainer.train_step`, ...), so
 ratios between lines are meaningful even on a shared, noisy machine:
 
 - ``model_step``: ResNet-18 + projection head forward/backward/NT-Xent/optimizer step on ready,
@@ -29,7 +30,7 @@ import torch
 
 from ..config import PretrainConfig, SupervisedConfig
 from ..configio import parse_bool
-from ..training.device import Runtime, resolve_runtime
+from ..training.parts.device import Runtime, resolve_runtime
 
 CIFAR_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR_STD = (0.2673, 0.2564, 0.2762)
@@ -154,18 +155,18 @@ def make_inputs(batch_size: int = 256, image_size: int = 32, precision: str = "a
 
 
 def simclr_parts(inp: Inputs) -> Any:
-    """ResNet-18 + head, augmentation, LARS and schedule, as :func:`pretrain.pretrain_simclr` builds them."""
-    from ..training import pretrain
+    """ResNet-18 + head, augmentation, LARS and schedule, as :func:`pretrain.pretrain` builds them."""
+    from ..training.stages import pretrain
 
-    return pretrain.build_simclr(inp.cfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
+    return pretrain.build_pretrain(inp.cfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
                                  std=CIFAR_STD, total_steps=BIG, warmup_steps=0)
 
 
 def model_case(inp: Inputs, parts: Any) -> Callable[[], None]:
     """Forward/backward/NT-Xent/optimizer step on views augmented once, up front."""
-    from ..training.losses import nt_xent
+    from ..training.methods.simclr import nt_xent
 
-    views = parts.augment(inp.data[: 2 * inp.batch_size], inp.gen)
+    views = parts.objective.augment(inp.data[: 2 * inp.batch_size], inp.gen)
     views = views.contiguous(memory_format=torch.channels_last) if inp.rt.channels_last else views
 
     def model_step() -> None:
@@ -181,19 +182,19 @@ def model_case(inp: Inputs, parts: Any) -> Callable[[], None]:
 
 def simclr_case(inp: Inputs, parts: Any = None) -> Callable[[], None]:
     """The real pretraining step end to end: one call trains on ``batch_size`` images (two views each)."""
-    from ..training import pretrain
+    from ..training.trainer import train_step
 
     parts = parts if parts is not None else simclr_parts(inp)
 
     def simclr() -> None:
-        pretrain.simclr_step(parts, inp.data[next(inp.batches)], inp.gen, check_finite=False)
+        train_step(parts, inp.data[next(inp.batches)], None, inp.gen, check_finite=False)
 
     return simclr
 
 
 def augment_case(inp: Inputs) -> Callable[[], Any]:
     """The two-view augmentation alone."""
-    from ..training.augment import SimCLRAugment
+    from ..training.parts.augment import SimCLRAugment
 
     aug = SimCLRAugment(inp.image_size, CIFAR_MEAN, CIFAR_STD)
     return lambda: aug.two_views(inp.data[next(inp.batches)], inp.gen)
@@ -201,28 +202,31 @@ def augment_case(inp: Inputs) -> Callable[[], Any]:
 
 def supervised_case(inp: Inputs) -> Callable[[], None]:
     """The supervised step end to end (crop + flip, forward, cross-entropy, backward, SGD step)."""
-    from ..training import supervised as supervised_mod
+    from ..training.stages import supervised as supervised_mod
+    from ..training.trainer import train_step
 
     c = inp.cfg
     scfg = SupervisedConfig(batch_size=c.batch_size, precision=c.precision, compile=c.compile,
                             channels_last=c.channels_last, device=c.device, epochs=1, warmup_epochs=0.0,
                             stem=c.stem, width=c.width)
     parts = supervised_mod.build_supervised(scfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
-                                            std=CIFAR_STD, num_classes=100, total_steps=BIG, warmup_steps=0)
+                                            std=CIFAR_STD, num_classes=100, total_steps=BIG,
+                                            warmup_steps=0).train
 
     def supervised() -> None:
         idx = next(inp.batches)
-        supervised_mod.supervised_step(parts, inp.data[idx], inp.labels[idx], inp.gen, check_finite=False)
+        train_step(parts, inp.data[idx], inp.labels[idx], inp.gen, check_finite=False)
 
     return supervised
 
 
 def features_case(inp: Inputs, n: int) -> Callable[[], Any]:
     """Frozen-encoder feature extraction of ``n`` images (one view, no grad)."""
-    from ..training import evaluate, models
+    from ..training import probe
+    from ..training.parts import models
 
     encoder = models.resnet18_encoder("cifar").to(inp.rt.device)
-    return lambda: evaluate.extract_features(encoder, inp.data[:n], CIFAR_MEAN, CIFAR_STD, inp.rt,
+    return lambda: probe.extract_features(encoder, inp.data[:n], CIFAR_MEAN, CIFAR_STD, inp.rt,
                                              batch_size=max(inp.batch_size, 512))
 
 

@@ -27,6 +27,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional
 
+from ..errors import one_line
 from ..types import PathLike
 
 # How long a kernel asked to shut down may take to leave on its own before it is interrupted.
@@ -38,7 +39,7 @@ RESET_CODE = """\
 get_ipython().run_line_magic("reset", "-f")
 import gc as _gc, torch as _torch
 _torch.set_num_threads({threads})
-from simpleclr.training import device as _device
+from simpleclr.training.parts import device as _device
 _device.WARNED.clear()
 if _torch.cuda.is_initialized():  # a later run on this device (or another process) gets it back
     _torch.cuda.empty_cache()
@@ -166,6 +167,13 @@ def socket_dir() -> Path:
     if folder.stat().st_uid != os.getuid():
         raise PermissionError(f"{folder} belongs to another user; set TMPDIR to a folder of yours")
     return folder
+
+
+def failure_reason(e: BaseException) -> str:
+    """Why a notebook did not finish, in one line: the cell's exception (papermill's ``ename``
+    and ``evalue``), else the exception itself (a dead kernel, a missing notebook)."""
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    return one_line(f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}", 400)
 
 
 def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,

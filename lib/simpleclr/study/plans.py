@@ -25,9 +25,8 @@ from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 from ..config import ConfigError, StageConfig
 from ..types import PathLike
-from ..errors import one_line
 from .estimate import Estimator, PlanClock, estimate_runs
-from .kernels import SharedKernel, interrupts_quietly, quiet_on_interrupt, run_notebook
+from .kernels import SharedKernel, failure_reason, interrupts_quietly, quiet_on_interrupt, run_notebook
 from .planfile import REPO_ROOT, Plan, PlanError, RunSpec, load_plan
 from ..runs.rundir import RunDir, atomic_write_json, git_commit
 from ..runs.watch import RunWatch, fmt_seconds
@@ -58,7 +57,9 @@ def _datasets(plan: Plan, names: Sequence[str]) -> list[tuple[str, Optional[str]
 
 
 def check_data(plan: Plan, names: Sequence[str]) -> None:
-    """Make every dataset the runs use ready (cache, placed file or download) before any run.
+    """Make every dataset the runs use ready (cache, placed file or download) before any run, and
+    stop when an official dataset's image counts are not the official ones, unless the plan
+    (``partial_data``) or the environment (:data:`simpleclr.data.PARTIAL_ENV`) declares it partial.
 
     Raises :class:`PlanError` with the data layer's own message and a pointer to the smoke plan,
     so a machine without the data stops at once instead of after the first hour of runs.
@@ -67,7 +68,10 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
 
     for name, root, accept, size in _datasets(plan, names):
         try:  # the native cache and the size the runs read, built once here
-            data.prepare(name, root=root, accept_checksum=accept, download=True, image_size=size)
+            summary = data.prepare(name, root=root, accept_checksum=accept, download=True, image_size=size)
+            problem = data.count_problem(name, summary["splits"])
+            if problem and not data.declared_partial(name, plan.partial_data):
+                raise PlanError(f"{problem}; no run was started")
         except data.DataError as e:
             hint = "" if name.startswith("synthetic-") else (
                 " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
@@ -122,7 +126,7 @@ def uses_imagenet(spec: RunSpec) -> bool:
 
 def check_imagenet_weights() -> Optional[str]:
     """None when torchvision's ImageNet ResNet-18 file is cached or can be fetched, else why not."""
-    from ..training.models import WeightsError, imagenet_encoder
+    from ..training.parts.models import WeightsError, imagenet_encoder
 
     try:
         imagenet_encoder(progress=False)
@@ -132,7 +136,7 @@ def check_imagenet_weights() -> Optional[str]:
 
 
 def write_standins(plan: Plan) -> None:
-    from ..training.models import write_standin_imagenet_weights
+    from ..training.parts.models import write_standin_imagenet_weights
 
     for kind in plan.standins:
         path = plan.standin_path(kind)
@@ -169,11 +173,6 @@ def notebook_file(name: str) -> Path:
     if not path.is_file():
         raise PlanError(f"notebook {path} is missing: restore it from git (scripts/make_notebooks.py writes it)")
     return path
-
-
-def failure_reason(e: BaseException) -> str:
-    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
-    return one_line(f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}", 400)
 
 
 def execute_notebook(name: str, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
@@ -219,7 +218,7 @@ def not_run(spec: RunSpec, status: str, states: dict[str, dict], unavailable: di
     """The state of a run that is not executed now (broken, done earlier, unavailable, blocked by
     a need that did not finish), or None when it is to run."""
     if status == "broken":  # a damaged JSON file: never run over it, never delete it
-        return {"state": "broken", "reason": RunDir(spec.path).problem()}
+        return {"state": "broken", "reason": spec.problem()}
     if status == "done":
         res = RunDir(spec.path).read_result() or {}
         return {"state": "done", "reason": None, "reused": True, "seconds": 0.0,
@@ -278,8 +277,8 @@ def _worker_kernel() -> SharedKernel:
 
 
 def execute_in_worker(notebook: str, output: str, params: dict, shared: bool = True) -> Optional[str]:
-    """One run's notebook in a worker process or a SLURM job (in the process's shared kernel
-    unless ``shared`` is False): None when it finished, else why not (a line)."""
+    """One run's notebook in a worker process (in the process's shared kernel unless ``shared``
+    is False): None when it finished, else why not (a line)."""
     try:
         execute_notebook(notebook, Path(output), params, kernel=_worker_kernel() if shared else None)
     except KeyboardInterrupt:
@@ -672,7 +671,7 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
     for n, spec in p.runs.items():
         status = spec.status()
         if status == "broken":  # not run until repaired: the last column says why
-            rows.append([n, spec.notebook, status, "-", "-", RunDir(spec.path).problem() or ""])
+            rows.append([n, spec.notebook, status, "-", "-", spec.problem()])
             continue
         seconds, basis = (0.0, "") if status == "done" else est.seconds(spec)
         if seconds is None:

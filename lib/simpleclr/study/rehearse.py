@@ -127,7 +127,7 @@ def _measure_step(kind: str, size: int, stem: str, precision: str, batch: int, w
 def step_here(kind: str, size: int, stem: str, precision: str, batch: int, width: int = 64) -> dict:
     """:func:`_measure_step`'s work, in the process it starts: the memory is the peak resident
     size while the step's model and data are built and it runs, beyond what the process held."""
-    from ..training import device
+    from ..training.parts import device
     from . import bench
 
     base = device.resident_mb()

@@ -2,8 +2,8 @@
 :class:`simpleclr.study.plans.PlanExecutor` (``simpleclr plan run PLAN --executor slurm``).
 
 Every run not yet finished becomes one job that executes the run's notebook into its run folder,
-as a ``--devices`` worker does (:func:`simpleclr.study.plans.execute_in_worker`, a fresh kernel
-per job), submitted with ``--dependency=afterok:<its needs' jobs>`` and
+as a ``--devices`` worker does (papermill through :func:`simpleclr.study.kernels.run_notebook`, a
+fresh kernel per job), submitted with ``--dependency=afterok:<its needs' jobs>`` and
 ``--kill-on-invalid-dep=yes``: SLURM holds a run until its needs have succeeded and drops it when
 one fails. A run with a launcher (``torchrun --nproc-per-node N``) is one job holding N GPUs; the
 launcher inside it sets the variables ``init_from_env`` reads. A job's time limit is the run's
@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..runs.rundir import RunDir, atomic_write_json, read_json
-from .planfile import Plan, PlanError, RunSpec
+from .kernels import failure_reason, run_notebook
+from .planfile import REPO_ROOT, Plan, PlanError, RunSpec
 
 # A job's time limit: the run's estimate times this, plus this many minutes (start-up, a slower
 # node than the one estimated on); where no estimate exists, DEFAULT_TIME_MIN.
@@ -133,18 +134,18 @@ class RunFailed(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class RunJob:
-    """What one SLURM job executes: the run's notebook into its run folder, in a fresh kernel."""
+    """What one SLURM job executes: the run's notebook (``source``, the file under notebooks/)
+    into its run folder, in a fresh kernel, as a ``--devices`` worker does."""
 
-    notebook: str
+    source: str
     output: str
     params: dict
 
     def __call__(self) -> None:
-        from .plans import execute_in_worker
-
-        failure = execute_in_worker(self.notebook, self.output, self.params, shared=False)
-        if failure is not None:  # the job fails, so SLURM drops the runs that need this one
-            raise RunFailed(failure)
+        try:
+            run_notebook(Path(self.source), Path(self.output), self.params)
+        except Exception as e:  # the job fails, so SLURM drops the runs that need this one
+            raise RunFailed(failure_reason(e)) from None
 
     def checkpoint(self) -> Any:
         """Preempted, or at its time limit: submitit requeues the job with this same call. The
@@ -223,6 +224,12 @@ class Slurm:
             raise PlanError("--executor slurm: sbatch and srun are not on PATH; run the plan on a "
                             "SLURM cluster's login node")
         self.plan, self.options, self.detach = plan, options, options.detach
+        self.notebooks = REPO_ROOT / "notebooks"
+        missing = sorted({s.notebook for s in plan.runs.values()
+                          if not (self.notebooks / f"{s.notebook}.ipynb").is_file()})
+        if missing:
+            raise PlanError(f"notebook {self.notebooks / missing[0]}.ipynb is missing: restore it from git "
+                            "(scripts/make_notebooks.py writes it)")
         self.folder = plan.outputs / "slurm"
         self.known = read_jobs(plan)
         self.jobs: dict[str, Any] = {}  # run -> submitit SlurmJob
@@ -252,7 +259,8 @@ class Slurm:
         run_params = dict(spec.params)
         if self.options.cpus_per_job and spec.config.num_threads is None:
             run_params["num_threads"] = self.options.cpus_per_job
-        job = executor.submit(RunJob(spec.notebook, str(RunDir(spec.path).notebook_path), run_params))
+        job = executor.submit(RunJob(str(self.notebooks / f"{spec.notebook}.ipynb"),
+                                     str(RunDir(spec.path).notebook_path), run_params))
         self.jobs[spec.name] = job
         self.known[spec.name] = {"job_id": str(job.job_id), "fingerprint": spec.config.fingerprint(),
                                  "submitted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

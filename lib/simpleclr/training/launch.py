@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..types import PathLike
 from ..config import ConfigError, StageConfig, stage_of
-from .distributed import launched
+from .parts.distributed import launched
 from ..errors import SimpleCLRError
 from ..runs.rundir import RunDir
 

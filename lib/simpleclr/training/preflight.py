@@ -18,10 +18,10 @@ import torch
 
 from .. import data as data_mod
 from ..config import LinearEvalConfig, PretrainConfig, StageConfig, SupervisedConfig
-from . import distributed
-from .loop import fit_schedule
-from .pretrain import pretrain_images
-from .supervised import labelled_images
+from .parts import distributed
+from .trainer import fit_schedule
+from .stages.pretrain import pretrain_images
+from .stages.supervised import labelled_images
 
 __all__ = ["check_images", "launcher_processes"]
 

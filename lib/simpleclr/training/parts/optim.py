@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from ..config import TrainingConfig
+    from ...config import TrainingConfig
 
 __all__ = ["LARS", "build_optimizer", "param_groups", "scaled_lr", "warmup_cosine",
            "warmup_cosine_scheduler"]

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..config import RESNET18_WIDTH, STEMS
-from ..errors import SimpleCLRError
+from ...config import RESNET18_WIDTH, STEMS
+from ...errors import SimpleCLRError
 from .resnet import IMAGENET1K_V1_URL, IMAGENET_MEAN, IMAGENET_STD, ResNet18
 
 FEATURE_DIM = 512
@@ -212,7 +212,7 @@ def write_standin_imagenet_weights(path: Union[str, os.PathLike], seed: int = 0)
     ``load_encoder("imagenet:<path>")`` (or placed in the cache), it is reported as source
     ``"standin"`` because its hash is not torchvision's.
     """
-    from ..runs.rundir import atomic_torch_save
+    from ...runs.rundir import atomic_torch_save
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -314,7 +314,7 @@ def _torch_load(path: Path, advice: str = "give a checkpoint of tensors written 
                 "(e.g. a run folder's checkpoints/final.pt)") -> Any:
     """The file's tensors, loaded with ``weights_only=True`` and nothing else: a checkpoint someone
     hands over must never run code, so a refused file is an error, never a second, trusting try."""
-    from ..runs.rundir import TorchFileError, load_torch_file
+    from ...runs.rundir import TorchFileError, load_torch_file
 
     try:
         return load_torch_file(path)
@@ -329,7 +329,7 @@ def _short(keys: Sequence[str], limit: int = 8) -> str:
 
 
 def _load_strict(net: nn.Module, state: dict[str, Any], what: str,
-                 hint: str = "save it with simpleclr.training.models.encoder_state") -> None:
+                 hint: str = "save it with simpleclr.training.parts.models.encoder_state") -> None:
     """Load every weight of ``net`` from ``state`` or raise one line listing the gaps."""
     state = strip_wrapper_prefixes(state)
     try:
@@ -399,12 +399,12 @@ def load_encoder(spec: str, stem: str = "cifar", width: int = WIDTH) -> tuple[nn
         meta = {}
     else:
         raise WeightsError(f"{path} holds no encoder weights (expected a dict with an 'encoder' "
-                           "state dict): save checkpoints with simpleclr.training.models.encoder_state")
+                           "state dict): save checkpoints with simpleclr.training.parts.models.encoder_state")
     state = strip_wrapper_prefixes(state)
     ckpt_stem = meta.get("stem") or _stem_of(state)
     if ckpt_stem not in STEMS:
         raise WeightsError(f"{path} does not say which stem its encoder has (meta['stem']) and its "
-                           f"conv1 does not tell: save it with simpleclr.training.models.encoder_state")
+                           f"conv1 does not tell: save it with simpleclr.training.parts.models.encoder_state")
     ckpt_width = width_of(state) or WIDTH
     if ckpt_width != width:
         raise WeightsError(f"{path} holds an encoder of width {ckpt_width}, but the config asks for "

@@ -63,6 +63,13 @@ def _check_prob(name: str, p: float) -> float:
     return float(p)
 
 
+def _per_view(name: str, p: float | tuple[float, float]) -> tuple[float, float]:
+    pair = (p, p) if isinstance(p, (int, float)) else tuple(p)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be one probability or one per view (two); got {p}")
+    return _check_prob(name, pair[0]), _check_prob(name, pair[1])
+
+
 def _check_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer (output side in pixels); got {size!r}")
@@ -208,8 +215,10 @@ def _sample_crops(u: torch.Tensor, height: int, width: int, scale: tuple[float, 
                   ratio: tuple[float, float]) -> tuple[torch.Tensor, ...]:
     """RandomResizedCrop's sampling for n samples at once from uniforms ``u`` (n, 2*10 + 2): area
     fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``, the first of 10 tries that
-    fits, else the centre crop of the nearest allowed ratio. Returns (top, left, h, w) int64."""
-    u = u.to(torch.float64)
+    fits, else the centre crop of the nearest allowed ratio. Returns (top, left, h, w) int64 on
+    ``u``'s device. The arithmetic is float64, on the CPU where the device has none (Apple's MPS)."""
+    device = u.device
+    u = u.to(float64_device(device), torch.float64)
     area = height * width
     target = area * (scale[0] + (scale[1] - scale[0]) * u[:, :_N_TRIES])
     lr0, lr1 = math.log(ratio[0]), math.log(ratio[1])
@@ -232,7 +241,13 @@ def _sample_crops(u: torch.Tensor, height: int, width: int, scale: tuple[float, 
     left = torch.floor(u[:, 2 * _N_TRIES + 1] * (width - w + 1)).to(torch.int64).clamp(max=width - w)
     top = torch.where(found, top, torch.full_like(top, (height - fh) // 2))
     left = torch.where(found, left, torch.full_like(left, (width - fw) // 2))
-    return top, left, h, w
+    return top.to(device), left.to(device), h.to(device), w.to(device)
+
+
+def float64_device(device: torch.device) -> torch.device:
+    """Where float64 arithmetic meant for ``device`` runs: the CPU for Apple's MPS, which has no
+    float64 and refuses to convert to it; the device itself elsewhere."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 def _uniforms(n: int, cols: int, generator: Optional[torch.Generator],
@@ -271,7 +286,8 @@ class SimCLRAugment:
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], *,
                  scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
                  jitter_strength: float = 1.0, jitter_prob: float = 0.8, gray_prob: float = 0.2,
-                 blur_prob: float = 0.0, flip_prob: float = 0.5) -> None:
+                 blur_prob: float | tuple[float, float] = 0.0, flip_prob: float = 0.5,
+                 solarize_prob: float | tuple[float, float] = 0.0) -> None:
         self.size = _check_size(size)
         self.mean, self.std = _check_stats(mean, std)
         if not (len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0):
@@ -286,7 +302,10 @@ class SimCLRAugment:
         self.jitter_strength = float(jitter_strength)
         self.jitter_prob = _check_prob("jitter_prob", jitter_prob)
         self.gray_prob = _check_prob("gray_prob", gray_prob)
-        self.blur_prob = _check_prob("blur_prob", blur_prob)
+        # per view (view 1, view 2 of :meth:`two_views`): BYOL's asymmetric views
+        self.blur_probs = _per_view("blur_prob", blur_prob)
+        self.solarize_probs = _per_view("solarize_prob", solarize_prob)
+        self.blur_prob, self.solarize_prob = max(self.blur_probs), max(self.solarize_probs)
         self.flip_prob = _check_prob("flip_prob", flip_prob)
         self.blur_kernel = blur_kernel_size(self.size)
         if self.blur_prob > 0 and self.blur_kernel // 2 >= self.size:
@@ -295,20 +314,24 @@ class SimCLRAugment:
     def __repr__(self) -> str:
         return (f"SimCLRAugment(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
                 f"jitter_strength={self.jitter_strength}, jitter_prob={self.jitter_prob}, "
-                f"gray_prob={self.gray_prob}, blur_prob={self.blur_prob}, flip_prob={self.flip_prob})")
+                f"gray_prob={self.gray_prob}, blur_prob={self.blur_probs}, flip_prob={self.flip_prob}, "
+                f"solarize_prob={self.solarize_probs})")
 
     def sample_params(self, batch: int, height: int, width: int, generator: Optional[torch.Generator] = None,
-                      device: torch.device | str = "cpu") -> Params:
-        """Per-sample parameters for ``batch`` views of ``height`` x ``width`` images.
+                      device: torch.device | str = "cpu", pair: bool = False) -> Params:
+        """Per-sample parameters for ``batch`` views of ``height`` x ``width`` images (``pair``: the
+        first half view 1, the second view 2, each with its own blur and solarization chance).
 
         Keys: ``top``, ``left``, ``height``, ``width`` (crop box, int64), ``flip``, ``jitter``,
         ``gray``, ``blur`` (bool), ``brightness``, ``contrast``, ``saturation``, ``hue``, ``sigma``
         (float32), ``order`` (int64 (batch, 4), the jitter ops' order: 0 brightness, 1 contrast,
-        2 saturation, 3 hue), plus ``image_size`` and ``kind`` (CPU, for checking in ``apply``).
+        2 saturation, 3 hue), ``solarize`` (bool; drawn only where a view may solarize, so the
+        other streams stay as they were), plus ``image_size`` and ``kind`` (CPU, for checking in
+        ``apply``).
         """
         device = torch.device(device)
         s = self.jitter_strength
-        u = _uniforms(batch, 2 * _N_TRIES + 2 + 13, generator, device)
+        u = _uniforms(batch, 2 * _N_TRIES + 2 + 13 + (self.solarize_prob > 0), generator, device)
         top, left, h, w = _sample_crops(u[:, :2 * _N_TRIES + 2], height, width, self.scale, self.ratio)
         v = u[:, 2 * _N_TRIES + 2:]
         lo = max(0.0, 1.0 - 0.8 * s)
@@ -322,11 +345,21 @@ class SimCLRAugment:
             "hue": (0.2 * s * (2.0 * v[:, 5] - 1.0)).contiguous(),
             "order": v[:, 6:10].argsort(dim=1),
             "gray": v[:, 10] < self.gray_prob,
-            "blur": v[:, 11] < self.blur_prob,
+            "blur": v[:, 11] < self._view_probs(self.blur_probs, batch, pair, device),
             "sigma": (_BLUR_SIGMA[0] + (_BLUR_SIGMA[1] - _BLUR_SIGMA[0]) * v[:, 12]).contiguous(),
             "image_size": torch.tensor([height, width]),
             "kind": torch.tensor(0),
+            **({"solarize": v[:, 13] < self._view_probs(self.solarize_probs, batch, pair, device)}
+               if self.solarize_prob > 0 else {}),
         }
+
+    @staticmethod
+    def _view_probs(probs: tuple[float, float], batch: int, pair: bool,
+                    device: torch.device) -> float | torch.Tensor:
+        """One probability for every row, or per row for a pair of asymmetric views."""
+        if probs[0] == probs[1] or not pair:
+            return probs[0]
+        return torch.tensor(probs, device=device).repeat_interleave(batch // 2)
 
     def apply(self, x: torch.Tensor, params: Params) -> torch.Tensor:
         """The views described by ``params`` of the uint8 batch ``x`` (B, 3, H, W): normalised float32
@@ -350,6 +383,8 @@ class SimCLRAugment:
         if self.blur_prob > 0:
             out = _masked(out, p["blur"], lambda y, sg: gaussian_blur(y, sg, self.blur_kernel), p["sigma"],
                           gather=gather)
+        if "solarize" in p:  # invert the pixels at or above the middle grey (torchvision's 128 of 255)
+            out = _masked(out, p["solarize"], lambda y: torch.where(y >= 0.5, 1.0 - y, y), gather=gather)
         a, c = _affine(self.mean, self.std, 1.0, x.device)
         return out.mul_(a).add_(c)
 
@@ -362,7 +397,7 @@ class SimCLRAugment:
         """Two independent views of every image, computed together in one pass."""
         _check_images(x, "SimCLRAugment")
         b = x.shape[0]
-        views = self.apply(x, self.sample_params(2 * b, x.shape[2], x.shape[3], generator, x.device))
+        views = self.apply(x, self.sample_params(2 * b, x.shape[2], x.shape[3], generator, x.device, pair=True))
         return views[:b], views[b:]
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..errors import SimpleCLRError, one_line
+from ...errors import SimpleCLRError, one_line
 
 T = TypeVar("T")
 

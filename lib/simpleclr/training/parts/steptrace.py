@@ -75,3 +75,22 @@ class StepTrace:
     def state(self) -> dict:
         """The open window, for the checkpoint (tensors and plain values only)."""
         return {"loss_sum": self.loss_sum.detach().cpu(), "steps": self.steps}
+
+
+def resume(ckpt: Optional[dict], total_steps: int, steps_per_epoch: int, device) -> Optional[StepTrace]:
+    """The step trace with the checkpoint's open window, a new one without a checkpoint, and None
+    for a format 1 checkpoint, which has no trace (its rows would begin mid-run)."""
+    if ckpt is not None and ckpt.get("trace") is None:
+        return None
+    return StepTrace.start(total_steps, steps_per_epoch, device, ckpt["trace"] if ckpt is not None else None)
+
+
+def drop_rows_past(run, ckpt: Optional[dict], keep_trace: bool) -> None:
+    """Drop the metrics and step-trace rows a killed run wrote into the run folder ``run`` past its
+    checkpoint (all of them when it had none; the whole trace when it goes on without one): the
+    resumed run writes them again."""
+    epoch, step = (ckpt["epoch"], ckpt["step"]) if ckpt is not None else (0, 0)
+    if run.metrics_path.exists():
+        run.truncate_metrics([r for r in run.read_metrics() if r.get("epoch", 0) <= epoch])
+    if run.steps_path.exists():
+        run.truncate_steps([r for r in run.read_steps() if keep_trace and r.get("step", 0) <= step])

@@ -3,7 +3,7 @@ step, its parts and its stage, with the trials that choose the encoder's lr on v
 
 The labelled images are the linear probe's at the same share and seed (``data.labelled_split``);
 the test split is read once, at the end. The loop, resume and the run folder's lock are
-:mod:`simpleclr.training.loop`'s.
+:mod:`simpleclr.training.trainer`'s; the objective is :class:`CrossEntropy`.
 """
 from __future__ import annotations
 
@@ -14,44 +14,46 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from . import augment as augment_mod
-from .. import data as data_mod
-from . import distributed, evaluate, models
-from ..config import ConfigError, SupervisedConfig, encoder_lr_grid, stage_of
-from .device import Runtime, eval_mode, seed_everything
-from ..runs.rundir import RunDir
-from ..types import PathLike
-from .loop import (Loop, TrainParts, data_record, finish_step, fit_schedule, last_value, load_data,
-                   loop_summary, loss_input, parallel_model, rehearsal_cut, run_training_stage,
-                   to_channels_last, train_loop, train_parts)
+from ..parts import augment as augment_mod
+from ... import data as data_mod
+from ..parts import distributed, models
+from ...config import ConfigError, SupervisedConfig, encoder_lr_grid, stage_of
+from ..parts.device import Runtime, seed_everything
+from .. import probe, trainer
+from ...runs.rundir import RunDir
+from ...types import PathLike
+from ..trainer import (Fitted, Objective, RunStart, TrainParts, data_record, fit_schedule, last_value,
+                       load_data, loss_input, rehearsal_cut)
 
-__all__ = ["train_supervised", "supervised_step", "SupervisedParts", "build_supervised", "predict_logits"]
+__all__ = ["train_supervised", "CrossEntropy", "SupervisedParts", "build_supervised", "labelled_images"]
 
 
-def supervised_step(parts: "SupervisedParts", images: torch.Tensor, labels: torch.Tensor,
-                    generator: Optional[torch.Generator],
-                    check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """One supervised iteration (crop + flip, cross-entropy in float32) on a uint8 batch on the
-    device; returns the detached (loss, grad_norm). ``check_finite``: see :func:`finish_step`."""
-    parts.optimizer.zero_grad(set_to_none=True)
-    x = to_channels_last(parts.augment(images, generator), parts.runtime)
-    with parts.runtime.autocast():
-        logits = parts.train_model(x)
-    loss = F.cross_entropy(loss_input(logits), labels, label_smoothing=parts.label_smoothing)
-    return finish_step(loss, parts, check_finite)
+class CrossEntropy(Objective):
+    """The supervised objective: crop + flip, then cross-entropy (label smoothing) in float32."""
+
+    def __init__(self, augment: "augment_mod.SupervisedAugment", label_smoothing: float) -> None:
+        self.augment, self.label_smoothing = augment, label_smoothing
+
+    def views(self, images: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        return self.augment(images, generator)
+
+    def loss(self, out: torch.Tensor, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(loss_input(out), labels, label_smoothing=self.label_smoothing)
 
 
 @dataclass
-class SupervisedParts(TrainParts):
-    """The classifier and augmentation, with the training parts, the normalisation the images get
-    and where the encoder came from."""
+class SupervisedParts:
+    """The trainer's parts for the classifier, the normalisation the images get and where the
+    encoder came from."""
 
-    model: models.Classifier
-    augment: "augment_mod.SupervisedAugment"
+    train: TrainParts
     mean: tuple
     std: tuple
     encoder_meta: dict
-    label_smoothing: float
+
+    @property
+    def model(self) -> models.Classifier:
+        return self.train.model  # type: ignore[return-value]
 
 
 def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int, mean: Any, std: Any,
@@ -65,40 +67,21 @@ def build_supervised(cfg: SupervisedConfig, runtime: Runtime, *, image_size: int
     if meta.get("mean") is not None and meta.get("std") is not None:
         mean, std = tuple(meta["mean"]), tuple(meta["std"])  # the normalisation it was trained with
     model = models.Classifier(encoder, num_classes, freeze_encoder=cfg.encoder_lr_scale == 0)
-    model, train_model = parallel_model(model, cfg, runtime, world)
-    augment = augment_mod.SupervisedAugment(image_size, mean, std, padding=cfg.crop_padding)
-    return SupervisedParts(augment=augment, mean=tuple(mean), std=tuple(std), encoder_meta=meta,
-                           label_smoothing=cfg.label_smoothing,
-                           **train_parts(model, train_model, cfg, runtime, total_steps, warmup_steps))
+    objective = CrossEntropy(augment_mod.SupervisedAugment(image_size, mean, std, padding=cfg.crop_padding),
+                             cfg.label_smoothing)
+    parts = trainer.build_parts(model, objective, cfg, runtime, world, total_steps, warmup_steps)
+    return SupervisedParts(parts, mean=tuple(mean), std=tuple(std), encoder_meta=meta)
 
 
 def input_size(cfg: SupervisedConfig, split: "data_mod.Split") -> int:
     """The side the network sees: ``image_size``, else the data's own. Above the data's own the
-    batches are upsampled (the split is read at its size, :func:`loop.load_data`)."""
+    batches are upsampled (the split is read at its size, :func:`simpleclr.training.trainer.load_data`)."""
     return cfg.image_size or split.image_size
-
-
-def _classify(model: models.Classifier, images: torch.Tensor, labels: torch.Tensor, mean: Any,
-              std: Any, runtime: Runtime, size: Optional[int] = None) -> dict[str, float]:
-    """Top-1 / top-5 (percent) of ``model`` on uint8 images, in eval mode, without augmentation."""
-    return evaluate.topk_accuracy(predict_logits(model, images, mean, std, runtime, size), labels.cpu(),
-                                  ks=(1, 5))
-
-
-def predict_logits(model: models.Classifier, images: torch.Tensor, mean: Any, std: Any,
-                   runtime: Runtime, size: Optional[int] = None) -> torch.Tensor:
-    """``model``'s CPU logits for uint8 images (resized to ``size`` when given), in eval mode,
-    without augmentation: what validation and the final test read."""
-    with eval_mode(model):
-        feats = evaluate.extract_features(model.encoder, images, mean, std, runtime, size=size)
-        with torch.no_grad():
-            logits = model.fc(feats.to(model.fc.weight.device, model.fc.weight.dtype))
-    return logits.cpu()
 
 
 def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
                     labelled: "data_mod.LabelledSplit", runtime: Runtime, world: distributed.World,
-                    encoder_lr_scale: float, trial: bool = False) -> tuple[SupervisedParts, list[dict], Loop]:
+                    encoder_lr_scale: float, trial: bool = False) -> tuple[SupervisedParts, Fitted]:
     """Train on ``labelled.fit``, validating on ``labelled.val`` every epoch, into ``run``.
 
     Seeded here, so a trial and the real run start exactly as a lone run of their config would.
@@ -114,23 +97,14 @@ def _fit_supervised(cfg: SupervisedConfig, run: RunDir, split: "data_mod.Split",
                              num_classes=split.num_classes, total_steps=total,
                              warmup_steps=warmup, world=world)
 
-    def step(idx: torch.Tensor, gen: torch.Generator, check: bool):
-        return supervised_step(parts, images[idx], labels[idx], gen, check)
-
-    has_val = len(labelled.val) > 0
-    if has_val:
+    monitor = None
+    if len(labelled.val) > 0:
         val_idx = rehearsal_cut(cfg, labelled.val)
-        val_images, val_labels = split.images[val_idx].to(dev), split.labels[val_idx]
-
-    def validate(epoch: int, last: bool) -> dict:
-        if not has_val or not world.is_main:
-            return {}
-        acc = _classify(parts.model, val_images, val_labels, parts.mean, parts.std, runtime, size)
-        return {"val_top1": acc["top1"], "val_top5": acc["top5"]}
-
-    rows, loop = train_loop(cfg, run, world, parts, step, validate, len(labelled.fit),
-                            desc=stage_of(cfg).command_for(cfg).name, interrupt_after_first=not trial)
-    return parts, rows, loop
+        monitor = probe.Validation(parts.model, split.images[val_idx].to(dev), split.labels[val_idx],
+                                   parts.mean, parts.std, runtime, size, active=world.is_main)
+    fitted = trainer.fit(cfg, run, world, parts.train, images, labels, monitor,
+                         desc=stage_of(cfg).command_for(cfg).name, rehearse_resume=not trial)
+    return parts, fitted
 
 
 def _trial_config(cfg: SupervisedConfig, scale: float) -> SupervisedConfig:
@@ -153,12 +127,13 @@ def _run_trial(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Split",
     if done is None:
         if world.is_main:
             run.start(cfg, data={"labels": labelled.record()}, device=str(runtime.device))
-        _, rows, loop = _fit_supervised(cfg, run, split, labelled, runtime, world,
-                                        cfg.encoder_lr_scale, trial=True)
+        _, fitted = _fit_supervised(cfg, run, split, labelled, runtime, world,
+                                    cfg.encoder_lr_scale, trial=True)
+        rows = fitted.rows
         if world.is_main:
             run.write_result({"val_top1": last_value(rows, "val_top1"),
-                              "val_top5": last_value(rows, "val_top5"), "epochs": loop.epochs,
-                              "wall_time_s": loop.state["clock"]["elapsed_s"]})
+                              "val_top5": last_value(rows, "val_top5"), "epochs": fitted.summary["epochs"],
+                              "wall_time_s": fitted.summary["wall_time_s"]})
             run.checkpoint_path("last").unlink(missing_ok=True)  # done: only its figures are kept
         distributed.barrier()
         done = run.read_result() or {}
@@ -173,7 +148,7 @@ def _choose_encoder_lr(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Sp
     """The encoder lr scale for the real run, chosen on validation, with the evidence.
 
     A grid of one value is used as it is (no trials). Otherwise each value gets a trial
-    (``<out_dir>/trials/encoder_lr<value>``) and :func:`evaluate.best_on_validation` picks the scale.
+    (``<out_dir>/trials/encoder_lr<value>``) and :func:`probe.best_on_validation` picks the scale.
     """
     grid = encoder_lr_grid(cfg)
     choice = {"encoder_lr_grid": list(grid), "encoder_lr_trials": [], "trials_wall_time_s": 0.0}
@@ -181,7 +156,7 @@ def _choose_encoder_lr(cfg: SupervisedConfig, out_dir: Path, split: "data_mod.Sp
         return {**choice, "encoder_lr_scale": grid[0], "encoder_lr_chosen_on": None}
     trials = [_run_trial(_trial_config(cfg, v), out_dir / "trials" / f"encoder_lr{v:g}", split,
                          labelled, runtime, world) for v in grid]
-    best = evaluate.best_on_validation(trials, "encoder_lr_scale")
+    best = probe.best_on_validation(trials, "encoder_lr_scale")
     return {**choice, "encoder_lr_scale": best["encoder_lr_scale"], "encoder_lr_trials": trials,
             "encoder_lr_chosen_on": "validation",
             "trials_wall_time_s": sum(t["wall_time_s"] for t in trials)}
@@ -194,7 +169,11 @@ def train_supervised(cfg: SupervisedConfig, out_dir: PathLike) -> dict:
     with an ``encoder_lr_grid``, short trials choose the encoder lr scale on validation first, and
     the run then trains on all of them (``n_train`` in the result).
     """
-    return run_training_stage(cfg, out_dir, _train_supervised)
+    start = trainer.open_run(cfg, out_dir)
+    if start.result is not None:
+        return start.result
+    with trainer.writer_lock(start):
+        return _train_supervised(cfg, start, out_dir)
 
 
 def labelled_images(cfg: SupervisedConfig, labels: torch.Tensor) -> "data_mod.LabelledSplit":
@@ -208,9 +187,9 @@ def labelled_images(cfg: SupervisedConfig, labels: torch.Tensor) -> "data_mod.La
     return data_mod.labelled_split(labels, cfg.subset_fraction, cfg.val_fraction, cfg.subset_seed)
 
 
-def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
-                      world: distributed.World, out_dir: PathLike) -> dict:
+def _train_supervised(cfg: SupervisedConfig, start: RunStart, out_dir: PathLike) -> dict:
     """:func:`train_supervised`'s work, with the run folder's lock held."""
+    run, runtime, world = start.run, start.runtime, start.world
     done = run.finished(cfg)  # another process may have finished it meanwhile
     if done is not None:
         return done
@@ -226,14 +205,13 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
         record.update(test={**test.provenance, "n": len(test)}, labels=labelled.record())
         run.start(cfg, data=record, device=str(runtime.device))
     choice = _choose_encoder_lr(cfg, Path(out_dir), split, labelled, runtime, world)
-    parts, rows, loop = _fit_supervised(cfg, run, split, final, runtime, world,
-                                        choice["encoder_lr_scale"])
-    result = loop_summary(rows, loop)
+    parts, fitted = _fit_supervised(cfg, run, split, final, runtime, world, choice["encoder_lr_scale"])
+    rows, result = fitted.rows, fitted.summary
     if world.is_main:
         dev, size = runtime.device, input_size(cfg, split)
         test_images, test_labels = rehearsal_cut(cfg, test.images), rehearsal_cut(cfg, test.labels)
-        logits = predict_logits(parts.model, test_images.to(dev), parts.mean, parts.std, runtime, size)
-        acc = evaluate.topk_accuracy(logits, test_labels.cpu(), ks=(1, 5))
+        logits = probe.predict_logits(parts.model, test_images.to(dev), parts.mean, parts.std, runtime, size)
+        acc = probe.topk_accuracy(logits, test_labels.cpu(), ks=(1, 5))
         meta = {"stem": parts.encoder_meta["stem"], "mean": parts.mean, "std": parts.std,
                 "image_size": size,
                 "source": {"run": str(out_dir), "stage": stage_of(cfg).command_for(cfg).name,
@@ -246,11 +224,11 @@ def _train_supervised(cfg: SupervisedConfig, run: RunDir, runtime: Runtime,
         result.update({"top1": acc["top1"], "top5": acc["top5"],
                        "val_top1": last_value(rows, "val_top1"),
                        "val_top5": last_value(rows, "val_top5"), "checkpoint": str(path),
-                       "n_train": len(final.fit), "n_test": len(test_labels), "lr": parts.lr,
+                       "n_train": len(final.fit), "n_test": len(test_labels), "lr": parts.train.lr,
                        "encoder_standin": models.uses_standin(parts.encoder_meta),
                        **labelled.record(), **choice,
                        "wall_time_s": result["wall_time_s"] + choice["trials_wall_time_s"],
-                       **evaluate.save_test_predictions(run, logits, test_labels)})
+                       **probe.save_test_predictions(run, logits, test_labels)})
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result

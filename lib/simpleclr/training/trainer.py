@@ -1,5 +1,5 @@
-"""The training loop the stages share: SimCLR pretraining (:mod:`simpleclr.training.pretrain`) and
-supervised training, fine-tuning included (:mod:`simpleclr.training.supervised`), run it.
+"""The one training loop: pretraining by any method (:mod:`simpleclr.training.methods`) and
+supervised training, fine-tuning included (:mod:`simpleclr.training.stages`), run it.
 
 Both are plain loops over a uint8 image tensor that lives on the training device: each step indexes
 a batch, augments it there (per-sample parameters), runs one forward pass in the runtime's
@@ -11,11 +11,16 @@ A run writes one folder (:class:`simpleclr.runs.rundir.RunDir`): started again i
 CPU); a finished run returns its stored result. Order of the data and of the augmentation is drawn
 from generators seeded per (seed, epoch), so an epoch is the same whether or not the run was resumed.
 
-This module holds what does not depend on the stage: the stage preamble (:func:`run_training_stage`:
-a finished run's result, the launcher, the run folder's lock), the seeded order, the step's tail
-(:func:`finish_step`: backward, NaN/Inf guard, optimizer and schedule), and the epoch loop
-(:func:`train_loop`) with its progress, metrics, step trace (:mod:`simpleclr.training.steptrace`),
-live curves (:mod:`simpleclr.runs.curves`), checkpoints and resume.
+A stage hands the loop its parts (:class:`TrainParts`: the model, its training form, the optimizer
+and schedule, and the *objective*: a method from :mod:`simpleclr.training.methods`, or the
+supervised stage's cross-entropy) and its images; :func:`train_step` is the step, augment ->
+forward -> loss -> backward -> step, and :func:`fit` the epochs around it, with progress, metrics,
+step trace (:mod:`simpleclr.training.parts.steptrace`), live curves (:mod:`simpleclr.runs.curves`),
+checkpoints and resume. An objective is a part: the loop never calls back into a stage. The stage's
+start (:func:`open_run`, :func:`writer_lock`) returns a finished run's result, runs a launcher, or
+holds the run folder's lock. A rehearsal (``cfg.rehearsal``) is honoured here: batches of at most
+``rehearsal`` images, two epochs of one step, and after the first epoch's checkpoint the loop reloads
+itself from it exactly as a resumed run does.
 """
 from __future__ import annotations
 
@@ -31,34 +36,28 @@ from torch import nn
 
 from ..types import PathLike
 from .. import data as data_mod
-from . import distributed, launch
+from . import launch
+from .parts import distributed
 from ..config import ConfigError, StageConfig, TrainingConfig
-from .device import Runtime, peak_memory, reset_peak_memory, resolve_runtime, rng_state, set_rng_state
+from .parts.device import Runtime, peak_memory, reset_peak_memory, resolve_runtime, rng_state, set_rng_state
 from ..errors import SimpleCLRError
-from .optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
+from .parts.optim import build_optimizer, scaled_lr, warmup_cosine_scheduler
 from ..runs.curves import CurveWriter
 from ..runs.rundir import RunDir, RunLocked
-from .steptrace import StepTrace
+from .parts import steptrace
+from .parts.steptrace import StepTrace
 
 T = TypeVar("T")
 
-__all__ = ["TrainingDiverged", "RehearsalInterrupt", "rehearsal_cut", "step_images", "TrainParts", "Loop",
-           "uses_sync_bn", "finish_step", "to_channels_last", "loss_input", "seed_of", "sync_each_step_on",
-           "epoch_indices", "fit_schedule", "train_parts", "parallel_model", "run_training_stage",
-           "load_data", "data_record", "train_loop", "run_loop", "loop_summary", "last_value",
-           "resume_trace", "drop_rows_past"]
+__all__ = ["TrainingDiverged", "Objective", "TrainParts", "build_parts", "train_step", "fit", "Fitted",
+           "fit_schedule", "open_run", "writer_lock", "load_data", "data_record", "rehearsal_cut",
+           "epoch_indices", "seed_of", "uses_sync_bn", "loss_input", "last_value"]
 
 # On accelerators the loss is read back (a host sync) only this often: the NaN/Inf guard and the
 # progress bar look at sums accumulated on the device in between.
 SYNC_EVERY = 25
 PROGRESS_EVERY_S = 5.0  # how often rank 0 rewrites progress.json for a watching plan
 REHEARSAL_STEPS = 2  # a rehearsal: two epochs of one step, a checkpoint and a resume between them
-
-
-class RehearsalInterrupt(SimpleCLRError, RuntimeError):
-    """A rehearsal's stop after its first epoch's checkpoint: :func:`run_training_stage` catches it
-    and runs the stage again, which resumes from that checkpoint as a killed run would. (Should it
-    ever escape, it is one line like every library error.)"""
 
 
 class TrainingDiverged(SimpleCLRError, RuntimeError):
@@ -193,14 +192,32 @@ def _make_scaler(runtime: Runtime) -> Optional[torch.amp.GradScaler]:
     return torch.amp.GradScaler(runtime.device.type) if runtime.use_grad_scaler else None
 
 
+class Objective:
+    """What a stage trains for, as the loop calls it: ``views`` (the augmentation: uint8 batch ->
+    the network's input), ``loss`` (the network's output and the batch's labels -> a scalar) and
+    ``after_step`` (per-step extras after the optimizer's step: an EMA target, a queue). Every
+    method in :mod:`simpleclr.training.methods` is one; the supervised stage has its own."""
+
+    def views(self, images: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, out: Any, labels: Optional[torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_step(self, step: int, total_steps: int) -> None:
+        """After the optimizer's step ``step`` (0-based) of ``total_steps``; nothing by default."""
+
+
 @dataclass
 class TrainParts:
-    """What a stage's step drives: the plain model (state dicts come from it), its compiled or
-    wrapped training form, the optimizer at the scaled lr, its schedule, the loss scaler, gradient
-    clipping and the runtime (device, precision, memory format). Each stage adds its own."""
+    """What the loop drives: the plain model (state dicts come from it; a method's target network
+    and queue are in it, so checkpoints hold them), its compiled or DDP-wrapped training form, the
+    objective, the optimizer at the scaled lr, its schedule, the loss scaler, gradient clipping and
+    the runtime (device, precision, memory format)."""
 
     model: nn.Module
     train_model: nn.Module
+    objective: Objective
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: Optional[torch.amp.GradScaler]
@@ -209,38 +226,64 @@ class TrainParts:
     runtime: Runtime
 
 
-def train_parts(model: nn.Module, train_model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
-                total_steps: int, warmup_steps: int) -> dict:
-    """The :class:`TrainParts` fields, built alike for both stages (lr scaled by the batch)."""
+def build_parts(model: nn.Module, objective: Objective, cfg: TrainingConfig, runtime: Runtime,
+                world: distributed.World, total_steps: int, warmup_steps: int) -> TrainParts:
+    """:class:`TrainParts` for ``model`` (global BN under several processes where asked, moved to the
+    runtime, DDP-wrapped, compiled), the optimizer at the lr scaled by the batch, and its schedule.
+    ``objective`` is ``model`` itself for a method, so it is built before the conversion and keeps
+    pointing at the converted modules (conversion happens in place below the top module)."""
+    if uses_sync_bn(cfg, world):
+        model = distributed.convert_sync_batchnorm(model, runtime.device)
+    model = _to_runtime(model, runtime)
+    train_model = distributed.data_parallel(model, runtime.device, world)
+    train_model = torch.compile(train_model) if cfg.compile else train_model
     lr = scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_scaling)
     optimizer = build_optimizer(model, cfg, lr)
-    return {"model": model, "train_model": train_model, "optimizer": optimizer, "lr": lr,
-            "scaler": _make_scaler(runtime), "grad_clip": cfg.grad_clip, "runtime": runtime,
-            "scheduler": warmup_cosine_scheduler(optimizer, total_steps, warmup_steps)}
+    return TrainParts(model=model, train_model=train_model, objective=objective, optimizer=optimizer,
+                      scheduler=warmup_cosine_scheduler(optimizer, total_steps, warmup_steps),
+                      scaler=_make_scaler(runtime), lr=lr, grad_clip=cfg.grad_clip, runtime=runtime)
 
 
 def uses_sync_bn(cfg: TrainingConfig, world: distributed.World) -> bool:
-    """Global batch norm: asked for, or by default for SimCLR on several processes (SimCLR's
+    """Global batch norm: asked for, or by default for pretraining on several processes (SimCLR's
     "global BN": per-device statistics let the contrastive task cheat on them)."""
     if not world.distributed:
         return False
     return cfg.SYNC_BN_DEFAULT if cfg.sync_bn is None else cfg.sync_bn
 
 
-def parallel_model(model: nn.Module, cfg: TrainingConfig, runtime: Runtime,
-                   world: distributed.World) -> tuple[nn.Module, nn.Module]:
-    """(plain model, the form the step runs: DDP-wrapped on several processes, then compiled)."""
-    if uses_sync_bn(cfg, world):
-        model = distributed.convert_sync_batchnorm(model, runtime.device)
-    model = _to_runtime(model, runtime)
-    train_model = distributed.data_parallel(model, runtime.device, world)
-    return model, (torch.compile(train_model) if cfg.compile else train_model)
+# ---- a stage's start -----------------------------------------------------------------------
+@dataclass
+class RunStart:
+    """Where a training stage stands when it starts: ``result`` is set when there is nothing to do
+    (a finished run, or one a launcher ran); otherwise this process's runtime and world."""
+
+    run: RunDir
+    result: Optional[dict] = None
+    runtime: Optional[Runtime] = None
+    world: distributed.World = field(default_factory=distributed.World)
+
+
+def open_run(cfg: TrainingConfig, out_dir: PathLike) -> RunStart:
+    """A finished run's result as it is, a config with a ``launcher`` run under it, or else this
+    process's runtime and world (joined to torchrun's process group under a launcher)."""
+    run = RunDir(out_dir)
+    done = run.finished(cfg)
+    if done is not None:
+        return RunStart(run, result=done)
+    if launch.wanted(cfg):
+        return RunStart(run, result=launch.run_launched(cfg, out_dir))
+    runtime = _runtime(cfg)
+    world = _world(runtime)
+    reset_peak_memory(runtime.device)
+    return RunStart(run, runtime=runtime, world=world)
 
 
 @contextlib.contextmanager
-def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) -> Iterator[None]:
+def writer_lock(start: RunStart) -> Iterator[None]:
     """Rank 0 holds the run folder's lock for the block. When another process has it, every rank
     raises :class:`RunLocked` together, so none waits in a collective for a rank 0 that left."""
+    run, world, device = start.run, start.world, start.runtime.device
     with contextlib.ExitStack() as stack:
         refused: Optional[RunLocked] = None
         if world.is_main:
@@ -252,27 +295,6 @@ def _writer_lock(run: RunDir, world: distributed.World, device: torch.device) ->
         if holder:
             raise refused or RunLocked(run.path, holder if holder > 0 else None)
         yield
-
-
-def run_training_stage(cfg: TrainingConfig, out_dir: PathLike,
-                       work: Callable[[Any, RunDir, Runtime, distributed.World, PathLike], dict]) -> dict:
-    """The preamble of a training stage: a finished run's result is returned as it is, a config
-    with a ``launcher`` runs under it, and otherwise ``work`` runs here with this process's runtime
-    and world and the run folder's lock held (by rank 0 for all ranks under torchrun)."""
-    run = RunDir(out_dir)
-    done = run.finished(cfg)
-    if done is not None:
-        return done
-    if launch.wanted(cfg):
-        return launch.run_launched(cfg, out_dir)
-    runtime = _runtime(cfg)
-    world = _world(runtime)
-    reset_peak_memory(runtime.device)
-    with _writer_lock(run, world, runtime.device):
-        try:
-            return work(cfg, run, runtime, world, out_dir)
-        except RehearsalInterrupt:
-            return work(cfg, run, runtime, world, out_dir)  # built anew: resumes from the checkpoint
 
 
 def load_data(cfg: StageConfig, split_name: str, *, upsample: bool = False) -> "data_mod.Split":
@@ -291,46 +313,152 @@ def data_record(split: "data_mod.Split", train_idx: torch.Tensor,
             "std": list(split.std)}
 
 
-# ---- the loop both stages share -------------------------------------------------------------
+
+# ---- the loop -------------------------------------------------------------------------------
+def train_step(parts: TrainParts, images: torch.Tensor, labels: Optional[torch.Tensor],
+               generator: Optional[torch.Generator], step: int = 0, total_steps: int = 1,
+               check_finite: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """One iteration on a uint8 batch already on the device: augment -> forward -> loss ->
+    backward -> step, then the objective's per-step extras. Returns the detached device tensors
+    (loss, grad_norm), read when the caller chooses; ``check_finite``: see :func:`finish_step`."""
+    parts.optimizer.zero_grad(set_to_none=True)
+    x = to_channels_last(parts.objective.views(images, generator), parts.runtime)  # augment
+    with parts.runtime.autocast():
+        out = parts.train_model(x)  # forward: one pass over every view, so BN sees them all
+    loss = parts.objective.loss(out, labels)  # loss (gathered over the processes where it needs)
+    done = finish_step(loss, parts, check_finite)  # backward, guard, optimizer and schedule steps
+    parts.objective.after_step(step, total_steps)  # EMA target, queue
+    return done
+
+
 @dataclass
-class Loop:
-    """Everything the epoch loop needs, built by :func:`train_loop` from a stage's parts, its step
-    (batch indices, augmentation generator, check_finite) -> (loss, grad_norm) and its evaluation."""
+class Fitted:
+    """What :func:`fit` leaves: every metrics row and the figures result.json records."""
+
+    rows: list[dict]
+    summary: dict
+
+
+@dataclass
+class _Loop:
+    """The loop's state between its pieces (schedule, clock, step trace, progress)."""
 
     cfg: TrainingConfig
     run: RunDir
     world: distributed.World
     parts: TrainParts
-    step: Callable[[torch.Tensor, torch.Generator, bool], tuple[torch.Tensor, torch.Tensor]]
-    evaluate: Callable[[int, bool], dict]  # (epoch index, is last) -> extra metrics
-    n_train: int
     steps_per_epoch: int
     total_steps: int
     epochs: int
     desc: str
-    state: dict = field(default_factory=dict)
     trace: Optional[StepTrace] = None  # None: a run folder of format 1, which had no step trace
     session_start: float = 0.0  # perf_counter() at the run's start, as if it had never stopped
-    # a rehearsal stops here after its first epoch (as if killed) and the stage resumes it
-    interrupt_after_first: bool = False
     shown: float = 0.0  # perf_counter() when progress.json was last written
+    generators: dict = field(default_factory=dict)
+
+
+def fit(cfg: TrainingConfig, run: RunDir, world: distributed.World, parts: TrainParts,
+        images: torch.Tensor, labels: Optional[torch.Tensor] = None,
+        monitor: Optional[Callable[[int, bool], dict]] = None, *, desc: str = "train",
+        rehearse_resume: bool = True) -> Fitted:
+    """Train ``parts`` on ``images`` (uint8, on the device; ``labels`` beside them for a supervised
+    objective) from wherever ``run`` stands to the end of :func:`fit_schedule`. After each epoch
+    ``monitor(epoch, last)`` (a :mod:`simpleclr.training.probe` monitor) adds its figures to the
+    metrics row. ``rehearse_resume``: in a rehearsal, reload from the first epoch's checkpoint (a
+    trial inside a stage's run does not)."""
+    steps_per_epoch, total, epochs, _ = fit_schedule(cfg, len(images), world)
+    loop = _Loop(cfg, run, world, parts, steps_per_epoch, total, epochs, desc)
+    dev, sync_each_step = parts.runtime.device, sync_each_step_on(parts.runtime.device)
+    local_batch, taken = cfg.batch_size // world.size, step_images(cfg, world)
+    epoch, step, clock = _resume(loop)
+    loop.session_start = time.perf_counter() - clock["elapsed_s"]
+    bar, curves = _progress(loop, step), CurveWriter(run.path, step) if world.is_main else None
+    _show_progress(loop, step)
+    try:
+        while epoch < epochs:
+            t0 = time.perf_counter()
+            order = epoch_indices(len(images), epoch, cfg.seed, cfg.batch_size, world, dev)
+            gen = loop.generators["augment"] = _augment_generator(cfg.seed, epoch, world.rank, dev)
+            sums = torch.zeros(2, device=dev)  # loss, grad norm: read only where reading is cheap
+            n_steps, lr = min(steps_per_epoch, total - step), _main_lr(parts.optimizer)
+            for i in range(n_steps):
+                idx = order[i * local_batch:i * local_batch + taken]
+                lr = _main_lr(parts.optimizer)  # the lr this step uses
+                try:
+                    loss, gnorm = train_step(parts, images[idx], None if labels is None else labels[idx],
+                                             gen, step, total, check_finite=sync_each_step)
+                except TrainingDiverged as e:
+                    raise _diverged(loop, step, epoch, str(e)) from None
+                sums += torch.stack([loss, gnorm])
+                step += 1
+                if loop.trace is not None:
+                    loop.trace.add(loss, step, lr)
+                _after_step(loop, i, n_steps, step, epoch, sums, bar, t0)
+            train_s = time.perf_counter() - t0
+            last = epoch == epochs - 1
+            extra = monitor(epoch, last) if monitor is not None else {}
+            clock["train_s"] += train_s
+            clock["images"] += n_steps * taken * world.size
+            clock["elapsed_s"] = time.perf_counter() - loop.session_start
+            row = {"epoch": epoch + 1, "step": step,
+                   "loss": float(distributed.all_reduce_mean(sums[0])) / max(n_steps, 1), "lr": lr,
+                   "grad_norm": float(sums[1]) / max(n_steps, 1), "seconds": time.perf_counter() - t0,
+                   "images_per_s": n_steps * cfg.batch_size / max(train_s, 1e-9), **extra}
+            _log_epoch(loop, row, epoch + 1, step, clock, curves)
+            epoch += 1
+            if cfg.rehearsal and rehearse_resume and epoch == 1 and not last:
+                epoch, step, clock = _resume(loop)  # as a run killed here and started again would
+    finally:
+        bar.close()
+        if curves is not None:
+            curves.close()
+    rows = run.read_metrics()
+    return Fitted(rows, _summary(rows, loop, clock))
+
+
+def _after_step(loop: _Loop, i: int, n_steps: int, step: int, epoch: int, sums: torch.Tensor,
+                bar: Any, t0: float) -> None:
+    """The lazy NaN/Inf guard (every SYNC_EVERY steps off the CPU), the progress bar and
+    progress.json."""
+    sync_each_step = sync_each_step_on(loop.parts.runtime.device)
+    at_sync = sync_each_step or (i + 1) % SYNC_EVERY == 0 or i == n_steps - 1
+    if at_sync and not sync_each_step:
+        _check_sums(loop, step, epoch, sums[0], sums[1])
+    bar.update(1)
+    _show_progress(loop, step)
+    if at_sync and loop.cfg.progress:
+        rate = (i + 1) * loop.cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
+        bar.set_postfix(loss=f"{float(sums[0]) / (i + 1):.4f}", lr=f"{_main_lr(loop.parts.optimizer):.3g}",
+                        img_s=f"{rate:.0f}", refresh=False)
+
+
+def _log_epoch(loop: _Loop, row: dict, epoch: int, step: int, clock: dict, curves: Any) -> None:
+    """Rank 0 writes the epoch's step-trace rows, its metrics row and (when due) the checkpoint."""
+    trace_rows = loop.trace.rows() if loop.trace is not None else []
+    if loop.world.is_main:
+        loop.run.log_steps(trace_rows)
+        loop.run.log_metrics(row)
+        curves.log(trace_rows, row)
+        if epoch % loop.cfg.checkpoint_every == 0 or epoch == loop.epochs or loop.cfg.rehearsal:
+            _save_last(loop, epoch, step, clock)
+    distributed.barrier()
 
 
 _CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "epoch", "step", "rng", "elapsed_s", "train_s",
                     "images")
 
 
-def _save_last(loop: Loop, epoch: int, step: int, clock: dict) -> None:
+def _save_last(loop: _Loop, epoch: int, step: int, clock: dict) -> None:
     loop.run.save_checkpoint({
         "model": loop.parts.model.state_dict(), "optimizer": loop.parts.optimizer.state_dict(),
         "scheduler": loop.parts.scheduler.state_dict(),
         "scaler": loop.parts.scaler.state_dict() if loop.parts.scaler is not None else None,
-        "epoch": epoch, "step": step, "rng": rng_state(loop.state.get("generators", {})),
+        "epoch": epoch, "step": step, "rng": rng_state(loop.generators),
         "trace": loop.trace.state() if loop.trace is not None else None,
         "fingerprint": loop.cfg.fingerprint(), **clock})
 
 
-def _resume(loop: Loop) -> tuple[int, int, dict]:
+def _resume(loop: _Loop) -> tuple[int, int, dict]:
     """(completed epochs, step, clock) from checkpoints/last.pt, or a fresh start.
 
     Every rank loads the same checkpoint (the run folder must be on storage all nodes see); only
@@ -338,9 +466,9 @@ def _resume(loop: Loop) -> tuple[int, int, dict]:
     """
     clock = {"elapsed_s": 0.0, "train_s": 0.0, "images": 0}
     ckpt = loop.run.load_checkpoint("last", required=_CHECKPOINT_KEYS)
-    loop.trace = resume_trace(loop, ckpt)
+    loop.trace = steptrace.resume(ckpt, loop.total_steps, loop.steps_per_epoch, loop.parts.runtime.device)
     if loop.world.is_main:
-        drop_rows_past(loop.run, ckpt, keep_trace=loop.trace is not None)
+        steptrace.drop_rows_past(loop.run, ckpt, keep_trace=loop.trace is not None)
     if ckpt is None:
         return 0, 0, clock
     loop.parts.model.load_state_dict(ckpt["model"])
@@ -353,144 +481,14 @@ def _resume(loop: Loop) -> tuple[int, int, dict]:
     return int(ckpt["epoch"]), int(ckpt["step"]), clock
 
 
-def resume_trace(loop: Loop, ckpt: Optional[dict]) -> Optional[StepTrace]:
-    """The step trace with the checkpoint's open window, a new one without a checkpoint, and None
-    for a format 1 checkpoint, which has no trace (its rows would begin mid-run)."""
-    if ckpt is not None and ckpt.get("trace") is None:
-        return None
-    return StepTrace.start(loop.total_steps, loop.steps_per_epoch, loop.parts.runtime.device,
-                           ckpt["trace"] if ckpt is not None else None)
-
-
-def drop_rows_past(run: RunDir, ckpt: Optional[dict], keep_trace: bool) -> None:
-    """Drop the metrics and step-trace rows a killed run wrote past its checkpoint (all of them
-    when it had none; the whole trace when it goes on without one): the resumed run writes them
-    again."""
-    epoch, step = (ckpt["epoch"], ckpt["step"]) if ckpt is not None else (0, 0)
-    if run.metrics_path.exists():
-        run.truncate_metrics([r for r in run.read_metrics() if r.get("epoch", 0) <= epoch])
-    if run.steps_path.exists():
-        run.truncate_steps([r for r in run.read_steps() if keep_trace and r.get("step", 0) <= step])
-
-
-def _progress(loop: Loop, initial: int):
+def _progress(loop: _Loop, initial: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=loop.total_steps, initial=initial, desc=loop.desc, unit="step",
                 disable=not (loop.cfg.progress and loop.world.is_main), dynamic_ncols=True,
                 leave=False)
 
-
-def train_loop(cfg: TrainingConfig, run: RunDir, world: distributed.World, parts: TrainParts,
-               step: Callable[[torch.Tensor, torch.Generator, bool], tuple[torch.Tensor, torch.Tensor]],
-               evaluate: Callable[[int, bool], dict], n_train: int, desc: str,
-               interrupt_after_first: bool = False) -> tuple[list[dict], Loop]:
-    """Train ``parts`` with ``step`` over ``n_train`` images from wherever ``run`` stands to the
-    end of :func:`fit_schedule`; returns all metrics rows and the loop (its clock and schedule).
-    ``interrupt_after_first``: a rehearsal of the stage's own run (not of a trial inside it) stops
-    after its first epoch, for :func:`run_training_stage` to resume it."""
-    steps_per_epoch, total_steps, epochs, _ = fit_schedule(cfg, n_train, world)
-    loop = Loop(cfg=cfg, run=run, world=world, parts=parts, step=step, evaluate=evaluate,
-                n_train=n_train, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
-                epochs=epochs, desc=desc, interrupt_after_first=interrupt_after_first)
-    return run_loop(loop), loop
-
-
-def run_loop(loop: Loop) -> list[dict]:
-    """Train from wherever the run folder stands to the end; returns all metrics rows."""
-    cfg = loop.cfg
-    start_epoch, step, clock = _resume(loop)
-    loop.session_start = time.perf_counter() - clock["elapsed_s"]
-    bar = _progress(loop, step)
-    curves = CurveWriter(loop.run.path, step) if loop.world.is_main else None
-    _show_progress(loop, step)
-    try:
-        for epoch in range(start_epoch, loop.epochs):
-            t0 = time.perf_counter()
-            done = _train_epoch(loop, epoch, step, bar, t0)
-            step = done.step
-            trace_rows = loop.trace.rows() if loop.trace is not None else []
-            mean_loss = float(distributed.all_reduce_mean(done.loss_sum)) / max(done.steps, 1)
-            mean_norm = float(done.norm_sum) / max(done.steps, 1)
-            train_s = time.perf_counter() - t0
-            last = epoch == loop.epochs - 1
-            extra = loop.evaluate(epoch, last)
-            clock["train_s"] += train_s
-            clock["images"] += done.steps * step_images(cfg, loop.world) * loop.world.size
-            clock["elapsed_s"] = time.perf_counter() - loop.session_start
-            row = {"epoch": epoch + 1, "step": step, "loss": mean_loss, "lr": done.lr,
-                   "grad_norm": mean_norm,
-                   "seconds": time.perf_counter() - t0,
-                   "images_per_s": done.steps * cfg.batch_size / max(train_s, 1e-9), **extra}
-            if loop.world.is_main:
-                loop.run.log_steps(trace_rows)
-                loop.run.log_metrics(row)
-                curves.log(trace_rows, row)
-                if (epoch + 1) % cfg.checkpoint_every == 0 or last or cfg.rehearsal:
-                    _save_last(loop, epoch + 1, step, clock)
-            distributed.barrier()
-            if cfg.rehearsal and loop.interrupt_after_first and epoch == start_epoch == 0 and not last:
-                raise RehearsalInterrupt(f"{loop.run.path}: rehearsal stopped after epoch 1 to resume")
-    finally:
-        bar.close()
-        if curves is not None:
-            curves.close()
-    loop.state["clock"] = clock
-    return loop.run.read_metrics()
-
-
-@dataclass
-class _EpochSteps:
-    """What one epoch's steps leave for its metrics row."""
-
-    step: int  # the run's step count after them
-    loss_sum: torch.Tensor  # on the device: read only where reading is cheap (see SYNC_EVERY)
-    norm_sum: torch.Tensor
-    lr: float  # the lr the epoch's last step used (so far)
-    steps: int = 0  # steps taken in the epoch
-
-
-def _train_epoch(loop: Loop, epoch: int, step: int, bar: Any, t0: float) -> _EpochSteps:
-    """The steps of ``epoch`` from the run's step ``step`` on (the last epoch may stop early),
-    guarding against NaN/Inf and updating the progress bar and progress.json on the way."""
-    cfg, dev = loop.cfg, loop.parts.runtime.device
-    sync_each_step = sync_each_step_on(dev)
-    local_batch, taken = cfg.batch_size // loop.world.size, step_images(cfg, loop.world)
-    order = epoch_indices(loop.n_train, epoch, cfg.seed, cfg.batch_size, loop.world, dev)
-    gen = _augment_generator(cfg.seed, epoch, loop.world.rank, dev)
-    loop.state["generators"] = {"augment": gen}
-    n_steps = min(loop.steps_per_epoch, loop.total_steps - step)
-    done = _EpochSteps(step, torch.zeros((), device=dev), torch.zeros((), device=dev),
-                       lr=_main_lr(loop.parts.optimizer))
-    for i in range(n_steps):
-        idx = order[i * local_batch:i * local_batch + taken]
-        lr = _main_lr(loop.parts.optimizer)  # the lr this step uses
-        try:
-            loss, gnorm = loop.step(idx, gen, sync_each_step)
-        except TrainingDiverged as e:
-            raise _diverged(loop, done.step, epoch, str(e)) from None
-        done.loss_sum += loss
-        done.norm_sum += gnorm
-        done.step += 1
-        done.steps += 1
-        done.lr = lr
-        if loop.trace is not None:
-            loop.trace.add(loss, done.step, lr)
-        # reading the sums syncs: every step on CPU (free), every SYNC_EVERY elsewhere
-        at_sync = sync_each_step or done.steps % SYNC_EVERY == 0 or i == n_steps - 1
-        if at_sync and not sync_each_step:
-            _check_sums(loop, done.step, epoch, done.loss_sum, done.norm_sum)
-        bar.update(1)
-        _show_progress(loop, done.step)
-        if at_sync and cfg.progress:
-            rate = done.steps * cfg.batch_size / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix(loss=f"{float(done.loss_sum) / done.steps:.4f}",
-                            lr=f"{_main_lr(loop.parts.optimizer):.3g}",
-                            img_s=f"{rate:.0f}", refresh=False)
-    return done
-
-
-def _show_progress(loop: Loop, step: int) -> None:
+def _show_progress(loop: _Loop, step: int) -> None:
     """Rank 0 rewrites the run folder's progress.json at most every PROGRESS_EVERY_S seconds (and
     at the last step), so a plan running this notebook can show where it stands."""
     now = time.perf_counter()
@@ -498,19 +496,16 @@ def _show_progress(loop: Loop, step: int) -> None:
         loop.run.write_progress(step, loop.total_steps, now - loop.session_start)
         loop.shown = now
 
-
 def sync_each_step_on(device: torch.device) -> bool:
     """Check the loss every step where reading it is free (CPU); elsewhere every SYNC_EVERY steps."""
     return device.type == "cpu"
-
 
 def _main_lr(optimizer: torch.optim.Optimizer) -> float:
     """The lr of the groups outside a fine-tuned encoder (the configured, scaled lr)."""
     groups = [g for g in optimizer.param_groups if not str(g.get("name", "")).startswith("encoder/")]
     return float((groups or optimizer.param_groups)[0]["lr"])
 
-
-def _check_sums(loop: Loop, step: int, epoch: int, loss_sum: torch.Tensor,
+def _check_sums(loop: _Loop, step: int, epoch: int, loss_sum: torch.Tensor,
                 norm_sum: torch.Tensor) -> None:
     """The lazy guard: a NaN/Inf anywhere since the epoch began poisons the running sums."""
     ok = bool(torch.isfinite(loss_sum)) and (loop.parts.scaler is not None or bool(torch.isfinite(norm_sum)))
@@ -518,16 +513,13 @@ def _check_sums(loop: Loop, step: int, epoch: int, loss_sum: torch.Tensor,
         raise _diverged(loop, step, epoch, f"loss sum={float(loss_sum):.4g}, grad-norm sum="
                                            f"{float(norm_sum):.4g} since the epoch began")
 
-
-def _diverged(loop: Loop, step: int, epoch: int, what: str) -> TrainingDiverged:
+def _diverged(loop: _Loop, step: int, epoch: int, what: str) -> TrainingDiverged:
     last = loop.run.checkpoint_path("last")
     kept = f"the last good checkpoint {last} is kept" if last.exists() else "no checkpoint was written yet"
     return TrainingDiverged(f"training diverged at step {step + 1} (epoch {epoch + 1}): {what} is not "
                             f"finite; {kept}: lower lr or enable grad_clip, then run again")
 
-
-def loop_summary(rows: list[dict], loop: Loop) -> dict:
-    clock = loop.state["clock"]
+def _summary(rows: list[dict], loop: _Loop, clock: dict) -> dict:
     return {"final_loss": rows[-1]["loss"] if rows else None, "epochs": loop.epochs,
             "steps": loop.total_steps, "images_seen": int(clock["images"]),  # each SimCLR image: 2 views
             "images_per_s": clock["images"] / max(clock["train_s"], 1e-9),

@@ -20,7 +20,7 @@ from typing import Iterator, Optional
 import numpy as np
 import torch
 
-from ..config import ConfigError
+from ...config import ConfigError
 
 
 @dataclass(frozen=True)

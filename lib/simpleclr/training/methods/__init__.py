@@ -1,0 +1,23 @@
+"""The self-supervised methods, one file each, and the registry that maps ``PretrainConfig.method``
+to its class. A method is a :class:`~simpleclr.training.methods.base.Method`: the encoder with its
+heads, its loss, its two views and its per-step extras. Adding one: a file here and one line below
+(docs/architecture.md walks through it).
+"""
+from __future__ import annotations
+
+from .base import Method
+from .simclr import SimCLR
+
+__all__ = ["METHODS", "Method", "get_method"]
+
+METHODS: dict[str, type[Method]] = {
+    "simclr": SimCLR,
+}
+
+
+def get_method(name: str) -> type[Method]:
+    """The class registered under ``name``."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"method {name!r} is unknown: use one of {sorted(METHODS)}") from None
