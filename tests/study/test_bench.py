@@ -30,7 +30,7 @@ def test_bench_reports_every_case_with_its_ratios(capsys):
 
 
 def test_bench_table_names_the_unit_and_the_numerics():
-    out = bench.run_bench(batch_size=4, repeats=1, steps=1, warmup=0, only=["augment"])
+    out = bench.run_bench(bench.Setup(batch_size=4), repeats=1, steps=1, warmup=0, only=["augment"])
     table = bench.format_table(out)
     assert "augment" in table and "two views" in table and out["precision"] in table
 

@@ -240,7 +240,7 @@ class Estimator:
             from . import bench
 
             side, batch = shape
-            inp = bench.make_inputs(batch_size=batch, image_size=side, precision=precision)
+            inp = bench.make_inputs(bench.Setup(batch_size=batch, image_size=side, precision=precision))
             case = bench.simclr_case(inp) if kind == "pretrain" else bench.supervised_case(inp)
             timing = bench.time_steps(case, inp.rt.device, warmup=3, repeats=3, steps=1)
             self._measured[key] = (timing.seconds / batch / (side / 32) ** 2, timing.warmup_s)

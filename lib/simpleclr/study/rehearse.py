@@ -132,7 +132,8 @@ def step_here(kind: str, size: int, stem: str, precision: str, batch: int, width
 
     base = device.resident_mb()
     device.reset_peak_memory()
-    inp = bench.make_inputs(batch_size=batch, image_size=size, precision=precision, stem=stem, width=width)
+    inp = bench.make_inputs(bench.Setup(batch_size=batch, image_size=size, precision=precision,
+                                         stem=stem, width=width))
     case = bench.simclr_case(inp) if kind == "pretrain" else bench.supervised_case(inp)
     timing = bench.time_steps(case, inp.rt.device, warmup=1, repeats=1, steps=1)
     peak = device.peak_memory(inp.rt.device)["peak_memory_mb"]
