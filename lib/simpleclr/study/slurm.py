@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shlex
 import shutil
 import subprocess
 import time
@@ -114,18 +113,11 @@ def time_limit_min(seconds: Optional[float]) -> int:
 
 
 def launcher_gpus(launcher: Optional[str]) -> int:
-    """The processes (one GPU each) a torchrun launcher starts: its ``--nproc-per-node`` (1 when
-    it names none, torchrun's default); 0 without a launcher."""
-    if not launcher:
-        return 0
-    words = shlex.split(launcher)
-    for i, w in enumerate(words):
-        for flag in ("--nproc-per-node", "--nproc_per_node"):
-            if w == flag and i + 1 < len(words) and words[i + 1].isdigit():
-                return int(words[i + 1])
-            if w.startswith(flag + "=") and w.split("=", 1)[1].isdigit():
-                return int(w.split("=", 1)[1])
-    return 1
+    """The GPUs a run's job holds for its launcher: one per process it starts on the node
+    (:func:`simpleclr.training.preflight.launcher_processes`); 0 without a launcher."""
+    from ..training.preflight import launcher_processes
+
+    return launcher_processes(launcher) if launcher else 0
 
 
 class RunFailed(RuntimeError):
