@@ -293,7 +293,11 @@ def writer_lock(start: RunStart) -> Iterator[None]:
                 refused = e
         holder = distributed.from_main(0 if refused is None else (refused.pid or -1), device)
         if holder:
-            raise refused or RunLocked(run.path, holder if holder > 0 else None)
+            if refused is None:  # the holder's host from the lock file rank 0 found taken (shared storage)
+                words = run.lock_path.read_text().split() if run.lock_path.exists() else []
+                host = words[1] if len(words) > 1 and words[0] == str(holder) else None
+                refused = RunLocked(run.path, holder if holder > 0 else None, host)
+            raise refused
         yield
 
 
