@@ -85,6 +85,8 @@ METHOD_RECIPES: dict[str, dict[str, Any]] = {
                "crop_scale_min": 0.2, "solarize_prob": 0.1},  # vicreg.yaml's own augmentations
 }
 METHOD_NAMES = tuple(METHOD_RECIPES)
+METHOD_TITLES = {"simclr": "SimCLR", "mocov2": "MoCo v2+", "byol": "BYOL", "simsiam": "SimSiam",
+                 "barlow": "Barlow Twins", "vicreg": "VICReg"}  # as papers and tables name them
 RECIPE_FIELDS = tuple(dict.fromkeys(SHARED_RECIPE + sum(METHOD_FIELDS.values(), ())))
 # The fields the methods brought stay out of the fingerprint at SimCLR's values, so SimCLR run
 # folders written before them are still found finished.
