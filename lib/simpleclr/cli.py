@@ -6,19 +6,25 @@ so the CLI, the notebooks' parameters and config.json share one set of names.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
 from .config import REGISTRY, ConfigError, Stage, StageCommand
 from .configio import add_config_arguments, config_from_args, read_config_file
-from .errors import SimpleCLRError
+from .errors import SimpleCLRError, one_line
 
 
 def _stage_parser(sub, stage: Stage, command: StageCommand) -> None:
     p = sub.add_parser(command.name, help=command.help, description=command.help)
     p.add_argument("--out", required=True, help="run folder to write (resumed if it exists)")
+    p.add_argument("--allow-foreign-out", action="store_true",
+                   help="write the run into --out even when it is a non-empty folder that is not "
+                        "a run folder (refused otherwise: its files could be overwritten)")
     p.add_argument("--config", help="YAML or JSON file of config fields; options override it")
     add_config_arguments(p, stage.config)
     p.set_defaults(func=_run_stage, stage=stage, stage_command=command)
@@ -32,12 +38,17 @@ def _entry(stage: Stage):
 
 def _run_stage(ns: argparse.Namespace) -> int:
     """One stage; under torchrun every rank runs this and rank 0 alone prints the result."""
+    from .runs.rundir import ALLOW_FOREIGN_OUT, RunDir
     from .training.parts import distributed
 
     stage, command = ns.stage, ns.stage_command
     cfg = config_from_args(stage.config, ns, read_config_file(ns.config))
     if command.needs_init and not getattr(cfg, "init", None):
         raise ConfigError(f'{command.name} needs --init ("imagenet", a run folder or a checkpoint path)')
+    if ns.allow_foreign_out:  # an environment variable, so a launcher's processes inherit it
+        os.environ[ALLOW_FOREIGN_OUT] = str(Path(ns.out).resolve())
+    RunDir(ns.out).check_path()  # before any data is read or model built
+    RunDir(ns.out).check_claimable()
     fn = _entry(stage)
     try:
         result = fn(cfg, ns.out)
@@ -162,13 +173,35 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
     return parser
 
 
+# An error line longer than this is cut: the messages quote paths and values a user gave, and a
+# value can be any length (a plan's expanded YAML alias was 80 MB).
+MAX_ERROR_CHARS = 2000
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an ``OSError`` no layer turned into its own error: what failed, on which
+    path, and what to do."""
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f) or "a file"
+    what = e.strerror or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        advice = "free space and run the same command again (finished work and checkpoints are kept)"
+    elif e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "make it writable or choose another path"
+    else:
+        advice = "check the path and run the same command again"
+    return one_line(f"{what}: {where}: {advice}", MAX_ERROR_CHARS)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser(argv)
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
     except SimpleCLRError as e:  # any layer's error for a person: its one line, no traceback
-        print(f"simpleclr: error: {e}", file=sys.stderr)
+        print(f"simpleclr: error: {one_line(str(e), MAX_ERROR_CHARS)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system's refusals a user can cause: a full disk, a read-only
+        print(f"simpleclr: error: {os_error_line(e)}", file=sys.stderr)  # folder, a missing file
         return 2
     except KeyboardInterrupt:
         print("simpleclr: interrupted; finished work and checkpoints are kept, run again to resume",

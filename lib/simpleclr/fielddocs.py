@@ -24,7 +24,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "linear probe": ("probe_layer", "val_folds", "weight_decays", "probe_max_iter", "feature_batch_size",
                      "save_features"),
     "run": ("seed", "device", "precision", "channels_last", "compile", "num_threads", "sync_bn",
-            "launcher", "checkpoint_every", "progress", "rehearsal"),
+            "launcher", "checkpoint_every", "keep_epochs", "progress", "rehearsal"),
 }
 
 DOCS: dict[str, str] = {
@@ -117,6 +117,7 @@ DOCS: dict[str, str] = {
     "sync_bn": "batch norm over all processes; None: the stage's choice (SimCLR on, supervised off)",
     "launcher": 'command starting the stage in several processes, e.g. "torchrun --nproc-per-node 4"; None: this one',
     "checkpoint_every": "epochs between resumable checkpoints (checkpoints/last.pt)",
+    "keep_epochs": "epochs after which the encoder is kept as checkpoints/epoch<N>.pt, e.g. [100, 200]; []: none",
     "progress": "show a progress bar",
 }
 

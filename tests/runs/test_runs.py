@@ -123,10 +123,10 @@ def test_the_lock_names_its_holder_and_an_unused_folder_is_left_as_it_was(tmp_pa
         assert "\n" not in str(e.value)
     assert not run.path.exists()  # created for the lock, nothing written: removed again
     run.path.mkdir()
-    (run.path / "keep.txt").write_text("x")
+    (run.path / "notebook.ipynb").write_text("x")  # papermill writes it before the stage starts
     with run.lock():
         pass
-    assert sorted(p.name for p in run.path.iterdir()) == ["keep.txt"]
+    assert sorted(p.name for p in run.path.iterdir()) == ["notebook.ipynb"]
 
 
 def test_a_result_records_the_session_that_finished_it(tmp_path, monkeypatch):

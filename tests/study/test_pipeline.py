@@ -8,8 +8,11 @@ fail.
 from __future__ import annotations
 
 import html as htmllib
+import importlib.util
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from simpleclr.report import model as study
 
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +95,23 @@ def test_report_embeds_figures_and_provenance_without_code(smoke):
     assert "git commit" in html and "torch" in html and "solo-learn" in html
     assert "rp.load_study" not in html and "import " not in html  # code hidden
     assert "<script src=\"http" not in html or "data:image/png" in html
+
+
+@pytest.mark.skipif(not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="needs Chromium (apt-get install chromium)")
+def test_a_browser_shows_the_headline_and_the_main_table_in_the_reports_first_screen(smoke):
+    """Laid out by headless Chromium at 1280 px wide: the title, then the main table, which starts
+    inside the first 1000 px; the first figure comes after it."""
+    spec = importlib.util.spec_from_file_location("report_picture", ROOT / "scripts" / "report_picture.py")
+    picture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(picture)
+    items = picture.layout(smoke["root"] / "report" / "report.html")
+    heads = [i["text"].rstrip("¶") for i in items if i["tag"] in ("h1", "h2")]
+    assert heads[0].startswith("SimCLR vs supervised") and heads[1] == "Main table", heads
+    table = next(i for i in items if i["tag"] == "table")
+    assert table["text"].startswith("Main table") and table["top"] < picture.FIRST_SCREEN, table
+    first_img = next(i for i in items if i["tag"] == "img")
+    assert first_img["top"] > table["top"] + table["height"]
 
 
 def test_every_run_folder_holds_its_executed_notebook(smoke):

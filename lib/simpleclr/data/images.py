@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional, Sequence
@@ -35,11 +36,48 @@ def _to_8_bit(img: Image.Image, path: Path) -> Image.Image:
                     "per channel, then prepare the dataset again")
 
 
+# The most pixels one image may decode to: a 64-megapixel RGB image is 192 MB, and decoding runs
+# in up to 8 threads. Larger images (a decompression bomb: a 20000 x 20000 PNG is a few kB and
+# 1.2 GB decoded) are refused from their header before any pixel is decoded; a larger JPEG is
+# decoded at 1/2, 1/4 or 1/8 scale instead (libjpeg's DCT scaling), which costs only the smaller
+# image and changes nothing once it is scaled to the training size.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def _too_large(path: Path, size: tuple[int, int]) -> DataError:
+    w, h = size
+    return DataError(f"image {path} is {w}x{h} pixels ({w * h / 1e6:.0f} MP), more than the "
+                     f"{MAX_IMAGE_PIXELS // 1_000_000} MP one image may decode to (a decompression "
+                     "bomb, or a picture far larger than training needs): shrink it, e.g. "
+                     "`mogrify -resize 4096x4096 FILE`, or delete it, then prepare the dataset again")
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open`` (header only) with Pillow's own bomb limit turned into our one line:
+    images past it raise before we can read their size, and those near it warn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except Image.DecompressionBombError:
+            raise DataError(f"image {path} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} MP "
+                            f"(a decompression bomb, or a picture far larger than training needs): "
+                            "shrink it or delete it, then prepare the dataset again") from None
+
+
 def open_rgb(path: Path) -> Image.Image:
     """The image at ``path`` as 8-bit RGB (grey, palette and 16-bit images converted); DataError
-    if unreadable."""
+    if unreadable or larger than :data:`MAX_IMAGE_PIXELS` (a larger JPEG is decoded at the
+    largest of 1/2, 1/4 or 1/8 scale that fits under it: at least 1000 pixels a side)."""
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS and img.format == "JPEG":
+                scale = next((s for s in (2, 4, 8) if w * h <= MAX_IMAGE_PIXELS * s * s), 8)
+                img.draft("RGB", (-(-w // scale), -(-h // scale)))
+                w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise _too_large(path, (w, h))
             img.load()
             if img.mode in _SIXTEEN_BIT or img.mode in ("I", "F"):
                 img = _to_8_bit(img, path)
@@ -52,7 +90,7 @@ def open_rgb(path: Path) -> Image.Image:
 def image_size_of(path: Path) -> tuple[int, int]:
     """(width, height) from the header only."""
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             return img.size
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"cannot read image {path} ({type(e).__name__}: {e}): replace or delete "

@@ -2,8 +2,9 @@
 
 A plan (:mod:`simpleclr.study.plans`) writes ``<outputs>/<plan>/plan.json`` (:data:`MANIFEST`): each
 run's notebook, folder, config fingerprint and its ``report:`` role. :func:`load_study` reads that
-file and each run's ``config.json`` and ``result.json`` into a :class:`Study`; the report and its
-figures read nothing else. No plotting, no training: standard library and :mod:`simpleclr.runs.rundir` only.
+file and each run's ``config.json`` and ``result.json`` into a :class:`Study`, each run's files
+checked first (:mod:`simpleclr.runs.checks`); the report and its figures read nothing else. No
+plotting, no training: the standard library, the stage configs and :mod:`simpleclr.runs` only.
 """
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..types import PathLike
-from ..errors import SimpleCLRError
+from ..config import STAGES
+from ..errors import SimpleCLRError, one_line
+from ..runs.checks import check_run_files
 from ..runs.rundir import BrokenRun, RunDir, read_json
 
 MANIFEST = "plan.json"  # a plan's manifest, beside its run folders
@@ -37,6 +40,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "size_study": ("linear_eval",),                # probe of an encoder pretrained on a subset
     "hparam": ("linear_eval",),                    # probe of a pretraining hparam cell
     "features": ("linear_eval",),                  # t-SNE features for a row tested directly
+    "length": ("linear_eval",),                    # probe of a kept checkpoint of one long run
 }
 ROW_INFO = {name: (rep, ev) for name, rep, ev in MAIN_ROWS}
 
@@ -81,12 +85,20 @@ class RunInfo:
                 }.get(self.state, "not run yet")
 
     def metrics(self) -> list[dict]:
-        """The run's metrics rows: one per epoch (a probe: one per weight decay tried)."""
-        return RunDir(self.path).read_metrics()
+        """The run's metrics rows: one per epoch (a probe: one per weight decay tried); [] when
+        the file cannot be read (:func:`load_study` has made such a run "broken")."""
+        try:
+            return RunDir(self.path).read_metrics()
+        except BrokenRun:
+            return []
 
     def steps(self) -> list[dict]:
-        """The run's step trace (``steps.jsonl``); [] for a format 1 run folder."""
-        return RunDir(self.path).read_steps()
+        """The run's step trace (``steps.jsonl``); [] for a format 1 run folder, or one that
+        cannot be read (the trace is optional: its run is still reported)."""
+        try:
+            return RunDir(self.path).read_steps()
+        except BrokenRun:
+            return []
 
 
 # A reason why a run is missing that is longer than this (a path, a URL, advice) is written out
@@ -164,27 +176,47 @@ def load_study(plan_dir: PathLike) -> Study:
                           f"(e.g. `simpleclr plan run {plan_dir.name}`)")
     study = Study(plan_dir=plan_dir, manifest=manifest)
     runs = manifest.get("runs", {})
-    for name in manifest.get("order") or list(runs):
-        m = runs[name]
-        path = Path(m["path"])
-        if not path.is_absolute() and not path.exists():
-            path = plan_dir / name
-        state, reason, config_json, result = _read_run(RunDir(path), m)
-        study.runs[name] = RunInfo(name=name, notebook=m["notebook"], stage=m.get("stage", m["notebook"]),
-                                   path=path, role=m.get("report") or {}, state=state, reason=reason,
-                                   fingerprint=m.get("fingerprint"), config_json=config_json,
-                                   result=result, planned=m.get("config") or {})
+    try:
+        for name in manifest.get("order") or list(runs):
+            m = runs[name]
+            path = Path(m["path"])
+            if not path.is_absolute() and not path.exists():
+                path = plan_dir / name
+            state, reason, config_json, result = _read_run(RunDir(path), m)
+            study.runs[name] = RunInfo(name=name, notebook=m["notebook"],
+                                       stage=m.get("stage", m["notebook"]), path=path,
+                                       role=m.get("report") or {}, state=state, reason=reason,
+                                       fingerprint=m.get("fingerprint"), config_json=config_json,
+                                       result=result, planned=m.get("config") or {})
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ReportError(f"{plan_dir / MANIFEST} is damaged ({type(e).__name__}: "
+                          f"{one_line(str(e), 80)}): run the plan again to rewrite it") from None
     return study
 
 
+BROKEN = "this run is broken: "  # how a run whose files fail their checks is told
+
+
 def _read_run(rd: RunDir, m: dict) -> tuple[str, Optional[str], Optional[dict], Optional[dict]]:
-    """(state, reason, config.json, result.json) of one run; a damaged file makes it "broken"
-    with the file named as the reason, and the report goes on with the other runs."""
+    """(state, reason, config.json, result.json) of one run. Its files are checked before the
+    report uses them (:mod:`simpleclr.runs.checks`: config.json's identity, the metrics, and a
+    finished run's predictions and features against its result); a file that fails makes the
+    run "broken", "this run is broken: <reason>", and the report goes on with the other runs.
+    Nothing a run folder holds escapes as an exception."""
     read: list[Optional[dict]] = []
     try:
         read.append(rd.read_config())
         read.append(rd.read_result())
+        stage = (read[0] or {}).get("stage")
+        if read[0] is not None and stage in STAGES:
+            rd.check_identity(read[0], STAGES[stage])
+        rd.read_metrics()
+        if read[1] is not None and read[1].get("fingerprint") == m.get("fingerprint"):
+            check_run_files(rd, read[1])
     except BrokenRun as e:
-        return "broken", str(e), *(read + [None, None])[:2]
+        return "broken", BROKEN + str(e), (read + [None])[0], None
+    except Exception as e:  # noqa: BLE001 - a forged file can fail in any library it reaches
+        return "broken", f"{BROKEN}{rd.path}: {type(e).__name__}: {one_line(str(e), 160)}", \
+            (read + [None])[0], None
     return m.get("state", "todo"), m.get("reason"), read[0], read[1]
 

@@ -18,7 +18,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..errors import SimpleCLRError
+from ..errors import SimpleCLRError, one_line
 from .rundir import atomic_write_bytes
 
 PREDICTIONS = "predictions.npz"  # beside result.json in a run folder
@@ -88,20 +88,70 @@ def save_predictions(path: Union[str, Path], preds: Predictions) -> dict:
     return {"predictions": Path(path).name, "test_labels_digest": preds.digest}
 
 
-def load_predictions(path: Union[str, Path], digest: Optional[str] = None) -> Predictions:
-    """The predictions in ``path``, checked for consistency (and against ``digest``, the test
-    labels' digest result.json recorded, when given); anything wrong is a :class:`PredictionsError`."""
+# The arrays a predictions file holds, and the dtypes each may have.
+_ARRAYS = {"top1": "iu", "top5_hit": "b", "labels": "iu", "digest": "U"}
+MAX_IMAGES = 10_000_000  # more test images than any dataset here has; caps an unchecked file
+MAX_CLASSES = 100_000  # more classes than any dataset here has (ImageNet-21k: 21,841)
+_DIGEST_BYTES = 4 * 64 + 256  # a 64-character str array and its npy header
+
+
+def _read_array(z: zipfile.ZipFile, key: str, n: Optional[int], path: Any) -> np.ndarray:
+    """Array ``key`` of an opened predictions file, its declared shape, dtype and size checked
+    before anything is allocated, and at most its declared bytes decompressed."""
+    def broken(why: str) -> PredictionsError:
+        return PredictionsError(f"{path}: {key} {why}; delete it and run again to write it anew")
+
     try:
-        with np.load(path, allow_pickle=False) as f:
-            top1, top5, labels = (np.asarray(f[k]) for k in ("top1", "top5_hit", "labels"))
-            stored = str(f["digest"])
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise PredictionsError(f"cannot read {path}: {type(e).__name__}: {e}; delete it and run "
-                               "again to write it anew") from None
+        info = z.getinfo(f"{key}.npy")
+    except KeyError:
+        raise broken("is missing") from None
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0(f))
+        if dtype.kind not in _ARRAYS[key] or dtype.hasobject or dtype.itemsize > 8 and key != "digest":
+            raise broken(f"has dtype {dtype}, not {_ARRAYS[key]!r}")
+        want = () if key == "digest" else (n,) if n is not None else None
+        if want is not None and tuple(shape) != want:
+            raise broken(f"has shape {shape}, not the run's {want}")
+        if key != "digest" and (len(shape) != 1 or not 0 < shape[0] <= MAX_IMAGES):
+            raise broken(f"has shape {shape}, not one value per test image")
+        count = int(np.prod(shape, dtype=np.int64))
+        nbytes = count * dtype.itemsize
+        if key == "digest" and nbytes > _DIGEST_BYTES:
+            raise broken("is not a digest")
+        data = f.read(nbytes + 1)  # decompresses at most this much, whatever the file declares
+    if len(data) != nbytes:
+        raise broken(f"holds {len(data):,} bytes where its header declares {nbytes:,}")
+    arr = np.frombuffer(data, dtype=dtype)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def load_predictions(path: Union[str, Path], digest: Optional[str] = None, n: Optional[int] = None,
+                     classes: Optional[int] = None) -> Predictions:
+    """The predictions in ``path``, checked for consistency (and against ``digest``, the test
+    labels' digest result.json recorded, ``n`` its number of test images and ``classes`` its
+    number of classes, when given); anything wrong is a :class:`PredictionsError`. No array is
+    allocated before its declared shape and dtype pass, and none decompresses past its
+    declared size, so a forged header or a deflate bomb costs nothing."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            top1, top5, labels = (_read_array(z, k, n, path) for k in ("top1", "top5_hit", "labels"))
+            stored = str(_read_array(z, "digest", None, path))
+    except PredictionsError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged archive fails in zipfile, zlib or numpy
+        raise PredictionsError(f"cannot read {path}: {type(e).__name__}: {one_line(str(e), 120)}; "
+                               "delete it and run again to write it anew") from None
     if not (top1.shape == top5.shape == labels.shape and labels.ndim == 1 and labels.size):
         raise PredictionsError(f"{path}: arrays of unequal or empty shape {top1.shape}, {top5.shape}, "
                                f"{labels.shape}")
     preds = Predictions(top1.astype(np.int64), top5.astype(bool), labels.astype(np.int64))
+    for name, arr in (("labels", preds.labels), ("top1", preds.top1)):
+        high = classes if classes is not None else MAX_CLASSES
+        if arr.min() < 0 or arr.max() >= high:
+            raise PredictionsError(f"{path}: {name} holds {int(arr.min())}..{int(arr.max())}, outside "
+                                   f"the run's classes 0..{high - 1}; delete it and run again")
     if preds.digest != stored or (digest is not None and digest != stored):
         raise PredictionsError(f"{path}: its test labels do not match the digest recorded for them "
                                "(a damaged or foreign file)")

@@ -15,25 +15,34 @@ predictions.npz and checkpoints without a step trace, and are read as they are):
     notebook.ipynb  the executed notebook, when the run came from a plan
     tensorboard/    training stages, where tensorboard is installed: the same curves as event files
                     (:mod:`.curves`), for watching a run; not part of the record
+    progress.json   where a running stage stands, for `plan run` to show
+
+tensorboard/, progress.json and steps.jsonl are optional (:mod:`.sidecars`): one that cannot be
+written warns once and the run trains on. config.json, metrics.jsonl, the checkpoints and
+result.json are the record: their failures stop the run, the last checkpoint intact.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pickle
 import platform
 import re
 import socket
+import stat
 import subprocess
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
 from ..types import PathLike
-from ..errors import SimpleCLRError
+from ..errors import SimpleCLRError, one_line
 from .locks import LockHeld, file_lock
+from .sidecars import Sidecar
 
 # The run-folder format this code writes: 2 has the step trace (steps.jsonl and the checkpoints'
 # open window) and predictions.npz; 1 had neither. Recorded in config.json as "format".
@@ -58,7 +67,32 @@ class RunLocked(SimpleCLRError, RuntimeError):
         self.pid = pid
 
 
+class DiskFull(SimpleCLRError, RuntimeError):
+    """A write into a run folder found no space left; one line naming the folder, what is intact
+    and what to do. ``errno`` is the write's (ENOSPC or EDQUOT)."""
+
+    def __init__(self, message: str, code: int = errno.ENOSPC):
+        super().__init__(message)
+        self.errno = code
+
+
+class RunFolderError(SimpleCLRError, RuntimeError):
+    """An output path that cannot hold a run folder (a file, a device, a dangling or looping
+    link, a folder of other files); one line saying what it is and what to do."""
+
+
 RESTART = "delete it and run again to restart this run from its first epoch"
+# Errors of a write that found the disk (or the user's quota) full.
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# Everything this code writes into a run folder: a folder holding anything else, and no
+# config.json, is not a run folder (see :meth:`RunDir.check_claimable`).
+RUN_FILES = frozenset({"config.json", "metrics.jsonl", "steps.jsonl", "result.json", "checkpoints",
+                       "features.pt", "predictions.npz", "notebook.ipynb", "progress.json",
+                       "tensorboard", "trials", ".lock"})
+# The environment variable that lets a stage write into a non-empty folder that is not a run
+# folder (set by the CLI's --allow-foreign-out, inherited by a launcher's processes): its value
+# is that folder's resolved path.
+ALLOW_FOREIGN_OUT = "SIMPLECLR_ALLOW_FOREIGN_OUT"
 
 
 # ---- atomic writes ----------------------------------------------------------------------
@@ -84,10 +118,33 @@ def _replacing(path: PathLike) -> Iterator[str]:
         raise
 
 
+def full_disk_error(e: BaseException) -> Optional[OSError]:
+    """The ENOSPC/EDQUOT ``OSError`` behind ``e``, if any: torch's zip writer, closing after a
+    failed write, raises its own "unexpected pos" RuntimeError over the OSError it met."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in NO_SPACE:
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def no_space(path: PathLike, e: OSError, kept: str = "the previous version of it is intact") -> DiskFull:
+    """The one line for a write of ``path`` that found the disk full."""
+    return DiskFull(f"no space left on {Path(path).parent}: {Path(path).name} was not written, "
+                    f"{kept}; free space and run the same command again", e.errno or errno.ENOSPC)
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place."""
-    with _replacing(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+    try:
+        with _replacing(path) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        if e.errno in NO_SPACE:
+            raise no_space(path, e) from None
+        raise
 
 
 def atomic_write_json(path: PathLike, obj: Any) -> None:
@@ -95,11 +152,13 @@ def atomic_write_json(path: PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
-    """``torch.save`` through a temporary file and a rename: a crash never leaves a torn checkpoint."""
+    """``torch.save`` through a temporary file and a rename: a crash never leaves a torn checkpoint.
+    It writes through a Python file so that a full disk is the ``OSError`` (ENOSPC) it is, not
+    torch's "unexpected pos" from its own writer."""
     import torch
 
-    with _replacing(path) as tmp:
-        torch.save(obj, tmp)
+    with _replacing(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 class TorchFileError(SimpleCLRError, RuntimeError):
@@ -112,6 +171,38 @@ class TorchFileError(SimpleCLRError, RuntimeError):
 
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+# torch.save writes a zip of stored (uncompressed) entries whose sizes add up to the file's size;
+# the few bytes more are the zip's own headers, per entry.
+ZIP_OVERHEAD_PER_ENTRY = 512
+
+
+def check_torch_archive(path: PathLike, require_zip: bool = False) -> None:
+    """Refuse, before ``torch.load`` allocates anything, a torch file whose archive could expand:
+    a compressed entry (torch.save never compresses: a zip bomb), entries that declare more bytes
+    than the file holds, or (``require_zip``) the pre-1.6 format, whose storages are allocated
+    at the size the file declares. Raises :class:`TorchFileError` with a one-line reason."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if not zipfile.is_zipfile(path):
+            if require_zip:
+                raise TorchFileError(path, "it is not a zip archive as torch.save writes (damaged, "
+                                           "or the pre-1.6 format this code never writes)")
+            return
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise TorchFileError(path, f"it cannot be read as an archive ({type(e).__name__}: "
+                                   f"{one_line(str(e), 80)})") from None
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise TorchFileError(path, f"it holds a compressed entry ({one_line(packed[0], 60)}), which "
+                                   "torch.save never writes; a compressed entry can expand without "
+                                   "bound, so it is refused")
+    declared = sum(i.file_size for i in infos)
+    if declared > size + ZIP_OVERHEAD_PER_ENTRY * len(infos):
+        raise TorchFileError(path, f"its entries declare {declared:,} bytes in a file of "
+                                   f"{size:,}; it is damaged or forged, so it is refused")
 
 
 def _load_failure(e: BaseException) -> str:
@@ -129,15 +220,47 @@ def _load_failure(e: BaseException) -> str:
     return first.split(". ")[0].rstrip(".")
 
 
-def load_torch_file(path: PathLike, map_location: Any = "cpu") -> Any:
+def load_torch_file(path: PathLike, map_location: Any = "cpu", require_zip: bool = False) -> Any:
     """``torch.load(path, weights_only=True)``: tensors and plain containers only, so no file can
-    run code while it loads. Any failure is a :class:`TorchFileError` with a one-line reason."""
+    run code while it loads, and none can expand past its size (:func:`check_torch_archive`).
+    Any failure is a :class:`TorchFileError` with a one-line reason."""
     import torch
 
+    check_torch_archive(path, require_zip)
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - garbage can fail in any layer of the unpickler
         raise TorchFileError(path, _load_failure(e)) from None
+    forged = expanded_tensor(obj)
+    if forged:
+        raise TorchFileError(path, forged)
+    return obj
+
+
+def expanded_tensor(obj: Any) -> Optional[str]:
+    """Why a tensor inside ``obj`` (dicts, lists and tuples walked without recursion) claims more
+    elements than its storage holds, None when none does. torch.save of ``x.expand(...)`` stores one
+    element and zero strides: a few bytes that any copy (``.contiguous()``, ``.numpy()``, t-SNE)
+    turns into the full size, 128 GB from a 3 kB file."""
+    import torch
+
+    todo, seen = [obj], 0
+    while todo and seen < 1_000_000:
+        item = todo.pop()
+        seen += 1
+        if isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            todo.extend(item)
+        elif isinstance(item, torch.Tensor) and item.layout == torch.strided and item.numel():
+            extent = item.storage_offset() + sum((n - 1) * abs(st) for n, st in
+                                                 zip(item.shape, item.stride())) + 1
+            stored = item.untyped_storage().nbytes() // max(item.element_size(), 1)
+            if item.numel() > stored or extent > stored:
+                return (f"it holds a tensor of shape {one_line(str(tuple(item.shape)), 60)} over "
+                        f"{stored:,} stored elements (expanded with zero strides); a copy of it "
+                        "would allocate the full size, so it is refused")
+    return None
 
 
 class BrokenRun(SimpleCLRError, ValueError):
@@ -146,19 +269,47 @@ class BrokenRun(SimpleCLRError, ValueError):
     tolerate a torn file (``except ValueError``) still do."""
 
 
+# A run folder's JSON files (config.json, result.json, a plan's manifest) and its JSON-lines
+# files (metrics.jsonl, steps.jsonl) are a few kB to a few MB; anything far larger is not one
+# (a 10,000-run plan's manifest is about 30 MB).
+MAX_JSON_BYTES = 64 * 2**20
+MAX_ROWS_BYTES = 64 * 2**20
+
+
+def _read_text(path: Path, limit: int, advice: str) -> str:
+    """The text of ``path``, refused (:class:`BrokenRun`) above ``limit`` bytes or unreadable."""
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise BrokenRun(f"{path} is damaged (not a regular file): {advice}")
+        size = info.st_size
+        if size > limit:
+            raise BrokenRun(f"{path} is damaged ({size:,} bytes, more than the {limit:,} such a "
+                            f"file can hold): {advice}")
+        return path.read_bytes().decode()
+    except UnicodeDecodeError:
+        raise BrokenRun(f"{path} is damaged (not UTF-8 text): {advice}") from None
+    except OSError as e:
+        raise BrokenRun(f"{path} cannot be read ({e.strerror or e}): {advice}") from None
+
+
 def read_json(path: PathLike, advice: str = "delete it and run again to write it anew") -> Optional[dict]:
     """The JSON object in ``path``, None when there is no file; anything else (cut short, edited
-    into invalid JSON, not an object) is a :class:`BrokenRun` naming the file, ending in ``advice``."""
+    into invalid JSON, nested past the parser's depth, too large, not an object) is a
+    :class:`BrokenRun` naming the file, ending in ``advice``."""
     path = Path(path)
     if not path.exists():
         return None
+    text = _read_text(path, MAX_JSON_BYTES, advice)
     try:
-        obj = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise BrokenRun(f"{path} is damaged (not valid JSON: {e}): {advice}") from None
+        obj = json.loads(text)
+    except ValueError as e:  # JSONDecodeError is a ValueError
+        raise BrokenRun(f"{path} is damaged (not valid JSON: {one_line(str(e), 80)}): {advice}") from None
+    except RecursionError:
+        raise BrokenRun(f"{path} is damaged (nested too deep to be a run's JSON): {advice}") from None
     if not isinstance(obj, dict):
-        raise BrokenRun(f"{path} is damaged (holds {json.dumps(obj)[:40]} instead of a JSON "
-                        f"object): {advice}")
+        raise BrokenRun(f"{path} is damaged (holds {one_line(json.dumps(obj), 40)} instead of a "
+                        f"JSON object): {advice}")
     return obj
 
 
@@ -219,15 +370,18 @@ def provenance(device: Optional[str] = None) -> dict:
 
 # ---- the run folder ---------------------------------------------------------------------
 def _read_rows(path: Path) -> list[dict]:
-    """The JSON lines of ``path`` ([] when there is none); a line torn by a kill is dropped."""
+    """The JSON objects on the lines of ``path`` ([] when there is none); a line torn by a kill
+    (or anything but an object) is dropped; a file too large to be one is a :class:`BrokenRun`."""
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text().splitlines():
+    for line in _read_text(path, MAX_ROWS_BYTES, RESTART).splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (ValueError, RecursionError):
             continue
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
@@ -249,9 +403,62 @@ class RunDir:
         self.notebook_path = self.path / "notebook.ipynb"
         self.progress_path = self.path / "progress.json"
         self.lock_path = self.path / ".lock"
+        self._saved_epochs: dict[str, Any] = {}  # checkpoint name -> epoch, as written or read
+        # the optional files: one that cannot be written warns once and is left (:mod:`.sidecars`)
+        self.progress_file = Sidecar(self.progress_path, "progress file")
+        self.step_trace = Sidecar(self.steps_path, "step trace")
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
+
+    def check_path(self) -> None:
+        """Refuse, in one line (:class:`RunFolderError`), an output path that cannot be a run
+        folder: an existing file or device, a dangling symbolic link, a loop of links, or a path
+        under a file. Nothing is created."""
+        p = self.path
+        try:
+            info = p.stat()
+        except FileNotFoundError:
+            if p.is_symlink():
+                raise RunFolderError(f"--out {p} is a symbolic link to {os.readlink(p)}, which does "
+                                     "not exist: create that folder, or give another path") from None
+            parent = next((q for q in p.parents if q.exists() or q.is_symlink()), None)
+            if parent is not None and not parent.is_dir():
+                raise RunFolderError(f"--out {p} lies under {parent}, which is not a folder: "
+                                     "give a path in a folder") from None
+            return
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunFolderError(f"--out {p} is a loop of symbolic links: remove the links, "
+                                     "or give another path") from None
+            if e.errno == errno.ENOTDIR:
+                raise RunFolderError(f"--out {p} lies under a file, not a folder: give a path "
+                                     "in a folder") from None
+            raise RunFolderError(f"--out {p} cannot be used ({e.strerror}): give another "
+                                 "path") from None
+        if not stat.S_ISDIR(info.st_mode):
+            kind = "a file" if stat.S_ISREG(info.st_mode) else "a device or special file"
+            raise RunFolderError(f"--out {p} is {kind}, not a folder: give the path of a new or "
+                                 "run folder (nothing was written)")
+
+    def check_claimable(self) -> None:
+        """Refuse (:class:`RunFolderError`) a non-empty folder that holds no run (no config.json)
+        and other files than a run folder's own: a run would overwrite its metrics.jsonl and
+        steps.jsonl or mix its files with them. The environment variable
+        :data:`ALLOW_FOREIGN_OUT` naming this folder (the CLI's ``--allow-foreign-out``) allows it."""
+        if not self.path.is_dir() or self.config_path.exists():
+            return
+        allowed = os.environ.get(ALLOW_FOREIGN_OUT)
+        if allowed and Path(allowed).resolve() == self.path.resolve():
+            return
+        foreign = sorted(e.name for e in os.scandir(self.path)
+                         if e.name not in RUN_FILES - {"metrics.jsonl", "steps.jsonl", "result.json"}
+                         and not (e.name.startswith(".") and e.name.endswith(".tmp")))
+        if foreign:
+            shown = ", ".join(one_line(n, 40) for n in foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+            raise RunFolderError(f"{self.path} is not empty and is not a run folder (it holds "
+                                 f"{shown} and no config.json): give a new or empty folder, or "
+                                 "pass --allow-foreign-out to write the run into it anyway")
 
     # the one writer ----------------------------------------------------------------------
     @contextlib.contextmanager
@@ -259,6 +466,8 @@ class RunDir:
         """Hold the folder's lock for the block: one writer per run folder, and a second process
         is refused at once (:class:`RunLocked`). A folder that this call created and that is still
         empty when the block ends (it failed before writing) is removed again."""
+        self.check_path()
+        self.check_claimable()
         created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
@@ -282,14 +491,19 @@ class RunDir:
         return read_json(self.result_path, "delete it and run again to write it anew (training "
                                            "resumes from its last checkpoint)")
 
-    def status(self, fingerprint: Optional[str] = None, rehearsal: bool = False) -> str:
+    def status(self, fingerprint: Optional[str] = None, rehearsal: bool = False,
+               config_class: Optional[type] = None) -> str:
         """"done", "partial" (started, can resume), "todo", "stale" (holds another config, or a
         rehearsal where ``rehearsal`` is False and the reverse), or "broken" (its config.json or
-        result.json is damaged: :meth:`problem` says which)."""
+        result.json is damaged, or, given the stage's ``config_class``, config.json's fingerprint
+        is not its config's: :meth:`problem` says which)."""
         try:
             cfg = self.read_config()
             if cfg is None:
                 return "todo"
+            if config_class is not None and (cfg.get("stage") == getattr(config_class, "stage", None)
+                                             or cfg.get("fingerprint") == fingerprint):
+                self.check_identity(cfg, config_class)
             if fingerprint is not None and cfg.get("fingerprint") != fingerprint:
                 return "stale"
             if fingerprint is not None and bool((cfg.get("config") or {}).get("rehearsal", 0)) != rehearsal:
@@ -298,14 +512,42 @@ class RunDir:
         except BrokenRun:
             return "broken"
 
-    def problem(self) -> Optional[str]:
-        """Why the folder is broken, in one line; None when its JSON files read."""
+    def problem(self, config_class: Optional[type] = None) -> Optional[str]:
+        """Why the folder is broken, in one line; None when its JSON files read (and, given the
+        stage's ``config_class``, a config.json of that stage proves its identity)."""
         try:
-            self.read_config()
+            saved = self.read_config()
             self.read_result()
+            if saved is not None and config_class is not None and \
+                    saved.get("stage") == getattr(config_class, "stage", None):
+                self.check_identity(saved, config_class)
         except BrokenRun as e:
             return str(e)
         return None
+
+    def check_identity(self, saved: dict, config_class: type) -> None:
+        """config.json must be what :meth:`start` wrote for a run of ``config_class``'s stage: its
+        stage that one, its config valid, and its fingerprint recomputed from that config equal
+        to the stored one. Otherwise the folder's files may belong to another run (a hand edit, a
+        copy, damage): :class:`BrokenRun` "config.json was edited or damaged"."""
+        def refuse(why: str) -> BrokenRun:
+            return BrokenRun(f"{self.config_path}: config.json was edited or damaged ({why}): "
+                             f"delete the folder {self.path} to redo the run, or restore the file")
+
+        stage = getattr(config_class, "stage", None)
+        if saved.get("stage") != stage:
+            raise refuse(f"it says stage {one_line(repr(saved.get('stage')), 40)}, this is a "
+                         f"{stage} run")
+        config = saved.get("config")
+        if not isinstance(config, dict):
+            raise refuse("it holds no config")
+        try:
+            fp = config_class.from_dict(config).fingerprint()
+        except Exception as e:  # noqa: BLE001 - any value a hand edit leaves must refuse, not crash
+            raise refuse(f"its config is not valid: {one_line(str(e), 120)}") from None
+        if fp != saved.get("fingerprint"):
+            raise refuse(f"its fingerprint {one_line(str(saved.get('fingerprint')), 20)} is not its "
+                         f"config's, {fp}")
 
     def finished(self, cfg: Any) -> Optional[dict]:
         """The stored result when the folder holds ``cfg``'s finished run, None when it holds
@@ -315,6 +557,8 @@ class RunDir:
         saved = self.read_config()
         if saved is None:
             return None
+        if saved.get("stage") == cfg.stage or saved.get("fingerprint") == fp:  # else another run's
+            self.check_identity(saved, type(cfg))
         if saved.get("fingerprint") != fp:
             raise RunConflict(
                 f"{self.path} holds a run with another config (fingerprint {saved.get('fingerprint')}, "
@@ -336,6 +580,8 @@ class RunDir:
             return "done"
         if self.read_config() is not None:
             return "partial"
+        self.check_path()
+        self.check_claimable()
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config_path, {"stage": cfg.stage, "fingerprint": cfg.fingerprint(),
                                              "config": cfg.to_dict(), "data": data or {},
@@ -355,32 +601,41 @@ class RunDir:
         _rewrite_rows(self.metrics_path, keep)
 
     def log_steps(self, rows: Iterable[dict]) -> None:
-        """Append step-trace rows (an epoch's at a time) and flush them to disk."""
-        self._append(self.steps_path, rows)
+        """Append step-trace rows (an epoch's at a time) and flush them to disk. The trace is
+        optional: a failed write warns once and the run goes on without it (:attr:`step_trace`)."""
+        self.step_trace.write(self._append, self.steps_path, list(rows))
 
     def read_steps(self) -> list[dict]:
         """The step trace; [] for a format 1 run folder."""
         return _read_rows(self.steps_path)
 
     def truncate_steps(self, keep: Iterable[dict]) -> None:
-        """Rewrite the step trace to ``keep`` (on resume: drop rows past the checkpoint)."""
-        _rewrite_rows(self.steps_path, keep)
+        """Rewrite the step trace to ``keep`` (on resume: drop rows past the checkpoint); like
+        :meth:`log_steps`, a failure warns once."""
+        self.step_trace.write(_rewrite_rows, self.steps_path, list(keep))
 
     def _append(self, path: Path, rows: Iterable[dict]) -> None:
         text = "".join(json.dumps(r, default=float) + "\n" for r in rows)
         if not text:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(path, "a") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a torn last line is dropped when the file is read
+            if e.errno in NO_SPACE:
+                raise no_space(path, e, "its earlier rows and the checkpoints are intact") from None
+            raise
 
     # progress of a running stage (what `plan run` shows while its notebook executes) -------
     def write_progress(self, step: int, total_steps: int, elapsed_s: float) -> None:
-        """Where the training loop stands; rewritten every few seconds, read by other processes."""
-        atomic_write_json(self.progress_path, {"step": step, "total_steps": total_steps,
-                                               "elapsed_s": elapsed_s, "written_at": time.time()})
+        """Where the training loop stands; rewritten every few seconds, read by other processes.
+        Optional: a failed write warns once and the run goes on without it (:attr:`progress_file`)."""
+        self.progress_file.write(atomic_write_json, self.progress_path,
+                                 {"step": step, "total_steps": total_steps, "elapsed_s": elapsed_s,
+                                  "written_at": time.time()})
 
     def read_progress(self) -> Optional[dict]:
         try:
@@ -393,9 +648,31 @@ class RunDir:
         return self.checkpoint_dir / f"{name}.pt"
 
     def save_checkpoint(self, state: dict, name: str = "last") -> Path:
+        """Write ``state`` atomically as ``checkpoints/<name>.pt``. A full disk is a
+        :class:`DiskFull` naming the folder and the epoch of the checkpoint still intact."""
         path = self.checkpoint_path(name)
-        atomic_torch_save(state, path)
+        try:
+            atomic_torch_save(state, path)
+        except (OSError, RuntimeError) as e:
+            full = full_disk_error(e)
+            if full is None:
+                raise
+            raise DiskFull(f"no space left on {self.checkpoint_dir}: {self._intact(name)}; free "
+                           "space and run the same command again", full.errno) from None
+        self._saved_epochs[name] = state.get("epoch")
         return path
+
+    def _intact(self, name: str) -> str:
+        """What a failed write of checkpoint ``name`` left, for the message that says so."""
+        path = self.checkpoint_path(name)
+        if not path.exists():
+            return "no checkpoint was written before it, finished work is kept"
+        epoch = self._saved_epochs.get(name)
+        if epoch is None:
+            with contextlib.suppress(Exception):
+                epoch = (load_torch_file(path, require_zip=True) or {}).get("epoch")
+        at = f" (epoch {epoch})" if epoch is not None else ""
+        return f"the last checkpoint{at} is intact"
 
     def load_checkpoint(self, name: str = "last", map_location: Any = "cpu",
                         required: Iterable[str] = ()) -> Optional[dict]:
@@ -405,13 +682,20 @@ class RunDir:
         if not path.exists():
             return None
         try:
-            state = load_torch_file(path, map_location)
+            state = load_torch_file(path, map_location, require_zip=True)
         except TorchFileError as e:
             raise CheckpointError(f"{e}: {RESTART}") from None
         missing = sorted(set(required) - set(state)) if isinstance(state, dict) else ["(a dict)"]
         if missing:
-            raise CheckpointError(f"{path} is not a whole checkpoint (lacks {', '.join(missing)}): "
-                                  f"{RESTART}")
+            raise CheckpointError(f"{path} is not a whole checkpoint (lacks "
+                                  f"{one_line(', '.join(map(str, missing)), 80)}): {RESTART}")
+        saved = self.read_config() if state.get("fingerprint") is not None else None
+        if saved is not None and state["fingerprint"] != saved.get("fingerprint"):
+            raise CheckpointError(f"{path} belongs to another run (fingerprint "
+                                  f"{one_line(str(state['fingerprint']), 20)}, the folder's "
+                                  f"{one_line(str(saved.get('fingerprint')), 20)}; copied or "
+                                  f"damaged): {RESTART}")
+        self._saved_epochs[name] = state.get("epoch")
         return state
 
     # result ------------------------------------------------------------------------------

@@ -55,7 +55,9 @@ def _datasets(plan: Plan, names: Sequence[str]) -> list[tuple[str, Optional[str]
 
 
 def check_data(plan: Plan, names: Sequence[str]) -> None:
-    """Make every dataset the runs use ready (cache, placed file or download) before any run.
+    """Make every dataset the runs use ready (cache, placed file or download) before any run, and
+    stop when an official dataset's image counts are not the official ones, unless the plan
+    (``partial_data``) or the environment (:data:`simpleclr.data.PARTIAL_ENV`) declares it partial.
 
     Raises :class:`PlanError` with the data layer's own message and a pointer to the smoke plan,
     so a machine without the data stops at once instead of after the first hour of runs.
@@ -64,7 +66,10 @@ def check_data(plan: Plan, names: Sequence[str]) -> None:
 
     for name, root, accept, size in _datasets(plan, names):
         try:  # the native cache and the size the runs read, built once here
-            data.prepare(name, root=root, accept_checksum=accept, download=True, image_size=size)
+            summary = data.prepare(name, root=root, accept_checksum=accept, download=True, image_size=size)
+            problem = data.count_problem(name, summary["splits"])
+            if problem and not data.declared_partial(name, plan.partial_data):
+                raise PlanError(f"{problem}; no run was started")
         except data.DataError as e:
             hint = "" if name.startswith("synthetic-") else (
                 " (to try the whole pipeline on generated data with no download: make report PLAN=smoke)")
@@ -216,7 +221,7 @@ def _not_run(spec: RunSpec, status: str, states: dict[str, dict], unavailable: d
     """The state of a run that is not executed now (broken, done earlier, unavailable, blocked by
     a need that did not finish), or None when it is to run."""
     if status == "broken":  # a damaged JSON file: never run over it, never delete it
-        return {"state": "broken", "reason": RunDir(spec.path).problem()}
+        return {"state": "broken", "reason": spec.problem()}
     if status == "done":
         res = RunDir(spec.path).read_result() or {}
         return {"state": "done", "reason": None, "reused": True, "seconds": 0.0,
@@ -549,7 +554,7 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
     for n, spec in p.runs.items():
         status = spec.status()
         if status == "broken":  # not run until repaired: the last column says why
-            rows.append((n, spec.notebook, status, "-", RunDir(spec.path).problem() or ""))
+            rows.append((n, spec.notebook, status, "-", spec.problem()))
             continue
         seconds, basis = (0.0, "") if status == "done" else est.seconds(spec)
         if seconds is None:
