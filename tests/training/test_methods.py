@@ -26,6 +26,7 @@ from simpleclr.training.methods.simclr import nt_xent
 from simpleclr.training.methods.simsiam import simsiam_loss
 from simpleclr.training.methods.vicreg import vicreg_loss
 from simpleclr.training.parts.device import resolve_runtime
+from simpleclr.training.parts.models import resnet18_encoder
 from simpleclr.training.stages import pretrain
 
 lightly_loss = pytest.importorskip("lightly.loss")  # the test extra installs it (pyproject)
@@ -324,3 +325,28 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(data_dir, tmp_
     recorded = RunDir(tmp_path / "whole").read_config()["config"]  # the recipe as it ran
     assert {k: recorded[k] for k in METHOD_RECIPES[name] if k in ("lr", "weight_decay", "optimizer")} == \
         {k: METHOD_RECIPES[name][k] for k in ("lr", "weight_decay", "optimizer")}
+
+
+@pytest.mark.parametrize("name,size,blur,solarize", [
+    ("simclr", 32, (0.0, 0.0), (0.0, 0.0)), ("simclr", 64, (0.5, 0.5), (0.0, 0.0)),
+    ("byol", 32, (0.0, 0.0), (0.0, 0.2)), ("byol", 64, (1.0, 0.1), (0.0, 0.2)),
+    ("barlow", 64, (1.0, 0.1), (0.0, 0.2)), ("mocov2", 64, (0.5, 0.5), (0.0, 0.0)),
+    ("simsiam", 32, (0.0, 0.0), (0.0, 0.0)), ("vicreg", 64, (0.0, 0.0), (0.1, 0.1))])
+def test_each_method_draws_its_recipes_views_scaled_to_the_image_size(name, size, blur, solarize):
+    """Blur per view by the size rule (off below 64 px; BYOL's asymmetric 1.0 / 0.1 from 64 px),
+    solarization per view as the recipe's augmentation file says."""
+    cfg = PretrainConfig(method=name)
+    aug = get_method(name)(cfg, resnet18_encoder("cifar", 8), size, (0.5,) * 3, (0.25,) * 3).augment
+    assert (aug.blur_probs, aug.solarize_probs) == (blur, solarize)
+    assert aug.scale[0] == METHOD_RECIPES[name]["crop_scale_min"]
+
+
+def test_a_solarized_view_inverts_the_bright_pixels_of_that_view_only():
+    from simpleclr.training.parts.augment import SimCLRAugment
+
+    aug = SimCLRAugment(8, (0.0,) * 3, (1.0,) * 3, scale=(1.0, 1.0), ratio=(1.0, 1.0), jitter_prob=0.0,
+                        gray_prob=0.0, flip_prob=0.0, solarize_prob=(0.0, 1.0))
+    x = torch.full((2, 3, 8, 8), 204, dtype=torch.uint8)  # 0.8 after scaling to [0, 1]
+    v1, v2 = aug.two_views(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(v1, torch.full_like(v1, 0.8))
+    torch.testing.assert_close(v2, torch.full_like(v2, 0.2))

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..parts import distributed
 from ..trainer import loss_input
-from .base import Method, mlp, pair_augment, size_rule
+from .base import Method, asymmetric_views, mlp
 
 __all__ = ["BarlowTwins", "barlow_loss"]
 
@@ -48,9 +48,7 @@ class BarlowTwins(Method):
     name = "barlow"
 
     def __init__(self, cfg: Any, encoder: nn.Module, image_size: int, mean: Any, std: Any) -> None:
-        blur = (size_rule(image_size, 0.0, 1.0), size_rule(image_size, 0.0, 0.1))
-        blur = blur if cfg.blur_prob is None else (cfg.blur_prob, cfg.blur_prob)
-        super().__init__(encoder, pair_augment(cfg, image_size, mean, std, blur, (0.0, cfg.solarize_prob)))
+        super().__init__(encoder, asymmetric_views(cfg, image_size, mean, std))
         self.projector = mlp([encoder.feature_dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_out])
         self.lambd, self.scale = cfg.barlow_lambda, cfg.barlow_scale
 

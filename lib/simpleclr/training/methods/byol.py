@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..trainer import loss_input
-from .base import Method, cosine_tau, ema_update, mlp, pair_augment, size_rule, target_copy
+from .base import Method, asymmetric_views, cosine_tau, ema_update, mlp, target_copy
 
 __all__ = ["BYOL", "byol_loss"]
 
@@ -34,9 +34,7 @@ class BYOL(Method):
     name = "byol"
 
     def __init__(self, cfg: Any, encoder: nn.Module, image_size: int, mean: Any, std: Any) -> None:
-        blur = (size_rule(image_size, 0.0, 1.0), size_rule(image_size, 0.0, 0.1))
-        blur = blur if cfg.blur_prob is None else (cfg.blur_prob, cfg.blur_prob)
-        super().__init__(encoder, pair_augment(cfg, image_size, mean, std, blur, (0.0, cfg.solarize_prob)))
+        super().__init__(encoder, asymmetric_views(cfg, image_size, mean, std))
         self.projector = mlp([encoder.feature_dim, cfg.proj_hidden, cfg.proj_out])
         self.predictor = mlp([cfg.proj_out, cfg.pred_hidden, cfg.proj_out])
         self.target_encoder, self.target_projector = target_copy(encoder), target_copy(self.projector)

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..parts import distributed
 from ..trainer import loss_input
-from .base import Method, cosine_tau, ema_update, mlp, pair_augment, size_rule, target_copy
+from .base import Method, cosine_tau, ema_update, mlp, symmetric_views, target_copy
 
 __all__ = ["MoCoV2", "moco_loss"]
 
@@ -42,9 +42,7 @@ class MoCoV2(Method):
     name = "mocov2"
 
     def __init__(self, cfg: Any, encoder: nn.Module, image_size: int, mean: Any, std: Any) -> None:
-        blur = size_rule(image_size, 0.0, 0.5) if cfg.blur_prob is None else cfg.blur_prob
-        sol = cfg.solarize_prob
-        super().__init__(encoder, pair_augment(cfg, image_size, mean, std, (blur, blur), (sol, sol)))
+        super().__init__(encoder, symmetric_views(cfg, image_size, mean, std))
         self.projector = mlp([encoder.feature_dim, cfg.proj_hidden, cfg.proj_out], bn=False)
         self.target_encoder, self.target_projector = target_copy(encoder), target_copy(self.projector)
         self.temperature, self.tau = cfg.temperature, (cfg.tau_base, cfg.tau_final)

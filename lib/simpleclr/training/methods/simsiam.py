@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..trainer import loss_input
-from .base import Method, pair_augment, size_rule
+from .base import Method, symmetric_views
 
 __all__ = ["SimSiam", "simsiam_loss"]
 
@@ -34,9 +34,7 @@ class SimSiam(Method):
     STATIC_LR = ("predictor",)
 
     def __init__(self, cfg: Any, encoder: nn.Module, image_size: int, mean: Any, std: Any) -> None:
-        blur = size_rule(image_size, 0.0, 0.5) if cfg.blur_prob is None else cfg.blur_prob
-        sol = cfg.solarize_prob
-        super().__init__(encoder, pair_augment(cfg, image_size, mean, std, (blur, blur), (sol, sol)))
+        super().__init__(encoder, symmetric_views(cfg, image_size, mean, std))
         d, h, o = encoder.feature_dim, cfg.proj_hidden, cfg.proj_out
         self.projector = nn.Sequential(
             nn.Linear(d, h, bias=False), nn.BatchNorm1d(h), nn.ReLU(inplace=True),

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..parts import distributed
 from ..trainer import loss_input
-from .base import Method, mlp, pair_augment
+from .base import Method, mlp, symmetric_views
 
 __all__ = ["VICReg", "vicreg_loss"]
 
@@ -51,9 +51,8 @@ class VICReg(Method):
     name = "vicreg"
 
     def __init__(self, cfg: Any, encoder: nn.Module, image_size: int, mean: Any, std: Any) -> None:
-        blur = 0.0 if cfg.blur_prob is None else cfg.blur_prob  # vicreg.yaml: no blur
-        sol = cfg.solarize_prob
-        super().__init__(encoder, pair_augment(cfg, image_size, mean, std, (blur, blur), (sol, sol)))
+        # vicreg.yaml's own views: no blur at any size, solarization on both
+        super().__init__(encoder, symmetric_views(cfg, image_size, mean, std, large_blur=0.0))
         self.projector = mlp([encoder.feature_dim, cfg.proj_hidden, cfg.proj_hidden, cfg.proj_out])
         self.weights = (cfg.vicreg_sim, cfg.vicreg_var, cfg.vicreg_cov)
 
