@@ -189,6 +189,7 @@ def report() -> nbformat.NotebookNode:
 from IPython.display import HTML, Markdown, display
 
 from simpleclr.report import figures as fg
+from simpleclr.report import methods as rm
 from simpleclr.report import prose as rp
 
 fg.setup_style()
@@ -226,6 +227,22 @@ if panels:
     fg.show(fg.plot_tsne(panels))
 else:
     display(Markdown("_No saved features yet._"))
+"""),
+        md("""
+## Self-supervised methods
+Each method pretrained at its published recipe (SimCLR, MoCo v2+, BYOL, SimSiam, Barlow Twins,
+VICReg; `PretrainConfig.method`) and probed like the rows above: its top-1 with the 95% interval,
+its paired difference to the random encoder of the same width (the floor) and to `super`, both on
+the same test images, and the kNN monitor's top-1 on the held-out training images beside it. A
+method is named best only where the paired test separates it from every other.
+"""),
+        code("""
+mt = rm.methods_table(study)
+if len(mt):
+    display(Markdown(rm.methods_verdict(study, mt)))
+    display(rp.styled(rm.methods_display(mt), "Linear-probe top-1 on CIFAR-100 by self-supervised method"))
+else:
+    display(Markdown("_This plan probes one self-supervised method: no methods comparison._"))
 """),
         md("""
 ## Fine-tuning gains and label efficiency
@@ -272,10 +289,29 @@ if len(sz):
 else:
     display(Markdown("_This plan has no size-study runs._"))
 """),
+        md("""
+## Gap against length
+Is SimCLR's gap to supervised training only its length? One SimCLR run on CIFAR-100 at the
+published 1000 epochs keeps its checkpoints at 100, 200, 500 and 1000 epochs, and each is probed
+(probes only, no extra pretraining): the curve against `super`, with 95% intervals and the paired
+difference at each point. A checkpoint mid-run has a learning rate not yet annealed, so the early
+points sit a little below a run of that length.
+"""),
+        code("""
+ln = rp.length_table(study)
+if len(ln):
+    display(rp.styled(rp.length_display(ln), "SimCLR probe by pretraining length, against super",
+                      missing_col="Missing"))
+    fg.show(fg.plot_length_gap(ln))
+    display(Markdown(rp.length_text(ln)))
+else:
+    display(Markdown("_This plan has no length series._"))
+"""),
         md("## SimCLR hyperparameters\nLinear-probe top-1 on CIFAR-100 for each pretraining cell. The "
            "heatmap's colours span at least 10 points around the mean, so differences inside the noise "
-           "stay pale; *= best* marks the cells the paired test (or, without per-image predictions, "
-           "the intervals) cannot tell from the best one."),
+           "stay pale; the cell chosen by the probes' cross-validated accuracy on training labels is "
+           "*chosen*, and *= chosen* marks the cells the Holm-corrected paired test (or, without "
+           "per-image predictions, the intervals) cannot tell from it."),
         code("""
 hp = rp.hparam_table(study)
 if len(hp):

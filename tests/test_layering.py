@@ -215,13 +215,18 @@ def test_the_report_never_trains_or_evaluates():
 
 
 def test_only_the_prose_imports_the_tables():
-    """``tables`` is the report's half that aggregates and formats: below prose, above the model."""
-    bad = [a for m in sorted(GRAPH) if m != "report.prose" for a in _arrows(m, {"report.tables"})]
-    assert not bad, "only report.prose may import report.tables: " + "; ".join(bad)
+    """``tables`` is the report's half that aggregates and formats: below the sections (prose,
+    methods), above the model."""
+    sections = {"report.prose", "report.methods"}
+    bad = [a for m in sorted(GRAPH) if m not in sections for a in _arrows(m, {"report.tables"})]
+    assert not bad, "only the report's sections (prose, methods) may import report.tables: " + "; ".join(bad)
 
 
 def test_the_study_model_reads_run_folders_only():
-    assert _reach("report.model") <= {"runs.rundir", "runs.locks", "errors", "types"}, \
+    # the run folder, its locks, its optional sidecars and the checks of its files; the stage
+    # configs recompute a folder's fingerprint
+    assert _reach("report.model") <= {"runs.rundir", "runs.locks", "runs.sidecars", "runs.checks",
+                                      "runs.predictions", "config", "errors", "types"}, \
         _arrows("report.model", set(GRAPH))
 
 
@@ -232,7 +237,8 @@ def test_estimate_times_with_bench_and_never_reaches_plans():
 
 
 def test_plan_files_are_read_without_running_or_timing_anything():
-    allowed = {"config", "configio", "fielddocs", "runs.rundir", "runs.locks", "report.model", "errors", "types"}
+    allowed = {"config", "configio", "fielddocs", "runs.rundir", "runs.locks", "runs.sidecars", "runs.checks",
+               "runs.predictions", "report.model", "errors", "types"}
     assert _reach("study.planfile") <= allowed, _arrows("study.planfile", set(GRAPH))
 
 

@@ -202,3 +202,84 @@ def test_a_real_full_disk_keeps_the_last_checkpoint_and_the_run_resumes_once_spa
         assert [r["epoch"] for r in RunDir(out).read_metrics()] == [1, 2, 3]
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+# ---- optional sidecars never stop a run --------------------------------------------------------
+def _whole_record(out: Path, epochs: int) -> None:
+    run = RunDir(out)
+    assert run.read_result()["epochs"] == epochs
+    assert [r["epoch"] for r in run.read_metrics()] == list(range(1, epochs + 1))
+    assert run.load_checkpoint("last")["epoch"] == epochs and run.checkpoint_path("final").is_file()
+
+
+def test_sidecars_that_become_unwritable_mid_run_warn_once_and_the_run_finishes(tmp_path, capfd, monkeypatch):
+    """After epoch 2 of 4 the TensorBoard folder is replaced by a file, and progress.json and
+    steps.jsonl by folders: each warns once, naming its path; the record is whole."""
+    from simpleclr.runs import curves
+
+    if not curves.available():
+        pytest.skip("tensorboard is not installed")
+    out = tmp_path / "run"
+    real_log = RunDir.log_metrics
+
+    def log_then_break(self, row):
+        real_log(self, row)
+        if row["epoch"] == 2:
+            shutil.rmtree(self.path / curves.CURVES_DIR)
+            (self.path / curves.CURVES_DIR).write_text("not a folder")
+            for path in (self.progress_path, self.steps_path):
+                path.unlink()
+                path.mkdir()
+
+    monkeypatch.setattr(RunDir, "log_metrics", log_then_break)
+    assert cli.main(_pretrain_args(out, tmp_path / "data", epochs=4)) == 0
+    err = capfd.readouterr().err
+    _whole_record(out, 4)
+    warnings = [line for line in err.splitlines() if line.startswith("simpleclr: warning:")]
+    assert len(warnings) == 3, err
+    for path in (out / curves.CURVES_DIR, out / "progress.json", out / "steps.jsonl"):
+        assert sum(str(path) + " (" in w for w in warnings) == 1, (path, warnings)
+    assert "Traceback" not in err, err
+
+
+def test_a_tensorboard_path_that_is_a_file_from_the_start_costs_only_the_events(tmp_path, capfd):
+    from simpleclr.runs import curves
+
+    if not curves.available():
+        pytest.skip("tensorboard is not installed")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / curves.CURVES_DIR).write_text("a file where the events folder goes")
+    assert cli.main(_pretrain_args(out, tmp_path / "data", epochs=2)) == 0
+    err = capfd.readouterr().err
+    _whole_record(out, 2)
+    assert err.count("simpleclr: warning: cannot write the TensorBoard events folder") == 1, err
+    assert (out / curves.CURVES_DIR).read_text() == "a file where the events folder goes"
+
+
+@pytest.mark.parametrize("side", [12000, 20000])
+def test_an_image_folder_with_a_decompression_bomb_is_one_line(tmp_path, capsys, side):
+    from PIL import Image
+
+    from helpers.hostile import png_bomb
+
+    root = tmp_path / "pets"
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (9, 9, 9)).save(root / split / c / "0.png")
+    bomb = png_bomb(root / "train" / "dog" / "1.png", side, side)
+    err = _cli_error(capsys, ["data", "prepare", f"imagefolder:{root}", "--data-dir", str(tmp_path / "d"),
+                              "--image-size", "8"])
+    assert str(bomb) in err and "MP" in err and "shrink it" in err, err
+
+
+def test_a_checkpoint_from_another_run_is_refused_on_resume(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert cli.main(_pretrain_args(tmp_path / "a", data, epochs=1)) == 0
+    other = RunDir(tmp_path / "b")
+    other.start(_pretrain_cfg(data, epochs=2))  # begun, no checkpoint yet
+    other.checkpoint_dir.mkdir()
+    shutil.copy(RunDir(tmp_path / "a").checkpoint_path("last"), other.checkpoint_path("last"))
+    err = _cli_error(capsys, _pretrain_args(other.path, data, epochs=2))
+    assert str(other.checkpoint_path("last")) in err and "another run" in err, err

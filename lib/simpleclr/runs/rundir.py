@@ -15,6 +15,11 @@ predictions.npz and checkpoints without a step trace, and are read as they are):
     notebook.ipynb  the executed notebook, when the run came from a plan
     tensorboard/    training stages, where tensorboard is installed: the same curves as event files
                     (:mod:`.curves`), for watching a run; not part of the record
+    progress.json   where a running stage stands, for `plan run` to show
+
+tensorboard/, progress.json and steps.jsonl are optional (:mod:`.sidecars`): one that cannot be
+written warns once and the run trains on. config.json, metrics.jsonl, the checkpoints and
+result.json are the record: their failures stop the run, the last checkpoint intact.
 """
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ from typing import Any, Iterable, Iterator, Optional
 
 from ..types import PathLike
 from ..errors import SimpleCLRError, one_line
-from .locks import LockHeld, file_lock
+from .locks import LockHeld, file_lock, holder_text
+from .sidecars import Sidecar
 
 # The run-folder format this code writes: 2 has the step trace (steps.jsonl and the checkpoints'
 # open window) and predictions.npz; 1 had neither. Recorded in config.json as "format".
@@ -54,11 +60,11 @@ class CheckpointError(SimpleCLRError, RuntimeError):
 class RunLocked(SimpleCLRError, RuntimeError):
     """Another process is writing the run folder; one line naming its pid."""
 
-    def __init__(self, path: PathLike, pid: Optional[int]):
-        who = f"another process (pid {pid})" if pid else "another process"
+    def __init__(self, path: PathLike, pid: Optional[int], host: Optional[str] = None):
+        who = f"another process ({holder_text(pid, host)})" if pid else "another process"
         super().__init__(f"{path} is being written by {who}: wait for it to finish or stop it; "
                          "two writers would mix their metrics and checkpoints")
-        self.pid = pid
+        self.pid, self.host = pid, host
 
 
 class DiskFull(SimpleCLRError, RuntimeError):
@@ -82,7 +88,7 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # config.json, is not a run folder (see :meth:`RunDir.check_claimable`).
 RUN_FILES = frozenset({"config.json", "metrics.jsonl", "steps.jsonl", "result.json", "checkpoints",
                        "features.pt", "predictions.npz", "notebook.ipynb", "progress.json",
-                       "tensorboard", ".lock"})
+                       "tensorboard", "trials", ".lock"})
 # The environment variable that lets a stage write into a non-empty folder that is not a run
 # folder (set by the CLI's --allow-foreign-out, inherited by a launcher's processes): its value
 # is that folder's resolved path.
@@ -398,6 +404,9 @@ class RunDir:
         self.progress_path = self.path / "progress.json"
         self.lock_path = self.path / ".lock"
         self._saved_epochs: dict[str, Any] = {}  # checkpoint name -> epoch, as written or read
+        # the optional files: one that cannot be written warns once and is left (:mod:`.sidecars`)
+        self.progress_file = Sidecar(self.progress_path, "progress file")
+        self.step_trace = Sidecar(self.steps_path, "step trace")
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -467,7 +476,7 @@ class RunDir:
             try:
                 stack.enter_context(file_lock(self.lock_path, wait=False))
             except LockHeld as e:
-                raise RunLocked(self.path, e.pid) from None
+                raise RunLocked(self.path, e.pid, e.host) from None
             yield
 
     def _remove_if_empty(self) -> None:
@@ -592,16 +601,18 @@ class RunDir:
         _rewrite_rows(self.metrics_path, keep)
 
     def log_steps(self, rows: Iterable[dict]) -> None:
-        """Append step-trace rows (an epoch's at a time) and flush them to disk."""
-        self._append(self.steps_path, rows)
+        """Append step-trace rows (an epoch's at a time) and flush them to disk. The trace is
+        optional: a failed write warns once and the run goes on without it (:attr:`step_trace`)."""
+        self.step_trace.write(self._append, self.steps_path, list(rows))
 
     def read_steps(self) -> list[dict]:
         """The step trace; [] for a format 1 run folder."""
         return _read_rows(self.steps_path)
 
     def truncate_steps(self, keep: Iterable[dict]) -> None:
-        """Rewrite the step trace to ``keep`` (on resume: drop rows past the checkpoint)."""
-        _rewrite_rows(self.steps_path, keep)
+        """Rewrite the step trace to ``keep`` (on resume: drop rows past the checkpoint); like
+        :meth:`log_steps`, a failure warns once."""
+        self.step_trace.write(_rewrite_rows, self.steps_path, list(keep))
 
     def _append(self, path: Path, rows: Iterable[dict]) -> None:
         text = "".join(json.dumps(r, default=float) + "\n" for r in rows)
@@ -620,9 +631,11 @@ class RunDir:
 
     # progress of a running stage (what `plan run` shows while its notebook executes) -------
     def write_progress(self, step: int, total_steps: int, elapsed_s: float) -> None:
-        """Where the training loop stands; rewritten every few seconds, read by other processes."""
-        atomic_write_json(self.progress_path, {"step": step, "total_steps": total_steps,
-                                               "elapsed_s": elapsed_s, "written_at": time.time()})
+        """Where the training loop stands; rewritten every few seconds, read by other processes.
+        Optional: a failed write warns once and the run goes on without it (:attr:`progress_file`)."""
+        self.progress_file.write(atomic_write_json, self.progress_path,
+                                 {"step": step, "total_steps": total_steps, "elapsed_s": elapsed_s,
+                                  "written_at": time.time()})
 
     def read_progress(self) -> Optional[dict]:
         try:
@@ -676,6 +689,12 @@ class RunDir:
         if missing:
             raise CheckpointError(f"{path} is not a whole checkpoint (lacks "
                                   f"{one_line(', '.join(map(str, missing)), 80)}): {RESTART}")
+        saved = self.read_config() if state.get("fingerprint") is not None else None
+        if saved is not None and state["fingerprint"] != saved.get("fingerprint"):
+            raise CheckpointError(f"{path} belongs to another run (fingerprint "
+                                  f"{one_line(str(state['fingerprint']), 20)}, the folder's "
+                                  f"{one_line(str(saved.get('fingerprint')), 20)}; copied or "
+                                  f"damaged): {RESTART}")
         self._saved_epochs[name] = state.get("epoch")
         return state
 
