@@ -126,16 +126,18 @@ def test_every_time_in_the_plan_table_says_measured_or_estimated_and_from_what()
             assert note.startswith("measured") and re.search(r"\b20\d\d-\d\d-\d\d\b", note), note
             assert re.search(r"\b[0-9a-f]{7,40}\b|commit not recorded|commits listed", note), note
             assert re.search(r"AVX2|AVX512-BF16", note), f"({mark}) names no CPU class: {note}"
+        elif mark.startswith("t"):  # a plan added since the table was measured: says so, and when
+            assert note.startswith("to be filled") and re.search(r"\b20\d\d-\d\d-\d\d\b", note), note
         else:  # estimated: from what
             assert mark.startswith("e") and re.match(r"(not )?estimated", note), note
             assert re.search(r"\bfrom\b|\bat\b|\bsized\b", note), note
 
 
 @pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.stem)
-def test_plan_headers_are_short_and_say_budget_time_and_where_the_evidence_is(plan):
+def test_plan_headers_are_short_and_say_their_time_and_where_the_evidence_is(plan):
     lines = header(plan)
     assert 0 < len(lines) <= HEADER_MAX_LINES, f"{plan.name}: {len(lines)} header lines"
     text = " ".join(lines)
-    assert "Budget" in text, f"{plan.name}'s header names no budget"
-    assert "docs/evidence.md" in text, f"{plan.name}'s header does not point at docs/evidence.md"
-    assert re.search(r"Measured|estimated", text), f"{plan.name}'s header gives no measured or estimated time"
+    assert re.search(r"\b\d+(\.\d+)? ?(min|minutes|h|hours)\b", text), f"{plan.name}'s header gives no time"
+    assert re.search(r"measured|estimate", text, re.I), f"{plan.name}'s header does not say measured or estimated"
+    assert re.search(r"docs/\S+\.md", text), f"{plan.name}'s header points at no page of docs/ for its evidence"
