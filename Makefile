@@ -5,6 +5,10 @@ PY     := $(VENV)/bin/python
 PLAN   ?= quick
 # DEVICES=0,1,2,3 (or cpu,cpu): independent runs side by side, one per device
 DEVICES ?=
+# EXECUTOR=slurm: every unfinished run as one SLURM job (docs/multi-machine.md), with SLURM_ARGS
+# such as "--partition gpu --account lab --gpus-per-job 1 --cpus-per-job 8 --detach"
+EXECUTOR ?= local
+SLURM_ARGS ?=
 # torch from the PyTorch index/PyPI; pinned so every machine measures the same library.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
@@ -43,7 +47,9 @@ test-rehearsals: install
 	$(PY) -m pytest -q -m rehearsal --rehearsals tests $(XDIST) --durations=8
 
 report: install
-	$(VENV)/bin/simpleclr plan run $(PLAN) $(if $(DEVICES),--devices $(DEVICES))
+	$(if $(filter slurm,$(EXECUTOR)),$(PY) -m pip install --quiet -e '.[slurm]')
+	$(VENV)/bin/simpleclr plan run $(PLAN) $(if $(DEVICES),--devices $(DEVICES)) --executor $(EXECUTOR) \
+	  $(if $(filter slurm,$(EXECUTOR)),$(SLURM_ARGS))
 
 # Every run of a plan cut to a few steps, then its report, in rehearsal/$(PLAN)/ (never outputs/):
 # what would break, each run's memory and the time the real plan will take (rehearsal.md).
@@ -62,7 +68,8 @@ tensorboard: install
 # docs/evidence.md: the recipe comparison, the learning curves and the one-factor-at-a-time
 # ablation with a second seed, on the real CIFAR-100; then the transfer rows' curves on Tiny
 # ImageNet, the 16 px against 32 px pilot, the short-budget recipe pilot and the width pilot (hours on a CPU;
-# finished runs are skipped, so it resumes), then the page and its figures from the run folders.
+# finished runs are skipped, so it resumes), and the quick plan's own runs; then the page and its
+# figures from the run folders.
 evidence: install
 	$(VENV)/bin/simpleclr plan run recipe --report-dir outputs/recipe
 	$(VENV)/bin/simpleclr plan run curves --report-dir outputs/curves
@@ -71,12 +78,14 @@ evidence: install
 	$(VENV)/bin/simpleclr plan run resolution --report-dir outputs/resolution
 	$(VENV)/bin/simpleclr plan run pilot-short --report-dir outputs/pilot-short
 	$(VENV)/bin/simpleclr plan run pilot-width --report-dir outputs/pilot-width
+	$(VENV)/bin/simpleclr plan run quick
 	(cat docs/evidence-head.md; $(PY) scripts/evidence.py outputs/recipe outputs/curves outputs/ablation \
 	  --curves --figure docs/evidence-curves.png --ablation recipe/published; echo; \
 	  $(PY) scripts/evidence.py outputs/curves-tiny outputs/resolution --curves --resolution \
 	  --figure docs/evidence-transfer.png; echo; $(PY) scripts/evidence.py outputs/pilot-short \
 	  --pilot pilot-short/base --pilot pilot-short/super-lr0.1; echo; $(PY) scripts/evidence.py \
-	  outputs/pilot-width --pilot pilot-width/w64-s312) > docs/evidence.md.tmp \
+	  outputs/pilot-width --pilot pilot-width/w64-s312; echo; $(PY) scripts/evidence.py outputs/quick) \
+	  > docs/evidence.md.tmp \
 	  && mv docs/evidence.md.tmp docs/evidence.md
 
 bench: install

@@ -189,6 +189,7 @@ def report() -> nbformat.NotebookNode:
 from IPython.display import HTML, Markdown, display
 
 from simpleclr.report import figures as fg
+from simpleclr.report import methods as rm
 from simpleclr.report import prose as rp
 
 fg.setup_style()
@@ -196,10 +197,9 @@ study = rp.load_study(plan_dir)
 main = rp.main_table(study)
 display(HTML(rp.headline(study, title)))
 """),
-        md("## What was compared and how"),
-        code("display(Markdown(rp.protocol(study)))"),
+        md("## Main table"),
+        code("display(rp.style_main_table(main))"),
         md("""
-## Main table
 CIFAR-100 test accuracy of each representation (linear probe on frozen features, except `super`,
 which is the supervised network tested directly; `super-probe` is the linear probe of that same
 network's encoder, the like-for-like row for the probed ones), mean ± std over seeds where the
@@ -216,7 +216,34 @@ only when they do not overlap), and their cells say so.
 *Labelled images* counts the CIFAR-100 training labels the row's evaluation used (the probe's, or
 `super`'s), validation included: equal at one label share, by construction.
 """),
-        code("display(rp.style_main_table(main))"),
+        md("""
+## t-SNE of CIFAR-100 test features
+The same fixed, class-balanced subset of test images for every representation, coloured by the
+20 CIFAR-100 superclasses (PCA to 50 dimensions, then t-SNE; axes have no units).
+"""),
+        code("""
+panels = fg.tsne_panels(study, tsne_points, tsne_seed, tsne_perplexity)
+if panels:
+    fg.show(fg.plot_tsne(panels))
+else:
+    display(Markdown("_No saved features yet._"))
+"""),
+        md("""
+## Self-supervised methods
+Each method pretrained at its published recipe (SimCLR, MoCo v2+, BYOL, SimSiam, Barlow Twins,
+VICReg; `PretrainConfig.method`) and probed like the rows above: its top-1 with the 95% interval,
+its paired difference to the random encoder of the same width (the floor) and to `super`, both on
+the same test images, and the kNN monitor's top-1 on the held-out training images beside it. A
+method is named best only where the paired test separates it from every other.
+"""),
+        code("""
+mt = rm.methods_table(study)
+if len(mt):
+    display(Markdown(rm.methods_verdict(study, mt)))
+    display(rp.styled(rm.methods_display(mt), "Linear-probe top-1 on CIFAR-100 by self-supervised method"))
+else:
+    display(Markdown("_This plan probes one self-supervised method: no methods comparison._"))
+"""),
         md("""
 ## Fine-tuning gains and label efficiency
 Fine-tuning starts supervised training on CIFAR-100 from each pretrained encoder; the gain is its
@@ -262,10 +289,29 @@ if len(sz):
 else:
     display(Markdown("_This plan has no size-study runs._"))
 """),
+        md("""
+## Gap against length
+Is SimCLR's gap to supervised training only its length? One SimCLR run on CIFAR-100 at the
+published 1000 epochs keeps its checkpoints at 100, 200, 500 and 1000 epochs, and each is probed
+(probes only, no extra pretraining): the curve against `super`, with 95% intervals and the paired
+difference at each point. A checkpoint mid-run has a learning rate not yet annealed, so the early
+points sit a little below a run of that length.
+"""),
+        code("""
+ln = rp.length_table(study)
+if len(ln):
+    display(rp.styled(rp.length_display(ln), "SimCLR probe by pretraining length, against super",
+                      missing_col="Missing"))
+    fg.show(fg.plot_length_gap(ln))
+    display(Markdown(rp.length_text(ln)))
+else:
+    display(Markdown("_This plan has no length series._"))
+"""),
         md("## SimCLR hyperparameters\nLinear-probe top-1 on CIFAR-100 for each pretraining cell. The "
            "heatmap's colours span at least 10 points around the mean, so differences inside the noise "
-           "stay pale; *= best* marks the cells the paired test (or, without per-image predictions, "
-           "the intervals) cannot tell from the best one."),
+           "stay pale; the cell chosen by the probes' cross-validated accuracy on training labels is "
+           "*chosen*, and *= chosen* marks the cells the Holm-corrected paired test (or, without "
+           "per-image predictions, the intervals) cannot tell from it."),
         code("""
 hp = rp.hparam_table(study)
 if len(hp):
@@ -274,18 +320,6 @@ if len(hp):
     display(Markdown(rp.study_spread(hp, fg.hparam_axes(hp))))
 else:
     display(Markdown("_This plan has no hyperparameter runs._"))
-"""),
-        md("""
-## t-SNE of CIFAR-100 test features
-The same fixed, class-balanced subset of test images for every representation, coloured by the
-20 CIFAR-100 superclasses (PCA to 50 dimensions, then t-SNE; axes have no units).
-"""),
-        code("""
-panels = fg.tsne_panels(study, tsne_points, tsne_seed, tsne_perplexity)
-if panels:
-    fg.show(fg.plot_tsne(panels))
-else:
-    display(Markdown("_No saved features yet._"))
 """),
         md("## Training curves\nLoss along the steps (each run's step trace, `steps.jsonl`, in epochs; one "
            "point per epoch for a run folder written before there was one) and the accuracy watched "
@@ -297,6 +331,8 @@ if curves:
 else:
     display(Markdown("_No run logged a curve (two epochs, or two rows of its step trace): nothing to draw._"))
 """),
+        md("## What was compared and how"),
+        code("display(Markdown(rp.protocol(study)))"),
         md("## Published reference figures\nFor context only: other architectures, budgets and input "
            "sizes (each row's budget says which), never a target this plan's rows are tuned towards."),
         code("display(rp.styled(rp.references_table(), 'Published results on CIFAR-100'))"),

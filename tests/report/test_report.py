@@ -58,10 +58,11 @@ def test_main_table_means_stds_and_differences_to_super(study):
 
 def test_every_accuracy_has_its_95_interval_and_overlaps_are_called_noise(study):
     df = rp.main_table(study)
-    # one seed: Wilson over the 200 test images; two seeds: Student-t over the seeds
+    # one seed: Wilson over the 200 test images; two seeds: over seeds and test images together,
+    # from both seeds' per-image predictions
     sup = stats.wilson(RESULTS["super"][0], 200)
     assert (df.loc["super", "top1_lo"], df.loc["super", "top1_hi"]) == pytest.approx((sup.low, sup.high))
-    two = stats.over_seeds([RESULTS["ss-s0"][0], RESULTS["ss-s1"][0]])
+    two = stats.seeds_and_images(np.stack([fake_predictions(*RESULTS[n]).correct() for n in ("ss-s0", "ss-s1")]))
     assert (df.loc["selfsuper", "top1_lo"], df.loc["selfsuper", "top1_hi"]) == pytest.approx((two.low, two.high))
     shown = rp.main_table_display(df).set_index(df.index)
     assert shown.loc["super", "Top-1 (%)"] == f"50.0 [{sup.low:.1f}, {sup.high:.1f}]"
@@ -104,7 +105,7 @@ def test_tables_show_each_rows_labelled_images(study):
     cells = rp.label_display(rp.label_table(study)).set_index("Representation")
     iv = stats.wilson(RESULTS["super-labels"][0], 200)  # with its 95% interval
     assert cells.loc["super", "10% labels"] == f"{iv.text()} (20 images)"
-    assert cells.loc["selfsuper", "100% labels"] == "42.0 ± 2.8 [16.6, 67.4] (200 images)"  # t over 2 seeds
+    assert cells.loc["selfsuper", "100% labels"] == "42.0 ± 2.8 [15.7, 68.3] (200 images)"  # 2 seeds x 200 images
     unrecorded = rp.label_table(study).assign(n_labelled="—")  # folders from before the record
     assert rp.label_display(unrecorded).set_index("Representation").loc["super", "10% labels"] == iv.text()
 
@@ -132,7 +133,8 @@ def test_the_budget_says_whether_the_rows_had_equal_compute(study):
             in rp.protocol(same))
     other = copy.deepcopy(study)
     other.runs["super"].result["images_seen"] = 5_000
-    assert "Unequal compute: the rows passed selfsuper-transfer 10,240, super 5,000 images" in rp.protocol(other)
+    assert ("Unequal compute: the rows passed different numbers of images through the encoder (a SimCLR "
+            "image's two views count twice); against super's 5,000: selfsuper-transfer 2.0×.") in rp.protocol(other)
 
 
 def test_unequal_label_budgets_are_flagged(study):
@@ -152,7 +154,10 @@ def test_unequal_label_budgets_are_flagged(study):
 
 def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
     text = rp.protocol(study)
-    assert "takes the same images" in text and "rounded half up" in text and "10% of each class" in text
+    assert "takes the same images" in text and "rounded half up" in text
+    assert ("supervised training (`super`, its label curve) holds 10% out, evaluated every epoch (never test), "
+            "and trains on the rest") in text
+    assert "fine-tuning holds 10% out to choose its encoder learning rate (below), then trains on all" in text
     assert "chosen from 0.1, 1 by validation top-1 after one trial of 1 epochs" in text
     assert "batch-norm running statistics of initialisation" in text
     assert "Appendix B.8" not in text  # the plan keeps the default 45-value grid
@@ -166,19 +171,20 @@ def test_protocol_states_the_label_rule_the_tuning_and_the_caveats(study):
             r.config["val_folds"] = 1
     single = rp.protocol(one_split)
     assert "chosen on validation on a split carved from the labelled images" in single
-    assert "its weight decay on the validation part" in single and "cross-validation" not in single
+    assert "its weight decay on a held-out 10% of them" in single and "cross-validation" not in single
     assert "224 px" not in text  # the ImageNet row failed: no input size to speak of
     done = copy.deepcopy(study)
     done.runs["imagenet"].result = {"fingerprint": done.runs["imagenet"].fingerprint, "input_size": 128}
     text = rp.protocol(done)
-    assert ("upsampled to 128 px, where published ImageNet transfer figures use 224 px: the ImageNet "
-            "stem's 4× downsampling then leaves a 32×32 grid") in text
+    assert ("The ImageNet rows read CIFAR-100 upsampled from its stored size to 128 px, below the 224 px of "
+            "SimCLR's transfer protocol; this plan did not probe them at 224 px; behind the ImageNet stem's 4× "
+            "downsampling that leaves a 32×32 grid.") in text
     # every other row read 32 px: the ImageNet row's larger input is named, not called equivalent
-    assert "The other rows read the images at 32 px, so this is not like for like" in text
-    assert "16× the pixels per image" in text
+    assert ("The other rows read the images at 32 px: the ImageNet rows get 16× the pixels per image, "
+            "upsampled, so more compute per image but no detail beyond the stored image's.") in text
     same = copy.deepcopy(done)
     same.runs["imagenet"].result["input_size"] = 32
-    assert "not like for like" not in rp.protocol(same)
+    assert "The other rows read" not in rp.protocol(same)
     assert "width" not in rp.protocol(same)
     assert "ResNet-18 encoder (torchvision's, 512-d output; the CIFAR stem" in rp.protocol(same)
     narrow = copy.deepcopy(done)
@@ -273,8 +279,11 @@ def test_a_size_run_on_another_pretraining_set_gets_its_own_row_and_line(tmp_pat
         ("synthetic-cifar100:train=1,test=2", 100.0, 25.0)]
     assert rp.size_axes(sz) == ["dataset", "pct"]
     assert list(rp.size_display(sz)["Pretraining set"]) == list(sz["dataset"])
+    # the cell is chosen on training labels (the 25% cell's cross-validated 33.0%), not on test,
+    # where the 100% cell scores higher
     assert rp.study_spread(sz, rp.size_axes(sz)).startswith(
-        "Best cell on synthetic-cifar100:train=2,test=2, 100% of the pretraining images: 30.0")
+        "Chosen cell (best cross-validated probe accuracy on training labels, 33.0%): on "
+        "synthetic-cifar100:train=2,test=2, 25% of the pretraining images, test top-1 20.0")
     fig = fg.plot_size_curve(sz)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == [
         "SimCLR on synthetic-cifar100:train=2,test=2 (probe top-1)",
@@ -483,18 +492,24 @@ def test_stand_in_weights_are_read_from_the_record_never_the_file_name(tmp_path)
 
 
 def test_a_study_says_from_its_intervals_whether_its_cells_differ():
-    # Two cells whose intervals overlap are no difference; apart, the best is named above the worst.
-    close = pd.DataFrame([{"temperature": 0.2, "top1": 15.1, "top1_lo": 14.4, "top1_hi": 15.8},
-                          {"temperature": 0.5, "top1": 15.6, "top1_lo": 14.9, "top1_hi": 16.4}])
+    # The cell is chosen by cross-validated accuracy on training labels; intervals that overlap
+    # are no difference; apart, the chosen cell is named above the lowest.
+    close = pd.DataFrame([{"temperature": 0.2, "top1": 15.1, "top1_lo": 14.4, "top1_hi": 15.8, "cv_top1": 16.0},
+                          {"temperature": 0.5, "top1": 15.6, "top1_lo": 14.9, "top1_hi": 16.4, "cv_top1": 17.0}])
     text = rp.study_spread(close, ["temperature"])
-    assert text.startswith("Best cell temperature 0.5: 15.6 [14.9, 16.4]%; worst temperature 0.2: 15.1")
+    assert text.startswith("Chosen cell (best cross-validated probe accuracy on training labels, 17.0%): "
+                           "temperature 0.5, test top-1 15.6 [14.9, 16.4]%; lowest temperature 0.2: 15.1")
     assert "overlap, so at this budget the study shows no difference" in text
     apart = close.assign(top1=[12.0, 15.6], top1_lo=[11.4, 14.9], top1_hi=[12.7, 16.4])
-    assert rp.study_spread(apart, ["temperature"]).endswith("above the worst beyond their 95% intervals.")
-    sizes = pd.DataFrame([{"pct": 10.0, "top1": 14.0, "top1_lo": 13.3, "top1_hi": 14.7},
-                          {"pct": 100.0, "top1": 15.0, "top1_lo": float("nan"), "top1_hi": float("nan")}])
+    assert rp.study_spread(apart, ["temperature"]).endswith("above the lowest beyond their 95% intervals.")
+    # no choice on test: without the training-label accuracy no cell is chosen
+    assert "does not rank its cells by test accuracy" in rp.study_spread(close.drop(columns="cv_top1"),
+                                                                          ["temperature"])
+    sizes = pd.DataFrame([{"pct": 10.0, "top1": 14.0, "top1_lo": 13.3, "top1_hi": 14.7, "cv_top1": 13.0},
+                          {"pct": 100.0, "top1": 15.0, "top1_lo": float("nan"), "top1_hi": float("nan"),
+                           "cv_top1": 14.0}])
     assert "nothing to compare" in rp.study_spread(sizes, ["pct"])  # one cell has no interval
-    assert "Best cell 100% of the pretraining images" in rp.study_spread(
+    assert "100% of the pretraining images, test top-1 15.0" in rp.study_spread(
         sizes.assign(top1_lo=[13.3, 14.3], top1_hi=[14.7, 15.7]), ["pct"])
 
 
@@ -506,9 +521,11 @@ def test_main_table_pairs_each_row_with_the_floor_and_falls_back_where_predictio
     assert df.loc["super", "vr_paired"] and df.loc["super", "vr_text"] == ref.text()
     assert df.loc["super", "vr_verdict"] == ref.verdict == "higher"
     assert ref.diff == pytest.approx(RESULTS["super"][0] - RESULTS["random"][0])
-    # selfsuper (two seeds) against random (one run): a t-test over the two per-seed differences
-    diffs = [RESULTS[f"ss-s{s}"][0] - RESULTS["random"][0] for s in (0, 1)]
-    assert df.loc["selfsuper", "vr_text"] == stats.paired_over_seeds(diffs).text()
+    # selfsuper (two seeds) against random (one run, a trained encoder's seed noise borrowed):
+    # every seed's per-image predictions
+    both = np.stack([fake_predictions(*RESULTS[f"ss-s{s}"]).correct() for s in (0, 1)])
+    ref_ss = stats.paired_seeds(both, fake_predictions(*RESULTS["random"]).correct()[None])
+    assert df.loc["selfsuper", "vr_text"] == ref_ss.text() and "2 vs 1 seeds" in ref_ss.basis
     # the transfer row's folder predates predictions: the interval rule, and the cell says so
     assert not df.loc["selfsuper-transfer", "vr_paired"]
     assert df.loc["selfsuper-transfer", "vr_text"] == "+25.0 (intervals apart; no per-image predictions)"
@@ -576,25 +593,37 @@ def test_rows_are_paired_only_on_the_same_test_images(tmp_path):
     assert got.text == "+10.0 (intervals overlap; no per-image predictions)"
 
 
-def test_repeated_seeds_are_paired_seed_by_seed(tmp_path):
+def test_repeated_seeds_are_paired_over_all_seeds_predictions(tmp_path):
     accs_a, accs_b = (60.0, 58.0, 63.0), (50.0, 51.0, 49.5)
     a = [_run(tmp_path, f"a{s}", fake_predictions(v, 90.0), seed=s) for s, v in enumerate(accs_a)]
     b = [_run(tmp_path, f"b{s}", fake_predictions(v, 90.0), seed=s) for s, v in enumerate(accs_b)]
     got = tables.paired_runs(a, b)
-    ref = stats.paired_over_seeds([x - y for x, y in zip(accs_a, accs_b)])
-    assert (got.diff, got.low, got.high, got.p) == pytest.approx((ref.diff, ref.low, ref.high, ref.p))
-    assert got.basis == "paired t over 3 seeds" and got.verdict == "higher"
+    ref = stats.paired_seeds(np.stack([fake_predictions(v, 90.0).correct() for v in accs_a]),
+                             np.stack([fake_predictions(v, 90.0).correct() for v in accs_b]))
+    assert got == ref and got.diff == pytest.approx(np.mean(accs_a) - np.mean(accs_b))
+    assert got.basis == "paired over 3 vs 3 seeds x 200 test images" and got.verdict == "higher"
+    # a fixed-weights row (torchvision's) is one run: its repeats add no seeds and no seed noise
+    fixed = [_run(tmp_path, f"f{s}", fake_predictions(55.0, 90.0), seed=s) for s in range(3)]
+    for r in fixed:
+        r.planned["encoder"] = "imagenet"
+    one = tables.paired_runs(a, fixed)
+    assert one == stats.paired_seeds(np.stack([fake_predictions(v, 90.0).correct() for v in accs_a]),
+                                     fake_predictions(55.0, 90.0).correct()[None], fixed_b=True)
+    # on a share of the labels its seeds draw different labelled images: seeds again
+    for r in fixed:
+        r.planned["label_fraction"] = 0.1
+    assert not tables.fixed_weights(fixed[0]) and tables.paired_runs(a, fixed).basis.startswith("paired over 3 vs 3")
 
 
-def test_study_sentences_use_the_paired_test_where_cells_have_predictions(study):
+def test_study_sentences_use_holm_corrected_paired_tests_where_cells_have_predictions(study):
     size = rp.size_table(study)
     # the 25% cell (size, 20%) has predictions, the 100% cell (transfer, 30%) has none: intervals
     assert set(size["vb_paired"]) == {False}
     hp = rp.hparam_table(study)
     assert hp["vb_paired"].any()
     text = rp.study_spread(hp, ["temperature", "batch_size"])
-    worst = hp.loc[hp["top1"].idxmin()]
-    assert f"Paired test of the worst against the best on the same test images: {worst['vb_text']} points." in text
+    assert "Paired tests of the other 1 cells against it on the same test images, Holm-corrected" in text
+    assert "Holm p=" in hp.loc[hp["vb_paired"], "vb_text"].iloc[0]
 
 
 def test_heatmap_colours_span_a_fixed_width_so_noise_stays_pale(study):
@@ -606,10 +635,10 @@ def test_heatmap_colours_span_a_fixed_width_so_noise_stays_pale(study):
     mesh = fig.axes[0].collections[0]
     assert mesh.norm.vmax - mesh.norm.vmin == pytest.approx(10.0)
     texts = [t.get_text() for t in fig.axes[0].texts]
-    best = hp.loc[hp["top1"].idxmax()]
-    assert f"{best['top1']:.1f}\nbest" in texts
+    chosen = hp.loc[hp["cv_top1"].idxmax()]
+    assert f"{chosen['top1']:.1f}\nchosen" in texts
     shown = rp.hparam_display(hp)
-    assert "best" in list(shown["Top-1 vs best cell"])
+    assert "chosen (best CV on train labels)" in list(shown["Top-1 vs chosen cell (Holm)"])
     matplotlib.pyplot.close(fig)
 
 

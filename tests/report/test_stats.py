@@ -31,129 +31,134 @@ def test_wilson_agrees_with_a_bootstrap_over_test_images():
     assert abs(got.low - lo) < 0.05 and abs(got.high - hi) < 0.05  # Monte Carlo error ~0.02
 
 
-def test_over_seeds_is_a_t_interval_and_one_seed_falls_back_to_wilson():
-    got = stats.over_seeds([10.0, 12.0, 14.0])
+def test_over_seeds_adds_the_test_images_binomial_share_to_the_seeds_spread():
+    only_seeds = stats.over_seeds([10.0, 12.0, 14.0])
     half = sps.t.ppf(0.975, 2) * 2.0 / math.sqrt(3)
-    assert got.value == pytest.approx(12.0) and got.basis == "t over 3 seeds"
-    assert got.low == pytest.approx(12.0 - half, abs=1e-3) and got.high == pytest.approx(12.0 + half, abs=1e-3)
+    assert only_seeds.value == pytest.approx(12.0) and only_seeds.basis == "t over 3 seeds"
+    assert only_seeds.low == pytest.approx(12.0 - half, abs=1e-9)
+    both = stats.over_seeds([10.0, 12.0, 14.0], n=1000)
+    # each part with its own t quantile, in quadrature: seeds (df 2), test images (df 999)
+    half = math.sqrt(sps.t.ppf(0.975, 2) ** 2 * 4.0 / 3 + sps.t.ppf(0.975, 999) ** 2 * 12.0 * 88.0 / 1000)
+    assert both.high - both.value == pytest.approx(half, rel=1e-9)
+    # near-identical seeds no longer give a near-zero interval: the test images' error stays
+    tight = stats.over_seeds([55.01, 55.02, 55.0], n=10000)
+    assert tight.high - tight.low > 0.9 * (stats.wilson(55.01, 10000).high - stats.wilson(55.01, 10000).low)
     assert stats.over_seeds([12.3], n=10000) == stats.wilson(12.3, 10000)
     with pytest.raises(ValueError, match="give n"):
         stats.over_seeds([12.3])
 
 
-def test_compare_calls_a_difference_only_outside_the_noise():
-    floor = stats.wilson(12.3, 10000)  # [11.7, 13.0]
-    assert stats.compare(stats.wilson(13.3, 10000), floor) == "same"  # +1.0 point: noise
-    assert stats.compare(stats.wilson(16.2, 10000), floor) == "higher"  # +3.9 points
-    assert stats.compare(floor, stats.wilson(16.2, 10000)) == "lower"
-    assert stats.wilson(12.3, 10000).text() == "12.3 [11.7, 13.0]"
+def test_a_fixed_encoder_row_is_one_run_with_a_wilson_interval():
+    got = stats.fixed_encoder([61.2, 61.2, 61.3], 10000)
+    ref = stats.wilson(61.2333333333, 10000)
+    assert (got.low, got.high) == pytest.approx((ref.low, ref.high)) and got.basis.startswith("fixed weights")
 
 
-def test_bad_inputs_say_what_is_wrong():
-    with pytest.raises(ValueError, match="at least one test image"):
-        stats.wilson(50.0, 0)
-    with pytest.raises(ValueError, match="not a percentage"):
-        stats.wilson(float("nan"), 10)
+def test_seeds_and_images_mean_squares_match_statsmodels_two_way_anova():
+    """The crossed seed x image variance uses the two-way ANOVA's mean squares: statsmodels'."""
+    import pandas as pd
+    import statsmodels.api as sm
+    from statsmodels.formula.api import ols
 
-
-# ---- paired comparisons ----------------------------------------------------------------------
-@pytest.mark.parametrize("b,c", [(0, 0), (0, 7), (12, 3), (250, 312), (5000, 5100), (40, 40), (1, 0)])
-def test_exact_mcnemar_is_the_binomial_test_of_the_discordant_pairs(b, c):
-    ref = sps.binomtest(b, b + c, 0.5).pvalue if b + c else 1.0
-    assert stats.mcnemar_exact(b, c) == pytest.approx(ref, rel=1e-9, abs=1e-300)
-
-
-def test_exact_mcnemar_matches_the_contingency_table_form():
-    """The 2x2 table's exact McNemar p (as statsmodels.stats.contingency_tables.mcnemar(exact=True)
-    computes it: binom.cdf of the smaller off-diagonal count, doubled) from the per-image vectors."""
     rng = np.random.default_rng(3)
-    a = rng.random(2000) < 0.6
-    b = np.where(rng.random(2000) < 0.9, a, ~a)
-    table = np.array([[np.sum(a & b), np.sum(a & ~b)], [np.sum(~a & b), np.sum(~a & ~b)]])
-    lo, hi = sorted((table[0, 1], table[1, 0]))
-    ref = min(1.0, 2 * sps.binom.cdf(lo, lo + hi, 0.5))
-    got = stats.paired(a, b)
-    assert got.p == pytest.approx(ref, rel=1e-9)
-    assert got.diff == pytest.approx(100 * (a.mean() - b.mean()))
-    assert got.basis == f"McNemar n=2000 ({table[0, 1]} vs {table[1, 0]} discordant)"
+    k, n = 3, 40
+    c = rng.random((k, n)) < (0.3 + 0.4 * rng.random(n))[None, :] + np.array([[-0.05], [0.0], [0.05]])
+    df = pd.DataFrame({"y": c.ravel().astype(float), "seed": np.repeat(np.arange(k), n),
+                       "image": np.tile(np.arange(n), k)})
+    table = sm.stats.anova_lm(ols("y ~ C(seed) + C(image)", df).fit())
+    ms = table["sum_sq"] / table["df"]
+    seeds = ms["C(seed)"] / (k * n)  # the seed means' error, k - 1 df
+    images = (ms["C(image)"] - ms["Residual"]) / (k * n)  # the test images', n - 1 df
+    got = stats.seeds_and_images(c)
+    assert got.value == pytest.approx(100 * c.mean())
+    half = math.sqrt(sps.t.ppf(0.975, k - 1) ** 2 * seeds + sps.t.ppf(0.975, n - 1) ** 2 * images)
+    assert got.high - got.value == pytest.approx(100 * half, rel=1e-9)
+    assert stats.seeds_and_images(c[:1]) == stats.wilson(100 * c[0].mean(), n)
 
 
-def test_paired_interval_agrees_with_a_paired_bootstrap():
-    """The inverted exact test against an independent reference: resampling test images, both
-    rows' outcomes kept together."""
-    rng = np.random.default_rng(4)
-    n = 10000
-    a = rng.random(n) < 0.45
-    b = np.where(rng.random(n) < 0.8, a, rng.random(n) < 0.43)
-    got = stats.paired(a, b)
-    idx = rng.integers(0, n, (2000, n))
-    boot = 100 * (a[idx].mean(1) - b[idx].mean(1))
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    assert abs(got.low - lo) < 0.1 and abs(got.high - hi) < 0.1, (got, lo, hi)
-    assert got.low < got.diff < got.high
+def _study_row(rng, q, seed_sd, k, shift=None):
+    """k seeds' per-image correctness: image i right with probability q_i (+ shift_i) + b_s, the
+    seed's effect b_s ~ N(0, seed_sd) cut at 2.5 sd (symmetric, so the true accuracy is mean(q))."""
+    b = np.clip(rng.normal(0.0, seed_sd, k), -2.5 * seed_sd, 2.5 * seed_sd)
+    p = q[None, :] + (0 if shift is None else shift[None, :]) + b[:, None]
+    return rng.random(p.shape) < p
 
 
-@pytest.mark.parametrize("b,c,n", [(312, 250, 10000), (0, 7, 200), (5, 0, 50), (40, 40, 1000), (1, 2, 10)])
-def test_paired_interval_is_the_clopper_pearson_interval_of_the_discordant_split(b, c, n):
-    ci = sps.binomtest(b, b + c, 0.5).proportion_ci(0.95, method="exact")
-    low, high = stats.discordant_interval(b, c, n)
-    assert low == pytest.approx((b + c) / n * (2 * ci.low - 1), abs=1e-12)
-    assert high == pytest.approx((b + c) / n * (2 * ci.high - 1), abs=1e-12)
+@pytest.mark.parametrize("seed_sd,beta", [(0.02, (2.0, 5.0)), (0.003, (0.2, 0.4))])
+def test_seed_and_image_intervals_cover_the_true_accuracy_about_95_percent(seed_sd, beta):
+    """Known truth: a population of images of mean difficulty mu, a fresh test set of n each
+    repetition, seeds with known noise. The interval covers mu ~95%. Where images are mostly
+    always right or always wrong (beta (0.2, 0.4): a trained classifier's test set) and seeds
+    agree, an interval over the seeds alone misses mu far more often than 5%."""
+    rng = np.random.default_rng(11 if seed_sd > 0.01 else 12)
+    k, n, reps = 3, 2000, 400
+    mu = 0.02 + 0.96 * beta[0] / sum(beta)
+    cover = seeds_only = binomial = 0
+    for _ in range(reps):
+        q = 0.02 + 0.96 * rng.beta(*beta, n)  # E[q] = mu
+        c = _study_row(rng, q, seed_sd, k)
+        iv = stats.seeds_and_images(c)
+        cover += iv.low <= 100 * mu <= iv.high
+        t = stats.over_seeds(100 * c.mean(axis=1))
+        seeds_only += t.low <= 100 * mu <= t.high
+        bn = stats.over_seeds(100 * c.mean(axis=1), n=n)
+        binomial += bn.low <= 100 * mu <= bn.high
+    assert 0.92 <= cover / reps <= 0.98, cover / reps
+    assert binomial / reps >= 0.92, binomial / reps  # conservative without per-image predictions
+    if seed_sd < 0.01:
+        assert seeds_only / reps < 0.85, seeds_only / reps  # 80.5% measured
 
 
-def test_paired_interval_excludes_zero_exactly_when_the_test_finds_a_difference():
-    for b in range(0, 40):
-        for c in range(0, 40):
-            low, high = stats.discordant_interval(b, c, 1000)
-            assert (low > 0 or high < 0) == (stats.mcnemar_exact(b, c) < 0.05), (b, c)
+@pytest.mark.parametrize("kb,fixed_b", [(3, False), (1, False), (1, True)])
+def test_paired_seed_intervals_cover_the_true_difference_about_95_percent(kb, fixed_b):
+    """Row a gains a known 2.5 points over row b on average, image by image unevenly; both rows
+    have seed noise (none for b when it is fixed weights, borrowed from a when b has one seed)."""
+    rng = np.random.default_rng(20 + kb + fixed_b)
+    n, reps, delta = 2000, 300, 0.025
+    cover = 0
+    for _ in range(reps):
+        q = 0.15 + 0.6 * rng.random(n)
+        shift = rng.uniform(-0.05, 0.10, n)  # E = delta
+        a = _study_row(rng, q, 0.015, 3, shift)
+        b = _study_row(rng, q, 0.0 if fixed_b else 0.015, kb)
+        got = stats.paired_seeds(a, b, fixed_b=fixed_b)
+        cover += got.low <= 100 * delta <= got.high
+        assert (got.verdict == "same") == (got.low <= 0 <= got.high)
+    assert 0.92 <= cover / reps <= 0.99, cover / reps
 
 
-def _simulated_pair(rng, n, acc_a, acc_b, agreement=0.8):
-    """Per-image correctness of two predictors with true accuracies acc_a and acc_b that share
-    most of their mistakes (as two classifiers on one test set do)."""
-    shared = rng.random(n)
-    own_a, own_b = rng.random(n), rng.random(n)
-    pick = rng.random(n) < agreement
-    a = np.where(pick, shared, own_a) < acc_a
-    b = np.where(pick, shared, own_b) < acc_b
-    return a, b
+def test_paired_seeds_of_one_run_each_is_mcnemar():
+    rng = np.random.default_rng(1)
+    a, b = rng.random(500) < 0.6, rng.random(500) < 0.5
+    assert stats.paired_seeds(a[None], b[None]) == stats.paired(a, b)
 
 
-def test_a_true_one_point_difference_on_10000_images_is_found_most_of_the_time():
+@pytest.mark.parametrize("p", [[0.01, 0.04, 0.03, 0.005], [0.2, 0.001, 0.5, 0.04, 0.04], [0.9], []])
+def test_holm_matches_statsmodels(p):
+    from statsmodels.stats.multitest import multipletests
+
+    if not p:
+        assert stats.holm(p) == []
+        return
+    assert stats.holm(p) == pytest.approx(list(multipletests(p, method="holm")[1]))
+
+
+def test_holm_keeps_the_family_wise_error_at_5_percent_when_no_cell_differs():
+    """A study of 5 cells of equal true accuracy, 2 seeds each, every cell tested against one
+    chosen without the test set (by training labels, so independently of it): with Holm at most
+    5% of studies call any cell different. And for 10 independent exact tests under the null,
+    Holm holds 5% where the uncorrected minimum p-value rejects in ~40% of families."""
     rng = np.random.default_rng(5)
-    verdicts = [stats.paired(*_simulated_pair(rng, 10000, 0.51, 0.50)).verdict for _ in range(300)]
-    assert verdicts.count("higher") / 300 > 0.8, verdicts.count("higher")  # power ~0.88 here
-    assert verdicts.count("lower") == 0
-    # the unpaired rule (intervals overlap) misses nearly all of them
-    unpaired = [stats.compare(stats.wilson(51.0, 10000), stats.wilson(50.0, 10000))]
-    assert unpaired == ["same"]
-
-
-def test_no_true_difference_is_called_same_about_95_percent_of_the_time():
-    rng = np.random.default_rng(6)
-    results = [stats.paired(*_simulated_pair(rng, 10000, 0.5, 0.5)) for _ in range(1000)]
-    same = sum(r.verdict == "same" for r in results) / 1000
-    covered = sum(r.low <= 0 <= r.high for r in results) / 1000
-    assert 0.93 <= same <= 0.985, same  # the exact test is slightly conservative
-    assert 0.93 <= covered <= 0.97, covered
-
-
-def test_paired_over_seeds_is_a_t_test_of_the_per_seed_differences():
-    acc_a, acc_b = np.array([41.0, 43.5, 42.2]), np.array([39.8, 41.0, 40.9])
-    got = stats.paired_over_seeds(acc_a - acc_b)
-    ref = sps.ttest_rel(acc_a, acc_b)
-    ci = ref.confidence_interval(0.95)
-    assert got.p == pytest.approx(ref.pvalue, rel=1e-6)
-    assert got.low == pytest.approx(ci.low, abs=2e-3) and got.high == pytest.approx(ci.high, abs=2e-3)
-    assert got.verdict == ("higher" if ref.pvalue < 0.05 else "same") and got.basis == "paired t over 3 seeds"
-    assert stats.paired_over_seeds([1.0, -1.0, 0.5]).verdict == "same"
-    with pytest.raises(ValueError, match="at least two seeds"):
-        stats.paired_over_seeds([1.0])
-
-
-def test_paired_text_and_bad_input():
-    got = stats.Paired(1.234, 0.5, 1.9, 0.0004, "higher", "x")
-    assert got.text() == "+1.2 [+0.5, +1.9], p<0.001"
-    assert stats.Paired(-0.3, -1.0, 0.4, 0.41, "same", "x").text() == "-0.3 [-1.0, +0.4], p=0.410"
-    with pytest.raises(ValueError, match="equal-length"):
-        stats.paired([True, False], [True])
+    n, reps, cells = 1000, 200, 5
+    any_holm = 0
+    for _ in range(reps):
+        q = 0.1 + 0.8 * rng.random(n)
+        rows = [_study_row(rng, q, 0.01, 2) for _ in range(cells)]
+        ps = [stats.paired_seeds(r, rows[0]).p for r in rows[1:]]
+        any_holm += min(stats.holm(ps)) < stats.ALPHA
+    tolerance = 2 * math.sqrt(0.05 * 0.95 / reps)
+    assert any_holm / reps <= 0.05 + tolerance, any_holm / reps
+    uniform = rng.random((2000, 10))
+    raw = (uniform.min(axis=1) < stats.ALPHA).mean()
+    holm = np.mean([min(stats.holm(row)) < stats.ALPHA for row in uniform])
+    assert raw > 0.35 and holm <= 0.05 + 2 * math.sqrt(0.05 * 0.95 / 2000), (raw, holm)

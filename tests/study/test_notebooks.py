@@ -103,12 +103,31 @@ def test_the_cli_help_shows_the_same_lines(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert " ".join(fielddocs.field_doc("pretrain", "warmup_epochs").split()) in text
     assert " ".join(fielddocs.field_doc("pretrain", "subset_fraction").split()) in text
-    assert "(default: 10.0)" in text
+    assert "(default: 10000)" in text  # knn_max_bank; recipe fields read None: the method's
 
 
 def test_report_parameters_are_what_plans_pass():
     params = parameters(read("report"))
     assert set(params) == {"plan_dir", *planfile.REPORT_PARAMS}
+
+
+def test_the_report_opens_with_its_answer_the_main_table_then_the_figures():
+    """The headline first, then the main table under its heading (its explanation after it), then
+    the t-SNE figure; how the rows were compared, references and provenance come last."""
+    cells = [c for c in read("report").cells if "parameters" not in c.metadata.get("tags", [])]
+    order = []
+    for cell in cells:
+        first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+        if cell.cell_type == "markdown" and first.startswith("## "):
+            order.append(first[3:])
+        elif cell.cell_type == "code" and "rp.headline(" in cell.source:
+            order.append("headline")
+        elif cell.cell_type == "code" and "rp.style_main_table(" in cell.source:
+            order.append("main table")
+    assert order[:3] == ["headline", "Main table", "main table"], order
+    assert order[3].startswith("t-SNE"), order
+    assert order.index("What was compared and how") > order.index("Training curves"), order
+    assert order[-2:] == ["Published reference figures", "Provenance"], order
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

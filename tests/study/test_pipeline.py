@@ -8,8 +8,11 @@ fail.
 from __future__ import annotations
 
 import html as htmllib
+import importlib.util
 import json
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +25,7 @@ from simpleclr.report import model as study
 
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +36,7 @@ def smoke(tmp_path_factory):
     mp.setenv("SIMPLECLR_KERNEL", "python3")
     mp.chdir(root)
     code = plans.run_plan("smoke", outputs=root / "outputs", report_dir=root / "report", progress=False,
-                          devices=["cpu", "cpu"])
+                          execution=plans.Execution(devices=["cpu", "cpu"]))
     yield {"root": root, "code": code,
            "html": (root / "report" / "report.html").read_text()}
     mp.undo()
@@ -93,6 +97,23 @@ def test_report_embeds_figures_and_provenance_without_code(smoke):
     assert "<script src=\"http" not in html or "data:image/png" in html
 
 
+@pytest.mark.skipif(not any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="needs Chromium (apt-get install chromium)")
+def test_a_browser_shows_the_headline_and_the_main_table_in_the_reports_first_screen(smoke):
+    """Laid out by headless Chromium at 1280 px wide: the title, then the main table, which starts
+    inside the first 1000 px; the first figure comes after it."""
+    spec = importlib.util.spec_from_file_location("report_picture", ROOT / "scripts" / "report_picture.py")
+    picture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(picture)
+    items = picture.layout(smoke["root"] / "report" / "report.html")
+    heads = [i["text"].rstrip("¶") for i in items if i["tag"] in ("h1", "h2")]
+    assert heads[0].startswith("SimCLR vs supervised") and heads[1] == "Main table", heads
+    table = next(i for i in items if i["tag"] == "table")
+    assert table["text"].startswith("Main table") and table["top"] < picture.FIRST_SCREEN, table
+    first_img = next(i for i in items if i["tag"] == "img")
+    assert first_img["top"] > table["top"] + table["height"]
+
+
 def test_every_run_folder_holds_its_executed_notebook(smoke):
     out = smoke["root"] / "outputs" / "smoke"
     plan = plans.load_plan("smoke", smoke["root"] / "outputs")
@@ -123,7 +144,7 @@ def test_one_worker_gives_the_run_folders_and_rows_of_two(smoke, capsys):
     runs = plans.load_plan("smoke", root / "outputs").runs
     assert "super" not in [n for n, r in runs.items() if not r.needs][:2]  # the two workers' first
     code = plans.run_plan("smoke", outputs=root / "one-worker", report_dir=root / "report-one", progress=False,
-                          only=["selfsuper-pretrain", "super"], kernel_per_run=True)
+                          only=["selfsuper-pretrain", "super"], execution=plans.Execution(kernel_per_run=True))
     assert code == 0
     for name in ("selfsuper-pretrain", "super"):
         one = json.loads((root / "one-worker" / "smoke" / name / "result.json").read_text())
@@ -154,7 +175,7 @@ def test_a_failing_run_stops_only_the_runs_that_need_it(smoke, capsys):
     broken = root / "smoke-broken.yaml"
     broken.write_text(yaml.safe_dump(plan, sort_keys=False))
     code = plans.run_plan(broken, outputs=root / "outputs", report_dir=root / "report-broken",
-                          progress=False, devices=["cpu", "cpu"])
+                          progress=False, execution=plans.Execution(devices=["cpu", "cpu"]))
     out = capsys.readouterr().out
     assert code == 1
     assert "random-broken (linear_eval) on cpu: FAILED" in out and "WeightsError" in out

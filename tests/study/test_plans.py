@@ -152,7 +152,7 @@ def test_unknown_plan_name_lists_the_known_ones():
         plans.load_plan("no-such-plan")
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "standard", "full"])
 def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
     p = plans.load_plan(name, tmp_path)
     roles = [(k, v) for s in p.runs.values() for k, v in s.report.items()]
@@ -160,7 +160,7 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
     assert rows == set(study.ROW_NAMES)
     kinds = {k for k, _ in roles}
     assert {"size_study", "hparam", "features"} <= kinds
-    if name != "quick":  # quick leaves fine-tuning and label efficiency to the full plan, for time
+    if name not in ("quick", "standard"):  # they leave fine-tuning and label efficiency to full, for time
         assert {"finetune", "label_efficiency"} <= kinds
     # size study: nested subsets of one dataset, trained for the same number of steps; another
     # dataset only as a whole, with as many images as one of the subsets (domain against size)
@@ -254,7 +254,7 @@ def test_the_quick_plans_trained_rows_get_equal_compute(tmp_path):
     assert quick.runs["imagenet-super"].config.width == 64
 
 
-@pytest.mark.parametrize("name", ["smoke", "quick", "full"])
+@pytest.mark.parametrize("name", ["smoke", "quick", "standard", "full"])
 def test_compared_runs_draw_their_labelled_images_alike(name, tmp_path):
     # Rows, fine-tuning and label-curve points are compared at a label share and seed, so each
     # must hand data.labelled_split the same validation share and a label seed equal to its seed.

@@ -150,7 +150,8 @@ def test_every_run_of_every_shipped_plan_fits_the_real_datasets(name, tmp_path):
 SECTIONS = {"finetune": ("Fine-tuning on CIFAR-100", "no fine-tuning runs"),
             "label_efficiency": ("by share of CIFAR-100 labels", "no label-efficiency runs"),
             "size_study": ("by pretraining-set size", "no size-study runs"),
-            "hparam": ("Hyperparameter study", "no hyperparameter runs")}
+            "hparam": ("Hyperparameter study", "no hyperparameter runs"),
+            "length": ("SimCLR probe by pretraining length", "no length series")}
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -7,7 +7,7 @@ import os
 import sys
 import urllib.error
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -287,13 +287,55 @@ def load_split(name: str, split: str = "train", *, root: Optional[PathLike] = No
                                  accept_checksum=accept_checksum, download=download)
     served = _served_split(spec, list(meta["splits"]), split)
     images, labels, coarse = load_arrays(folder, served)
-    prov = {**meta["provenance"], "cache": str(folder), "image_size": meta["image_size"]}
+    prov = {**meta["provenance"], "cache": str(folder), "image_size": meta["image_size"],
+            **image_counts(spec.name, {s: v["images"] for s, v in meta["splits"].items()})}
     if meta.get("resized_from"):
         prov["resized_from"] = meta["resized_from"]
     return Split(images=images, labels=labels, classes=list(meta["classes"]), name=spec.name,
                  split=served, mean=tuple(meta["mean"]), std=tuple(meta["std"]), provenance=prov,
                  coarse_labels=coarse,
                  coarse_classes=list(meta["coarse_classes"]) if coarse is not None else None)
+
+
+PARTIAL_ENV = "SIMPLECLR_PARTIAL_DATA"  # datasets declared partial, comma-separated ("*": all)
+
+
+def image_counts(name: str, splits: dict) -> dict:
+    """What a run used of ``name``: its train and test image counts (``splits``: the cache's
+    split -> images), the official counts where the registry knows them (an official dataset),
+    and ``partial``: whether they differ, as with a re-packed subset accepted by checksum."""
+    spec = get_spec(name)
+
+    def count(split: str) -> Optional[int]:
+        try:
+            return int(splits[_served_split(spec, list(splits), split)])
+        except DataError:
+            return None
+
+    counts = {"train": count("train"), "test": count("test")}
+    official = ({"train": spec.n_train, "test": spec.n_test}
+                if spec.kind == "official" and spec.n_train is not None else None)
+    return {"image_counts": counts, "official_counts": official,
+            "partial": official is not None and counts != official}
+
+
+def declared_partial(name: str, declared: Sequence[str] = ()) -> bool:
+    """Whether ``name`` is declared a partial set: by a plan's ``partial_data`` list or the
+    :data:`PARTIAL_ENV` variable (comma-separated names, or ``*`` for every dataset)."""
+    names = {n.strip() for n in os.environ.get(PARTIAL_ENV, "").split(",") if n.strip()} | set(declared)
+    return "*" in names or name in names or get_spec(name).name in names
+
+
+def count_problem(name: str, splits: dict) -> Optional[str]:
+    """One line when ``name``'s image counts are not the official ones (None when they are, or
+    when no official counts exist): the counts, and the two ways to go on."""
+    rec = image_counts(name, splits)
+    if not rec["partial"]:
+        return None
+    have, want = rec["image_counts"], rec["official_counts"]
+    return (f"{name} holds {have['train'] or 0:,} train / {have['test'] or 0:,} test images, not the official "
+            f"{want['train']:,} / {want['test']:,}: place the complete archive, or declare the partial "
+            f"set with `partial_data: [{name}]` in the plan or {PARTIAL_ENV}={name} (the report flags it)")
 
 
 def load_labels(name: str, split: str = "train", *, root: Optional[PathLike] = None,

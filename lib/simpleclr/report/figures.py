@@ -30,7 +30,7 @@ from .model import ROW_NAMES, ReportError, RunInfo, Study
 # comparison with the best cell.
 HPARAM_VALUES = frozenset({"top1", "top1_std", "top1_lo", "top1_hi", "top5", "top5_std", "top5_lo",
                            "top5_hi", "n", "n_test", "planned", "n_labelled", "missing", "knn_top1",
-                           "final_loss", "vb_verdict", "vb_diff", "vb_text", "vb_paired"})
+                           "final_loss", "vb_verdict", "vb_diff", "vb_text", "vb_paired", "cv_top1"})
 
 
 def hparam_axes(df: pd.DataFrame) -> list[str]:
@@ -183,6 +183,39 @@ def plot_size_curve(df: pd.DataFrame, floor: Optional[float] = None, ceiling: Op
     return fig
 
 
+def plot_length_gap(df: pd.DataFrame) -> Any:
+    """The gap against length: SimCLR's probe top-1 at each kept checkpoint of the long run (its
+    95% interval as error bars) beside supervised from scratch (`super`, its interval as a band)."""
+    import matplotlib.pyplot as plt
+
+    if _nothing(df):
+        return None
+    df = df.dropna(subset=["top1"])
+    fig, ax = plt.subplots()
+    lo = (df["top1"] - df["top1_lo"]).fillna(0).clip(lower=0)
+    hi = (df["top1_hi"] - df["top1"]).fillna(0).clip(lower=0)
+    ax.errorbar(df["epochs"], df["top1"], yerr=[lo, hi], marker="o", capsize=4, color="#2563eb",
+                label="SimCLR on CIFAR-100, probe top-1 [95%]")
+    if "super_top1" in df and df["super_top1"].notna().any():
+        sup, s_lo, s_hi = (float(df[k].iloc[0]) for k in ("super_top1", "super_top1_lo", "super_top1_hi"))
+        ax.axhline(sup, ls="--", color="#b42318", label="supervised from scratch (super) [95%]")
+        if not (math.isnan(s_lo) or math.isnan(s_hi)):
+            ax.axhspan(s_lo, s_hi, color="#b42318", alpha=0.12)
+        for x, y in zip(df["epochs"], df["top1"]):
+            ax.annotate(f"{y - sup:+.1f}", (x, y), xytext=(6, -12), textcoords="offset points", fontsize=8,
+                        color="#374151")
+    ax.set_xscale("log")
+    ax.set_xticks(list(df["epochs"]))
+    ax.set_xticklabels([f"{e:g}" for e in df["epochs"]])
+    ax.minorticks_off()
+    ax.set_xlabel("SimCLR pretraining epochs (kept checkpoints of one run, log scale)")
+    ax.set_ylabel("CIFAR-100 top-1 (%)")
+    ax.set_title("Gap against length")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 HEATMAP_SPAN = 10.0  # points of accuracy the heatmap's colour scale spans at least
 
 
@@ -200,8 +233,9 @@ def heatmap_limits(values: Sequence[float], span: float = HEATMAP_SPAN) -> tuple
 
 
 def _cell_label(value: float, vs_best: str) -> str:
-    """A heatmap cell's text: its accuracy, and where it stands against the best cell."""
-    mark = {"": "\nbest", "same": "\n= best", "lower": ""}.get(vs_best, "")
+    """A heatmap cell's text: its accuracy, and where it stands against the chosen cell (the best
+    on training labels; Holm-corrected paired test, else 95% intervals)."""
+    mark = {"": "\nchosen", "same": "\n= chosen", "lower": "", "higher": "\n> chosen"}.get(vs_best, "")
     return f"{value:.1f}{mark}"
 
 
@@ -209,8 +243,9 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
     """Heatmap(s) of probe top-1 over the first two hparam axes, one panel per other-axes cell.
 
     The colours span a fixed number of points around the mean (:func:`heatmap_limits`), so noise
-    stays pale; each cell says whether it differs from the best cell (``= best``: not, by the
-    paired test where the cells have predictions, else by their 95% intervals)."""
+    stays pale; each cell says whether it differs from the chosen cell, the best by the probes'
+    cross-validated accuracy on training labels (``= chosen``: not, by the Holm-corrected paired
+    test where the cells have predictions, else by their 95% intervals)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -219,8 +254,8 @@ def plot_hparam_heatmap(df: pd.DataFrame, value: str = "top1") -> Any:
     df = df.dropna(subset=[value])
     vmin, vmax = heatmap_limits(df[value])
     vs_best = df["vb_verdict"] if "vb_verdict" in df.columns else pd.Series("lower", index=df.index)
-    if "vb_verdict" not in df.columns:
-        vs_best = vs_best.where(df[value] != df[value].max(), "")
+    if "vb_verdict" not in df.columns and "cv_top1" in df.columns and df["cv_top1"].notna().any():
+        vs_best = vs_best.where(df["cv_top1"] != df["cv_top1"].max(), "")
     df = df.assign(_label=[_cell_label(v, b) for v, b in zip(df[value], vs_best)])
     axes = hparam_axes(df.drop(columns="_label"))
     if len(axes) == 1:

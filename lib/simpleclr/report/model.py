@@ -40,6 +40,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "size_study": ("linear_eval",),                # probe of an encoder pretrained on a subset
     "hparam": ("linear_eval",),                    # probe of a pretraining hparam cell
     "features": ("linear_eval",),                  # t-SNE features for a row tested directly
+    "length": ("linear_eval",),                    # probe of a kept checkpoint of one long run
 }
 ROW_INFO = {name: (rep, ev) for name, rep, ev in MAIN_ROWS}
 

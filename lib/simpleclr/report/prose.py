@@ -17,15 +17,16 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from ..config import RESNET18_WIDTH
+from . import methods
 from .model import ROW_INFO, ROW_NAMES, RunInfo, Study
-from .tables import (encoder_passes, fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length,
+from .tables import (best_cell, encoder_passes, fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length,
                      short_dataset, versus)
 # The report's entry point and its error, as the report notebook and callers know them.
 from .model import ReportError, load_study  # noqa: F401
 # The tables the report notebook shows, reached there as rp.* like the prose.
 from .tables import (finetune_display, finetune_table, hparam_display, hparam_table, label_display,  # noqa: F401
-                     label_table, main_table_display, size_axes, size_display, size_table, style_main_table,
-                     styled)
+                     label_table, length_display, length_table, main_table_display, size_axes, size_display,
+                     size_table, style_main_table, styled)
 
 
 # Published figures for context, each verified against its source (see the URLs), with the budget
@@ -74,8 +75,26 @@ def _datasets(study: Study) -> dict[str, dict]:
                 continue
             name = d.get("name") or d.get("dataset") or r.config.get("dataset")
             out.setdefault(name, {"dataset": name, "source": d.get("source"), "sha256": d.get("sha256"),
-                                  "url": d.get("url"), "file": d.get("path") or d.get("file")})
+                                  "url": d.get("url"), "file": d.get("path") or d.get("file"),
+                                  "counts": d.get("image_counts"), "official": d.get("official_counts"),
+                                  "partial": bool(d.get("partial"))})
     return out
+
+
+def _counts_text(counts: Optional[dict]) -> str:
+    """``50,000 train / 10,000 test images``, from a run's record of what it read."""
+    if not counts:
+        return ""
+    return f"{counts.get('train') or 0:,} train / {counts.get('test') or 0:,} test images"
+
+
+def _data_text(d: dict) -> str:
+    """A dataset as the protocol's Data line gives it: checksum status and the image counts the
+    runs read, a partial set named as such."""
+    counts = _counts_text(d.get("counts"))
+    if d.get("partial"):
+        counts += f", a PARTIAL set (official: {_counts_text(d['official'])})"
+    return f"{d['dataset']} ({d['source']}" + (f"; {counts}" if counts else "") + ")"
 
 
 def _standin(run: RunInfo) -> bool:
@@ -110,6 +129,11 @@ def warnings(study: Study) -> list[str]:
         elif d["source"] not in ("official", None):
             out.append(f"<b>{d['dataset']}</b> came from a file whose checksum is not the official one "
                        f"(source: {d['source']}, sha256 {str(d['sha256'])[:16]}…).")
+        if d.get("partial"):
+            out.append(f"<b>{d['dataset']}</b> is a <b>partial set</b>: the runs read "
+                       f"{_counts_text(d['counts'])}, where the official set has {_counts_text(d['official'])}; "
+                       "every row trained on it, and the size study's shares of it, had fewer images than "
+                       "the published figures'.")
     out += budget_mismatches(study)
     missing = [r for r in study.runs.values() if not r.done]
     if missing:
@@ -120,8 +144,21 @@ def warnings(study: Study) -> list[str]:
     return out
 
 
+def planned_passes(run: RunInfo) -> Optional[int]:
+    """Images a training run passes through its encoder (a SimCLR image's two views counted
+    twice): from its result where it recorded them, else from a fixed step count in its config."""
+    done = encoder_passes(run.stage, run.result)
+    if done:
+        return done
+    c = run.config
+    if c.get("steps") and c.get("batch_size") and run.stage in ("pretrain", "supervised"):
+        return int(c["steps"]) * int(c["batch_size"]) * (2 if run.stage == "pretrain" else 1)
+    return None
+
+
 def _budget(study: Study) -> str:
-    """Each trained row's training run, and whether the rows had equal compute (encoder passes)."""
+    """Each trained row's training run with its encoder passes, and plainly where they differ:
+    each row's passes as a multiple of the fewest (a SimCLR image's two views count twice)."""
     parts, passes = [], {}
     for name in ("selfsuper", "selfsuper-transfer", "super", "super-transfer"):
         for r in study.with_role("row", name):
@@ -131,7 +168,7 @@ def _budget(study: Study) -> str:
             c = src.config
             what = ("SimCLR" if src.stage == "pretrain" else "supervised")
             frac = c.get("subset_fraction", 1.0)
-            n = encoder_passes(src.stage, src.result)
+            n = planned_passes(src)
             if n:
                 passes[name] = n
             parts.append(f"{name}: {what} on {c.get('dataset')}"
@@ -145,10 +182,11 @@ def _budget(study: Study) -> str:
             text += (f". Equal compute: {', '.join(passes)} each passed {next(iter(passes.values())):,} "
                      "images through the encoder (a SimCLR image's two views count twice)")
         else:
-            text += (". Unequal compute: the rows passed "
-                     + ", ".join(f"{k} {v:,}" for k, v in passes.items())
-                     + " images through the encoder (a SimCLR image's two views count twice); "
-                     "compare them with that in mind")
+            fewest = min(passes, key=lambda k: passes[k])
+            ratios = ", ".join(f"{k} {passes[k] / passes[fewest]:.1f}×" for k in passes if k != fewest)
+            text += (f". Unequal compute: the rows passed different numbers of images through the encoder "
+                     f"(a SimCLR image's two views count twice); against {fewest}'s {passes[fewest]:,}: "
+                     f"{ratios}. A row with more passes had more compute: compare them with that in mind")
     return text
 
 
@@ -252,14 +290,22 @@ def verdict(done: pd.DataFrame) -> str:
 
 
 def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
-    """What a study (pretraining-set size, hyperparameters) shows: whether its cells differ from
-    its best one, by the paired test where the cells have per-image predictions, else by their
-    95% intervals. ``axes`` name a cell."""
+    """What a study (pretraining-set size, hyperparameters) shows: its chosen cell (the best
+    cross-validated probe accuracy on training labels, never test) and which cells differ from
+    it, by the paired tests Holm-corrected over the cells where they have per-image predictions,
+    else by their 95% intervals. ``axes`` name a cell."""
     cells = [(r, row_interval(r)) for _, r in df.iterrows()]
     cells = [(r, i) for r, i in cells if i is not None]
     if len(cells) < 2:
         return "_Fewer than two finished cells: nothing to compare yet._"
-    (hi_row, hi), (lo_row, lo) = max(cells, key=lambda c: c[1].value), min(cells, key=lambda c: c[1].value)
+    pos = best_cell(df)
+    if pos is None or row_interval(df.iloc[pos]) is None:
+        return ("_No cell recorded its probe's cross-validated accuracy on training labels, so no cell "
+                "is chosen: the study does not rank its cells by test accuracy._")
+    best_row, best = df.iloc[pos], row_interval(df.iloc[pos])
+    assert best is not None
+    others = [(r, i) for r, i in cells if r.name != best_row.name]
+    lo_row, lo = min(others, key=lambda c: c[1].value)
 
     def name(row: pd.Series) -> str:
         return ", ".join(f"{row[a]:g}% of the pretraining images" if a == "pct"
@@ -267,21 +313,51 @@ def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
                          else f"{a.replace('_', ' ')} {row[a]:g}" if isinstance(row[a], (int, float))
                          else f"{a.replace('_', ' ')} {row[a]}" for a in axes)
 
-    text = f"Best cell {name(hi_row)}: {hi.text()}%; worst {name(lo_row)}: {lo.text()}%. "
-    if "vb_paired" in df.columns and lo_row.get("vb_paired"):
-        same = sum(1 for r, _ in cells if r.get("vb_verdict") == "same")
-        text += (f"Paired test of the worst against the best on the same test images: "
-                 f"{lo_row['vb_text']} points. ")
-        if lo_row["vb_verdict"] == "same":
-            return text + ("No cell differs from the best beyond the noise, so at this budget the study "
-                           "shows no difference between its cells: it needs more steps or seeds to "
-                           "separate them.")
-        return text + (f"The best is above the worst; {same} of {len(cells) - 1} other cells do not "
-                       "differ from the best (paired test).")
-    if hi.overlaps(lo):
+    text = (f"Chosen cell (best cross-validated probe accuracy on training labels, "
+            f"{best_row['cv_top1']:.1f}%): {name(best_row)}, test top-1 {best.text()}%; lowest "
+            f"{name(lo_row)}: {lo.text()}%. ")
+    paired = [r for r, _ in others if r.get("vb_paired")]
+    if paired:
+        lower = [r for r in paired if r.get("vb_verdict") == "lower"]
+        higher = [r for r in paired if r.get("vb_verdict") == "higher"]
+        text += (f"Paired tests of the other {len(paired)} cells against it on the same test images, "
+                 f"Holm-corrected over the {len(paired)}: ")
+        if not lower and not higher:
+            return text + ("none differs beyond the noise, so at this budget the study shows no "
+                           "difference between its cells: it needs more steps or seeds to separate them.")
+        parts = []
+        if lower:
+            parts.append("below it: " + "; ".join(f"{name(r)} ({r['vb_text']})" for r in lower))
+        if higher:
+            parts.append("above it on test: " + "; ".join(name(r) for r in higher))
+        return text + ", ".join(parts) + f"; {len(paired) - len(lower) - len(higher)} do not differ from it."
+    if best.overlaps(lo):
         return text + ("Their 95% intervals overlap, so at this budget the study shows no difference "
                        "between its cells: it needs more steps or seeds to separate them.")
-    return text + "The best is above the worst beyond their 95% intervals."
+    return text + "The chosen cell is above the lowest beyond their 95% intervals."
+
+
+def length_text(df: pd.DataFrame) -> str:
+    """What the length series says: the gap to `super` at the shortest and the longest point, by
+    the paired test, and whether training longer closed it."""
+    done = df.dropna(subset=["top1"]) if len(df) else df
+    if len(done) < 2 or "super_top1" not in done or pd.isna(done["super_top1"].iloc[0]):
+        return "_Fewer than two finished length points beside a finished `super`: no curve yet._"
+    first, last = done.iloc[0], done.iloc[-1]
+
+    def gap(row: pd.Series) -> str:
+        return f"{row['epochs']:g} epochs: {row['top1']:.1f}%, {row['vs_text']} against super ({row['vs_verdict']})"
+
+    text = (f"SimCLR's probe after {gap(first)}; after {gap(last)}. Supervised from scratch (`super`): "
+            f"{done['super_top1'].iloc[0]:.1f}%. ")
+    moved = last["top1"] - first["top1"]
+    text += f"Training {last['epochs'] / first['epochs']:g}× longer moved the probe by {moved:+.1f} points"
+    if last["vs_verdict"] in ("higher", "same"):
+        text += ("; at the longest point SimCLR is no longer below `super`: the gap at the plan's own "
+                 "length is largely the length.")
+    else:
+        text += "; at the longest point SimCLR is still below `super`: the gap is not only the length."
+    return text
 
 
 def rehearsal_runs(study: Study) -> list[RunInfo]:
@@ -307,6 +383,8 @@ def headline(study: Study, title: str = "") -> str:
         lines.append(f"<p style='font-size:1.1em'>{verdict(done)}.</p>")
     else:
         lines.append("<p>No run of this plan has finished yet.</p>")
+    if not cut and methods.method_probes(study):  # a best method is named only where the paired test separates it
+        lines.append(f"<p style='font-size:1.1em'>{html.escape(methods.methods_verdict(study))}</p>")
     n_done = sum(r.done for r in study.runs.values())
     lines.append(f"<p>Plan <code>{html.escape(study.name)}</code>: {n_done} of {len(study.runs)} runs "
                  f"finished; report written {time.strftime('%Y-%m-%d %H:%M')}.</p>")
@@ -327,21 +405,42 @@ def _values_text(values: Sequence[float]) -> str:
 
 
 def _labels_text(study: Study) -> str:
-    """How every stage takes its labelled images, with the validation share the plan used."""
-    shares = sorted({float(r.config.get("val_fraction", 0.1)) for r in study.runs.values()
-                     if r.stage in ("supervised", "linear_eval") and r.config
-                     and (r.stage == "supervised" or _probe_folds(r) == 1)})
-    val = " / ".join(f"{100 * v:g}%" for v in shares) or "a share"
+    """How every stage takes its labelled images, and how each validates, from the configs."""
+    probes = [r for r in study.runs.values() if r.stage == "linear_eval" and r.config and _probe_folds(r) == 1]
+    held = sorted({float(r.config.get("val_fraction", 0.1)) for r in probes})
     how = (f"{_probe_validation(study)} (class-balanced folds drawn with *s*: each image is validated "
            "once, by the probe fitted on the other folds)" if _cross_validated(_fold_counts(study))
-           else "on the validation part")
-    return ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
+           else f"on a held-out {' / '.join(f'{100 * v:g}%' for v in held) or 'share'} of them")
+    text = ("**Labels.** At a label share *p* and label seed *s* every stage that uses labels — the "
             "probe, `super`, fine-tuning — takes the same images: a class-balanced share *p* of "
-            f"CIFAR-100 train (per class, rounded half up), then {val} of each class of them held out "
-            "for validation, both drawn with *s*; each result.json records the counts and a digest "
-            "of both sets, and the tables give each row's labelled-image count. The probe chooses "
-            f"its weight decay {how} and refits on all labelled images; supervised "
-            "training and fine-tuning train on the rest and validate every epoch.")
+            "CIFAR-100 train (per class, rounded half up), drawn with *s*, and any part a stage holds out "
+            "for validation drawn with *s* too; each result.json records the counts and a digest of the "
+            "sets, and the tables give each row's labelled-image count. The probe chooses its weight "
+            f"decay {how} and refits on all labelled images")
+    clauses = [c for c in (_supervised_validation(study, False), _supervised_validation(study, True)) if c]
+    return text + ("; " + "; ".join(clauses) if clauses else "") + "."
+
+
+def _supervised_validation(study: Study, finetune: bool) -> str:
+    """What `super` (``finetune`` False) or fine-tuning does with its labelled images: holds a
+    validation share out (its ``val_fraction``) or trains on all of them, from the configs."""
+    runs = [r for r in study.runs.values() if r.stage == "supervised" and r.config
+            and bool(r.config.get("init")) == finetune]
+    if not runs:
+        return ""
+    who = "fine-tuning" if finetune else "supervised training (`super`, its label curve)"
+    vals = sorted({float(r.config.get("val_fraction", 0.1)) for r in runs})
+    chooses = any(len(set(r.config.get("encoder_lr_grid") or ())) > 1 for r in runs)
+    held = " / ".join(f"{100 * v:g}%" for v in vals if v > 0)
+    if vals == [0.0]:
+        return f"{who} trains on all of them, none held out (val_fraction 0: nothing is chosen on validation)"
+    if chooses:
+        return (f"{who} holds {held} out to choose its encoder learning rate (below), then trains on all of "
+                "them")
+    text = f"{who} holds {held} out, evaluated every epoch (never test), and trains on the rest"
+    if 0.0 in vals:
+        text += " (runs with val_fraction 0 train on all of them)"
+    return text
 
 
 def _probe_folds(run: RunInfo) -> int:
@@ -379,21 +478,9 @@ def _caveats(study: Study) -> str:
                      "initialisation (mean 0, variance 1), not statistics of CIFAR-100 images: the "
                      "frozen encoder runs in eval mode, like every other.")
     imagenet = study.with_role("row", "imagenet-super")
-    sizes = sorted({int(input_size(r)) for r in imagenet if input_size(r)})
-    if imagenet and sizes:
-        px, grid = "/".join(str(s) for s in sizes), sizes[0] // 4
-        others = sorted({int(input_size(r)) for role in ROW_NAMES if role != "imagenet-super"
-                         for r in study.with_role("row", role) if input_size(r)})
-        text = (f"The ImageNet rows see CIFAR-100 upsampled to {px} px, where published ImageNet "
-                "transfer figures use 224 px: the ImageNet stem's 4× downsampling then leaves a "
-                f"{grid}×{grid} grid. ")
-        if others and others != sizes:
-            smaller = "/".join(str(s) for s in others)
-            text += (f"The other rows read the images at {smaller} px, so this is not like for like: "
-                     f"at {px} px the ImageNet rows get the detail of the dataset's own images that a "
-                     f"{smaller} px copy drops, and {sizes[0] ** 2 // others[0] ** 2}× the pixels per "
-                     "image; part of their gap to the other rows is the input, not the representation. ")
-        items.append(text + "How much 224 px would add was not measured (no GPU was available).")
+    text = _imagenet_input_text(imagenet, study)
+    if text:
+        items.append(text)
     width = _width_text(study)
     if width:
         items.append(width)
@@ -403,6 +490,44 @@ def _caveats(study: Study) -> str:
         items.append(f"The probe's weight-decay grid has {n_wd} values, against 45 log-spaced values "
                      "in SimCLR's Appendix B.8 (the default grid; this plan narrowed it for time).")
     return "**Caveats.** " + " ".join(items) if items else ""
+
+
+def _native_size(run: RunInfo) -> Optional[int]:
+    """The side the dataset's images have on disk, as a probe's data record gives it."""
+    data = ((run.config_json or {}).get("data") or {}).get("train") or {}
+    size = data.get("resized_from") or data.get("image_size")
+    return int(size) if size else None
+
+
+def _imagenet_input_text(imagenet: Sequence[RunInfo], study: Study) -> str:
+    """What the ImageNet rows' input size means beside the other rows', from the runs' records:
+    upsampling adds no detail to an image stored at a smaller size, only pixels and compute."""
+    sizes = sorted({int(input_size(r)) for r in imagenet if input_size(r)})
+    if not sizes:
+        return ""
+    px = "/".join(map(str, sizes))
+    grid = "/".join(f"{s // 4}×{s // 4}" for s in sizes)
+    natives = sorted({n for r in imagenet if (n := _native_size(r))})
+    others = sorted({int(input_size(r)) for role in ROW_NAMES if role != "imagenet-super"
+                     for r in study.with_role("row", role) if input_size(r)})
+    native = f"its stored {'/'.join(map(str, natives))} px" if natives else "its stored size"
+    text = f"The ImageNet rows read CIFAR-100 upsampled from {native} to {px} px"
+    if sizes == [224]:
+        text += (", the size the weights were trained at and the input of SimCLR's transfer protocol "
+                 "(Appendix B.8)")
+    else:
+        text += ", below the 224 px of SimCLR's transfer protocol; this plan did not probe them at 224 px"
+    text += f"; behind the ImageNet stem's 4× downsampling that leaves a {grid} grid. "
+    if others and others != sizes:
+        smaller = "/".join(map(str, others))
+        if natives and max(natives) > min(others):
+            text += (f"The other rows read {smaller} px copies, which drop detail that the {px} px input "
+                     "keeps: part of the ImageNet rows' gap to them is the input, not the representation. ")
+        else:
+            text += (f"The other rows read the images at {smaller} px: the ImageNet rows get "
+                     f"{sizes[0] ** 2 // others[0] ** 2}× the pixels per image, upsampled, so more compute "
+                     "per image but no detail beyond the stored image's. ")
+    return text.strip()
 
 
 def _width_of(r: RunInfo) -> int:
@@ -465,10 +590,30 @@ def _recipe_text(study: Study) -> str:
     verdict = ("google-research/simclr's CIFAR recipe" if not off else
                "google-research/simclr's CIFAR recipe except " + ", ".join(off)
                + " (varied on purpose where a study varies it)")
-    return (f"**SimCLR recipe.** {verdict}: {used}; the lr is per 256 images and scales linearly "
-            "with the batch (lr × B/256, as in that command), so the batch-size study changes both; "
-            "warm-up then cosine, stepped per iteration; weight decay and LARS adaptation skip "
-            "biases and batch-norm parameters.")
+    return (f"**SimCLR recipe.** {verdict}: {used}; {_lr_scaling_text(pres)}; warm-up then cosine, "
+            "stepped per iteration; weight decay and LARS adaptation skip biases and batch-norm "
+            "parameters.")
+
+
+LR_RULES = {"linear": "scales linearly with the batch B (lr × B/256, as in that command)",
+            "sqrt": "scales with the square root of the batch B (lr × √B, google-research/simclr's rule "
+                    "for small batches)",
+            "none": "is used as given, whatever the batch"}
+
+
+def _lr_scaling_text(configs: Sequence[dict]) -> str:
+    """How the pretraining runs' learning rate followed the batch, from each config's rule."""
+    by_rule: dict[str, list[dict]] = {}
+    for c in configs:
+        by_rule.setdefault(str(c.get("lr_scaling", "linear")), []).append(c)
+    if len(by_rule) == 1:
+        rule = next(iter(by_rule))
+        return f"the lr {LR_RULES.get(rule, rule)}"
+    parts = []
+    for rule, cs in by_rule.items():
+        batches = "/".join(str(b) for b in sorted({int(c.get("batch_size", 0)) for c in cs}))
+        parts.append(f"{LR_RULES.get(rule, rule)} in {len(cs)} runs (batch {batches})")
+    return "the lr " + "; and ".join(parts) + ": where a study varies the batch, the lr moves with it"
 
 
 def protocol(study: Study) -> str:
@@ -477,7 +622,7 @@ def protocol(study: Study) -> str:
     probe = next((r for r in study.runs.values() if r.notebook == "linear_eval" and r.config), None)
     wds = _values_text(probe.config.get("weight_decays") or []) if probe else ""
     datasets = _datasets(study)
-    data_line = ", ".join(f"{d['dataset']} ({d['source']})" for d in datasets.values())
+    data_line = ", ".join(_data_text(d) for d in datasets.values())
     devices = sorted({str(((r.config_json or {}).get("provenance") or {}).get("device")) for r in study.runs.values()
                       if r.config_json})
     total = sum(float((r.result or {}).get("wall_time_s") or 0) for r in study.runs.values())

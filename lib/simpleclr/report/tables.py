@@ -32,27 +32,54 @@ def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else math.nan, len(arr)
 
 
-def accuracy_interval(values: Sequence[Optional[float]], n_test: Optional[int]) -> tuple[float, float]:
-    """95% interval of an accuracy: Wilson over the test images for one seed, Student-t over
-    seeds for several (:mod:`simpleclr.report.stats`); NaNs when it cannot be had."""
+def fixed_weights(run: RunInfo) -> bool:
+    """Whether a run cannot vary by seed: a probe of torchvision's fixed weights on all the labels
+    (its seeds would change only the probe's folds). Random and trained encoders vary by seed, and
+    so does a probe on a share of the labels (its seed draws the labelled images)."""
+    return (run.stage == "linear_eval" and str(run.config.get("encoder") or "").startswith("imagenet")
+            and float(run.config.get("label_fraction", 1.0)) >= 1.0)
+
+
+def accuracy_interval(values: Sequence[Optional[float]], n_test: Optional[int],
+                      correct: Optional[np.ndarray] = None, fixed: bool = False) -> tuple[float, float]:
+    """95% interval of an accuracy (:mod:`simpleclr.report.stats`): Wilson for one run or a row
+    of fixed weights; over seeds and test images together from the per-image ``correct`` table
+    (seeds x images) where every seed has one, else the seeds' spread plus the binomial test
+    term; NaNs when it cannot be had."""
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
     if not vals or (len(vals) == 1 and not n_test):
         return math.nan, math.nan
-    iv = stats.over_seeds(vals, n=n_test)
+    if fixed and n_test:
+        iv = stats.fixed_encoder(vals, n_test)
+    elif correct is not None and correct.shape[0] == len(vals):
+        iv = stats.seeds_and_images(correct)
+    else:
+        iv = stats.over_seeds(vals, n=n_test)
     return iv.low, iv.high
+
+
+def correct_table(runs: Sequence[RunInfo], key: str = "top1") -> Optional[np.ndarray]:
+    """The seeds x images correctness of finished runs, in seed order, where every one has
+    per-image predictions of the same test images; else None."""
+    by_seed = _by_seed(runs)
+    if len(by_seed) != sum(r.done for r in runs) or len({p.digest for p in by_seed.values()}) != 1:
+        return None
+    return np.stack([by_seed[s].correct(key) for s in sorted(by_seed)])
 
 
 def _metric_summary(runs: Sequence[RunInfo], study: Study) -> dict:
     done = [r for r in runs if r.done]
     n_test = next((int(r.result["n_test"]) for r in done if r.result.get("n_test")), None)
+    fixed = bool(done) and all(fixed_weights(r) for r in done)
     out: dict[str, Any] = {}
     for key in ("top1", "top5"):
         values = [r.result.get(key) for r in done]
         mean, std, n = mean_std(values)
-        low, high = accuracy_interval(values, n_test)
+        low, high = accuracy_interval(values, n_test, correct_table(done, key) if done else None, fixed)
         out.update({key: mean, f"{key}_std": std, f"{key}_lo": low, f"{key}_hi": high, "n": n})
+    cv = mean_std([r.result.get("val_top1") for r in done])[0]
     missing = [r for r in runs if not r.done]
-    return {**out, "n_test": n_test, "planned": len(runs), "n_labelled": labelled_count(done),
+    return {**out, "cv_top1": cv, "n_test": n_test, "planned": len(runs), "n_labelled": labelled_count(done),
             "missing": "; ".join(f"{r.name}: {study.missing_reason(r)}" for r in missing)}
 
 
@@ -118,28 +145,19 @@ def _by_seed(runs: Sequence[RunInfo]) -> dict[int, Predictions]:
 
 
 def paired_runs(a_runs: Sequence[RunInfo], b_runs: Sequence[RunInfo], key: str = "top1") -> Optional[stats.Paired]:
-    """Row a against row b from their runs' per-image test predictions, or None when either has
-    none or they were not tested on the same images (different test-label digests).
-
-    One run each: the exact McNemar test (:func:`stats.paired`). Several runs: a t-test over the
-    per-pair differences (:func:`stats.paired_over_seeds`), pairs matched by seed where two or more
-    seeds are shared, else each run against the other row's single run, else in seed order.
-    """
+    """Row a against row b from all their runs' per-image test predictions
+    (:func:`stats.paired_seeds`: one run each, the exact McNemar test; several seeds, the mean
+    difference with the seeds' and the test images' variance), or None when either has none or
+    they were not tested on the same images (different test-label digests). A fixed-weights row
+    (:func:`fixed_weights`) counts as one run and brings no seed variance."""
     a, b = _by_seed(a_runs), _by_seed(b_runs)
     if not a or not b or len({p.digest for p in (*a.values(), *b.values())}) != 1:
         return None
-    if len(a) == 1 and len(b) == 1:
-        return stats.paired(next(iter(a.values())).correct(key), next(iter(b.values())).correct(key))
-    shared = sorted(set(a) & set(b))
-    if len(shared) >= 2:
-        pairs = [(a[s], b[s]) for s in shared]
-    elif len(b) == 1:
-        pairs = [(pa, next(iter(b.values()))) for _, pa in sorted(a.items())]
-    elif len(a) == 1:
-        pairs = [(next(iter(a.values())), pb) for _, pb in sorted(b.items())]
-    else:
-        pairs = list(zip((p for _, p in sorted(a.items())), (p for _, p in sorted(b.items()))))
-    return stats.paired_over_seeds([pa.accuracy(key) - pb.accuracy(key) for pa, pb in pairs])
+    fixed_a = all(fixed_weights(r) for r in a_runs if r.done)
+    fixed_b = all(fixed_weights(r) for r in b_runs if r.done)
+    table_a = np.stack([a[s].correct(key) for s in (sorted(a)[:1] if fixed_a else sorted(a))])
+    table_b = np.stack([b[s].correct(key) for s in (sorted(b)[:1] if fixed_b else sorted(b))])
+    return stats.paired_seeds(table_a, table_b, fixed_a=fixed_a, fixed_b=fixed_b)
 
 
 def compare_rows(a_runs: Sequence[RunInfo], b_runs: Sequence[RunInfo], a_row: Any, b_row: Any,
@@ -162,14 +180,35 @@ def _nan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
 
 
+def best_cell(df: pd.DataFrame) -> Optional[int]:
+    """The position of a study's best cell, chosen on training labels only: the highest mean
+    cross-validated probe accuracy (``cv_top1``, the probes' validation on CIFAR-100 train),
+    never the test set; None where no cell has one."""
+    if df.empty or "cv_top1" not in df or df["cv_top1"].isna().all():
+        return None
+    return int(np.nanargmax(df["cv_top1"].to_numpy(dtype=float)))
+
+
 def _versus_best(groups: Sequence[Sequence[RunInfo]], df: pd.DataFrame, key: str = "top1") -> list[Comparison]:
-    """Each group (a table row, ``df``'s row in the same order) against the row with the best
-    mean ``key``: what the size and hyperparameter studies say about their cells."""
-    if df.empty or df[key].isna().all():
+    """Each group (a table row, ``df``'s row in the same order) against the best cell
+    (:func:`best_cell`): what the size and hyperparameter studies say about their cells. The
+    paired tests' p-values are Holm-corrected over the study's cells (one family)."""
+    best = best_cell(df)
+    if best is None or df[key].isna().all():
         return [NO_COMPARISON] * len(df)
-    best = int(np.nanargmax(df[key].to_numpy(dtype=float)))
-    return [NO_COMPARISON if i == best else compare_rows(groups[i], groups[best], df.iloc[i], df.iloc[best], key)
-            for i in range(len(df))]
+    pairs = {i: paired_runs(groups[i], groups[best], key) for i in range(len(df)) if i != best}
+    tested = {i: p for i, p in pairs.items() if p is not None}
+    adjusted = dict(zip(tested, stats.holm([p.p for p in tested.values()])))
+    out = []
+    for i in range(len(df)):
+        if i == best:
+            out.append(NO_COMPARISON)
+        elif i in adjusted:
+            pair = stats.holm_adjusted(tested[i], adjusted[i], len(tested))
+            out.append(Comparison(pair.verdict, pair.diff, pair.text(), True, pair.basis))
+        else:
+            out.append(compare_rows(groups[i], groups[best], df.iloc[i], df.iloc[best], key))
+    return out
 
 
 def _add_comparisons(df: pd.DataFrame, prefix: str, comps: Sequence[Comparison]) -> None:
@@ -426,6 +465,53 @@ def hparam_table(study: Study) -> pd.DataFrame:
     return df.sort_values(axes).reset_index(drop=True)
 
 
+def length_epochs(run: RunInfo) -> float:
+    """The epochs a length-series probe's encoder had trained: the kept checkpoint's own record
+    (its meta, which the probe's result copies), else the number the plan's role gives."""
+    meta = (run.result or {}).get("encoder_meta") or {}
+    if isinstance(meta.get("epoch"), (int, float)):
+        return float(meta["epoch"])
+    role = run.role.get("length")
+    return float(role) if isinstance(role, (int, float)) and not isinstance(role, bool) else math.nan
+
+
+def length_table(study: Study) -> pd.DataFrame:
+    """The length series: one row per kept checkpoint of the long SimCLR run, by epochs, with its
+    probe's top-1 (interval over seeds and test images) and its paired difference to ``super``
+    (``vs_*``): how much of the gap to supervised training is the length."""
+    groups: dict[float, list[RunInfo]] = {}
+    for r in study.with_role("length"):
+        groups.setdefault(length_epochs(r), []).append(r)
+    if not groups:
+        return pd.DataFrame()
+    sup_runs = study.with_role("row", "super")
+    sup = _metric_summary(sup_runs, study) if sup_runs else None
+    rows, comps = [], []
+    for epochs, runs in sorted(groups.items()):
+        s = _metric_summary(runs, study)
+        rows.append({"epochs": epochs, **s})
+        comps.append(compare_rows(runs, sup_runs, s, sup) if sup is not None else NO_COMPARISON)
+    df = pd.DataFrame(rows)
+    _add_comparisons(df, "vs", comps)
+    if sup is not None:
+        for key in ("top1", "top1_lo", "top1_hi"):
+            df[f"super_{key}"] = sup[key]
+    return df
+
+
+def length_display(df: pd.DataFrame) -> pd.DataFrame:
+    """The length series as the reader sees it."""
+    return pd.DataFrame({
+        "SimCLR epochs": [f"{e:g}" for e in df["epochs"]],
+        "Probe top-1 (%)": fmt_acc(df, "top1"),
+        "Probe top-5 (%)": fmt_acc(df, "top5"),
+        "Top-1 vs super (points) [95%], p": ["—" if not v else f"{t}: {v}"
+                                              for t, v in zip(df["vs_text"], df["vs_verdict"])],
+        "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
+        "Missing": df["missing"],
+    })
+
+
 # ---- formatting -----------------------------------------------------------------------------
 def fmt_pm(mean: float, std: float = math.nan, digits: int = 1, low: float = math.nan,
            high: float = math.nan) -> str:
@@ -586,18 +672,20 @@ def size_display(df: pd.DataFrame) -> pd.DataFrame:
         "Epochs (steps x batch / images)": [fmt_pm(e, digits=2) for e in df["epochs_equiv"]],
         "Probe top-1 (%)": fmt_acc(df, "top1"),
         "Probe top-5 (%)": fmt_acc(df, "top5"),
-        "Top-1 vs best cell": _best_cells(df),
+        "Top-1 vs chosen cell (Holm)": _best_cells(df),
         "Seeds": [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])],
         "Missing": df["missing"],
     })
 
 
 def _best_cells(df: pd.DataFrame) -> list[str]:
-    """Each study cell against the best one: "best", or the comparison's text and verdict."""
+    """Each study cell against the chosen one (:func:`best_cell`): "chosen", or the comparison's
+    text and verdict."""
     if "vb_text" not in df:
         return ["—"] * len(df)
-    return ["—" if _nan(t) else "best" if not v else f"{x}: {v}"
-            for t, v, x in zip(df["top1"], df["vb_verdict"], df["vb_text"])]
+    best = best_cell(df)
+    return ["—" if _nan(t) else "chosen (best CV on train labels)" if i == best else "—" if not v
+            else f"{x}: {v}" for i, (t, v, x) in enumerate(zip(df["top1"], df["vb_verdict"], df["vb_text"]))]
 
 
 def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
@@ -608,7 +696,7 @@ def hparam_display(df: pd.DataFrame) -> pd.DataFrame:
     out.columns = [a.replace("_", " ") for a in axes]
     out["Probe top-1 (%)"] = fmt_acc(df, "top1")
     out["Probe top-5 (%)"] = fmt_acc(df, "top5")
-    out["Top-1 vs best cell"] = _best_cells(df)
+    out["Top-1 vs chosen cell (Holm)"] = _best_cells(df)
     out["kNN monitor top-1 (%)"] = [fmt_pm(k) for k in df["knn_top1"]]
     out["Final NT-Xent loss"] = [fmt_pm(v, digits=3) for v in df["final_loss"]]
     out["Seeds"] = [f"{n}/{p}" for n, p in zip(df["n"], df["planned"])]

@@ -66,7 +66,7 @@ STANDIN_FILES = {"imagenet_weights": "standin-imagenet-resnet18.pth"}
 
 REPORT_PARAMS = ("title", "tsne_points", "tsne_seed", "tsne_perplexity")  # report.ipynb's parameters
 PLAN_KEYS = {"name", "description", "defaults", "report", "runs", "standins", "estimate",
-             "budget_min", "smaller"}
+             "budget_min", "smaller", "partial_data"}
 RUN_KEYS = {"name", "notebook", "params", "needs", "report", "matrix", "launch"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _REF = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
@@ -141,6 +141,8 @@ class Plan:
     estimate: str = ""
     budget_min: Optional[float] = None  # the wall time the plan is sized for, where one is stated
     smaller: Optional[str] = None  # the plan to name when this one would take far longer here
+    # datasets the plan accepts with other than their official image counts (a subset on purpose)
+    partial_data: tuple[str, ...] = ()
 
     def standin_path(self, kind: str) -> Path:
         return self.outputs / STANDIN_FILES[kind]
@@ -432,9 +434,10 @@ def _values(raw: dict, seen: dict[str, dict], plan_dir: Path, standins: tuple[st
     return values
 
 
-def _run_spec(n: str, r: dict, defaults: dict[str, dict], values: dict, needs: list[str],
+def _run_spec(r: dict, defaults: dict[str, dict], values: dict, needs: list[str],
               plan_dir: Path, where: str) -> RunSpec:
     """One run resolved: defaults under its params, references substituted, its config built."""
+    n = str(r["name"])
     w = f"{where}: run {n!r}"
     params = _substitute({**copy.deepcopy(defaults.get(r["notebook"], {})),
                           **copy.deepcopy(r.get("params") or {})}, values)
@@ -489,8 +492,17 @@ def _validated(raw: dict, source: Path, outputs: PathLike) -> Plan:
     deps = {n: _run_needs(n, r, seen, standins, f"{where}: run {n!r}") for n, r in seen.items()}
     plan_dir = Path(outputs) / name
     values = _values(raw, seen, plan_dir, standins)
-    runs = {n: _run_spec(n, seen[n], defaults, values, deps[n], plan_dir, where) for n in _order(deps, name)}
+    runs = {n: _run_spec(seen[n], defaults, values, deps[n], plan_dir, where) for n in _order(deps, name)}
     return Plan(name=name, source=source, description=str(raw.get("description") or "").strip(),
                 outputs=plan_dir, runs=runs, report=_report_params(raw, where), standins=standins,
                 estimate=str(raw.get("estimate") or "").strip(), budget_min=_budget(raw, where),
-                smaller=str(raw["smaller"]) if raw.get("smaller") else None)
+                smaller=str(raw["smaller"]) if raw.get("smaller") else None,
+                partial_data=_partial_data(raw, where))
+
+
+def _partial_data(raw: dict, where: str) -> tuple[str, ...]:
+    names = raw.get("partial_data") or []
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise PlanError(f"{where}: partial_data must be a list of dataset names, e.g. [tiny-imagenet], "
+                        f"not {names!r}")
+    return tuple(names)

@@ -215,8 +215,10 @@ def _sample_crops(u: torch.Tensor, height: int, width: int, scale: tuple[float, 
                   ratio: tuple[float, float]) -> tuple[torch.Tensor, ...]:
     """RandomResizedCrop's sampling for n samples at once from uniforms ``u`` (n, 2*10 + 2): area
     fraction uniform in ``scale``, aspect ratio log-uniform in ``ratio``, the first of 10 tries that
-    fits, else the centre crop of the nearest allowed ratio. Returns (top, left, h, w) int64."""
-    u = u.to(torch.float64)
+    fits, else the centre crop of the nearest allowed ratio. Returns (top, left, h, w) int64 on
+    ``u``'s device. The arithmetic is float64, on the CPU where the device has none (Apple's MPS)."""
+    device = u.device
+    u = u.to(float64_device(device), torch.float64)
     area = height * width
     target = area * (scale[0] + (scale[1] - scale[0]) * u[:, :_N_TRIES])
     lr0, lr1 = math.log(ratio[0]), math.log(ratio[1])
@@ -239,7 +241,13 @@ def _sample_crops(u: torch.Tensor, height: int, width: int, scale: tuple[float, 
     left = torch.floor(u[:, 2 * _N_TRIES + 1] * (width - w + 1)).to(torch.int64).clamp(max=width - w)
     top = torch.where(found, top, torch.full_like(top, (height - fh) // 2))
     left = torch.where(found, left, torch.full_like(left, (width - fw) // 2))
-    return top, left, h, w
+    return top.to(device), left.to(device), h.to(device), w.to(device)
+
+
+def float64_device(device: torch.device) -> torch.device:
+    """Where float64 arithmetic meant for ``device`` runs: the CPU for Apple's MPS, which has no
+    float64 and refuses to convert to it; the device itself elsewhere."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 def _uniforms(n: int, cols: int, generator: Optional[torch.Generator],

@@ -7,7 +7,7 @@ watches. The final checkpoint holds the encoder (and the heads a probe may read)
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -18,6 +18,7 @@ from ...config import PretrainConfig
 from ..parts.device import Runtime, seed_everything
 from ..methods import Method, get_method
 from ..probe import KnnMonitor
+from ...runs.rundir import RunDir
 from ...types import PathLike
 from .. import trainer
 from ..trainer import RunStart, TrainParts, data_record, fit_schedule, last_value, load_data, rehearsal_cut, seed_of
@@ -59,24 +60,43 @@ def _pretrain(cfg: PretrainConfig, start: RunStart, out_dir: PathLike) -> dict:
     images = split.images[train_idx].to(runtime.device)
     parts = build_pretrain(cfg, runtime, image_size=split.image_size, mean=split.mean, std=split.std,
                            total_steps=total, warmup_steps=warmup, world=world)
-    monitor = _knn_monitor(cfg, parts.model.encoder, split, images, train_idx, val_idx, runtime, world)
+    meta = {"stem": cfg.stem, "mean": split.mean, "std": split.std, "image_size": split.image_size,
+            "source": {"run": str(out_dir), "stage": "pretrain", "dataset": cfg.dataset,
+                       "split": cfg.split, "subset_fraction": cfg.subset_fraction, "method": cfg.method}}
+    monitor = _kept(cfg, run, parts.model.encoder, meta, world,
+                    _knn_monitor(cfg, parts.model.encoder, split, images, train_idx, val_idx, runtime, world))
     fitted = trainer.fit(cfg, run, world, parts, images, monitor=monitor, desc=cfg.method)
     result = fitted.summary
     if world.is_main:
-        meta = {"stem": cfg.stem, "mean": split.mean, "std": split.std,
-                "image_size": split.image_size,
-                "source": {"run": str(out_dir), "stage": "pretrain", "dataset": cfg.dataset,
-                           "split": cfg.split, "subset_fraction": cfg.subset_fraction,
-                           "method": cfg.method}}
         state = models.encoder_state(parts.model.encoder, meta)
         state.update(parts.model.heads())
         path = run.save_checkpoint(state, "final")
         # n_labelled 0: no label reaches the weights (the kNN monitor only reads them)
         result.update({"knn_top1": last_value(fitted.rows, "knn_top1"), "checkpoint": str(path),
-                       "n_train": len(train_idx), "n_labelled": 0, "lr": parts.lr, "method": cfg.method})
+                       "n_train": len(train_idx), "n_labelled": 0, "lr": parts.lr, "method": cfg.method,
+                       "views": repr(parts.model.augment)})  # the views as resolved at this size
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result
+
+
+def _kept(cfg: PretrainConfig, run: RunDir, encoder: nn.Module, meta: dict, world: distributed.World,
+          monitor: Optional[Callable[[int, bool], dict]]) -> Optional[Callable[[int, bool], dict]]:
+    """``monitor`` that first keeps the encoder as ``checkpoints/epoch<N>.pt`` after each of
+    ``keep_epochs`` (its meta naming the epoch, which a probe records); a rehearsal, which never
+    reaches them, keeps every one at its last epoch so that the probes of the series run."""
+    kept = sorted({int(e) for e in cfg.keep_epochs})
+    if not kept:
+        return monitor
+
+    def wrapped(epoch: int, last: bool) -> dict:
+        due = kept if (cfg.rehearsal and last) else [e for e in kept if e == epoch + 1]
+        if world.is_main:
+            for e in due:
+                run.save_checkpoint(models.encoder_state(encoder, {**meta, "epoch": e}), f"epoch{e}")
+        return monitor(epoch, last) if monitor is not None else {}
+
+    return wrapped
 
 
 def _knn_monitor(cfg: PretrainConfig, encoder: nn.Module, split: "data_mod.Split",
