@@ -5,6 +5,10 @@ PY     := $(VENV)/bin/python
 PLAN   ?= quick
 # DEVICES=0,1,2,3 (or cpu,cpu): independent runs side by side, one per device
 DEVICES ?=
+# EXECUTOR=slurm: every unfinished run as one SLURM job (docs/multi-machine.md), with SLURM_ARGS
+# such as "--partition gpu --account lab --gpus-per-job 1 --cpus-per-job 8 --detach"
+EXECUTOR ?= local
+SLURM_ARGS ?=
 # torch from the PyTorch index/PyPI; pinned so every machine measures the same library.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
@@ -43,7 +47,9 @@ test-rehearsals: install
 	$(PY) -m pytest -q -m rehearsal --rehearsals tests $(XDIST) --durations=8
 
 report: install
-	$(VENV)/bin/simpleclr plan run $(PLAN) $(if $(DEVICES),--devices $(DEVICES))
+	$(if $(filter slurm,$(EXECUTOR)),$(PY) -m pip install --quiet -e '.[slurm]')
+	$(VENV)/bin/simpleclr plan run $(PLAN) $(if $(DEVICES),--devices $(DEVICES)) --executor $(EXECUTOR) \
+	  $(if $(filter slurm,$(EXECUTOR)),$(SLURM_ARGS))
 
 # Every run of a plan cut to a few steps, then its report, in rehearsal/$(PLAN)/ (never outputs/):
 # what would break, each run's memory and the time the real plan will take (rehearsal.md).

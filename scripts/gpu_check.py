@@ -97,7 +97,7 @@ def main() -> None:
            "precision": rt.precision, "correctness": correctness(rt, 32 if a.small else 256)}
     out["matmul_tflops_bf16"] = matmul_tflops(rt.device, 512 if a.small else 8192, torch.bfloat16)
     for compile in (False, True):
-        r = bench.run_bench(batch_size=batch, compile=compile, repeats=1 if a.small else 5,
+        r = bench.run_bench(bench.Setup(batch_size=batch, compile=compile), repeats=1 if a.small else 5,
                             steps=1 if a.small else 10, warmup=1 if a.small else 5)
         simclr = r["results"]["simclr_step"]["images_per_s"]
         out[f"compile={compile}"] = {

@@ -89,8 +89,18 @@ def _plan(ns: argparse.Namespace) -> int:
         from .study import rehearse
 
         return rehearse.rehearse_plan(ns.plan, outputs=ns.outputs, images=ns.images, measure=not ns.no_measure)
-    return plans.run_plan(ns.plan, outputs=ns.outputs, report_dir=ns.report_dir, only=ns.only,
-                          devices=plans.parse_devices(ns.devices), kernel_per_run=ns.kernel_per_run)
+    slurm_options = None
+    if ns.executor == "slurm":
+        from .study.slurm import SlurmOptions
+
+        slurm_options = SlurmOptions(partition=ns.partition, account=ns.account, gpus_per_job=ns.gpus_per_job,
+                                     cpus_per_job=ns.cpus_per_job, sbatch=tuple(ns.sbatch), time_min=ns.time_min,
+                                     detach=ns.detach)
+    elif ns.detach or ns.partition or ns.account or ns.sbatch:
+        raise plans.PlanError("--detach, --partition, --account and --sbatch are for --executor slurm")
+    execution = plans.Execution(devices=plans.parse_devices(ns.devices), kernel_per_run=ns.kernel_per_run,
+                                slurm=slurm_options)
+    return plans.run_plan(ns.plan, outputs=ns.outputs, report_dir=ns.report_dir, only=ns.only, execution=execution)
 
 
 def _bench(ns: argparse.Namespace) -> int:
@@ -165,6 +175,25 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
             p.add_argument("--kernel-per-run", action="store_true",
                            help="start a fresh Jupyter kernel for every run (default: one kernel, reset "
                                 "between runs, saves ~7 s of start-up a run)")
+            p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                           help="local: this machine (in this process, or --devices workers); slurm: "
+                                "one SLURM job per unfinished run, submitted through submitit "
+                                "(docs/multi-machine.md)")
+            s = p.add_argument_group("SLURM (with --executor slurm)")
+            s.add_argument("--partition", default=None, help="the partition every job is submitted to")
+            s.add_argument("--account", default=None, help="the account the jobs are charged to")
+            s.add_argument("--gpus-per-job", type=int, default=0, metavar="N",
+                           help="GPUs per job (a torchrun run asks for its --nproc-per-node instead); "
+                                "default 0: CPU jobs")
+            s.add_argument("--cpus-per-job", type=int, default=None, metavar="N",
+                           help="CPUs per job, also each run's thread count (default: the cluster's)")
+            s.add_argument("--time-min", type=int, default=None, metavar="MIN",
+                           help="every job's time limit in minutes (default: the run's estimate x1.5 + 10)")
+            s.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                           help="a further sbatch option, e.g. --sbatch=--qos=high (repeat for more)")
+            s.add_argument("--detach", action="store_true",
+                           help="submit the jobs and return; plan show lists their states, plan run "
+                                "again renders the report once they have settled")
     pl.set_defaults(func=_plan)
 
     b = sub.add_parser("bench", help="measure training, augmentation and feature-extraction speed")
@@ -204,6 +233,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"simpleclr: error: {os_error_line(e)}", file=sys.stderr)  # folder, a missing file
         return 2
     except KeyboardInterrupt:
+        from .study.kernels import quiet
+
+        quiet()  # through the exit too: the interrupted kernel's tasks are collected after this line
         print("simpleclr: interrupted; finished work and checkpoints are kept, run again to resume",
               file=sys.stderr)
         return 130

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -87,13 +88,13 @@ def _first_writer(tmp_path):
 @pytest.mark.slow
 def test_a_second_writer_is_refused_at_once_and_the_first_finishes_intact(tmp_path):
     with _first_writer(tmp_path) as (first, out):
-        assert (out / ".lock").read_text().strip() == str(first.pid)
+        assert (out / ".lock").read_text().split() == [str(first.pid), socket.gethostname()]
         second = subprocess.run(_pretrain_argv(out, tmp_path / "data"), capture_output=True,
                                 text=True, timeout=120)
         assert first.poll() is None  # refused while the first one still held the folder
     assert second.returncode == 2
     err = second.stderr.strip()
-    assert "\n" not in err and f"pid {first.pid}" in err and str(out) in err, err
+    assert "\n" not in err and f"pid {first.pid} on host {socket.gethostname()}" in err and str(out) in err, err
     assert first.wait(timeout=300) == 0
     run = RunDir(out)
     assert [r["epoch"] for r in run.read_metrics()] == list(range(1, EPOCHS + 1))  # one writer's rows
@@ -106,7 +107,7 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     with _first_writer(tmp_path) as (first, out):
         first.send_signal(signal.SIGKILL)
         assert first.wait(timeout=60) == -signal.SIGKILL
-    assert (out / ".lock").read_text().strip() == str(first.pid)  # left behind by the dead holder
+    assert (out / ".lock").read_text().split()[0] == str(first.pid)  # left behind by the dead holder
     again = subprocess.run(_pretrain_argv(out, tmp_path / "data"), capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr

@@ -31,7 +31,7 @@ def test_bench_reports_every_case_with_its_ratios(capsys):
 
 
 def test_bench_table_names_the_unit_and_the_numerics():
-    out = bench.run_bench(batch_size=4, repeats=1, steps=1, warmup=0, only=["augment"])
+    out = bench.run_bench(bench.Setup(batch_size=4), repeats=1, steps=1, warmup=0, only=["augment"])
     table = bench.format_table(out)
     assert "augment" in table and "two views" in table and out["precision"] in table
 
@@ -64,7 +64,7 @@ def test_json_output_is_one_object_and_nothing_else_on_stdout():
 def test_every_method_has_its_case_on_the_trainers_own_parts():
     """One case per method (besides simclr_step): the method's module as the stage builds it."""
     assert bench.METHOD_CASES == ("mocov2_step", "byol_step", "simsiam_step", "barlow_step", "vicreg_step")
-    inp = bench.make_inputs(batch_size=4, image_size=8, precision="fp32")
+    inp = bench.make_inputs(bench.Setup(batch_size=4, image_size=8, precision="fp32"))
     for case in bench.METHOD_CASES:
         parts = bench.simclr_parts(inp, case.removesuffix("_step"))
         assert parts.model.name == case.removesuffix("_step")

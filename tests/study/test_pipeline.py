@@ -36,7 +36,7 @@ def smoke(tmp_path_factory):
     mp.setenv("SIMPLECLR_KERNEL", "python3")
     mp.chdir(root)
     code = plans.run_plan("smoke", outputs=root / "outputs", report_dir=root / "report", progress=False,
-                          devices=["cpu", "cpu"])
+                          execution=plans.Execution(devices=["cpu", "cpu"]))
     yield {"root": root, "code": code,
            "html": (root / "report" / "report.html").read_text()}
     mp.undo()
@@ -144,7 +144,7 @@ def test_one_worker_gives_the_run_folders_and_rows_of_two(smoke, capsys):
     runs = plans.load_plan("smoke", root / "outputs").runs
     assert "super" not in [n for n, r in runs.items() if not r.needs][:2]  # the two workers' first
     code = plans.run_plan("smoke", outputs=root / "one-worker", report_dir=root / "report-one", progress=False,
-                          only=["selfsuper-pretrain", "super"], kernel_per_run=True)
+                          only=["selfsuper-pretrain", "super"], execution=plans.Execution(kernel_per_run=True))
     assert code == 0
     for name in ("selfsuper-pretrain", "super"):
         one = json.loads((root / "one-worker" / "smoke" / name / "result.json").read_text())
@@ -175,7 +175,7 @@ def test_a_failing_run_stops_only_the_runs_that_need_it(smoke, capsys):
     broken = root / "smoke-broken.yaml"
     broken.write_text(yaml.safe_dump(plan, sort_keys=False))
     code = plans.run_plan(broken, outputs=root / "outputs", report_dir=root / "report-broken",
-                          progress=False, devices=["cpu", "cpu"])
+                          progress=False, execution=plans.Execution(devices=["cpu", "cpu"]))
     out = capsys.readouterr().out
     assert code == 1
     assert "random-broken (linear_eval) on cpu: FAILED" in out and "WeightsError" in out

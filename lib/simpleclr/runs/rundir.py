@@ -41,7 +41,7 @@ from typing import Any, Iterable, Iterator, Optional
 
 from ..types import PathLike
 from ..errors import SimpleCLRError, one_line
-from .locks import LockHeld, file_lock
+from .locks import LockHeld, file_lock, holder_text
 from .sidecars import Sidecar
 
 # The run-folder format this code writes: 2 has the step trace (steps.jsonl and the checkpoints'
@@ -60,11 +60,11 @@ class CheckpointError(SimpleCLRError, RuntimeError):
 class RunLocked(SimpleCLRError, RuntimeError):
     """Another process is writing the run folder; one line naming its pid."""
 
-    def __init__(self, path: PathLike, pid: Optional[int]):
-        who = f"another process (pid {pid})" if pid else "another process"
+    def __init__(self, path: PathLike, pid: Optional[int], host: Optional[str] = None):
+        who = f"another process ({holder_text(pid, host)})" if pid else "another process"
         super().__init__(f"{path} is being written by {who}: wait for it to finish or stop it; "
                          "two writers would mix their metrics and checkpoints")
-        self.pid = pid
+        self.pid, self.host = pid, host
 
 
 class DiskFull(SimpleCLRError, RuntimeError):
@@ -476,7 +476,7 @@ class RunDir:
             try:
                 stack.enter_context(file_lock(self.lock_path, wait=False))
             except LockHeld as e:
-                raise RunLocked(self.path, e.pid) from None
+                raise RunLocked(self.path, e.pid, e.host) from None
             yield
 
     def _remove_if_empty(self) -> None:
@@ -547,7 +547,8 @@ class RunDir:
             raise refuse(f"its config is not valid: {one_line(str(e), 120)}") from None
         if fp != saved.get("fingerprint"):
             raise refuse(f"its fingerprint {one_line(str(saved.get('fingerprint')), 20)} is not its "
-                         f"config's, {fp}")
+                         f"config's, {fp}; a simpleclr whose config fields differ from the one that "
+                         "wrote it would also see this")
 
     def finished(self, cfg: Any) -> Optional[dict]:
         """The stored result when the folder holds ``cfg``'s finished run, None when it holds

@@ -141,14 +141,27 @@ class Inputs:
 BIG = 10**9  # a schedule long enough never to reach its end during the benchmark
 
 
-def make_inputs(batch_size: int = 256, image_size: int = 32, precision: str = "auto",
-                channels_last: bool = True, compile: bool = False, device: str = "auto",
-                stem: str = "cifar", width: int = 64) -> Inputs:
-    """The runtime and data of a benchmark: ``max(4 * batch_size, 2048)`` random images; the
-    models the cases build have ``stem`` and ``width``."""
-    cfg = PretrainConfig(batch_size=batch_size, precision=precision, channels_last=channels_last,
-                         compile=compile, device=device, epochs=1, warmup_epochs=0.0, stem=stem,
-                         width=width)
+@dataclass(frozen=True)
+class Setup:
+    """What a benchmark steps on: the batch and image side, the runtime (precision, memory format,
+    ``torch.compile``, device) and the models' ``stem`` and ``width``."""
+
+    batch_size: int = 256
+    image_size: int = 32
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+    stem: str = "cifar"
+    width: int = 64
+
+
+def make_inputs(setup: Setup) -> Inputs:
+    """The runtime and data of a benchmark: ``max(4 * batch_size, 2048)`` random images."""
+    batch_size, image_size = setup.batch_size, setup.image_size
+    cfg = PretrainConfig(batch_size=batch_size, precision=setup.precision, channels_last=setup.channels_last,
+                         compile=setup.compile, device=setup.device, epochs=1, warmup_epochs=0.0,
+                         stem=setup.stem, width=setup.width)
     rt = resolve_runtime(cfg.device, cfg.precision, cfg.channels_last)
     n_data = max(4 * batch_size, 2048)
     data = torch.randint(0, 256, (n_data, 3, image_size, image_size), dtype=torch.uint8,
@@ -275,13 +288,12 @@ def _ratios(res: dict[str, dict]) -> dict[str, float]:
     return ratios
 
 
-def run_bench(batch_size: int = 256, image_size: int = 32, precision: str = "auto",
-              channels_last: bool = True, compile: bool = False, device: str = "auto",
-              repeats: int = 5, steps: int = 3, warmup: int = 2,
+def run_bench(setup: Setup, *, repeats: int = 5, steps: int = 3, warmup: int = 2,
               only: Optional[list[str]] = None) -> dict:
-    """Measure the cases in ``only`` and return a JSON-ready dict of figures."""
+    """Measure the cases in ``only`` on ``setup`` and return a JSON-ready dict of figures."""
     only = list(only or CASES)
-    inp = make_inputs(batch_size, image_size, precision, channels_last, compile, device)
+    batch_size, image_size, compile = setup.batch_size, setup.image_size, setup.compile
+    inp = make_inputs(setup)
     dev = inp.rt.device
     timing = dict(device=dev, warmup=warmup, repeats=repeats, steps=steps)
     out: dict[str, Any] = {"device": str(dev), "device_name": device_name(dev),
@@ -344,9 +356,10 @@ def format_table(out: dict) -> str:
 def main(ns: argparse.Namespace) -> int:
     opts = resolve_options(ns)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the result alone
-        out = run_bench(opts["batch_size"], ns.image_size, ns.precision, ns.channels_last,
-                        ns.compile, ns.device, opts["repeats"], opts["steps"], opts["warmup"],
-                        opts["only"])
+        setup = Setup(batch_size=opts["batch_size"], image_size=ns.image_size, precision=ns.precision,
+                      channels_last=ns.channels_last, compile=ns.compile, device=ns.device)
+        out = run_bench(setup, repeats=opts["repeats"], steps=opts["steps"], warmup=opts["warmup"],
+                        only=opts["only"])
     out["profile"] = "full" if ns.full else "quick"
     print(json.dumps(out, indent=2) if ns.json else format_table(out))
     return 0

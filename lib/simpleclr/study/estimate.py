@@ -242,7 +242,7 @@ class Estimator:
             from . import bench
 
             side, batch = shape
-            inp = bench.make_inputs(batch_size=batch, image_size=side, precision=precision)
+            inp = bench.make_inputs(bench.Setup(batch_size=batch, image_size=side, precision=precision))
             if kind != "pretrain":
                 case = bench.supervised_case(inp)
             else:

@@ -6,15 +6,28 @@ kernel's start-up (the interpreter, ``import torch``, the library: about 7 s a n
 2-core CPUs, most of the smoke plan's time). Between notebooks it empties the namespace and puts
 back the process state a run may change (torch's thread count, the library's once-only warnings);
 after a failure or an interrupt it shuts the kernel down, and the next notebook starts a new one.
+
+Interrupts are quiet: Ctrl-C or SIGTERM under :func:`interrupts_quietly` (and in plan worker
+processes, :func:`quiet_on_interrupt`) first silences what the kernels' shutdown would print
+(the kernel process's own output, which this process forwards line by line, and the log records
+of papermill, nbclient, jupyter_client and asyncio: a ZMQError from a kernel told to leave mid
+reply, "Kernel died", "Task exception was never retrieved"), then raises KeyboardInterrupt, so the
+command's one line is all a user sees.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import IO, Any, Iterator, Optional
 
+from ..errors import one_line
 from ..types import PathLike
 
 # How long a kernel asked to shut down may take to leave on its own before it is interrupted.
@@ -35,6 +48,60 @@ _gc.collect()
 """
 # The thread count the kernel starts with (torch's default on this machine), read once.
 THREADS_CODE = "import torch as _torch; print(_torch.get_num_threads()); del _torch"
+
+
+# Set once an interrupt has begun: the kernels' output is no longer forwarded.
+QUIET = threading.Event()
+
+
+def quiet() -> None:
+    """Silence what shutting kernels down after an interrupt prints: their forwarded output and
+    every log record (``logging.disable``; :func:`interrupts_quietly` restores logging after)."""
+    QUIET.set()
+    logging.disable(logging.CRITICAL)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    quiet()
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def quiet_on_interrupt() -> None:
+    """SIGINT and SIGTERM become a quiet KeyboardInterrupt for the rest of this process (a plan's
+    worker process: its pool's initializer)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+
+
+@contextlib.contextmanager
+def interrupts_quietly() -> Iterator[None]:
+    """For the block, Ctrl-C and SIGTERM (``kill``, a scheduler's cancel) end it as a quiet
+    KeyboardInterrupt (:func:`quiet`): the running notebook's kernel is shut down and the caller
+    prints its one line, instead of the process dying where it stands or the shutdown printing
+    tracebacks. Only in the main thread, where Python runs signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if QUIET.is_set():
+            QUIET.clear()
+            logging.disable(logging.NOTSET)
+
+
+def _forward(stream: IO[bytes]) -> None:
+    """Copy a kernel's output to this process's stderr, line by line, until the kernel and its
+    children close it; dropped once an interrupt has begun (:data:`QUIET`)."""
+    with stream:
+        for line in iter(stream.readline, b""):
+            if not QUIET.is_set():
+                with contextlib.suppress(ValueError, OSError):  # stderr closed at exit
+                    sys.stderr.write(line.decode(errors="replace"))
+                    sys.stderr.flush()
 
 
 def kernel_name() -> str:
@@ -60,6 +127,22 @@ def kernel_manager_class() -> Optional[type]:
             kwargs.setdefault("ip", str(socket_dir() / str(os.getpid())))
             super().__init__(**kwargs)
 
+        async def start_kernel(self, **kw: Any) -> None:
+            # the kernel's stdout and stderr through a pipe this process forwards (_forward), so
+            # that what it prints while an interrupt shuts it down can be dropped
+            read, write = os.pipe()
+            kw.setdefault("stdout", write)
+            kw.setdefault("stderr", write)
+            try:
+                await super().start_kernel(**kw)
+            except BaseException:
+                os.close(read)
+                raise
+            finally:
+                os.close(write)
+            threading.Thread(target=_forward, args=(os.fdopen(read, "rb"),), name="kernel-output",
+                             daemon=True).start()
+
         async def _async_interrupt_kernel(self) -> None:
             # shutdown_kernel interrupts first (shutting_down already set), then requests shutdown
             # itself; a second request to a kernel that left (or is leaving) is harmless
@@ -84,6 +167,13 @@ def socket_dir() -> Path:
     if folder.stat().st_uid != os.getuid():
         raise PermissionError(f"{folder} belongs to another user; set TMPDIR to a folder of yours")
     return folder
+
+
+def failure_reason(e: BaseException) -> str:
+    """Why a notebook did not finish, in one line: the cell's exception (papermill's ``ename``
+    and ``evalue``), else the exception itself (a dead kernel, a missing notebook)."""
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    return one_line(f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}", 400)
 
 
 def run_notebook(source: Path, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,

@@ -434,9 +434,10 @@ def _values(raw: dict, seen: dict[str, dict], plan_dir: Path, standins: tuple[st
     return values
 
 
-def _run_spec(n: str, r: dict, defaults: dict[str, dict], values: dict, needs: list[str],
+def _run_spec(r: dict, defaults: dict[str, dict], values: dict, needs: list[str],
               plan_dir: Path, where: str) -> RunSpec:
     """One run resolved: defaults under its params, references substituted, its config built."""
+    n = str(r["name"])
     w = f"{where}: run {n!r}"
     params = _substitute({**copy.deepcopy(defaults.get(r["notebook"], {})),
                           **copy.deepcopy(r.get("params") or {})}, values)
@@ -491,7 +492,7 @@ def _validated(raw: dict, source: Path, outputs: PathLike) -> Plan:
     deps = {n: _run_needs(n, r, seen, standins, f"{where}: run {n!r}") for n, r in seen.items()}
     plan_dir = Path(outputs) / name
     values = _values(raw, seen, plan_dir, standins)
-    runs = {n: _run_spec(n, seen[n], defaults, values, deps[n], plan_dir, where) for n in _order(deps, name)}
+    runs = {n: _run_spec(seen[n], defaults, values, deps[n], plan_dir, where) for n in _order(deps, name)}
     return Plan(name=name, source=source, description=str(raw.get("description") or "").strip(),
                 outputs=plan_dir, runs=runs, report=_report_params(raw, where), standins=standins,
                 estimate=str(raw.get("estimate") or "").strip(), budget_min=_budget(raw, where),

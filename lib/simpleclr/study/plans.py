@@ -5,7 +5,9 @@ its runs, the notebook (= stage) each one executes, its parameters and what the 
 it. :func:`run_plan` checks the data every run needs and that each run's images fit its config,
 executes the runs in dependency order, skipping finished ones and resuming partial ones, then
 renders the report; :func:`show_plan` lists status and an estimate of the time left
-(:mod:`simpleclr.study.estimate`).
+(:mod:`simpleclr.study.estimate`). :class:`PlanExecutor` owns a plan's execution; its backends
+run the notebooks in this process (:class:`InProcess`), in worker processes, one per device
+(:class:`Workers`), or as SLURM jobs (:class:`simpleclr.study.slurm.Slurm`).
 """
 from __future__ import annotations
 
@@ -16,17 +18,15 @@ import multiprocessing.util
 import os
 import signal
 import sys
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Protocol, Sequence
 
 from ..config import ConfigError, StageConfig
 from ..types import PathLike
-from ..errors import one_line
 from .estimate import Estimator, PlanClock, estimate_runs
-from .kernels import SharedKernel, run_notebook
+from .kernels import SharedKernel, failure_reason, interrupts_quietly, quiet_on_interrupt, run_notebook
 from .planfile import REPO_ROOT, Plan, PlanError, RunSpec, load_plan
 from ..runs.rundir import RunDir, atomic_write_json, git_commit
 from ..runs.watch import RunWatch, fmt_seconds
@@ -34,6 +34,8 @@ from ..report.model import MAIN_ROWS, MANIFEST
 
 if TYPE_CHECKING:
     import torch
+
+    from .slurm import SlurmOptions
 
 
 REPORT_NOTEBOOK = "report"
@@ -173,11 +175,6 @@ def notebook_file(name: str) -> Path:
     return path
 
 
-def _failure_reason(e: BaseException) -> str:
-    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
-    return one_line(f"{ename}: {evalue}" if ename else f"{type(e).__name__}: {e}", 400)
-
-
 def execute_notebook(name: str, output: Path, parameters: dict, *, cwd: Optional[PathLike] = None,
                      progress: bool = False, kernel: Optional[SharedKernel] = None) -> None:
     """Run ``notebooks/<name>.ipynb`` with ``parameters`` through papermill into ``output``, in
@@ -217,7 +214,7 @@ def _before_runs(p: Plan, names: Sequence[str], statuses: dict[str, str]) -> tup
     return todo, unavailable
 
 
-def _not_run(spec: RunSpec, status: str, states: dict[str, dict], unavailable: dict[str, str]) -> Optional[dict]:
+def not_run(spec: RunSpec, status: str, states: dict[str, dict], unavailable: dict[str, str]) -> Optional[dict]:
     """The state of a run that is not executed now (broken, done earlier, unavailable, blocked by
     a need that did not finish), or None when it is to run."""
     if status == "broken":  # a damaged JSON file: never run over it, never delete it
@@ -279,48 +276,263 @@ def _worker_kernel() -> SharedKernel:
     return _WORKER_KERNEL
 
 
-def _execute_in_worker(notebook: str, output: str, params: dict, shared: bool = True) -> Optional[str]:
-    """One run's notebook in a worker process (in its shared kernel unless ``shared`` is False):
-    None when it finished, else why not (a line)."""
+def execute_in_worker(notebook: str, output: str, params: dict, shared: bool = True) -> Optional[str]:
+    """One run's notebook in a worker process (in the process's shared kernel unless ``shared``
+    is False): None when it finished, else why not (a line)."""
     try:
         execute_notebook(notebook, Path(output), params, kernel=_worker_kernel() if shared else None)
     except KeyboardInterrupt:
         return "interrupted"
     except Exception as e:  # papermill's execution error, a dead kernel, ...
-        return _failure_reason(e)
+        return failure_reason(e)
     return None
 
 
-def _execute_run(p: Plan, spec: RunSpec, tag: str, states: dict[str, dict], progress: bool,
-                 kernel: Optional[SharedKernel] = None) -> dict:
-    """Execute one run's notebook (in ``kernel`` when given); its state (done or failed). An
-    interrupt leaves it partial, in the manifest too, and goes on up."""
-    t0 = time.time()
-    try:
-        with RunWatch(tag, RunDir(spec.path)) if progress else contextlib.nullcontext():
-            execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params, kernel=kernel)
-    except KeyboardInterrupt:
-        states[spec.name] = {"state": "partial", "reason": "interrupted"}
-        write_manifest(p, states)
-        raise
-    except Exception as e:  # papermill's execution error, a dead kernel, ...
-        reason = _failure_reason(e)
-        print(f"{tag}: FAILED after {fmt_seconds(time.time() - t0)}: {reason}\n"
-              f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
-        return {"state": "failed", "reason": reason, "seconds": time.time() - t0}
-    res = RunDir(spec.path).read_result() or {}
-    return {"state": "done", "reason": None, "reused": False, "seconds": time.time() - t0,
-            "wall_time_s": res.get("wall_time_s")}
+# ---- the executor and its backends -----------------------------------------------------------
+class Backend(Protocol):
+    """Where a plan's notebooks execute, for :class:`PlanExecutor` (which owns every rule)."""
+
+    eager: bool  # takes a run before its needs settle: the scheduler holds it (SLURM's afterok)
+    verb: str  # the run's line when it starts: "running", "submitted"
+    watched: bool  # progress lines from the run folders while runs execute (RunWatch)
+    tty: Optional[bool]  # RunWatch's tty: None decides by the terminal, False writes plain lines
+    detach: bool  # hand the runs over and return without waiting for them
+
+    def fits(self, spec: RunSpec) -> bool:
+        """Whether ``spec`` can start now."""
+
+    def start(self, spec: RunSpec, after: Sequence[str]) -> str:
+        """Start ``spec`` once the runs ``after`` (handed over, not settled) finish; where it runs,
+        appended to its tag (" on cuda:1")."""
+
+    def wait(self) -> list[tuple[str, Optional[str]]]:
+        """Block until at least one started run ends: (name, None when it finished, else why not)."""
+
+    def drop(self, name: str) -> None:
+        """Forget a started run that is not to run after all (a need of it failed)."""
+
+    def stop(self, names: Sequence[str]) -> dict[str, str]:
+        """Ctrl-C or SIGTERM: stop what can be stopped; each started run's reason in the manifest."""
+
+    def close(self) -> None:
+        """Release what the backend holds (worker processes); runs handed to a scheduler stay."""
 
 
-def _run_one(p: Plan, spec: RunSpec, tag: str, status: str, states: dict[str, dict],
-             unavailable: dict[str, str], clock: PlanClock, progress: bool,
-             kernel: Optional[SharedKernel] = None) -> None:
-    """One run's turn: skipped with its reason, or executed; its state goes into ``states`` and the
-    manifest (a run done earlier changes nothing there)."""
-    state = _not_run(spec, status, states, unavailable)
-    if state is not None:
-        states[spec.name] = state
+class InProcess:
+    """One run after another, in ``kernel`` (a fresh kernel per run when None), every run on
+    ``device`` when given (a runtime field: the fingerprint stays)."""
+
+    eager, verb, detach, watched = False, "running", False, True
+    tty: Optional[bool] = None  # one run at a time: its line is rewritten in place on a terminal
+
+    def __init__(self, kernel: Optional[SharedKernel] = None, device: Optional[str] = None):
+        self.kernel, self.device = kernel, device
+        self.next: Optional[RunSpec] = None
+
+    def fits(self, spec: RunSpec) -> bool:
+        return self.next is None
+
+    def start(self, spec: RunSpec, after: Sequence[str]) -> str:
+        self.next = spec
+        return ""
+
+    def wait(self) -> list[tuple[str, Optional[str]]]:
+        spec, self.next = self.next, None
+        if self.device:
+            spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, device=self.device))
+        try:
+            execute_notebook(spec.notebook, RunDir(spec.path).notebook_path, spec.params, kernel=self.kernel)
+        except Exception as e:  # papermill's execution error, a dead kernel, ...
+            return [(spec.name, failure_reason(e))]
+        return [(spec.name, None)]
+
+    def drop(self, name: str) -> None:
+        self.next = None
+
+    def stop(self, names: Sequence[str]) -> dict[str, str]:
+        return {n: "interrupted" for n in names}
+
+    def close(self) -> None:
+        pass
+
+
+class Workers:
+    """Runs side by side in worker processes, one per device (each with one kernel for its runs
+    unless ``shared`` is False); a run that sets a launcher takes every device and runs alone."""
+
+    eager, verb, detach, watched = False, "running", False, True
+    tty: Optional[bool] = False  # several runs share the terminal: plain lines
+
+    def __init__(self, devices: Sequence[str], shared: bool = True):
+        self.devices, self.free, self.shared = list(devices), list(devices), shared
+        self.pool = ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn"),
+                                        initializer=quiet_on_interrupt)
+        self.futures: dict[Future, tuple[str, list[str]]] = {}
+
+    def fits(self, spec: RunSpec) -> bool:
+        return bool(self.free) and not (spec.config.launcher and len(self.free) < len(self.devices))
+
+    def start(self, spec: RunSpec, after: Sequence[str]) -> str:
+        exclusive = bool(spec.config.launcher)
+        taken = [self.free.pop(0)] + ([self.free.pop() for _ in list(self.free)] if exclusive else [])
+        params = spec.params if exclusive else worker_params(spec, taken[0], self.devices)
+        fut = self.pool.submit(execute_in_worker, spec.notebook, str(RunDir(spec.path).notebook_path),
+                               params, self.shared)
+        self.futures[fut] = (spec.name, taken)
+        return f" on {'every device' if exclusive else taken[0]}"
+
+    def wait(self) -> list[tuple[str, Optional[str]]]:
+        ended = []
+        for fut in wait(self.futures, return_when=FIRST_COMPLETED).done:
+            name, taken = self.futures.pop(fut)
+            self.free += taken
+            ended.append((name, fut.result()))
+        return ended
+
+    def drop(self, name: str) -> None:
+        pass  # never started before its needs settled
+
+    def stop(self, names: Sequence[str]) -> dict[str, str]:
+        for child in multiprocessing.active_children():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGINT)
+        return {n: "interrupted" for n in names}
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+@dataclasses.dataclass
+class Started:
+    """A run handed to the backend: its line's tag, when, and its progress watch."""
+
+    tag: str
+    t0: float
+    watch: contextlib.ExitStack
+
+
+class PlanExecutor:
+    """One plan's execution: the rules every backend shares, and the only writer of the manifest.
+
+    A run starts once every run it needs has settled (an eager backend, SLURM, takes it as soon
+    as its needs are handed over, and the scheduler holds it), in plan order among those ready;
+    a run done earlier with the same config is skipped, a partial one resumes (the library
+    resumes from ``checkpoints/last.pt``), a broken one is never run over; a failed run blocks
+    only the runs that need it, and the others go on. The backend says where a run executes;
+    this process alone prints the runs' lines and writes ``plan.json``. Ctrl-C or SIGTERM marks
+    the started runs partial (with the backend's reason) and goes on up.
+    """
+
+    def __init__(self, plan: Plan, names: Sequence[str], backend: Backend, progress: bool = True):
+        self.plan, self.names, self.backend, self.progress = plan, list(names), backend, progress
+        self.statuses = {n: s.status() for n, s in plan.runs.items()}
+        self.states: dict[str, dict] = {}
+        self.unavailable: dict[str, str] = {}
+        self.running: dict[str, Started] = {}
+        self.clock = PlanClock({})
+        width = len(str(len(self.names)))
+        self.tags = {n: f"[{i:>{width}}/{len(self.names)}] {n} ({plan.runs[n].notebook})"
+                     for i, n in enumerate(self.names, 1)}
+
+    def prepare(self, estimate_from: Optional[Path] = None) -> list[str]:
+        """Check what the runs need (:func:`_before_runs`), write the manifest and the plan's line;
+        with ``estimate_from`` (the outputs folder), the time each run should take. The runs to run."""
+        p = self.plan
+        todo, self.unavailable = _before_runs(p, self.names, self.statuses)
+        self.write()
+        print(f"plan {p.name}: {len(self.names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
+        if estimate_from is not None:
+            self.clock = PlanClock(estimate_runs(p, [n for n in todo if n not in self.unavailable], estimate_from))
+            print(self.clock.summary(p), flush=True)
+        return todo
+
+    def write(self) -> Path:
+        return write_manifest(self.plan, self.states)
+
+    def run(self) -> None:
+        """Execute (or hand over, with a detached backend) every run, in dependency order."""
+        pending = list(self.names)
+        try:
+            while pending or self.running:
+                while self._step(pending):
+                    pass
+                if self.backend.detach and not pending:  # the scheduler has every run
+                    for n, reason in self.backend.stop(list(self.running)).items():
+                        self.states[n] = {"state": "submitted", "reason": reason}
+                    self.write()
+                    return
+                if not self.running:
+                    if pending:  # cannot happen with a validated plan (needs come first, all in names)
+                        raise PlanError(f"plan {self.plan.name}: runs {', '.join(pending)} wait on runs that never ran")
+                    break
+                for name, failure in self.backend.wait():
+                    if name in self.running:  # else settled already: a need of it failed first
+                        self._ended(name, failure)
+        except KeyboardInterrupt:
+            for n, reason in self.backend.stop(list(self.running)).items():
+                self.states[n] = {"state": "partial", "reason": reason}
+            self.write()
+            raise
+        finally:
+            for started in self.running.values():
+                started.watch.close()
+            self.backend.close()
+
+    def _step(self, pending: list[str]) -> bool:
+        """Settle or start the first pending run that can move now, in plan order; False when none can."""
+        for n in pending:
+            needs = self.plan.runs[n].needs
+            if not all(d in self.states or self.backend.eager and d in self.running for d in needs):
+                continue
+            state = not_run(self.plan.runs[n], self.statuses[n], self.states, self.unavailable)
+            if state is None and not self.backend.fits(self.plan.runs[n]):
+                continue
+            pending.remove(n)
+            if state is not None:
+                self._settle(n, state)
+            else:
+                self._start(n, [d for d in needs if d in self.running])
+            return True
+        return False
+
+    def _start(self, n: str, after: Sequence[str]) -> None:
+        spec = self.plan.runs[n]
+        tag = self.tags[n] + self.backend.start(spec, after)
+        print(f"{tag}: {'resuming' if self.statuses[n] == 'partial' else self.backend.verb} -> {spec.path}", flush=True)
+        watch = contextlib.ExitStack()
+        if self.progress and self.backend.watched:
+            watch.enter_context(RunWatch(tag, RunDir(spec.path), tty=self.backend.tty))
+        self.running[n] = Started(tag, time.time(), watch)
+
+    def _ended(self, n: str, failure: Optional[str]) -> None:
+        """A started run has ended: its state, its closing line and the manifest; a failure settles
+        the runs handed over that need it."""
+        started = self.running.pop(n)
+        started.watch.close()
+        spec, seconds = self.plan.runs[n], time.time() - started.t0
+        if failure is not None:
+            self.states[n] = {"state": "failed", "reason": failure, "seconds": seconds}
+            print(f"{started.tag}: FAILED after {fmt_seconds(seconds)}: {failure}\n"
+                  f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
+        else:
+            res = RunDir(spec.path).read_result() or {}
+            self.states[n] = {"state": "done", "reason": None, "reused": False, "seconds": seconds,
+                              "wall_time_s": res.get("wall_time_s")}
+            self.clock.finished(n, seconds)
+            print(f"{started.tag}: done in {fmt_seconds(seconds)}{self.clock.left_text()}", flush=True)
+        self.write()
+        for m in list(self.running):  # handed over before this one failed: they will not run
+            state = not_run(self.plan.runs[m], self.statuses[m], self.states, self.unavailable)
+            if m in self.running and state is not None:
+                self.running.pop(m).watch.close()
+                self.backend.drop(m)
+                self._settle(m, state)
+
+    def _settle(self, n: str, state: dict) -> None:
+        """A run that is not executed now: its state, its line and the manifest (a run done earlier
+        changes nothing there)."""
+        self.states[n] = state
+        tag = self.tags[n]
         if state["state"] == "broken":
             print(f"{tag}: BROKEN, not run: {state['reason']}", flush=True)
         elif state["state"] == "done":
@@ -328,53 +540,26 @@ def _run_one(p: Plan, spec: RunSpec, tag: str, status: str, states: dict[str, di
             return
         else:
             print(f"{tag}: not run: {state['reason']}", flush=True)
-        write_manifest(p, states)
-        return
-    print(f"{tag}: {'resuming' if status == 'partial' else 'running'} -> {spec.path}", flush=True)
-    states[spec.name] = state = _execute_run(p, spec, tag, states, progress, kernel)
-    if state["state"] == "done":
-        clock.finished(spec.name, state["seconds"])
-        print(f"{tag}: done in {fmt_seconds(state['seconds'])}{clock.left_text()}", flush=True)
-    write_manifest(p, states)
+        self.write()
 
-
-def _after_runs(p: Plan, names: Sequence[str], states: dict[str, dict], report_dir: PathLike,
-                started: float, kernel: Optional[SharedKernel] = None) -> int:
-    """Render the report; 1 when it or any run failed, broke or was blocked."""
-    print(f"plan {p.name}: runs finished in {fmt_seconds(time.time() - started)}; rendering the report", flush=True)
-    try:
-        html = render_report(p, report_dir, kernel)
-        print(f"report: {html}", flush=True)
-    except Exception as e:
-        print(f"report: FAILED: {_failure_reason(e)}\n    executed notebook: {p.outputs / 'report.ipynb'}",
+    def finish(self, report_dir: PathLike, started: float, kernel: Optional[SharedKernel] = None) -> int:
+        """Render the report; 1 when it or any run failed, broke or was blocked."""
+        p = self.plan
+        print(f"plan {p.name}: runs finished in {fmt_seconds(time.time() - started)}; rendering the report",
               flush=True)
-        return 1
-    failed = [n for n in names if states[n]["state"] in ("failed", "broken")]
-    if failed:
-        print(f"plan {p.name}: {len(failed)} run(s) failed or broken: {', '.join(failed)} "
-              "(their rows are marked missing in the report)", file=sys.stderr, flush=True)
-        return 1
-    blocked = [n for n, s in states.items() if s["state"] == "blocked"]
-    return 1 if blocked else 0
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (``kill``, a job scheduler's cancel: SLURM's scancel sends it) ends the plan as
-    Ctrl-C does: the running run is marked partial and its kernel shut down, instead of the
-    process dying where it stands. Only in the main thread, where Python runs signal handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        try:
+            html = render_report(p, report_dir, kernel)
+            print(f"report: {html}", flush=True)
+        except Exception as e:
+            print(f"report: FAILED: {failure_reason(e)}\n    executed notebook: {p.outputs / 'report.ipynb'}",
+                  flush=True)
+            return 1
+        failed = [n for n in self.names if self.states[n]["state"] in ("failed", "broken")]
+        if failed:
+            print(f"plan {p.name}: {len(failed)} run(s) failed or broken: {', '.join(failed)} "
+                  "(their rows are marked missing in the report)", file=sys.stderr, flush=True)
+            return 1
+        return 1 if any(s["state"] == "blocked" for s in self.states.values()) else 0
 
 
 def cut_plan(p: Plan, images: int, quiet: bool = False) -> Plan:
@@ -397,140 +582,71 @@ def cut_plan(p: Plan, images: int, quiet: bool = False) -> Plan:
     return dataclasses.replace(p, runs=runs, standins=standins)
 
 
-def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
-             only: Optional[Sequence[str]] = None, *, progress: bool = True,
-             devices: Optional[Sequence[str]] = None, kernel_per_run: bool = False,
-             rehearsal: int = 0) -> int:
-    """Execute a plan's runs, then render the report; the exit code is 1 when a run failed.
-
-    The runs share one kernel, reset between them (:class:`simpleclr.study.kernels.SharedKernel`),
-    unless ``kernel_per_run``; the report notebook and runs on several devices get their own.
+@dataclasses.dataclass(frozen=True)
+class Execution:
+    """How a plan's runs execute (:func:`run_plan`).
 
     ``devices`` (see :func:`parse_devices`): with several, independent runs go side by side, one
-    per device (:func:`_run_on_workers`); with one, every run uses that device; None, each run its own.
+    per device (:class:`Workers`); with one, every run uses that device; None, each run its own.
+    ``kernel_per_run``: a fresh Jupyter kernel for every run instead of one shared kernel, reset
+    between runs (:class:`simpleclr.study.kernels.SharedKernel`). ``rehearsal`` > 0 runs every run
+    cut short (:func:`cut_plan`). ``slurm``: every run as a SLURM job instead
+    (:class:`simpleclr.study.slurm.SlurmOptions`).
+    """
+
+    devices: Optional[Sequence[str]] = None
+    kernel_per_run: bool = False
+    rehearsal: int = 0
+    slurm: Optional["SlurmOptions"] = None
+
+    def __post_init__(self) -> None:
+        if self.rehearsal < 0:
+            raise PlanError(f"rehearsal={self.rehearsal}: use 0 (the real plan) or a number of images")
+        if self.slurm is not None and self.devices:
+            raise PlanError("--devices and --executor slurm exclude each other: on SLURM each job "
+                            "asks for its own GPUs (--gpus-per-job)")
+
+    def backend(self, plan: Plan, kernel: Optional[SharedKernel]) -> Backend:
+        if self.slurm is not None:
+            from .slurm import Slurm
+
+            return Slurm(plan, self.slurm)
+        if self.devices and len(self.devices) > 1:
+            return Workers(self.devices, shared=not self.kernel_per_run)
+        return InProcess(kernel, self.devices[0] if self.devices else None)
+
+
+def run_plan(plan: PathLike, outputs: PathLike = "outputs", report_dir: PathLike = "report",
+             only: Optional[Sequence[str]] = None, *, progress: bool = True,
+             execution: Optional[Execution] = None) -> int:
+    """Execute a plan's runs (:class:`PlanExecutor`, where ``execution`` says), then render the
+    report; the exit code is 1 when a run failed.
+
+    The runs share one kernel, reset between them (:class:`simpleclr.study.kernels.SharedKernel`),
+    unless ``execution.kernel_per_run``; the report notebook and runs on several devices get their own.
 
     Finished runs with the same config are skipped, partial ones resume (the library resumes from
     ``checkpoints/last.pt``). A failed run is reported with its executed notebook; runs that do not
-    need it go on, and the report still renders with that row marked missing.
-
-    ``rehearsal`` > 0 runs every run cut short (:func:`cut_plan`); :mod:`simpleclr.study.rehearse`
-    gives it a folder of its own.
+    need it go on, and the report still renders with that row marked missing. A detached SLURM
+    backend submits the jobs and the call returns 0; run again once they have settled, it
+    renders the report.
     """
+    how = execution or Execution()
     p = load_plan(plan, outputs)
-    if rehearsal:
-        p = cut_plan(p, rehearsal)
+    if how.rehearsal:
+        p = cut_plan(p, how.rehearsal)
     names = p.closure(only) if only else list(p.runs)
-    statuses = {n: p.runs[n].status() for n in p.runs}
-    todo, unavailable = _before_runs(p, names, statuses)
-    states: dict[str, dict] = {}
-    write_manifest(p, states)
-    print(f"plan {p.name}: {len(names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
-    runnable = [n for n in todo if n not in unavailable]
-    clock = PlanClock(estimate_runs(p, runnable, Path(outputs)) if progress and not rehearsal else {})
-    if progress and not rehearsal:
-        print(clock.summary(p), flush=True)
-    started = time.time()
-    width = len(str(len(names)))
-    tags = {n: f"[{i:>{width}}/{len(names)}] {n} ({p.runs[n].notebook})" for i, n in enumerate(names, 1)}
-    with sigterm_as_interrupt(), SharedKernel() if not kernel_per_run else contextlib.nullcontext() as kernel:
-        if devices and len(devices) > 1:
-            _run_on_workers(p, names, tags, statuses, states, unavailable, clock, progress, devices,
-                            shared=not kernel_per_run)
-        else:
-            for n in names:
-                spec = p.runs[n]
-                if devices:  # one worker on a named device: a runtime field, the fingerprint stays
-                    spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, device=devices[0]))
-                _run_one(p, spec, tags[n], statuses[n], states, unavailable, clock, progress, kernel)
-        return _after_runs(p, names, states, report_dir, started, kernel)
-
-
-def _run_on_workers(p: Plan, names: Sequence[str], tags: dict[str, str], statuses: dict[str, str],
-                    states: dict[str, dict], unavailable: dict[str, str], clock: PlanClock, progress: bool,
-                    devices: Sequence[str], shared: bool = True) -> None:
-    """The runs side by side, one per worker device, in worker processes (each with one kernel for
-    its runs unless ``shared`` is False).
-
-    A run starts once every run it needs has settled (in plan order among those ready); one that
-    sets a launcher takes every device and runs alone. A failed run blocks only the runs that need
-    it. Only this process writes the manifest and prints the runs' lines; each run's folder has
-    its one writer, the notebook's kernel. Ctrl-C interrupts every running notebook, marks those
-    runs partial and goes on up."""
-    pending = list(names)
-    running: dict[Future, tuple[str, str, str, float, contextlib.ExitStack]] = {}
-    free = list(devices)
-    pool = ProcessPoolExecutor(len(devices), mp_context=multiprocessing.get_context("spawn"))
-    try:
-        while pending or running:
-            while _start_ready(p, pending, running, free, tags, statuses, states, unavailable, clock, progress,
-                               devices, pool, shared):
-                pass
-            if not running:
-                if pending:  # cannot happen with a validated plan (needs come first, all in names)
-                    raise PlanError(f"plan {p.name}: runs {', '.join(pending)} wait on runs that never ran")
-                break
-            for fut in wait(running, return_when=FIRST_COMPLETED).done:
-                n, tag, taken, t0, watch = running.pop(fut)
-                watch.close()
-                free += taken.split(",")
-                _record_worker_result(p, n, tag, fut.result(), t0, states, clock)
-    except KeyboardInterrupt:
-        for child in multiprocessing.active_children():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGINT)
-        for n, *_ in running.values():
-            states[n] = {"state": "partial", "reason": "interrupted"}
-        write_manifest(p, states)
-        raise
-    finally:
-        for *_, watch in running.values():
-            watch.close()
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _start_ready(p: Plan, pending: list[str], running: dict, free: list[str], tags: dict[str, str],
-                 statuses: dict[str, str], states: dict[str, dict], unavailable: dict[str, str],
-                 clock: PlanClock, progress: bool, devices: Sequence[str], pool: ProcessPoolExecutor,
-                 shared: bool = True) -> bool:
-    """Settle or start the first pending run whose needs have settled and that fits on the free
-    devices, in plan order; False when none can move now."""
-    for n in [n for n in pending if all(d in states for d in p.runs[n].needs)]:
-        spec, exclusive = p.runs[n], bool(p.runs[n].config.launcher)
-        if _not_run(spec, statuses[n], states, unavailable) is not None:  # done earlier, blocked, ...
-            pending.remove(n)
-            _run_one(p, spec, tags[n], statuses[n], states, unavailable, clock, progress)
-            return True
-        if not free or exclusive and len(free) < len(devices):
-            continue
-        pending.remove(n)
-        taken = [free.pop(0)] + ([free.pop() for _ in list(free)] if exclusive else [])
-        tag = f"{tags[n]} on {'every device' if exclusive else taken[0]}"
-        print(f"{tag}: {'resuming' if statuses[n] == 'partial' else 'running'} -> {spec.path}", flush=True)
-        watch = contextlib.ExitStack()
-        if progress:
-            watch.enter_context(RunWatch(tag, RunDir(spec.path), tty=False))
-        params = spec.params if exclusive else worker_params(spec, taken[0], devices)
-        fut = pool.submit(_execute_in_worker, spec.notebook, str(RunDir(spec.path).notebook_path), params, shared)
-        running[fut] = (n, tag, ",".join(taken), time.time(), watch)
-        return True
-    return False
-
-
-def _record_worker_result(p: Plan, n: str, tag: str, failure: Optional[str], t0: float,
-                          states: dict[str, dict], clock: PlanClock) -> None:
-    """A worker's run has ended: its state, its closing line and the manifest, as for one worker."""
-    spec, seconds = p.runs[n], time.time() - t0
-    if failure is not None:
-        states[n] = {"state": "failed", "reason": failure, "seconds": seconds}
-        print(f"{tag}: FAILED after {fmt_seconds(seconds)}: {failure}\n"
-              f"    executed notebook: {RunDir(spec.path).notebook_path}", flush=True)
-    else:
-        res = RunDir(spec.path).read_result() or {}
-        states[n] = {"state": "done", "reason": None, "reused": False, "seconds": seconds,
-                     "wall_time_s": res.get("wall_time_s")}
-        clock.finished(n, seconds)
-        print(f"{tag}: done in {fmt_seconds(seconds)}{clock.left_text()}", flush=True)
-    write_manifest(p, states)
+    with interrupts_quietly(), SharedKernel() if not how.kernel_per_run else contextlib.nullcontext() as kernel:
+        executor = PlanExecutor(p, names, how.backend(p, kernel), progress)
+        executor.prepare(Path(outputs) if progress and not how.rehearsal else None)
+        started = time.time()
+        executor.run()
+        if executor.running:  # detached: the scheduler has them
+            print(f"plan {p.name}: {len(executor.running)} job(s) submitted; watch them with "
+                  f"simpleclr plan show {plan}, and run this command again once they have settled "
+                  "to render the report", flush=True)
+            return 0
+        return executor.finish(report_dir, started, kernel)
 
 
 def render_report(plan: Plan, report_dir: PathLike = "report", kernel: Optional[SharedKernel] = None) -> Path:
@@ -545,7 +661,8 @@ def render_report(plan: Plan, report_dir: PathLike = "report", kernel: Optional[
 
 # ---- status and estimates --------------------------------------------------------------------
 def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
-    """Print each run's status (done / partial / todo / stale / broken) and the time left here."""
+    """Print each run's status (done / partial / todo / stale / broken), its SLURM job's state when
+    the plan was submitted there (``plan run --executor slurm``) and the time left here."""
     p = load_plan(plan, outputs)
     est = Estimator(Path(outputs))
     rows = []
@@ -554,19 +671,30 @@ def show_plan(plan: PathLike, outputs: PathLike = "outputs") -> int:
     for n, spec in p.runs.items():
         status = spec.status()
         if status == "broken":  # not run until repaired: the last column says why
-            rows.append((n, spec.notebook, status, "-", spec.problem()))
+            rows.append([n, spec.notebook, status, "-", "-", spec.problem()])
             continue
         seconds, basis = (0.0, "") if status == "done" else est.seconds(spec)
         if seconds is None:
             unknown += 1
         else:
             total += seconds
-        rows.append((n, spec.notebook, status, "-" if status == "done" else fmt_seconds(seconds), basis))
-    w = [max(len(r[i]) for r in rows + [("run", "notebook", "status", "left", "")]) for i in range(4)]
+        rows.append([n, spec.notebook, status, "-" if status == "done" else fmt_seconds(seconds), "-", basis])
+    jobs: dict[str, str] = {}
+    if (p.outputs / "slurm").is_dir():  # submitted to SLURM: the jobs' states, read last, so fresh
+        from .slurm import run_job_states
+
+        jobs = run_job_states(p)
+        for r in rows:
+            r[2] = p.runs[r[0]].status()  # as of the same moment
+            r[4] = jobs.get(r[0], "-") if r[2] != "done" else "-"
+    head = ("run", "notebook", "status", "left", "slurm")
+    cols = 5 if jobs else 4  # the SLURM column once the plan was submitted there
+    w = [max(len(r[i]) for r in rows + [list(head)]) for i in range(5)]
     print(f"plan {p.name} ({p.source}) -> {p.outputs}")
-    print(f"  {'run':<{w[0]}}  {'notebook':<{w[1]}}  {'status':<{w[2]}}  {'left':>{w[3]}}  basis")
+    print("  " + "  ".join(f"{h:>{w[i]}}" if i == 3 else f"{h:<{w[i]}}" for i, h in enumerate(head[:cols]))
+          + "  basis")
     for r in rows:
-        print(f"  {r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]:>{w[3]}}  {r[4]}")
+        print("  " + "  ".join(f"{r[i]:>{w[i]}}" if i == 3 else f"{r[i]:<{w[i]}}" for i in range(cols)) + f"  {r[5]}")
     counts = {s: sum(r[2] == s for r in rows) for s in ("done", "partial", "todo", "stale", "broken")}
     left = f"about {fmt_seconds(total)} left on this machine" + (
         f" (+{unknown} run(s) not estimated)" if unknown else "")

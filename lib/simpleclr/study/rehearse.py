@@ -39,7 +39,7 @@ from ..runs.watch import fmt_seconds
 from ..types import PathLike
 from .estimate import Estimator, native_size, work_units
 from .planfile import Plan, PlanError, load_plan
-from .plans import cut_plan, run_plan
+from .plans import Execution, cut_plan, run_plan
 
 REHEARSAL_IMAGES = 32  # images per cut batch and evaluation pass
 FIT_BATCHES = (48, 128)  # a training shape's step is timed at these batches (fewer where the plan's is)
@@ -60,7 +60,7 @@ def rehearse_plan(plan: PathLike, outputs: PathLike = "rehearsal", images: int =
     _clear(p)
     started = time.time()
     code = run_plan(plan, outputs=outputs, report_dir=p.outputs / "report", progress=progress,
-                    rehearsal=images)
+                    execution=Execution(rehearsal=images))
     wall = time.time() - started
     cut = cut_plan(p, images, quiet=True)  # as run_plan ran it
     shapes = measure_shapes(cut) if measure else []
@@ -132,7 +132,8 @@ def step_here(kind: str, size: int, stem: str, precision: str, batch: int, width
 
     base = device.resident_mb()
     device.reset_peak_memory()
-    inp = bench.make_inputs(batch_size=batch, image_size=size, precision=precision, stem=stem, width=width)
+    inp = bench.make_inputs(bench.Setup(batch_size=batch, image_size=size, precision=precision,
+                                         stem=stem, width=width))
     case = bench.simclr_case(inp) if kind == "pretrain" else bench.supervised_case(inp)
     timing = bench.time_steps(case, inp.rt.device, warmup=1, repeats=1, steps=1)
     peak = device.peak_memory(inp.rt.device)["peak_memory_mb"]
