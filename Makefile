@@ -79,12 +79,14 @@ evidence: install
 	$(VENV)/bin/simpleclr plan run pilot-short --report-dir outputs/pilot-short
 	$(VENV)/bin/simpleclr plan run pilot-width --report-dir outputs/pilot-width
 	$(VENV)/bin/simpleclr plan run quick
+	$(VENV)/bin/simpleclr plan run methods-quick
 	(cat docs/evidence-head.md; $(PY) scripts/evidence.py outputs/recipe outputs/curves outputs/ablation \
 	  --curves --figure docs/evidence-curves.png --ablation recipe/published; echo; \
 	  $(PY) scripts/evidence.py outputs/curves-tiny outputs/resolution --curves --resolution \
 	  --figure docs/evidence-transfer.png; echo; $(PY) scripts/evidence.py outputs/pilot-short \
 	  --pilot pilot-short/base --pilot pilot-short/super-lr0.1; echo; $(PY) scripts/evidence.py \
-	  outputs/pilot-width --pilot pilot-width/w64-s312; echo; $(PY) scripts/evidence.py outputs/quick) \
+	  outputs/pilot-width --pilot pilot-width/w64-s312; echo; $(PY) scripts/evidence.py outputs/quick; \
+	  echo; $(PY) scripts/evidence.py outputs/methods-quick) \
 	  > docs/evidence.md.tmp \
 	  && mv docs/evidence.md.tmp docs/evidence.md
 

@@ -189,6 +189,7 @@ def report() -> nbformat.NotebookNode:
 from IPython.display import HTML, Markdown, display
 
 from simpleclr.report import figures as fg
+from simpleclr.report import methods as rm
 from simpleclr.report import prose as rp
 
 fg.setup_style()
@@ -226,6 +227,22 @@ if panels:
     fg.show(fg.plot_tsne(panels))
 else:
     display(Markdown("_No saved features yet._"))
+"""),
+        md("""
+## Self-supervised methods
+Each method pretrained at its published recipe (SimCLR, MoCo v2+, BYOL, SimSiam, Barlow Twins,
+VICReg; `PretrainConfig.method`) and probed like the rows above: its top-1 with the 95% interval,
+its paired difference to the random encoder of the same width (the floor) and to `super`, both on
+the same test images, and the kNN monitor's top-1 on the held-out training images beside it. A
+method is named best only where the paired test separates it from every other.
+"""),
+        code("""
+mt = rm.methods_table(study)
+if len(mt):
+    display(Markdown(rm.methods_verdict(study, mt)))
+    display(rp.styled(rm.methods_display(mt), "Linear-probe top-1 on CIFAR-100 by self-supervised method"))
+else:
+    display(Markdown("_This plan probes one self-supervised method: no methods comparison._"))
 """),
         md("""
 ## Fine-tuning gains and label efficiency

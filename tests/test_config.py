@@ -82,7 +82,7 @@ def test_both_training_stages_are_training_configs_with_their_own_recipe():
     assert sup.run_steps(7) == pre.run_steps(7) == 700
     assert PretrainConfig(steps=30).run_steps(7) == 30
     # a stage's own checks still come after the shared ones
-    with pytest.raises(ConfigError, match="SimCLR needs negatives"):
+    with pytest.raises(ConfigError, match="negatives need two images"):
         PretrainConfig(batch_size=1)
 
 

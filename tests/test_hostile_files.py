@@ -66,6 +66,7 @@ FORGED = {
     "size": ("predictions.npz with a negative label", "outside the run's classes"),
     "ss-labels": ("predictions.npz with a label of 10^6", "outside the run's classes"),
     "super-labels": ("result.json nested 100,000 deep", "nested too deep"),
+    "ss-pre-s1": ("metrics.jsonl with a loss that is text", "not a number"),
 }
 
 _REPORT = """
@@ -124,6 +125,7 @@ def forged_study(tmp_path_factory):
     _relabel(run["size"], np.r_[-3, np.arange(199) % 100])
     _relabel(run["ss-labels"], np.r_[10**6, np.arange(199) % 100])
     run["super-labels"].result_path.write_text("[" * 100_000 + "]" * 100_000)
+    run["ss-pre-s1"].log_metrics({"epoch": 3, "step": 30, "loss": "about 3"})
     return plan
 
 

@@ -39,9 +39,62 @@ RUNTIME_FIELDS = frozenset({"device", "compile", "data_dir", "progress", "num_th
 # Fields added after run folders existed, with the value every earlier run had: at that value they
 # stay out of the fingerprint, so those folders are still found finished.
 RESNET18_WIDTH = 64  # the encoder's first-stage channels in ResNet-18 (and torchvision's weights)
-LATER_FIELDS = {"width": RESNET18_WIDTH, "method": "simclr", "keep_epochs": []}
-# The self-supervised methods (``PretrainConfig.method``), named as training.methods.METHODS names them.
-METHOD_NAMES = ("simclr",)
+LATER_FIELDS: dict[str, Any] = {"width": RESNET18_WIDTH, "keep_epochs": []}
+
+# ---- the self-supervised methods' published recipes -------------------------------------------
+# ``PretrainConfig.method`` names one (training.methods.METHODS maps the same names to classes).
+# Every field below left at None takes its method's value here, so config.json records what ran;
+# a method-specific field another method has no use for must stay None (refused with one line).
+# Sources: SimCLR, google-research/simclr's CIFAR command (the study's SimCLR rows, unchanged);
+# the others, solo-learn's scripts/pretrain/cifar/<method>.yaml (vturrisi/solo-learn @ 9187ea3),
+# its lr scaled by batch/256 (solo/args/pretrain.py) and its default warm-up of 10 epochs.
+SHARED_RECIPE = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "proj_hidden",
+                 "proj_out", "crop_scale_min", "solarize_prob", "lars_eta", "lars_clip")
+METHOD_FIELDS: dict[str, tuple[str, ...]] = {  # each method's own fields besides the shared ones
+    "simclr": ("temperature", "proj_bn"),
+    "mocov2": ("temperature", "queue_size", "tau_base", "tau_final"),
+    "byol": ("pred_hidden", "tau_base", "tau_final"),
+    "simsiam": ("pred_hidden",),
+    "barlow": ("barlow_lambda", "barlow_scale"),
+    "vicreg": ("vicreg_sim", "vicreg_var", "vicreg_cov"),
+}
+_LARS = {"optimizer": "lars", "lars_eta": 0.02, "lars_clip": True}  # solo-learn: eta 0.02, clip_lr
+_SGD = {"optimizer": "sgd", "lars_eta": None, "lars_clip": None}
+METHOD_RECIPES: dict[str, dict[str, Any]] = {
+    "simclr": {"batch_size": 512, "optimizer": "lars", "lr": 1.0, "weight_decay": 1e-4,  # google CIFAR
+               "warmup_epochs": 10.0, "proj_hidden": 2048, "proj_out": 128, "proj_bn": True,
+               "temperature": 0.5, "crop_scale_min": 0.08, "solarize_prob": 0.0,
+               "lars_eta": 0.001, "lars_clip": False},  # SimCLR's LARS: trust 0.001, no clipping
+    "mocov2": {**_SGD, "batch_size": 256, "lr": 0.3, "weight_decay": 1e-4, "warmup_epochs": 10.0,
+               "proj_hidden": 2048, "proj_out": 256, "temperature": 0.2, "queue_size": 32768,
+               "tau_base": 0.99, "tau_final": 0.999,  # mocov2plus.yaml
+               "crop_scale_min": 0.08, "solarize_prob": 0.0},  # augmentations/symmetric_weak.yaml
+    "byol": {**_LARS, "batch_size": 256, "lr": 1.0, "weight_decay": 1e-5, "warmup_epochs": 10.0,
+             "proj_hidden": 4096, "proj_out": 256, "pred_hidden": 4096,
+             "tau_base": 0.99, "tau_final": 1.0,  # byol.yaml
+             "crop_scale_min": 0.08, "solarize_prob": 0.2},  # augmentations/asymmetric.yaml: view 2
+    "simsiam": {**_SGD, "batch_size": 256, "lr": 0.5, "weight_decay": 1e-5, "warmup_epochs": 10.0,
+                "proj_hidden": 2048, "proj_out": 2048, "pred_hidden": 512,  # simsiam.yaml
+                "crop_scale_min": 0.08, "solarize_prob": 0.0},  # augmentations/symmetric_weak.yaml
+    "barlow": {**_LARS, "batch_size": 256, "lr": 0.3, "weight_decay": 1e-4, "warmup_epochs": 10.0,
+               "proj_hidden": 2048, "proj_out": 2048, "barlow_scale": 0.1,  # barlow.yaml
+               "barlow_lambda": 0.0051,  # solo/methods/barlow_twins.py's default lamb
+               "crop_scale_min": 0.08, "solarize_prob": 0.2},  # augmentations/asymmetric.yaml: view 2
+    "vicreg": {**_LARS, "batch_size": 256, "lr": 0.3, "weight_decay": 1e-4, "warmup_epochs": 10.0,
+               "proj_hidden": 2048, "proj_out": 2048, "vicreg_sim": 25.0, "vicreg_var": 25.0,
+               "vicreg_cov": 1.0,  # vicreg.yaml
+               "crop_scale_min": 0.2, "solarize_prob": 0.1},  # vicreg.yaml's own augmentations
+}
+METHOD_NAMES = tuple(METHOD_RECIPES)
+METHOD_TITLES = {"simclr": "SimCLR", "mocov2": "MoCo v2+", "byol": "BYOL", "simsiam": "SimSiam",
+                 "barlow": "Barlow Twins", "vicreg": "VICReg"}  # as papers and tables name them
+RECIPE_FIELDS = tuple(dict.fromkeys(SHARED_RECIPE + sum(METHOD_FIELDS.values(), ())))
+# The fields the methods brought stay out of the fingerprint at SimCLR's values, so SimCLR run
+# folders written before them are still found finished.
+LATER_FIELDS.update({"method": "simclr", **{f: METHOD_RECIPES["simclr"].get(f) for f in RECIPE_FIELDS
+                                            if f not in ("batch_size", "optimizer", "lr", "weight_decay",
+                                                         "warmup_epochs", "proj_hidden", "proj_out",
+                                                         "proj_bn", "temperature", "crop_scale_min")}})
 
 
 class ConfigError(SimpleCLRError, ValueError):
@@ -258,33 +311,47 @@ class TrainingConfig(StageConfig):
 
 @dataclass(frozen=True)
 class PretrainConfig(TrainingConfig):
-    """SimCLR pretraining (Chen et al. 2020), defaults after google-research/simclr's CIFAR recipe
-    (``run.py --train_batch_size 512 --learning_rate 1.0 --weight_decay 1e-4 --temperature 0.5
-    --color_jitter_strength 0.5``, LARS, lr x B/256); why not the paper's ImageNet settings:
-    docs/evidence.md. ``subset_fraction`` is the size study's share, ``val_fraction`` the kNN
-    monitor's held-out part, ``sync_bn`` None means on with several processes (global BN).
+    """Self-supervised pretraining by ``method``. Every recipe field left at None takes the
+    method's published CIFAR recipe (:data:`METHOD_RECIPES`: SimCLR's from google-research/simclr,
+    ``run.py --train_batch_size 512 --learning_rate 1.0 --weight_decay 1e-4 --temperature 0.5
+    --color_jitter_strength 0.5``, LARS, lr x B/256, why not the paper's ImageNet settings:
+    docs/evidence.md; the others' from solo-learn); a field of another method is refused.
+    ``subset_fraction`` is the size study's share, ``val_fraction`` the kNN monitor's held-out
+    part, ``sync_bn`` None means on with several processes (global BN).
     """
 
     stage: ClassVar[str] = "pretrain"
     # SimCLR's "global BN": per-device statistics let the contrastive task cheat on them
     SYNC_BN_DEFAULT: ClassVar[bool] = True
 
-    method: str = "simclr"  # the self-supervised method (training.methods)
+    method: str = "simclr"  # the self-supervised method (training.methods); its recipe fills None fields
 
-    # The recipe (TrainingConfig's fields, with SimCLR's CIFAR defaults).
-    batch_size: int = 512
-    optimizer: str = "lars"
-    lr: float = 1.0  # per 256 images under the linear rule (the CIFAR command: 1.0 x B/256)
-    weight_decay: float = 1e-4
-    warmup_epochs: float = 10.0
+    # The recipe: TrainingConfig's fields and the methods' own, None = the method's (METHOD_RECIPES).
+    batch_size: Optional[int] = None
+    optimizer: Optional[str] = None
+    lr: Optional[float] = None  # per 256 images under the linear rule
+    weight_decay: Optional[float] = None
+    warmup_epochs: Optional[float] = None
 
-    proj_hidden: int = 2048
-    proj_out: int = 128
-    proj_bn: bool = True
-    temperature: float = 0.5
-    jitter_strength: float = 0.5
-    crop_scale_min: float = 0.08
-    blur_prob: Optional[float] = None  # None: 0 below 64 px, 0.5 at 64 px and up
+    proj_hidden: Optional[int] = None
+    proj_out: Optional[int] = None
+    proj_bn: Optional[bool] = None
+    temperature: Optional[float] = None
+    jitter_strength: float = 0.5  # every method: brightness/contrast/saturation 0.4, hue 0.1
+    crop_scale_min: Optional[float] = None
+    blur_prob: Optional[float] = None  # None: the method's rule by image size (0 below 64 px)
+    solarize_prob: Optional[float] = None  # the second view's (BYOL, Barlow) or both (VICReg)
+    pred_hidden: Optional[int] = None
+    queue_size: Optional[int] = None
+    tau_base: Optional[float] = None
+    tau_final: Optional[float] = None
+    barlow_lambda: Optional[float] = None
+    barlow_scale: Optional[float] = None
+    vicreg_sim: Optional[float] = None
+    vicreg_var: Optional[float] = None
+    vicreg_cov: Optional[float] = None
+    lars_eta: Optional[float] = None
+    lars_clip: Optional[bool] = None
     knn_every: int = 10  # epochs between kNN monitor evaluations; 0 turns it off
     knn_k: int = 200
     knn_temperature: float = 0.1
@@ -293,28 +360,58 @@ class PretrainConfig(TrainingConfig):
     # them); () keeps only the final one
     keep_epochs: Tuple[float, ...] = ()
 
+    def __post_init__(self) -> None:
+        """The method's recipe fills the fields left at None, before any check."""
+        if self.method not in METHOD_NAMES:
+            _fail(self, "method", f"use one of {', '.join(METHOD_NAMES)}")
+        own = set(SHARED_RECIPE) | set(METHOD_FIELDS[self.method])
+        for name in RECIPE_FIELDS:
+            value = getattr(self, name)
+            if name not in own and value is not None:
+                raise ConfigError(f"PretrainConfig.{name}={value!r} means nothing for method="
+                                  f"{self.method!r}: remove it (that method's own fields: "
+                                  f"{', '.join(METHOD_FIELDS[self.method]) or 'none'})")
+            if name in own and value is None:
+                object.__setattr__(self, name, METHOD_RECIPES[self.method].get(name))
+        super().__post_init__()
+
     def validate(self) -> None:
         super().validate()
-        if self.method not in METHOD_NAMES:
-            _fail(self, "method", f"use one of {METHOD_NAMES}")
         if any(e < 1 or e != int(e) or (self.steps is None and e > self.epochs) for e in self.keep_epochs):
             _fail(self, "keep_epochs", f"use whole epochs in [1, epochs={self.epochs}]")
         if self.proj_hidden < 1 or self.proj_out < 1:
             _fail(self, "proj_hidden" if self.proj_hidden < 1 else "proj_out", "use an integer >= 1")
         if self.batch_size < 2:
-            _fail(self, "batch_size", "SimCLR needs negatives: use an integer >= 2")
-        if not 0.01 <= self.temperature <= 10.0:
+            _fail(self, "batch_size", "batch statistics and negatives need two images: use an integer >= 2")
+        if self.temperature is not None and not 0.01 <= self.temperature <= 10.0:
             _fail(self, "temperature", "use a value in [0.01, 10]")
+        self._check_method_fields()
         if not 0.0 <= self.jitter_strength <= 2.0:
             _fail(self, "jitter_strength", "use a value in [0, 2]")
         if not 0.0 < self.crop_scale_min <= 1.0:
             _fail(self, "crop_scale_min", "use a value in (0, 1]")
         if self.blur_prob is not None and not 0.0 <= self.blur_prob <= 1.0:
             _fail(self, "blur_prob", "use None (automatic) or a probability in [0, 1]")
+        if self.solarize_prob is not None and not 0.0 <= self.solarize_prob <= 1.0:
+            _fail(self, "solarize_prob", "use None (the method's) or a probability in [0, 1]")
         if self.knn_every < 0 or self.knn_k < 1 or self.knn_max_bank < 1:
             _fail(self, "knn_every" if self.knn_every < 0 else "knn_k", "use non-negative integers (knn_k >= 1)")
         if not 0.0 < self.knn_temperature <= 10.0:
             _fail(self, "knn_temperature", "use a value in (0, 10]")
+
+
+    def _check_method_fields(self) -> None:
+        """The ranges of the methods' own fields (None where the method has no use for one)."""
+        positive_int = {"pred_hidden": self.pred_hidden, "queue_size": self.queue_size}
+        for name, v in positive_int.items():
+            if v is not None and v < 1:
+                _fail(self, name, "use an integer >= 1")
+        if self.tau_base is not None and not 0.0 <= self.tau_base <= self.tau_final <= 1.0:
+            _fail(self, "tau_base", f"use 0 <= tau_base <= tau_final={self.tau_final} <= 1")
+        for name in ("barlow_lambda", "barlow_scale", "vicreg_sim", "vicreg_var", "vicreg_cov", "lars_eta"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1e3:
+                _fail(self, name, "use a value in [0, 1000]")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ def test_bench_reports_every_case_with_its_ratios(capsys):
         assert case["images_per_s"] > 0 and case["ms_per_step"] > 0
     ms = out["results"]["model_step"]
     assert abs(ms["views_per_s"] - 2 * ms["images_per_s"]) < 1e-6 * ms["views_per_s"]
-    assert set(out["ratios"]) == {"simclr_step / model_step", "features / model_step views"}
+    assert set(out["ratios"]) == {"simclr_step / model_step", "features / model_step views",
+                                  *(f"{c} / simclr_step" for c in bench.METHOD_CASES)}
     assert out["batch_size"] == 8 and out["image_size"] == 16 and out["peak_memory_mb"] > 0
     assert out["precision"] in ("bf16", "fp32")
 
@@ -58,3 +59,13 @@ def test_json_output_is_one_object_and_nothing_else_on_stdout():
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
     out = json.loads(done.stdout)  # the whole of stdout parses
     assert out["profile"] == "quick" and out["image_size"] == 16 and set(out["results"]) == {"augment"}
+
+
+def test_every_method_has_its_case_on_the_trainers_own_parts():
+    """One case per method (besides simclr_step): the method's module as the stage builds it."""
+    assert bench.METHOD_CASES == ("mocov2_step", "byol_step", "simsiam_step", "barlow_step", "vicreg_step")
+    inp = bench.make_inputs(bench.Setup(batch_size=4, image_size=8, precision="fp32"))
+    for case in bench.METHOD_CASES:
+        parts = bench.simclr_parts(inp, case.removesuffix("_step"))
+        assert parts.model.name == case.removesuffix("_step")
+        assert parts.model.augment.size == 8 and inp.cfg.batch_size == 4

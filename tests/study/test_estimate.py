@@ -40,6 +40,10 @@ class _Run:
     path: Path
 
 
+def units_of(cfg) -> float:
+    return estimate.work_units(cfg.stage, cfg.to_dict())
+
+
 def test_each_stage_is_timed_by_its_own_step_at_the_runs_shape(tmp_path, monkeypatch):
     """Pretraining is priced by bench's SimCLR step (two views, augmentation, NT-Xent), supervised
     training by the supervised step: each timed once per precision and step shape, at the run's own
@@ -76,6 +80,20 @@ def test_each_stage_is_timed_by_its_own_step_at_the_runs_shape(tmp_path, monkeyp
     assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 7.0 + units * 0.64 / estimate.MEASURE_BATCH)
     assert "timed the supervised step now" in basis
     assert len(seen) == 2  # timed once per precision, step and shape
+
+    # every method is priced by its own step (target network, EMA, queue), timed once apiece
+    monkeypatch.setattr(bench, "method_case", lambda inp, method: seen.append((method, inp)) or method)
+    times.update(byol=bench.Timing(2.4, 9.0), mocov2=bench.Timing(2.0, 9.0))
+    byol = PretrainConfig(method="byol", dataset="cifar100", epochs=1, warmup_epochs=0, precision="fp32",
+                          batch_size=256)
+    sec_byol, basis = est.seconds(_Run(byol, tmp_path / "byol"))
+    assert sec_byol == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 9.0 + units_of(byol) * 2.4 / estimate.MEASURE_BATCH)
+    assert "timed the BYOL step now" in basis
+    est.seconds(_Run(byol.replace(seed=1), tmp_path / "byol1"))
+    est.seconds(_Run(PretrainConfig(method="mocov2", dataset="cifar100", epochs=1, warmup_epochs=0,
+                                    precision="fp32", batch_size=256), tmp_path / "moco"))
+    assert [k for k, _ in seen[2:]] == ["byol", "mocov2"]
+    del seen[2:]
 
     # a 16 px run of batch 64 is timed at its own shape, and costs what that step costs per image
     # times its images: the area scaling cancels, whatever 32 px costs

@@ -103,7 +103,7 @@ def test_the_cli_help_shows_the_same_lines(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert " ".join(fielddocs.field_doc("pretrain", "warmup_epochs").split()) in text
     assert " ".join(fielddocs.field_doc("pretrain", "subset_fraction").split()) in text
-    assert "(default: 10.0)" in text
+    assert "(default: 10000)" in text  # knn_max_bank; recipe fields read None: the method's
 
 
 def test_report_parameters_are_what_plans_pass():

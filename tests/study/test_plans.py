@@ -194,6 +194,32 @@ def test_shipped_plans_load_and_fill_every_report_section(name, tmp_path):
         assert len(seeds) >= 3
 
 
+@pytest.mark.parametrize("name", ["methods-quick", "methods"])
+def test_the_methods_plans_give_every_method_its_recipe_and_one_budget(name, tmp_path):
+    """Six methods, each at its recipe (no recipe field overridden but the plan's batch where it
+    sets one for all), the same images through the encoder per row, every pretraining probed, the
+    random floor and super beside them; the GPU plan adds three seeds and the transfer from Tiny
+    ImageNet."""
+    from simpleclr.config import METHOD_NAMES, METHOD_RECIPES
+
+    p = plans.load_plan(name, tmp_path)
+    pre = [s for s in p.runs.values() if s.notebook == "pretrain"]
+    assert {s.config.method for s in pre} == set(METHOD_NAMES)
+    for s in pre:
+        recipe = {k: v for k, v in METHOD_RECIPES[s.config.method].items() if k not in ("batch_size", "warmup_epochs")}
+        assert {k: getattr(s.config, k) for k in recipe} == recipe, s.name
+    images = {(s.config.dataset, s.config.steps * s.config.batch_size) for s in pre}
+    assert len({n for _, n in images}) == 1  # one budget for every row
+    probed = {s.config.encoder for s in p.runs.values() if s.notebook == "linear_eval"}
+    assert {str(s.path) for s in pre} <= probed
+    rows = {s.report.get("row") for s in p.runs.values()}
+    assert {"random", "super"} <= rows
+    if name == "methods":
+        assert {d for d, _ in images} == {"cifar100", "tiny-imagenet"}
+        seeds = {s.config.seed for s in pre if s.config.dataset == "cifar100"}
+        assert len(seeds) >= 3
+
+
 def fp(plan, run: str, **change) -> str:
     """The fingerprint of a plan run's config with ``change`` applied: equal configs, equal prints."""
     return plan.runs[run].config.replace(**change).fingerprint()

@@ -22,7 +22,7 @@ from helpers.gloo import GlooPool, free_port
 from helpers.interrupt import Interrupt
 from simpleclr.training import trainer, trainer as train
 from simpleclr.training.stages import linear_eval as linear_eval_stage, pretrain, supervised
-from simpleclr.config import LinearEvalConfig, PretrainConfig, SupervisedConfig
+from simpleclr.config import METHOD_NAMES, LinearEvalConfig, PretrainConfig, SupervisedConfig
 from simpleclr.data import prepare
 from simpleclr.training.parts.device import resolve_runtime
 from simpleclr.training.parts.distributed import (MainRankFailed, World, convert_sync_batchnorm, gather_with_grad,
@@ -156,13 +156,14 @@ def _one_step_in_default_dtype(world: World, stage: str, sync_bn: bool) -> dict:
     torch.manual_seed(0)
     images, labels = _batch()
     mine = shard(torch.arange(GLOBAL_BATCH), world, GLOBAL_BATCH)
-    if stage == "simclr":
-        cfg = PretrainConfig(batch_size=GLOBAL_BATCH, proj_hidden=32, proj_out=16, sync_bn=sync_bn,
-                             precision="fp32", channels_last=False, width=WIDTH)
+    if stage in METHOD_NAMES:
+        extra = {"mocov2": {"queue_size": 12}, "byol": {"pred_hidden": 16}, "simsiam": {"pred_hidden": 16}}
+        cfg = PretrainConfig(method=stage, batch_size=GLOBAL_BATCH, proj_hidden=32, proj_out=16, sync_bn=sync_bn,
+                             precision="fp32", channels_last=False, width=WIDTH, **extra.get(stage, {}))
         parts = pretrain.build_pretrain(cfg, runtime, image_size=IMG, mean=(0.5,) * 3, std=(0.25,) * 3,
                                         total_steps=10, warmup_steps=0, world=world)
         parts.objective.augment = _FixedViews()
-        loss, _ = trainer.train_step(parts, images[mine], None, None)
+        loss, _ = trainer.train_step(parts, images[mine], None, None, step=2, total_steps=10)
     else:
         cfg = SupervisedConfig(batch_size=GLOBAL_BATCH, sync_bn=sync_bn, precision="fp32",
                                channels_last=False, width=WIDTH)
@@ -172,9 +173,10 @@ def _one_step_in_default_dtype(world: World, stage: str, sync_bn: bool) -> dict:
         parts.objective.augment = _FixedViews()
         loss, _ = trainer.train_step(parts, images[mine], labels[mine], None)
     model = parts.model
-    return {"loss": loss, "grads": {n: p.grad.clone() for n, p in model.named_parameters()},
+    # a method's target network has no gradient; its EMA step shows in params, MoCo's queue in buffers
+    return {"loss": loss, "grads": {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
             "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-            "buffers": {n: b.clone() for n, b in model.named_buffers() if "running" in n}}
+            "buffers": {n: b.clone() for n, b in model.named_buffers() if "running" in n or n == "queue"}}
 
 
 def _env_worker(rank: int, port: int, out: str, fn, *args) -> None:
@@ -210,17 +212,22 @@ def _assert_close(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["simclr", "supervised"])
+@pytest.mark.parametrize("stage", ["simclr", "supervised", "mocov2", "byol", "simsiam", "barlow", "vicreg"])
 def test_global_batch_norm_makes_two_processes_equal_one_on_the_global_batch(pool, stage):
-    """ResNet-18 with batch norm: with sync_bn the loss, every gradient, the LARS/SGD update and
-    the BN running statistics of 2 processes equal those of 1 process on the whole batch."""
+    """ResNet-18 with batch norm: with sync_bn the loss, every gradient, the LARS/SGD update, the
+    BN running statistics, a method's EMA target and MoCo's queue (filled with both ranks'
+    keys) of 2 processes equal those of 1 process on the whole batch. Barlow Twins' cross-
+    correlation and VICReg's variance and covariance are over the global batch, their gradient
+    through the gathered projections."""
     got = pool.run(_one_step, stage, True)
     ref = _one_step(World(), stage, False)
-    # SimCLR: every rank computes the global NT-Xent; supervised: each its shard's mean CE
+    # SimCLR, Barlow, VICReg: every rank computes the global loss; the others each their shard's mean
     losses = torch.stack([g["loss"] for g in got])
     torch.testing.assert_close(losses.mean(), ref["loss"], atol=TOL, rtol=TOL)
-    if stage == "simclr":
+    if stage in ("simclr", "barlow", "vicreg"):
         torch.testing.assert_close(losses, ref["loss"].expand(WORLD), atol=TOL, rtol=TOL)
+    if stage == "mocov2":
+        assert "queue" in ref["buffers"] and any(k.startswith("target_encoder.") for k in ref["params"])
     for g in got:
         _assert_close(g["grads"], ref["grads"])
         _assert_close(g["params"], ref["params"])

@@ -15,7 +15,7 @@ from typing import Any, Optional
 from ..types import PathLike
 from ..config import STAGES
 from ..errors import SimpleCLRError, one_line
-from ..runs.checks import check_run_files
+from ..runs.checks import check_metrics, check_run_files
 from ..runs.rundir import BrokenRun, RunDir, read_json
 
 MANIFEST = "plan.json"  # a plan's manifest, beside its run folders
@@ -210,7 +210,7 @@ def _read_run(rd: RunDir, m: dict) -> tuple[str, Optional[str], Optional[dict], 
         stage = (read[0] or {}).get("stage")
         if read[0] is not None and stage in STAGES:
             rd.check_identity(read[0], STAGES[stage])
-        rd.read_metrics()
+        check_metrics(rd)
         if read[1] is not None and read[1].get("fingerprint") == m.get("fingerprint"):
             check_run_files(rd, read[1])
     except BrokenRun as e:

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import pandas as pd
 
 from ..config import RESNET18_WIDTH
+from . import methods
 from .model import ROW_INFO, ROW_NAMES, RunInfo, Study
 from .tables import (best_cell, encoder_passes, fmt_pm, fmt_seconds, input_size, main_table, row_interval, run_length,
                      short_dataset, versus)
@@ -382,6 +383,8 @@ def headline(study: Study, title: str = "") -> str:
         lines.append(f"<p style='font-size:1.1em'>{verdict(done)}.</p>")
     else:
         lines.append("<p>No run of this plan has finished yet.</p>")
+    if not cut and methods.method_probes(study):  # a best method is named only where the paired test separates it
+        lines.append(f"<p style='font-size:1.1em'>{html.escape(methods.methods_verdict(study))}</p>")
     n_done = sum(r.done for r in study.runs.values())
     lines.append(f"<p>Plan <code>{html.escape(study.name)}</code>: {n_done} of {len(study.runs)} runs "
                  f"finished; report written {time.strftime('%Y-%m-%d %H:%M')}.</p>")

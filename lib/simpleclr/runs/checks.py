@@ -92,6 +92,24 @@ def read_features(path: PathLike, result: Optional[dict] = None) -> dict:
     return feats
 
 
+# metrics.jsonl keys whose values the report plots or tabulates: numbers (or null) only
+NUMERIC_METRICS = ("epoch", "step", "loss", "lr", "grad_norm", "seconds", "images_per_s", "knn_top1",
+                   "val_top1", "val_top5", "weight_decay", "iterations", "n_fit", "n_val", "folds")
+
+
+def check_metrics(run: RunDir) -> list[dict]:
+    """The run's metrics rows, each of :data:`NUMERIC_METRICS` a number or null; a row that holds
+    anything else there (a hand edit, another program's file) is a :class:`BrokenRun`."""
+    rows = run.read_metrics()
+    for i, row in enumerate(rows, 1):
+        for key in NUMERIC_METRICS:
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise BrokenRun(f"{run.metrics_path}: row {i} has {key}={one_line(repr(value), 40)}, "
+                                f"not a number: {REWRITE}")
+    return rows
+
+
 def check_run_files(run: RunDir, result: dict) -> None:
     """Check a finished run's predictions and features against its ``result``; a file that fails
     is a :class:`BrokenRun` (one line). Files the run does not have are not asked for."""

@@ -99,7 +99,8 @@ def _read_array(z: zipfile.ZipFile, key: str, n: Optional[int], path: Any) -> np
     """Array ``key`` of an opened predictions file, its declared shape, dtype and size checked
     before anything is allocated, and at most its declared bytes decompressed."""
     def broken(why: str) -> PredictionsError:
-        return PredictionsError(f"{path}: {key} {why}; delete it and run again to write it anew")
+        return PredictionsError(f"cannot read {path}: {key} {why}; delete it and run again to "
+                                "write it anew")
 
     try:
         info = z.getinfo(f"{key}.npy")

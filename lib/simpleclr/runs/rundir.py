@@ -547,7 +547,8 @@ class RunDir:
             raise refuse(f"its config is not valid: {one_line(str(e), 120)}") from None
         if fp != saved.get("fingerprint"):
             raise refuse(f"its fingerprint {one_line(str(saved.get('fingerprint')), 20)} is not its "
-                         f"config's, {fp}")
+                         f"config's, {fp}; a simpleclr whose config fields differ from the one that "
+                         "wrote it would also see this")
 
     def finished(self, cfg: Any) -> Optional[dict]:
         """The stored result when the folder holds ``cfg``'s finished run, None when it holds

@@ -9,6 +9,9 @@ ratios between lines are meaningful even on a shared, noisy machine:
   normalised views (the ceiling for this device: no augmentation, no data indexing);
 - ``simclr_step``: the real pretraining step end to end (index batch -> two on-device views ->
   forward -> NT-Xent -> backward -> LARS step -> schedule);
+- ``mocov2_step``, ``byol_step``, ``simsiam_step``, ``barlow_step``, ``vicreg_step``: each method's
+  pretraining step end to end at its recipe's heads (target network, queue and EMA included), the
+  ratio to ``simclr_step`` measured in the same process;
 - ``augment``: the two-view augmentation alone; ``supervised_step``: the supervised step end to end;
 - ``linear_eval_features``: frozen-encoder feature extraction (one view, no grad).
 
@@ -28,13 +31,14 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from ..config import PretrainConfig, SupervisedConfig
+from ..config import METHOD_NAMES, RECIPE_FIELDS, PretrainConfig, SupervisedConfig
 from ..configio import parse_bool
 from ..training.parts.device import Runtime, resolve_runtime
 
 CIFAR_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR_STD = (0.2673, 0.2564, 0.2762)
-CASES = ("model_step", "simclr_step", "augment", "supervised_step", "linear_eval_features")
+METHOD_CASES = tuple(f"{m}_step" for m in METHOD_NAMES if m != "simclr")
+CASES = ("model_step", "simclr_step", *METHOD_CASES, "augment", "supervised_step", "linear_eval_features")
 # The default answers in about two minutes on a 2-core CPU (fp32 on AVX2 included): the three
 # stages a plan spends its time in, few repeats. ``--full`` is the exhaustive run.
 PROFILES: dict[str, dict[str, Any]] = {
@@ -167,12 +171,21 @@ def make_inputs(setup: Setup) -> Inputs:
                   _batches(n_data, batch_size, rt.device), image_size)
 
 
-def simclr_parts(inp: Inputs) -> Any:
-    """ResNet-18 + head, augmentation, LARS and schedule, as :func:`pretrain.pretrain` builds them."""
+def simclr_parts(inp: Inputs, method: str = "simclr") -> Any:
+    """ResNet-18 + the method's heads, augmentation, optimizer and schedule, as
+    :func:`pretrain.pretrain` builds them (the method's recipe at the benchmark's batch)."""
     from ..training.stages import pretrain
 
-    return pretrain.build_pretrain(inp.cfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
-                                 std=CIFAR_STD, total_steps=BIG, warmup_steps=0)
+    cfg = inp.cfg if method == "simclr" else PretrainConfig(**{
+        **{k: v for k, v in inp.cfg.to_dict().items()
+           if k not in RECIPE_FIELDS or k in ("batch_size", "warmup_epochs")}, "method": method})
+    return pretrain.build_pretrain(cfg, inp.rt, image_size=inp.image_size, mean=CIFAR_MEAN,
+                                   std=CIFAR_STD, total_steps=BIG, warmup_steps=0)
+
+
+def method_case(inp: Inputs, method: str) -> Callable[[], None]:
+    """``method``'s pretraining step end to end (its target network, queue and EMA included)."""
+    return simclr_case(inp, simclr_parts(inp, method))
 
 
 def model_case(inp: Inputs, parts: Any) -> Callable[[], None]:
@@ -265,6 +278,9 @@ def _ratios(res: dict[str, dict]) -> dict[str, float]:
     ratios = {}
     if "model_step" in res and "simclr_step" in res:
         ratios["simclr_step / model_step"] = res["simclr_step"]["images_per_s"] / res["model_step"]["images_per_s"]
+    for case in METHOD_CASES:  # a method's step against SimCLR's, both timed in this process
+        if case in res and "simclr_step" in res:
+            ratios[f"{case} / simclr_step"] = res["simclr_step"]["images_per_s"] / res[case]["images_per_s"]
     if "model_step" in res and "linear_eval_features" in res:
         # one feature = one forward of one view; a training "view" is one forward + backward
         ratios["features / model_step views"] = (res["linear_eval_features"]["images_per_s"]
@@ -288,6 +304,10 @@ def run_bench(setup: Setup, *, repeats: int = 5, steps: int = 3, warmup: int = 2
     res = out["results"]
     if {"model_step", "simclr_step"} & set(only):
         res.update(_simclr_results(inp, only, timing))
+    for case in METHOD_CASES:
+        if case in only:
+            res[case] = _rate(time_steps(method_case(inp, case.removesuffix("_step")), **timing).seconds,
+                              batch_size)
     if "augment" in only:
         res["augment"] = _rate(time_steps(augment_case(inp), **timing).seconds, batch_size)
     if "supervised_step" in only:

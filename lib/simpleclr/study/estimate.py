@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional, Protocol, Sequence
 
-from ..config import RESNET18_WIDTH, STAGES, StageConfig
+from ..config import METHOD_TITLES, RESNET18_WIDTH, STAGES, StageConfig
 from ..runs.rundir import BrokenRun, RunDir, read_json
 from ..runs.watch import fmt_seconds
 
@@ -207,11 +207,12 @@ class Estimator:
             return (round(res["n_train"] / frac), int(res.get("n_test") or 0))
         return None
 
-    def _rate(self, stage: str, precision: str, shape: tuple[int, int]) -> tuple[Optional[float], str]:
+    def _rate(self, stage: str, precision: str, shape: tuple[int, int],
+              method: str = "simclr") -> tuple[Optional[float], str]:
         rates = []
         for r in self.finished:
             if (r["stage"] != stage or r["config"].get("precision", "auto") != precision
-                    or r["shape"] != shape):
+                    or r["shape"] != shape or (stage == "pretrain" and r["config"].get("method", "simclr") != method)):
                 continue
             units = work_units(r["stage"], r["config"], r["sizes"])
             if units:
@@ -223,25 +224,29 @@ class Estimator:
         return None, ""
 
     def measure(self, precision: str = "auto", stage: str = "supervised",
-                shape: tuple[int, int] = (32, MEASURE_BATCH)) -> tuple[float, float]:
+                shape: tuple[int, int] = (32, MEASURE_BATCH), method: str = "simclr") -> tuple[float, float]:
         """(seconds per work unit of ``stage``'s training step at ``shape``, one-off warm-up
         seconds) here, timed now.
 
-        :mod:`simpleclr.study.bench`'s SimCLR step for ``stage="pretrain"``, its supervised step
-        otherwise, on a batch of ``shape = (side, batch)`` images, once per precision, step and
+        :mod:`simpleclr.study.bench`'s step of ``method`` for ``stage="pretrain"`` (each method is
+        priced by its own step: a target network's forward, its EMA and a queue included), its
+        supervised step otherwise, on a batch of ``shape = (side, batch)`` images, once per precision, step and
         shape. The seconds per image are divided by the side's area relative to 32 px, so that
         :func:`work_units` (which multiplies by it) gives back this shape's own seconds. The first
         three steps (oneDNN's kernel preparation, paid again by every fresh notebook) are the
         warm-up; the median of three more gives the rate.
         """
         kind = "pretrain" if stage == "pretrain" else "supervised"
-        key = f"{precision}/{kind}/{shape[0]}px/{shape[1]}"
+        key = f"{precision}/{kind if kind != 'pretrain' else method}/{shape[0]}px/{shape[1]}"
         if key not in self._measured:
             from . import bench
 
             side, batch = shape
             inp = bench.make_inputs(bench.Setup(batch_size=batch, image_size=side, precision=precision))
-            case = bench.simclr_case(inp) if kind == "pretrain" else bench.supervised_case(inp)
+            if kind != "pretrain":
+                case = bench.supervised_case(inp)
+            else:
+                case = bench.simclr_case(inp) if method == "simclr" else bench.method_case(inp, method)
             timing = bench.time_steps(case, inp.rt.device, warmup=3, repeats=3, steps=1)
             self._measured[key] = (timing.seconds / batch / (side / 32) ** 2, timing.warmup_s)
         return self._measured[key]
@@ -259,12 +264,13 @@ class Estimator:
             return None, f"dataset {cfg.get('dataset')} has no known size"
         stage = spec.config.stage
         shape = step_shape(cfg)
-        rate, basis = self._rate(stage, cfg.get("precision", "auto"), shape)
+        method = cfg.get("method", "simclr")
+        rate, basis = self._rate(stage, cfg.get("precision", "auto"), shape, method)
         overhead = NOTEBOOK_OVERHEAD_S
         if rate is None:
-            rate, warmup = self.measure(cfg.get("precision", "auto"), stage, shape)
+            rate, warmup = self.measure(cfg.get("precision", "auto"), stage, shape, method)
             overhead += warmup if stage != "linear_eval" else warmup / 3
-            step = "SimCLR" if stage == "pretrain" else "supervised"
+            step = METHOD_TITLES[method] if stage == "pretrain" else "supervised"
             per_second = 1 / (rate * (shape[0] / 32) ** 2)
             basis = (f"timed the {step} step now ({per_second:.0f} img/s at {shape[0]} px, batch "
                      f"{shape[1]}, {warmup:.0f} s warm-up)")

@@ -5,13 +5,23 @@ heads, its loss, its two views and its per-step extras. Adding one: a file here 
 """
 from __future__ import annotations
 
+from .barlow import BarlowTwins
 from .base import Method
+from .byol import BYOL
+from .mocov2 import MoCoV2
 from .simclr import SimCLR
+from .simsiam import SimSiam
+from .vicreg import VICReg
 
 __all__ = ["METHODS", "Method", "get_method"]
 
 METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
+    "mocov2": MoCoV2,
+    "byol": BYOL,
+    "simsiam": SimSiam,
+    "barlow": BarlowTwins,
+    "vicreg": VICReg,
 }
 
 

@@ -16,7 +16,8 @@ from torch import nn
 from ..parts import augment as augment_mod
 from ..trainer import Objective
 
-__all__ = ["Method", "mlp", "ema_update", "cosine_tau", "pair_augment", "size_rule", "target_copy"]
+__all__ = ["Method", "mlp", "ema_update", "cosine_tau", "pair_augment", "size_rule", "target_copy",
+           "symmetric_views", "asymmetric_views"]
 
 
 def size_rule(image_size: int, small: float, large: float) -> float:
@@ -33,6 +34,23 @@ def pair_augment(cfg: Any, image_size: int, mean: Sequence[float], std: Sequence
     return augment_mod.SimCLRAugment(image_size, mean, std, scale=(cfg.crop_scale_min, 1.0),
                                      jitter_strength=cfg.jitter_strength, blur_prob=blur,
                                      solarize_prob=solarize)
+
+
+def symmetric_views(cfg: Any, image_size: int, mean: Sequence[float], std: Sequence[float],
+                    large_blur: float = 0.5) -> "augment_mod.SimCLRAugment":
+    """Two views from one distribution (SimCLR's, solo-learn's symmetric_weak.yaml): blur off below
+    64 px and ``large_blur`` from 64 px unless ``cfg.blur_prob`` says, ``cfg.solarize_prob`` both."""
+    blur = size_rule(image_size, 0.0, large_blur) if cfg.blur_prob is None else cfg.blur_prob
+    return pair_augment(cfg, image_size, mean, std, (blur, blur), (cfg.solarize_prob, cfg.solarize_prob))
+
+
+def asymmetric_views(cfg: Any, image_size: int, mean: Sequence[float],
+                     std: Sequence[float]) -> "augment_mod.SimCLRAugment":
+    """BYOL's asymmetric pair (solo-learn's asymmetric.yaml): blur (1.0, 0.1) from 64 px and none
+    below unless ``cfg.blur_prob`` says (both views then), view 2 alone solarized."""
+    blur = (size_rule(image_size, 0.0, 1.0), size_rule(image_size, 0.0, 0.1))
+    blur = blur if cfg.blur_prob is None else (cfg.blur_prob, cfg.blur_prob)
+    return pair_augment(cfg, image_size, mean, std, blur, (0.0, cfg.solarize_prob))
 
 
 def mlp(dims: Sequence[int], *, bn: bool = True) -> nn.Sequential:

@@ -17,7 +17,7 @@ from torch import nn
 from ..parts import distributed
 from ..parts.models import ProjectionHead
 from ..trainer import loss_input
-from .base import Method, pair_augment, size_rule
+from .base import Method, symmetric_views
 
 __all__ = ["SimCLR", "nt_xent"]
 
@@ -57,8 +57,7 @@ class SimCLR(Method):
     FIELDS = ("temperature", "proj_hidden", "proj_out", "proj_bn")
 
     def __init__(self, cfg: Any, encoder: nn.Module, image_size: int, mean: Any, std: Any) -> None:
-        blur = size_rule(image_size, 0.0, 0.5) if cfg.blur_prob is None else cfg.blur_prob
-        super().__init__(encoder, pair_augment(cfg, image_size, mean, std, blur=(blur, blur)))
+        super().__init__(encoder, symmetric_views(cfg, image_size, mean, std))
         self.head = ProjectionHead(encoder.feature_dim, cfg.proj_hidden, cfg.proj_out, cfg.proj_bn)
         self.temperature = cfg.temperature
 

@@ -33,7 +33,7 @@ class LARS(torch.optim.Optimizer):
 
         g     <- g + weight_decay * w
         ratio <- eta * ||w|| / ||g||   if lars_adapt and both norms > 0, else 1
-        v     <- momentum * v + lr * ratio * g
+        v     <- momentum * v + lr * ratio * g   (clip: min(lr * ratio, lr) * g, solo-learn's clip_lr)
         w     <- w - v                   (nesterov: w - (momentum * v + lr * ratio * g))
 
     The learning rate sits inside the momentum buffer, exactly like SimCLR's TensorFlow code, so a
@@ -42,12 +42,12 @@ class LARS(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.9,
                  weight_decay: float = 0.0, eta: float = 0.001, nesterov: bool = False,
-                 lars_adapt: bool = True):
+                 lars_adapt: bool = True, clip: bool = False):
         if lr < 0 or momentum < 0 or weight_decay < 0 or eta <= 0:
             raise ValueError(f"LARS needs lr, momentum, weight_decay >= 0 and eta > 0; got "
                              f"lr={lr}, momentum={momentum}, weight_decay={weight_decay}, eta={eta}")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, eta=eta,
-                        nesterov=nesterov, lars_adapt=lars_adapt)
+                        nesterov=nesterov, lars_adapt=lars_adapt, clip=clip)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -76,7 +76,8 @@ class LARS(torch.optim.Optimizer):
             g_norm = torch.stack(torch._foreach_norm(grads))
             ratio = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
                                 torch.ones_like(w_norm))
-            scaled = torch._foreach_mul(grads, list((ratio * lr).unbind()))
+            rate = torch.clamp(ratio * lr, max=lr) if group.get("clip") else ratio * lr
+            scaled = torch._foreach_mul(grads, list(rate.unbind()))
         else:
             scaled = torch._foreach_mul(grads, lr)
         bufs = []
@@ -104,21 +105,28 @@ def _encoder_param_ids(model: nn.Module) -> set[int]:
     return {id(p) for p in encoder.parameters()} if isinstance(encoder, nn.Module) else set()
 
 
+def _static_param_ids(model: nn.Module) -> set[int]:
+    """The parameters of the submodules a method names in ``STATIC_LR`` (SimSiam's predictor)."""
+    return {id(p) for name in getattr(model, "STATIC_LR", ()) for p in getattr(model, name).parameters()}
+
+
 def param_groups(model: nn.Module, lr: float, weight_decay: float,
                  encoder_lr_scale: float = 1.0) -> list[dict]:
     """Split trainable parameters into decay / no-decay groups (and encoder / rest when the model
-    has an ``encoder`` attribute and ``encoder_lr_scale != 1``).
+    has an ``encoder`` attribute and ``encoder_lr_scale != 1``; and "static", whose lr the schedule
+    leaves at its base value, for the submodules a method names in ``STATIC_LR``).
 
     Each group carries ``name``, ``lr``, ``weight_decay`` and ``lars_adapt`` (False for no-decay
     groups); empty groups and frozen parameters (``requires_grad=False``) are left out.
     """
     split_encoder = encoder_lr_scale != 1.0
     enc_ids = _encoder_param_ids(model) if split_encoder else set()
+    static_ids = _static_param_ids(model)
     buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        part = "encoder" if id(p) in enc_ids else "model"
+        part = "encoder" if id(p) in enc_ids else "static" if id(p) in static_ids else "model"
         buckets.setdefault((part, _is_no_decay(p)), []).append(p)
     groups = []
     for (part, no_decay), params in sorted(buckets.items()):
@@ -144,8 +152,10 @@ def build_optimizer(model: nn.Module, cfg: "TrainingConfig", lr: float) -> torch
     if not groups:
         raise ValueError("the model has no trainable parameters: unfreeze something to train")
     nesterov = bool(getattr(cfg, "nesterov", False)) and cfg.momentum > 0
-    if cfg.optimizer == "lars":
-        return LARS(groups, lr=lr, momentum=cfg.momentum, nesterov=nesterov)
+    if cfg.optimizer == "lars":  # a method's recipe may set the trust coefficient and clipping
+        eta = getattr(cfg, "lars_eta", None)
+        return LARS(groups, lr=lr, momentum=cfg.momentum, nesterov=nesterov,
+                    eta=0.001 if eta is None else eta, clip=bool(getattr(cfg, "lars_clip", False)))
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=nesterov)
     if cfg.optimizer == "adamw":
@@ -194,8 +204,20 @@ class _WarmupCosine:
         return warmup_cosine(step, self.total_steps, self.warmup_steps)
 
 
+class _Static:
+    """The factor of a group the schedule leaves alone (picklable, as LambdaLR needs)."""
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
 def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
                             warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR applying :func:`warmup_cosine` to every group's lr; call ``.step()`` per iteration."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, _WarmupCosine(total_steps, warmup_steps))
+    """A LambdaLR applying :func:`warmup_cosine` to every group's lr but the "static/" ones, which
+    keep their base lr; call ``.step()`` per iteration."""
+    factor = _WarmupCosine(total_steps, warmup_steps)
+    if not any(str(g.get("name", "")).startswith("static/") for g in optimizer.param_groups):
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [
+        _Static() if str(g.get("name", "")).startswith("static/") else factor for g in optimizer.param_groups])
 

@@ -73,7 +73,8 @@ def _pretrain(cfg: PretrainConfig, start: RunStart, out_dir: PathLike) -> dict:
         path = run.save_checkpoint(state, "final")
         # n_labelled 0: no label reaches the weights (the kNN monitor only reads them)
         result.update({"knn_top1": last_value(fitted.rows, "knn_top1"), "checkpoint": str(path),
-                       "n_train": len(train_idx), "n_labelled": 0, "lr": parts.lr, "method": cfg.method})
+                       "n_train": len(train_idx), "n_labelled": 0, "lr": parts.lr, "method": cfg.method,
+                       "views": repr(parts.model.augment)})  # the views as resolved at this size
         run.write_result(result)
     distributed.barrier()
     return run.read_result() or result
