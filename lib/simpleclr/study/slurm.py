@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..errors import SimpleCLRError
 from ..runs.rundir import RunDir, atomic_write_json, read_json
 from .kernels import failure_reason, run_notebook
 from .planfile import REPO_ROOT, Plan, PlanError, RunSpec
@@ -120,7 +121,7 @@ def launcher_gpus(launcher: Optional[str]) -> int:
     return launcher_processes(launcher) if launcher else 0
 
 
-class RunFailed(RuntimeError):
+class RunFailed(SimpleCLRError, RuntimeError):
     """A run's notebook did not finish; the message is the plan's one line for it."""
 
 
