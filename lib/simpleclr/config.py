@@ -49,7 +49,7 @@ LATER_FIELDS: dict[str, Any] = {"width": RESNET18_WIDTH, "keep_epochs": []}
 # the others, solo-learn's scripts/pretrain/cifar/<method>.yaml (vturrisi/solo-learn @ 9187ea3),
 # its lr scaled by batch/256 (solo/args/pretrain.py) and its default warm-up of 10 epochs.
 SHARED_RECIPE = ("batch_size", "optimizer", "lr", "weight_decay", "warmup_epochs", "proj_hidden",
-                 "proj_out", "crop_scale_min", "solarize_prob", "lars_eta", "lars_clip")
+                 "proj_out", "crop_scale_min", "solarize_prob", "jitter_saturation", "lars_eta", "lars_clip")
 METHOD_FIELDS: dict[str, tuple[str, ...]] = {  # each method's own fields besides the shared ones
     "simclr": ("temperature", "proj_bn"),
     "mocov2": ("temperature", "queue_size", "tau_base", "tau_final"),
@@ -72,18 +72,21 @@ METHOD_RECIPES: dict[str, dict[str, Any]] = {
     "byol": {**_LARS, "batch_size": 256, "lr": 1.0, "weight_decay": 1e-5, "warmup_epochs": 10.0,
              "proj_hidden": 4096, "proj_out": 256, "pred_hidden": 4096,
              "tau_base": 0.99, "tau_final": 1.0,  # byol.yaml
-             "crop_scale_min": 0.08, "solarize_prob": 0.2},  # augmentations/asymmetric.yaml: view 2
+             "crop_scale_min": 0.08, "solarize_prob": 0.2,  # augmentations/asymmetric.yaml: view 2
+             "jitter_saturation": 0.2},  # asymmetric.yaml: brightness/contrast 0.4, saturation 0.2
     "simsiam": {**_SGD, "batch_size": 256, "lr": 0.5, "weight_decay": 1e-5, "warmup_epochs": 10.0,
                 "proj_hidden": 2048, "proj_out": 2048, "pred_hidden": 512,  # simsiam.yaml
                 "crop_scale_min": 0.08, "solarize_prob": 0.0},  # augmentations/symmetric_weak.yaml
     "barlow": {**_LARS, "batch_size": 256, "lr": 0.3, "weight_decay": 1e-4, "warmup_epochs": 10.0,
                "proj_hidden": 2048, "proj_out": 2048, "barlow_scale": 0.1,  # barlow.yaml
                "barlow_lambda": 0.0051,  # solo/methods/barlow_twins.py's default lamb
-               "crop_scale_min": 0.08, "solarize_prob": 0.2},  # augmentations/asymmetric.yaml: view 2
+               "crop_scale_min": 0.08, "solarize_prob": 0.2,  # augmentations/asymmetric.yaml: view 2
+               "jitter_saturation": 0.2},  # asymmetric.yaml: brightness/contrast 0.4, saturation 0.2
     "vicreg": {**_LARS, "batch_size": 256, "lr": 0.3, "weight_decay": 1e-4, "warmup_epochs": 10.0,
                "proj_hidden": 2048, "proj_out": 2048, "vicreg_sim": 25.0, "vicreg_var": 25.0,
                "vicreg_cov": 1.0,  # vicreg.yaml
-               "crop_scale_min": 0.2, "solarize_prob": 0.1},  # vicreg.yaml's own augmentations
+               "crop_scale_min": 0.2, "solarize_prob": 0.1,  # vicreg.yaml's own augmentations
+               "jitter_saturation": 0.2},  # vicreg.yaml: brightness/contrast 0.4, saturation 0.2
 }
 METHOD_NAMES = tuple(METHOD_RECIPES)
 METHOD_TITLES = {"simclr": "SimCLR", "mocov2": "MoCo v2+", "byol": "BYOL", "simsiam": "SimSiam",
@@ -337,7 +340,8 @@ class PretrainConfig(TrainingConfig):
     proj_out: Optional[int] = None
     proj_bn: Optional[bool] = None
     temperature: Optional[float] = None
-    jitter_strength: float = 0.5  # every method: brightness/contrast/saturation 0.4, hue 0.1
+    jitter_strength: float = 0.5  # every method: brightness/contrast 0.8s = 0.4, hue 0.2s = 0.1
+    jitter_saturation: Optional[float] = None  # None: 0.8s like the others (SimCLR, MoCo, SimSiam)
     crop_scale_min: Optional[float] = None
     blur_prob: Optional[float] = None  # None: the method's rule by image size (0 below 64 px)
     solarize_prob: Optional[float] = None  # the second view's (BYOL, Barlow) or both (VICReg)
@@ -390,6 +394,8 @@ class PretrainConfig(TrainingConfig):
             _fail(self, "jitter_strength", "use a value in [0, 2]")
         if not 0.0 < self.crop_scale_min <= 1.0:
             _fail(self, "crop_scale_min", "use a value in (0, 1]")
+        if self.jitter_saturation is not None and not 0.0 <= self.jitter_saturation <= 1.0:
+            _fail(self, "jitter_saturation", "use None (0.8 x jitter_strength) or a value in [0, 1]")
         if self.blur_prob is not None and not 0.0 <= self.blur_prob <= 1.0:
             _fail(self, "blur_prob", "use None (automatic) or a probability in [0, 1]")
         if self.solarize_prob is not None and not 0.0 <= self.solarize_prob <= 1.0:

@@ -186,6 +186,44 @@ def _images(n: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("name", ["mocov2", "byol", "simsiam", "barlow", "vicreg"])
+def test_solo_learns_methods_normalise_each_view_by_its_own_batch_statistics(name):
+    """As solo-learn forwards its views one at a time, batch norm sees one view per pass: the
+    method's output on the stacked pair equals its network run on each view alone, and differs
+    from one pass over both (SimCLR's, as its reference code normalises the views together)."""
+    parts = _parts(name)
+    model = parts.model.train()
+    x = model.views(_images(8), torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    out = model(x)
+    first = out[0] if isinstance(out, tuple) else out
+    alone = torch.cat([model.projector(model.encoder(v)) for v in x.chunk(2)])
+    projected = alone
+    if name in ("byol", "simsiam"):  # their first output is the predictor's
+        alone = torch.cat([model.predictor(a) for a in alone.chunk(2)])
+    torch.testing.assert_close(first, alone)
+    assert not torch.allclose(model.projector(model.encoder(x)), projected, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["byol", "barlow", "vicreg"])
+def test_the_asymmetric_and_vicreg_recipes_jitter_saturation_by_02(name):
+    """solo-learn's asymmetric.yaml and vicreg.yaml: brightness and contrast 0.4, saturation 0.2.
+    The recipe records it in the config and the views draw saturation factors in [0.8, 1.2] while
+    brightness still spans [0.6, 1.4]."""
+    assert PretrainConfig(method=name).jitter_saturation == 0.2
+    assert PretrainConfig(method="simclr").jitter_saturation is None  # 0.8 x jitter_strength
+    aug = _parts(name).model.augment
+    p = aug.sample_params(4000, 8, 8, torch.Generator().manual_seed(0))
+    assert 0.8 <= float(p["saturation"].min()) < 0.81 and 1.19 < float(p["saturation"].max()) <= 1.2
+    assert float(p["brightness"].min()) < 0.61 and float(p["brightness"].max()) > 1.39
+    from simpleclr.training.parts.augment import SimCLRAugment
+    mine, base = (SimCLRAugment(8, (0.5,) * 3, (0.25,) * 3, jitter_strength=0.5, saturation=sat).sample_params(
+        4000, 8, 8, torch.Generator().manual_seed(0)) for sat in (0.2, None))
+    for key in ("brightness", "contrast", "hue", "top", "order"):  # one stream: only saturation moves
+        torch.testing.assert_close(mine[key], base[key])
+    torch.testing.assert_close(mine["saturation"] - 1, (base["saturation"] - 1) / 2)
+
+
 @pytest.mark.parametrize("name", ["mocov2", "byol"])
 def test_the_target_gets_no_gradient_and_moves_only_by_its_ema(name):
     parts = _parts(name)
@@ -266,13 +304,24 @@ def test_simsiams_predictor_keeps_its_base_lr_while_the_rest_follows_the_schedul
     assert pred == static
 
 
-def test_lars_clips_the_layerwise_rate_at_the_lr_where_the_recipe_says_so():
+@pytest.mark.parametrize("w_value, g_value", [(10.0, 1e-3), (1.0, 0.5)])
+def test_lars_clip_is_solo_learns_larc_clip(w_value, g_value):
+    """With clip (solo-learn's clip_lars_lr), a layer steps by min(trust ratio, lr) times its
+    gradient: lr where the ratio is large (10 / 1e-3), the ratio itself where it is below lr
+    (0.02 x ||w|| 4 / ||g|| 2 = 0.04 < 0.5), not lr x ratio (0.02). The reference is solo-learn's update
+    written out in float64 (weight decay 0, where its trust ratio's denominator equals ours)."""
     from simpleclr.training.parts.optim import LARS
 
-    w = torch.nn.Parameter(torch.full((4, 4), 10.0))
-    w.grad = torch.full((4, 4), 1e-3)  # eta * ||w|| / ||g|| is huge: the clip binds
-    LARS([w], lr=0.5, momentum=0.0, eta=0.02, clip=True).step()
-    torch.testing.assert_close(w.detach(), torch.full((4, 4), 10.0 - 0.5 * 1e-3))
+    lr, eta = 0.5, 0.02
+    w = torch.nn.Parameter(torch.full((4, 4), w_value))
+    w.grad = torch.full((4, 4), g_value)
+    LARS([w], lr=lr, momentum=0.0, eta=eta, clip=True).step()
+    w64, g64 = torch.full((4, 4), w_value, dtype=torch.float64), torch.full((4, 4), g_value, dtype=torch.float64)
+    lars_lr = min(eta * float(w64.norm()) / (float(g64.norm()) + 1e-8) / lr, 1.0)  # solo: lars_lr / lr, capped
+    expected = w64 - lr * lars_lr * g64  # solo: p -= lr * (lars_lr * g)
+    torch.testing.assert_close(w.detach().double(), expected, rtol=1e-6, atol=1e-7)
+    if w_value == 1.0:  # where lr x ratio would step half as far (1 - 0.02 x 0.5)
+        assert float(w.detach()[0, 0]) == pytest.approx(1.0 - 0.04 * 0.5, rel=1e-6)
 
 
 @pytest.mark.parametrize("name", ["simclr", "byol", "simsiam", "barlow", "vicreg"])

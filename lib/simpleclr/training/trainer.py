@@ -328,7 +328,7 @@ def train_step(parts: TrainParts, images: torch.Tensor, labels: Optional[torch.T
     parts.optimizer.zero_grad(set_to_none=True)
     x = to_channels_last(parts.objective.views(images, generator), parts.runtime)  # augment
     with parts.runtime.autocast():
-        out = parts.train_model(x)  # forward: one pass over every view, so BN sees them all
+        out = parts.train_model(x)  # forward over both views (the method says whether BN sees them apart)
     loss = parts.objective.loss(out, labels)  # loss (gathered over the processes where it needs)
     done = finish_step(loss, parts, check_finite)  # backward, guard, optimizer and schedule steps
     parts.objective.after_step(step, total_steps)  # EMA target, queue

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..parts import distributed
 from ..trainer import loss_input
-from .base import Method, asymmetric_views, mlp
+from .base import Method, asymmetric_views, mlp, per_view
 
 __all__ = ["BarlowTwins", "barlow_loss"]
 
@@ -53,7 +53,7 @@ class BarlowTwins(Method):
         self.lambd, self.scale = cfg.barlow_lambda, cfg.barlow_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.encoder(x))
+        return per_view(lambda v: self.projector(self.encoder(v)), x)
 
     def loss(self, out: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         z1, z2 = loss_input(out).chunk(2)

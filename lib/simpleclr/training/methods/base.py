@@ -16,8 +16,8 @@ from torch import nn
 from ..parts import augment as augment_mod
 from ..trainer import Objective
 
-__all__ = ["Method", "mlp", "ema_update", "cosine_tau", "pair_augment", "size_rule", "target_copy",
-           "symmetric_views", "asymmetric_views"]
+__all__ = ["Method", "mlp", "ema_update", "cosine_tau", "pair_augment", "per_view", "size_rule",
+           "target_copy", "symmetric_views", "asymmetric_views"]
 
 
 def size_rule(image_size: int, small: float, large: float) -> float:
@@ -30,9 +30,11 @@ def pair_augment(cfg: Any, image_size: int, mean: Sequence[float], std: Sequence
                  blur: tuple[float, float], solarize: tuple[float, float] = (0.0, 0.0)
                  ) -> "augment_mod.SimCLRAugment":
     """The two views' distribution: crop, flip, colour jitter and grayscale alike for both views
-    (``cfg.crop_scale_min``, ``cfg.jitter_strength``), blur and solarization per view."""
+    (``cfg.crop_scale_min``, ``cfg.jitter_strength``, ``cfg.jitter_saturation``), blur and
+    solarization per view."""
     return augment_mod.SimCLRAugment(image_size, mean, std, scale=(cfg.crop_scale_min, 1.0),
-                                     jitter_strength=cfg.jitter_strength, blur_prob=blur,
+                                     jitter_strength=cfg.jitter_strength,
+                                     saturation=getattr(cfg, "jitter_saturation", None), blur_prob=blur,
                                      solarize_prob=solarize)
 
 
@@ -62,6 +64,14 @@ def mlp(dims: Sequence[int], *, bn: bool = True) -> nn.Sequential:
         if i < len(dims) - 2:
             layers += ([nn.BatchNorm1d(b)] if bn else []) + [nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
+
+
+def per_view(net: Any, x: torch.Tensor) -> torch.Tensor:
+    """``net`` over each view of the stacked pair ``x`` (rows [0, B) view 1, [B, 2B) view 2) on its
+    own, the outputs stacked the same way: batch norm then normalises each view by its own
+    statistics, as solo-learn forwards its views one at a time (SimCLR, whose reference code
+    normalises both views together, does not use this)."""
+    return torch.cat([net(v) for v in x.chunk(2)])
 
 
 def cosine_tau(step: int, total_steps: int, base: float, final: float) -> float:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..trainer import loss_input
-from .base import Method, asymmetric_views, cosine_tau, ema_update, mlp, target_copy
+from .base import Method, asymmetric_views, cosine_tau, ema_update, mlp, per_view, target_copy
 
 __all__ = ["BYOL", "byol_loss"]
 
@@ -41,9 +41,9 @@ class BYOL(Method):
         self.tau = (cfg.tau_base, cfg.tau_final)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.predictor(self.projector(self.encoder(x)))
+        p = per_view(lambda v: self.predictor(self.projector(self.encoder(v))), x)
         with torch.no_grad():
-            z = self.target_projector(self.target_encoder(x))
+            z = per_view(lambda v: self.target_projector(self.target_encoder(v)), x)
         return p, z
 
     def loss(self, out: tuple[torch.Tensor, torch.Tensor], labels: Optional[torch.Tensor] = None) -> torch.Tensor:

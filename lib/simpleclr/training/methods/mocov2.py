@@ -21,7 +21,7 @@ from torch import nn
 
 from ..parts import distributed
 from ..trainer import loss_input
-from .base import Method, cosine_tau, ema_update, mlp, symmetric_views, target_copy
+from .base import Method, cosine_tau, ema_update, mlp, per_view, symmetric_views, target_copy
 
 __all__ = ["MoCoV2", "moco_loss"]
 
@@ -52,9 +52,9 @@ class MoCoV2(Method):
         self.pending: Optional[torch.Tensor] = None  # this step's gathered keys, queued after the step
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self.projector(self.encoder(x))
+        q = per_view(lambda v: self.projector(self.encoder(v)), x)
         with torch.no_grad():
-            k = self.target_projector(self.target_encoder(x))
+            k = per_view(lambda v: self.target_projector(self.target_encoder(v)), x)
         return q, k
 
     def loss(self, out: tuple[torch.Tensor, torch.Tensor], labels: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..trainer import loss_input
-from .base import Method, symmetric_views
+from .base import Method, per_view, symmetric_views
 
 __all__ = ["SimSiam", "simsiam_loss"]
 
@@ -45,8 +45,8 @@ class SimSiam(Method):
             nn.Linear(cfg.pred_hidden, o))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.projector(self.encoder(x))
-        return self.predictor(z), z
+        z = per_view(lambda v: self.projector(self.encoder(v)), x)
+        return per_view(self.predictor, z), z
 
     def loss(self, out: tuple[torch.Tensor, torch.Tensor], labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         (p1, p2), (z1, z2) = loss_input(out[0]).chunk(2), loss_input(out[1]).chunk(2)

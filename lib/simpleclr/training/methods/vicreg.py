@@ -21,7 +21,7 @@ from torch import nn
 
 from ..parts import distributed
 from ..trainer import loss_input
-from .base import Method, mlp, symmetric_views
+from .base import Method, mlp, per_view, symmetric_views
 
 __all__ = ["VICReg", "vicreg_loss"]
 
@@ -57,7 +57,7 @@ class VICReg(Method):
         self.weights = (cfg.vicreg_sim, cfg.vicreg_var, cfg.vicreg_cov)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.projector(self.encoder(x))
+        return per_view(lambda v: self.projector(self.encoder(v)), x)
 
     def loss(self, out: torch.Tensor, labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         z1, z2 = loss_input(out).chunk(2)

@@ -278,7 +278,8 @@ class SimCLRAugment:
 
     Per view: random resized crop (area ``scale``, aspect ``ratio``) to ``size`` x ``size``,
     horizontal flip (``flip_prob``), colour jitter with probability ``jitter_prob`` (brightness,
-    contrast, saturation ``0.8*s``, hue ``0.2*s``, in a random order per sample), grayscale
+    contrast, saturation ``0.8*s``, hue ``0.2*s``, in a random order per sample; ``saturation``
+    replaces ``0.8*s`` for saturation alone, as solo-learn's BYOL and VICReg recipes' 0.2), grayscale
     (``gray_prob``), Gaussian blur (``blur_prob``; sigma in [0.1, 2], kernel ~10% of ``size``),
     then normalisation with ``mean`` / ``std``.
     """
@@ -287,7 +288,7 @@ class SimCLRAugment:
                  scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
                  jitter_strength: float = 1.0, jitter_prob: float = 0.8, gray_prob: float = 0.2,
                  blur_prob: float | tuple[float, float] = 0.0, flip_prob: float = 0.5,
-                 solarize_prob: float | tuple[float, float] = 0.0) -> None:
+                 solarize_prob: float | tuple[float, float] = 0.0, saturation: Optional[float] = None) -> None:
         self.size = _check_size(size)
         self.mean, self.std = _check_stats(mean, std)
         if not (len(scale) == 2 and 0.0 < scale[0] <= scale[1] <= 1.0):
@@ -300,6 +301,9 @@ class SimCLRAugment:
         self.scale = (float(scale[0]), float(scale[1]))
         self.ratio = (float(ratio[0]), float(ratio[1]))
         self.jitter_strength = float(jitter_strength)
+        if saturation is not None and not 0.0 <= saturation <= 1.0:
+            raise ValueError(f"saturation must be None (0.8 x jitter_strength) or in [0, 1]; got {saturation}")
+        self.saturation = 0.8 * self.jitter_strength if saturation is None else float(saturation)
         self.jitter_prob = _check_prob("jitter_prob", jitter_prob)
         self.gray_prob = _check_prob("gray_prob", gray_prob)
         # per view (view 1, view 2 of :meth:`two_views`): BYOL's asymmetric views
@@ -313,7 +317,8 @@ class SimCLRAugment:
 
     def __repr__(self) -> str:
         return (f"SimCLRAugment(size={self.size}, scale={self.scale}, ratio={self.ratio}, "
-                f"jitter_strength={self.jitter_strength}, jitter_prob={self.jitter_prob}, "
+                f"jitter_strength={self.jitter_strength}, saturation={self.saturation}, "
+                f"jitter_prob={self.jitter_prob}, "
                 f"gray_prob={self.gray_prob}, blur_prob={self.blur_probs}, flip_prob={self.flip_prob}, "
                 f"solarize_prob={self.solarize_probs})")
 
@@ -336,10 +341,13 @@ class SimCLRAugment:
         v = u[:, 2 * _N_TRIES + 2:]
         lo = max(0.0, 1.0 - 0.8 * s)
         bcs = lo + (1.0 + 0.8 * s - lo) * v[:, 0:3]
+        if self.saturation != 0.8 * s:  # its own range, from the same uniform
+            sat_lo = max(0.0, 1.0 - self.saturation)
+            bcs[:, 2] = sat_lo + (1.0 + self.saturation - sat_lo) * v[:, 2]
         return {
             "top": top, "left": left, "height": h, "width": w,
             "flip": v[:, 3] < self.flip_prob,
-            "jitter": (v[:, 4] < self.jitter_prob) & (s > 0),
+            "jitter": (v[:, 4] < self.jitter_prob) & (s > 0 or self.saturation > 0),
             "brightness": bcs[:, 0].contiguous(), "contrast": bcs[:, 1].contiguous(),
             "saturation": bcs[:, 2].contiguous(),
             "hue": (0.2 * s * (2.0 * v[:, 5] - 1.0)).contiguous(),

@@ -33,11 +33,17 @@ class LARS(torch.optim.Optimizer):
 
         g     <- g + weight_decay * w
         ratio <- eta * ||w|| / ||g||   if lars_adapt and both norms > 0, else 1
-        v     <- momentum * v + lr * ratio * g   (clip: min(lr * ratio, lr) * g, solo-learn's clip_lr)
-        w     <- w - v                   (nesterov: w - (momentum * v + lr * ratio * g))
+        v     <- momentum * v + rate * g   rate = lr * ratio; with clip, min(ratio, lr)
+        w     <- w - v                   (nesterov: w - (momentum * v + rate * g))
 
-    The learning rate sits inside the momentum buffer, exactly like SimCLR's TensorFlow code, so a
-    warm-up changes the step size smoothly.
+    ``clip`` is solo-learn's ``clip_lars_lr`` (NVIDIA's LARC in clip mode): the layer's rate is the
+    trust ratio itself, capped at the scheduled ``lr``, so a layer whose ratio is below ``lr``
+    steps by its ratio whatever the schedule says. Without it the trust ratio scales ``lr``
+    (SimCLR). The learning rate sits inside the momentum buffer, exactly like SimCLR's TensorFlow
+    code, so a warm-up changes the step size smoothly (solo-learn multiplies the buffer by the
+    current lr instead: the two differ only while lr changes, by the ratio of this step's lr to
+    earlier steps'); the trust ratio's denominator is ``||g + wd * w||`` (SimCLR's; solo-learn
+    uses ``||g|| + wd * ||w||``, equal when the decay is small against the gradient).
     """
 
     def __init__(self, params: Iterable[Any], lr: float, momentum: float = 0.9,
@@ -76,7 +82,7 @@ class LARS(torch.optim.Optimizer):
             g_norm = torch.stack(torch._foreach_norm(grads))
             ratio = torch.where((w_norm > 0) & (g_norm > 0), group["eta"] * w_norm / g_norm,
                                 torch.ones_like(w_norm))
-            rate = torch.clamp(ratio * lr, max=lr) if group.get("clip") else ratio * lr
+            rate = torch.clamp(ratio, max=lr) if group.get("clip") else ratio * lr
             scaled = torch._foreach_mul(grads, list(rate.unbind()))
         else:
             scaled = torch._foreach_mul(grads, lr)
