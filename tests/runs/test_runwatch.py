@@ -52,14 +52,29 @@ def _plan(budget=None, smaller=None) -> plans.Plan:
 
 
 def test_plan_clock_sums_by_stage_warns_over_budget_and_scales_time_left():
-    clock = estimate.PlanClock({"a": 600.0, "b": 600.0, "c": 300.0})
+    stages = {"a": "pretrain", "b": "pretrain", "c": "linear_eval"}
+    clock = estimate.PlanClock({"a": 600.0, "b": 600.0, "c": 300.0}, stages)
     assert clock.summary(_plan()) == \
         "plan p: estimate on this machine about 25m00s (pretrain 20m00s, linear_eval 5m00s)"
     assert "WARNING" not in clock.summary(_plan(budget=15))  # within twice the budget
     warn = clock.summary(_plan(budget=10, smaller="smoke")).splitlines()[1]
     assert "2.5x the 10 min it is sized for" in warn and "make report PLAN=smoke" in warn
-    clock.finished("a", 1200.0)  # twice as slow as estimated: the rest is scaled too
-    assert clock.left_text() == "; plan: about 30m00s left (2 runs)"
+    clock.finished("a", 1200.0)  # twice as slow as estimated: b by its stage's 2x, c by the overall
+    # ratio pulled towards 1 by 300 s of prior work: (1200 + 300) / (600 + 300) = 5/3
+    assert clock.left_text() == "; plan: about 28m20s left (2 runs)"
+
+
+def test_one_slow_short_run_does_not_scale_a_plan_of_other_stages():
+    """The methods-quick case: a 7 s probe estimate took 20 s; the 20-min pretrainings after it
+    are not tripled, the remaining probes are."""
+    est = {"random": 7.0, "p1": 600.0, "p2": 600.0, "probe": 7.0}
+    stages = {"random": "linear_eval", "p1": "pretrain", "p2": "pretrain", "probe": "linear_eval"}
+    clock = estimate.PlanClock(est, stages)
+    clock.finished("random", 21.0)
+    # probe: 7 x 3 = 21 s; pretrainings: 1200 x (21 + 300) / (7 + 300) = 1254.7 s
+    assert clock.left_text() == "; plan: about 21m16s left (3 runs)"
+    clock.finished("p1", 300.0)  # the pretraining stage now has its own ratio, 0.5
+    assert clock.left_text() == "; plan: about 5m21s left (2 runs)"
 
 
 def test_budget_must_be_a_positive_number(tmp_path):

@@ -297,13 +297,20 @@ def estimate_runs(plan: PlanLike, names: Sequence[str], outputs: Path) -> dict[s
 
 # ---- a plan's time left while it runs -------------------------------------------------------------
 class PlanClock:
-    """The plan's time left: the estimates of the runs still to go, scaled by how the finished
-    runs of this session compared with their own estimates (a slower machine shows at once)."""
+    """The plan's time left: the estimates of the runs still to go, scaled by how this session's
+    finished runs compared with their own estimates (a slower machine shows at once). A run is
+    scaled by the ratio of its own stage where a run of that stage has finished; other stages by
+    the overall ratio pulled towards 1 by :attr:`PRIOR_S` of estimated work, so one short probe
+    that took 20 s against 7 s does not triple a plan of long pretrainings."""
 
-    def __init__(self, estimates: dict[str, Optional[float]]):
+    PRIOR_S = 300.0
+
+    def __init__(self, estimates: dict[str, Optional[float]], stages: Optional[dict[str, str]] = None):
         self.estimates = estimates
+        self.stages = stages or {}
         self.pending = [n for n in estimates]
-        self.spent = self.expected = 0.0
+        self.spent: dict[str, float] = {}
+        self.expected: dict[str, float] = {}
 
     def summary(self, plan: PlanLike) -> str:
         by_stage: dict[str, float] = {}
@@ -327,12 +334,19 @@ class PlanClock:
         if name in self.pending:
             self.pending.remove(name)
             if self.estimates.get(name):
-                self.spent += seconds
-                self.expected += self.estimates[name]  # type: ignore[operator]
+                stage = self.stages.get(name, "")
+                self.spent[stage] = self.spent.get(stage, 0.0) + seconds
+                self.expected[stage] = self.expected.get(stage, 0.0) + self.estimates[name]  # type: ignore[operator]
+
+    def _scale(self, stage: str) -> float:
+        if self.expected.get(stage):
+            return self.spent[stage] / self.expected[stage]
+        spent, expected = sum(self.spent.values()), sum(self.expected.values())
+        return (spent + self.PRIOR_S) / (expected + self.PRIOR_S)
 
     def left_text(self) -> str:
-        known = [self.estimates[n] for n in self.pending if self.estimates.get(n)]
         if not self.estimates or not self.pending:
             return ""
-        scale = self.spent / self.expected if self.expected else 1.0
-        return f"; plan: about {fmt_seconds(scale * sum(known))} left ({len(self.pending)} runs)"
+        left = sum(self._scale(self.stages.get(n, "")) * self.estimates[n]  # type: ignore[operator]
+                   for n in self.pending if self.estimates.get(n))
+        return f"; plan: about {fmt_seconds(left)} left ({len(self.pending)} runs)"

@@ -442,7 +442,8 @@ class PlanExecutor:
         self.write()
         print(f"plan {p.name}: {len(self.names)} runs ({len(todo)} to run) -> {p.outputs}", flush=True)
         if estimate_from is not None:
-            self.clock = PlanClock(estimate_runs(p, [n for n in todo if n not in self.unavailable], estimate_from))
+            names = [n for n in todo if n not in self.unavailable]
+            self.clock = PlanClock(estimate_runs(p, names, estimate_from), {n: p.runs[n].config.stage for n in names})
             print(self.clock.summary(p), flush=True)
         return todo
 
