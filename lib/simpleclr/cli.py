@@ -140,9 +140,11 @@ def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParse
         else:
             p.add_argument("name", metavar="NAME")
         p.add_argument("--data-dir", default=None, help="data folder (default: $SIMPLECLR_DATA or ./data)")
-        p.add_argument("--accept-checksum", default=None, metavar="SUMS|any",
+        p.add_argument("--accept-checksum", default=os.environ.get("SIMPLECLR_ACCEPT_CHECKSUM") or None,
+                       metavar="SUMS|any",
                        help="accept a re-packed archive whose md5 or sha256 is in this "
-                            "comma-separated list (recorded as unofficial)")
+                            "comma-separated list (recorded as unofficial); default: "
+                            "$SIMPLECLR_ACCEPT_CHECKSUM, which the shipped plans read too")
     d.set_defaults(func=_data)
 
     for stage in REGISTRY:

@@ -111,6 +111,23 @@ def test_a_list_of_checksums_accepts_each_dataset_and_records_only_its_own(serve
         load_split("cifar100", root=tmp_path / "other", accept_checksum=f"{tiny_sha},{'0' * 32}")
 
 
+def test_data_commands_read_the_accepted_checksums_from_the_plans_variable(server, archives, tmp_path,
+                                                                           monkeypatch, capsys):
+    """`simpleclr data prepare` takes SIMPLECLR_ACCEPT_CHECKSUM as the plans do, so a user who
+    exported it once for a re-packed archive is not refused by the data command alone."""
+    from simpleclr import cli
+    server.files[ARCHIVE] = archives["other"]
+    sha = hashlib.sha256(archives["other"]).hexdigest()
+    args = ["data", "prepare", "cifar100", "--data-dir", str(tmp_path)]
+    monkeypatch.delenv("SIMPLECLR_ACCEPT_CHECKSUM", raising=False)
+    assert cli.main(args) == 2 and "checksum mismatch" in capsys.readouterr().err
+    monkeypatch.setenv("SIMPLECLR_ACCEPT_CHECKSUM", f"{'ab' * 32},{sha}")
+    assert cli.main(args) == 0
+    assert '"accepted-unofficial"' in capsys.readouterr().out
+    assert cli.main(["data", "info", "cifar100", "--data-dir", str(tmp_path)]) == 0
+    assert '"accepted-unofficial"' in capsys.readouterr().out
+
+
 def test_preparing_shows_progress_on_a_log_with_counts(server, archives, tmp_path, capsys,
                                                        monkeypatch):
     """Outside a terminal each slow step writes plain lines: start, count and ETA, end."""
