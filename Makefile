@@ -86,7 +86,7 @@ evidence: install
 	  --figure docs/evidence-transfer.png; echo; $(PY) scripts/evidence.py outputs/pilot-short \
 	  --pilot pilot-short/base --pilot pilot-short/super-lr0.1; echo; $(PY) scripts/evidence.py \
 	  outputs/pilot-width --pilot pilot-width/w64-s312; echo; $(PY) scripts/evidence.py outputs/quick; \
-	  echo; $(PY) scripts/evidence.py outputs/methods-quick) \
+	  echo; $(PY) scripts/evidence.py outputs/methods-quick --methods) \
 	  > docs/evidence.md.tmp \
 	  && mv docs/evidence.md.tmp docs/evidence.md
 

@@ -540,6 +540,59 @@ def pilot_section(plan_dirs: list[Path], reference: str) -> str:
     return "\n".join(lines + ["", said, ""])
 
 
+# ---- self-supervised methods side by side --------------------------------------------------------
+def _plan_clock(plan_dir: Path) -> tuple[float, str, str]:
+    """A plan folder's compute: the sum of its finished runs' wall times, and the CPU and
+    precision they ran on (joined where they differ)."""
+    found = runs(plan_dir)
+    wall = sum(float(r["res"].get("wall_time_s") or 0.0) for r in found.values())
+    cpus = sorted({str(((r["cfg"].get("provenance") or {}).get("hardware") or {}).get("cpu")) for r in found.values()})
+    prec = sorted({str((r["res"].get("runtime") or {}).get("precision", r["cfg"]["config"].get("precision")))
+                   for r in found.values()})
+    return wall, " / ".join(cpus), " / ".join(prec)
+
+
+def methods_section(plan_dirs: list[Path]) -> str:
+    """Each self-supervised method's probe, from the report's own methods table
+    (simpleclr.report.methods): top-1 with its interval, the paired tests against the random
+    encoder of its width and against `super`, the probe's cross-validated top-1 on training labels
+    (what the verdict chooses its candidate by), the kNN monitor and the pretraining's wall time;
+    then the report's verdict and the plan's compute with its CPU."""
+    from simpleclr.report import methods as rm
+    from simpleclr.report.model import load_study
+
+    lines = ["# Self-supervised methods side by side", "",
+             "Read by `python scripts/evidence.py " + " ".join(str(d) for d in plan_dirs) + " --methods` "
+             "with the report's methods table: each method's probe (top-1 with its 95% interval over "
+             "the test images), McNemar's exact test on the same test images against the random "
+             "encoder of its width and against `super`, the probe's cross-validated top-1 on the "
+             "labelled training images (the candidate for \"best\" is chosen by it, never by the "
+             "test set), the pretraining's kNN monitor and wall time.", ""]
+    for plan_dir in plan_dirs:
+        study = load_study(plan_dir)
+        df = rm.methods_table(study)
+        if not len(df):
+            lines += [f"`{plan_dir.name}`: fewer than two methods have finished probes.", ""]
+            continue
+        lines += [f"## `{plan_dir.name}`", "",
+                  "| method | top-1 % [95%] | minus random floor (paired) | minus super (paired) | "
+                  "CV top-1 % (training labels) | kNN top-1 % | pretraining |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for _, r in df.iterrows():
+            top1 = "missing" if math.isnan(r["top1"]) else f"{r['top1']:.1f} [{r['low']:.1f}, {r['high']:.1f}]"
+            cv = "" if math.isnan(r["cv_top1"]) else f"{r['cv_top1']:.1f}"
+            knn = "" if math.isnan(r["knn_top1"]) else f"{r['knn_top1']:.1f}"
+            pre = "" if math.isnan(r["pretrain_s"]) else f"{r['steps']} steps, {r['pretrain_s'] / 60:.1f} min"
+            lines.append(f"| {r['name']} | {top1} | {r['vs_floor_text']} | {r['vs_super_text']} | {cv} | "
+                         f"{knn} | {pre} |")
+        wall, cpu, prec = _plan_clock(plan_dir)
+        lines += ["", rm.methods_verdict(study, df), "",
+                  f"The plan's {sum(r.done for r in study.runs.values())} finished runs took "
+                  f"{wall / 60:.1f} min of run time in all (notebook start-up between runs not "
+                  f"counted) on {cpu}, {prec}.", ""]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("plan_dirs", type=Path, nargs="+", help="plan output folders, e.g. outputs/recipe")
@@ -549,6 +602,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                    help="also each learner at two image sizes, paired on the same test images")
     p.add_argument("--ablation", metavar="PLAN/RUN",
                    help="set each probe one setting away from this one against it, e.g. recipe/published")
+    p.add_argument("--methods", action="store_true",
+                   help="also each self-supervised method's probe against the floor and super (paired)")
     p.add_argument("--pilot", metavar="PLAN/RUN", action="append", default=[],
                    help="set each variant of this reference probe against it, chosen on training labels")
     ns = p.parse_args(argv)
@@ -566,6 +621,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         sys.stdout.write("\n" + ablation_section(ns.plan_dirs, ns.ablation))
     for reference in ns.pilot:
         sys.stdout.write("\n" + pilot_section(ns.plan_dirs, reference))
+    if ns.methods:
+        sys.stdout.write("\n" + methods_section(ns.plan_dirs))
     if ns.figure:
         curves_figure(ns.plan_dirs, ns.figure)
     return 0

@@ -62,7 +62,9 @@ def test_each_method_gets_its_probe_interval_and_paired_tests(tmp_path):
     assert list(shown.index) == ["SimCLR", "BYOL", "VICReg"]
     assert "p<0.001" in shown.loc["BYOL", "vs random floor (paired)"]
     verdict = rm.methods_verdict(study, df)
-    assert verdict.startswith("BYOL gives the best probe (30.0%), ahead of every other method by the paired test")
+    assert verdict.startswith("BYOL gives the best probe: chosen on training labels (cross-validated probe "
+                              "29.0%), it reaches 30.0% on the test images, ahead of every other method by "
+                              "the paired test")
     assert "Over the random floor by the paired test: SimCLR, BYOL, VICReg." in verdict
     assert "BYOL gives the best probe" in prose.headline(study)
 
@@ -71,8 +73,9 @@ def test_no_best_method_is_named_inside_the_noise(tmp_path):
     """30.0 against 29.5 on 200 images: one image apart, which the paired test does not resolve."""
     study = _study(tmp_path, {"simclr": (29.5, 50.0), "byol": (30.0, 60.0), "vicreg": (10.0, 55.0)})
     verdict = rm.methods_verdict(study)
-    assert verdict.startswith("No method is separated from all the others by the paired test: BYOL has the "
-                              "highest point estimate (30.0%)")
+    assert verdict.startswith("No method is separated from all the others by the paired test: BYOL, chosen "
+                              "on training labels (cross-validated probe 29.0%), reaches 30.0% on the test "
+                              "images")
     assert "No method is separated" in prose.headline(study)
 
 
@@ -81,3 +84,42 @@ def test_a_plan_of_one_method_has_no_methods_section(tmp_path):
     del study.runs["byol"], study.runs["vicreg"]
     assert rm.method_probes(study) == {} and len(rm.methods_table(study)) == 0
     assert "gives the best probe" not in prose.headline(study)
+
+
+def test_the_best_method_is_chosen_on_training_labels_not_the_test_set(tmp_path, monkeypatch):
+    """BYOL has the highest test top-1 but VICReg the highest cross-validated accuracy on training
+    labels: VICReg is the candidate, and since BYOL is above it on the test images, no method is
+    named best. A verdict picking by test accuracy would name BYOL."""
+    import helpers.studyfolders as sf
+    monkeypatch.setitem(sf.CV_TOP1, "vicreg", 40.0)
+    study = _study(tmp_path, {"simclr": (10.0, 50.0), "byol": (30.0, 60.0), "vicreg": (20.0, 55.0)})
+    df = rm.methods_table(study)
+    assert df.loc["vicreg", "cv_top1"] == 40.0 and df.loc["byol", "cv_top1"] == 29.0
+    assert rm.methods_display(df).loc["VICReg", "Probe CV (train labels)"] == "40.0"
+    verdict = rm.methods_verdict(study, df)
+    assert verdict.startswith("No method is separated from all the others by the paired test: VICReg, chosen "
+                              "on training labels (cross-validated probe 40.0%), reaches 20.0%")
+    assert "BYOL gives" not in verdict
+
+
+def test_the_evidence_page_gives_each_methods_paired_gains_and_the_plans_compute(tmp_path):
+    """scripts/evidence.py --methods writes the report's methods table (the same paired tests) and
+    the plan's total run time read from every run's result.json."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "evidence", Path(__file__).resolve().parents[2] / "scripts" / "evidence.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    study = _study(tmp_path, {"simclr": (20.0, 50.0), "byol": (30.0, 60.0), "vicreg": (25.0, 55.0)})
+    df = rm.methods_table(study)
+    text = ev.methods_section([study.plan_dir])
+    row = next(line for line in text.splitlines() if line.startswith("| BYOL |"))
+    assert row.startswith(f"| BYOL | 30.0 [{df.loc['byol', 'low']:.1f}, {df.loc['byol', 'high']:.1f}] | "
+                          f"{df.loc['byol', 'vs_floor_text']} | {df.loc['byol', 'vs_super_text']} | 29.0 | ")
+    assert "higher" in df.loc["byol", "vs_floor_text"]
+    assert rm.methods_verdict(study, df) in text
+    wall = sum(json.loads(p.read_text()).get("wall_time_s", 0) for p in study.plan_dir.glob("*/result.json"))
+    assert wall > 0 and f"took {wall / 60:.1f} min of run time in all" in text

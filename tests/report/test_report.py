@@ -84,12 +84,13 @@ def test_the_verdict_follows_the_intervals_never_ranking_inside_the_noise():
 
     text = rp.verdict(rows({"random": 12.3, "selfsuper": 10.4, "super-transfer": 13.3, "super": 7.1}))
     assert "random does not differ from it (by the 95% intervals; no per-image predictions" in text
-    assert "no trained representation is above the random-encoder floor beyond the noise" in text
+    assert ". No trained representation is above the random-encoder floor beyond the noise" in text
     text = rp.verdict(rows({"random": 12.3, "selfsuper": 16.2, "super": 15.8}))
     assert "<b>selfsuper</b>" in text and "super does not differ from it" in text
-    assert "above the random-encoder floor (points; by the 95% intervals; " in text
+    assert ". Above the random-encoder floor (points; by the 95% intervals; " in text
     assert ": selfsuper (+3.9), super (+3.5)" in text
-    assert "selfsuper (+0.4; no difference resolved)" in text
+    assert "selfsuper (+0.4; no difference resolved)" in text and text.endswith(".") and ".." not in text
+    assert ". Against supervised training from scratch (super, 15.8%" in text
     text = rp.verdict(rows({"random": 12.3, "selfsuper": 20.0, "super": 15.8}))
     assert "selfsuper (+4.2; above it)" in text and "does not differ" not in text
 
@@ -555,8 +556,8 @@ def test_a_rehearsals_report_says_so_before_any_number(study):
             run.config_json["config"]["rehearsal"] = 32
     head = rp.headline(cut)
     assert "<h1>REHEARSAL, not results: " in head and "no number in it is a result" in head
-    assert "Best CIFAR-100 top-1" not in head and "every accuracy below is noise" in head
-    assert "REHEARSAL" not in rp.headline(study)
+    assert "Highest CIFAR-100 top-1" not in head and "every accuracy below is noise" in head
+    assert "REHEARSAL" not in rp.headline(study) and "Highest CIFAR-100 top-1" in rp.headline(study)
 
 
 def test_the_headline_names_the_paired_test_and_each_rows_gain_over_super(study):

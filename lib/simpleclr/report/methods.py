@@ -5,8 +5,10 @@ It draws from any plan whose probes read encoders pretrained by two or more meth
 its interval, its paired gain over the random encoder of its width (the floor), its paired gap to
 `super` (training from scratch with labels), the kNN monitor's figure beside it and what the
 pretraining cost. Runs of one method at several seeds are one row (Student-t over seeds; the
-paired tests then pair by seed). :func:`methods_verdict` names a best method only where the paired
-test separates it from every other; otherwise it says the methods are within the noise.
+paired tests then pair by seed). :func:`methods_verdict` picks its candidate on training labels
+(the probes' cross-validated accuracy, never the test set) and names it the best method only where
+the paired test on the test images separates it from every other; otherwise it says the methods are
+within the noise.
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ def methods_table(study: Study) -> pd.DataFrame:
         width = runs[0].config.get("width", 64)
         floor = paired_runs(done, _floor(study, width)) if done else None
         gap = paired_runs(done, [s for s in supers if s.done]) if done else None
+        cv = [r.result.get("val_top1") for r in done if r.result.get("val_top1") is not None]
         knn = [p.result.get("knn_top1") for p in pres if p.done and p.result.get("knn_top1") is not None]
         wall = [p.result.get("wall_time_s") for p in pres if p.done and p.result.get("wall_time_s")]
         base, _, data = method.partition("@")
@@ -82,6 +85,7 @@ def methods_table(study: Study) -> pd.DataFrame:
                      "name": METHOD_TITLES.get(base, base) + (f" (pretrained on {data})" if data else ""),
                      "top1": ci.value if ci else math.nan, "low": ci.low if ci else math.nan,
                      "high": ci.high if ci else math.nan,
+                     "cv_top1": sum(cv) / len(cv) if cv else math.nan,
                      "vs_floor": floor.diff if floor else math.nan, "vs_floor_text": _paired_text(floor),
                      "floor_verdict": floor.verdict if floor else "",
                      "vs_super": gap.diff if gap else math.nan, "vs_super_text": _paired_text(gap),
@@ -101,6 +105,7 @@ def methods_display(df: pd.DataFrame) -> pd.DataFrame:
         "Method": df["name"], "Top-1 (%)": df.apply(acc, axis=1),
         "vs random floor (paired)": df["vs_floor_text"].replace("", "—"),
         "vs super (paired)": df["vs_super_text"].replace("", "—"),
+        "Probe CV (train labels)": df["cv_top1"].map(lambda v: "—" if math.isnan(v) else f"{v:.1f}"),
         "kNN top-1 (monitor)": df["knn_top1"].map(lambda v: "—" if math.isnan(v) else f"{v:.1f}"),
         "Pretraining": [f"{s} steps, {fmt_seconds(t)}" if s else fmt_seconds(t)
                         for s, t in zip(df["steps"], df["pretrain_s"])],
@@ -117,12 +122,23 @@ def methods_verdict(study: Study, df: Optional[pd.DataFrame] = None) -> str:
     return " ".join(_verdict(study, df[df["pretrained_on"] == data]) for data in dict.fromkeys(df["pretrained_on"]))
 
 
+def _candidate(done: pd.DataFrame) -> tuple[str, str]:
+    """The method the verdict tests against the others, and how it was chosen: the highest
+    cross-validated probe accuracy on training labels where every method has one, so the test
+    images only test the choice; else (folders from before the probes recorded it) the highest
+    test top-1, said so."""
+    if "cv_top1" in done.columns and done["cv_top1"].notna().all():
+        best = str(done["cv_top1"].idxmax())
+        return best, f"chosen on training labels (cross-validated probe {done.loc[best, 'cv_top1']:.1f}%)"
+    return str(done["top1"].idxmax()), "chosen by the highest test top-1, as no probe recorded a validation figure"
+
+
 def _verdict(study: Study, df: pd.DataFrame) -> str:
     done = df[~df["top1"].isna()]
     if len(done) < 2:
         return "Fewer than two methods have finished probes: no comparison yet."
     probes = method_probes(study)
-    best = str(done["top1"].idxmax())
+    best, how = _candidate(done)
     beaten = []
     for other in done.index:
         if other == best:
@@ -132,9 +148,9 @@ def _verdict(study: Study, df: pd.DataFrame) -> str:
     cleared = [done.loc[m, "name"] for m in done.index if done.loc[m, "floor_verdict"] == "higher"]
     floor = (f" Over the random floor by the paired test: {', '.join(cleared)}." if cleared
              else " None clears the random floor by the paired test at this budget.")
-    name = done.loc[best, "name"]
+    name, top1 = done.loc[best, "name"], done.loc[best, "top1"]
     if all(beaten):
-        return (f"{name} gives the best probe ({done.loc[best, 'top1']:.1f}%), ahead of every other method "
-                f"by the paired test.{floor}")
-    return (f"No method is separated from all the others by the paired test: {name} has the highest point "
-            f"estimate ({done.loc[best, 'top1']:.1f}%), within the noise of at least one other.{floor}")
+        return (f"{name} gives the best probe: {how}, it reaches {top1:.1f}% on the test images, ahead of "
+                f"every other method by the paired test.{floor}")
+    return (f"No method is separated from all the others by the paired test: {name}, {how}, reaches "
+            f"{top1:.1f}% on the test images, within the noise of or below at least one other.{floor}")

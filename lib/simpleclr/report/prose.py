@@ -247,32 +247,33 @@ def _diff_text(done: pd.DataFrame, name: str, prefix: str, fallback: float) -> s
 
 
 def verdict(done: pd.DataFrame) -> str:
-    """The study's answer from the main table: which representations clear the random floor and
-    each one's gain over training from scratch (``super``), from the paired tests where the rows
-    have per-image predictions, else the 95% intervals. A difference inside the noise is said to
-    be one, never turned into a ranking."""
+    """The study's answer from the main table, in up to three sentences: the highest row and the
+    rows the noise does not separate from it; which representations clear the random floor; each
+    one's gain over training from scratch (``super``). From the paired tests where the rows have
+    per-image predictions, else the 95% intervals. A difference inside the noise is said to be
+    one, never turned into a ranking."""
     best = done["top1"].idxmax()
     b = done.loc[best]
-    text = (f"Best CIFAR-100 top-1: <b>{best}</b> ({ROW_INFO[best][0]}) at <b>"
-            f"{fmt_pm(b['top1'], b['top1_std'], low=b.get('top1_lo'), high=b.get('top1_hi'))}%</b>")
+    first = (f"Highest CIFAR-100 top-1: <b>{best}</b> ({ROW_INFO[best][0]}) at <b>"
+             f"{fmt_pm(b['top1'], b['top1_std'], low=b.get('top1_lo'), high=b.get('top1_hi'))}%</b>")
     tied = [n for n in done.index if n != best and _row_verdict(done, n, "vb", best) == "same"]
     if tied:
-        text += (f"; {', '.join(tied)} {'does' if len(tied) == 1 else 'do'} not differ from it "
-                 f"({_how(done, tied, 'vb')}), so this plan does not rank them")
+        first += (f"; {', '.join(tied)} {'does' if len(tied) == 1 else 'do'} not differ from it "
+                  f"({_how(done, tied, 'vb')}), so this plan does not rank them")
+    sentences = [first]
     trained = [n for n in done.index if n != "random"]
     if "random" in done.index and trained:
         above = [n for n in trained if _row_verdict(done, n, "vr", "random") == "higher"]
         if above:
             gains = ", ".join(f"{n} ({_diff_text(done, n, 'vr', done.loc[n, 'top1'] - done.loc['random', 'top1'])})"
                               for n in above)
-            text += f"; above the random-encoder floor (points; {_how(done, above, 'vr')}): {gains}"
             rest = [n for n in trained if n not in above]
-            if rest:
-                text += f"; not above it: {', '.join(rest)}"
+            sentences.append(f"Above the random-encoder floor (points; {_how(done, above, 'vr')}): {gains}"
+                             + (f"; not above it: {', '.join(rest)}" if rest else ""))
         if best == "random" or not above:
-            text += (" — no trained representation is above the random-encoder floor beyond the "
-                     "noise at this plan's budget, so read the rows as a check of the pipeline, "
-                     "not as a result")
+            sentences.append("No trained representation is above the random-encoder floor beyond the "
+                             "noise at this plan's budget, so read the rows as a check of the pipeline, "
+                             "not as a result")
     if "super" in done.index:
         sup = done.loc["super"]
         others = [n for n in done.index if n not in ("super", "random")]
@@ -284,9 +285,9 @@ def verdict(done: pd.DataFrame) -> str:
             word = {"higher": "above it", "lower": "below it"}.get(rel, "no difference resolved")
             parts.append(f"{n} ({d}; {word})")
         if parts:
-            text += (f"; against supervised from scratch (super, {sup['top1']:.1f}%; points; "
-                     f"{_how(done, others, 'vs')}): " + ", ".join(parts))
-    return text
+            sentences.append(f"Against supervised training from scratch (super, {sup['top1']:.1f}%; points; "
+                             f"{_how(done, others, 'vs')}): " + ", ".join(parts))
+    return ". ".join(sentences) + "."
 
 
 def study_spread(df: pd.DataFrame, axes: Sequence[str]) -> str:
@@ -380,7 +381,7 @@ def headline(study: Study, title: str = "") -> str:
                      "report checks that the plan's runs and report sections work together; no number "
                      "in it is a result.</p>")
     elif len(done):
-        lines.append(f"<p style='font-size:1.1em'>{verdict(done)}.</p>")
+        lines.append(f"<p style='font-size:1.1em'>{verdict(done)}</p>")
     else:
         lines.append("<p>No run of this plan has finished yet.</p>")
     if not cut and methods.method_probes(study):  # a best method is named only where the paired test separates it
