@@ -13,21 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from helpers.plankit import tiny_pretrain_plan
+
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.name != "posix", reason="POSIX signals and the IPC kernel manager")]
 
 LINE = "simpleclr: interrupted; finished work and checkpoints are kept, run again to resume"
-PLAN = """
-name: long
-defaults:
-  all: {dataset: "synthetic-cifar100:train=10,test=5", image_size: 8, width: 16, precision: fp32,
-        num_threads: 1, progress: false}
-  pretrain: {epochs: 200, batch_size: 64, warmup_epochs: 0.0, proj_hidden: 32, knn_every: 0}
-runs:
+PLAN = tiny_pretrain_plan("long", 200, """
   - {name: pre, notebook: pretrain}
   - {name: other, notebook: pretrain, params: {seed: 1}}
   - {name: probe, notebook: linear_eval, params: {encoder: "{runs.pre}"}, report: {row: selfsuper}}
-"""
+""")
 
 
 def _plan_run(tmp_path: Path, *extra: str) -> subprocess.Popen:

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from helpers.curves import read_curves
+from helpers.plankit import plan_env
 from simpleclr.runs.rundir import RunDir
 from simpleclr.study import planfile, plans
 from simpleclr.report import model as study
@@ -30,16 +31,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pipeline")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SIMPLECLR_DATA", str(root / "data"))
-    mp.setenv("SIMPLECLR_KERNEL", "python3")
-    mp.chdir(root)
-    code = plans.run_plan("smoke", outputs=root / "outputs", report_dir=root / "report", progress=False,
-                          execution=plans.Execution(devices=["cpu", "cpu"]))
-    yield {"root": root, "code": code,
-           "html": (root / "report" / "report.html").read_text()}
-    mp.undo()
+    with plan_env(tmp_path_factory.mktemp("pipeline")) as root:
+        code = plans.run_plan("smoke", outputs=root / "outputs", report_dir=root / "report", progress=False,
+                              execution=plans.Execution(devices=["cpu", "cpu"]))
+        yield {"root": root, "code": code,
+               "html": (root / "report" / "report.html").read_text()}
 
 
 def _row(html: str, name: str) -> dict:

@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from helpers.plankit import plan_env, tiny_pretrain_plan
 from simpleclr.runs.rundir import RunDir
 from simpleclr.study import plans
 from simpleclr.study.slurm import SlurmOptions, job_states, launcher_gpus, sbatch_parameters, time_limit_min
@@ -56,13 +57,8 @@ def local_slurm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    root = tmp_path_factory.mktemp("executor")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SIMPLECLR_DATA", str(root / "data"))
-    mp.setenv("SIMPLECLR_KERNEL", "python3")
-    mp.chdir(root)  # SLURM jobs start in the submitting folder, as the plan's kernels do
-    yield root
-    mp.undo()
+    with plan_env(tmp_path_factory.mktemp("executor")) as root:  # SLURM jobs start in the submitting folder
+        yield root
 
 
 def _slurm(**kw) -> plans.Execution:
@@ -251,15 +247,7 @@ def test_detach_then_show_then_run_again(env, local_slurm, capsys):
     assert all(s.status() == "done" for s in p.runs.values())
 
 
-REQUEUE = """
-name: requeue
-defaults:
-  all: {dataset: "synthetic-cifar100:train=10,test=5", image_size: 8, width: 16, precision: fp32,
-        num_threads: 1, progress: false}
-  pretrain: {epochs: 12, batch_size: 64, warmup_epochs: 0.0, proj_hidden: 32, knn_every: 0}
-runs:
-  - {name: pre, notebook: pretrain}
-"""
+REQUEUE = tiny_pretrain_plan("requeue", 12, "  - {name: pre, notebook: pretrain}")
 
 
 def _final_weights(path: Path) -> dict:
