@@ -48,8 +48,9 @@ def symmetric_views(cfg: Any, image_size: int, mean: Sequence[float], std: Seque
 
 def asymmetric_views(cfg: Any, image_size: int, mean: Sequence[float],
                      std: Sequence[float]) -> "augment_mod.SimCLRAugment":
-    """BYOL's asymmetric pair (solo-learn's asymmetric.yaml): blur (1.0, 0.1) from 64 px and none
-    below unless ``cfg.blur_prob`` says (both views then), view 2 alone solarized."""
+    """BYOL's asymmetric pair: blur (1.0, 0.1) from 64 px (solo-learn's imagenet-100
+    asymmetric.yaml) and none below (its CIFAR asymmetric.yaml) unless ``cfg.blur_prob`` says (both
+    views then), view 2 alone solarized."""
     blur = (size_rule(image_size, 0.0, 1.0), size_rule(image_size, 0.0, 0.1))
     blur = blur if cfg.blur_prob is None else (cfg.blur_prob, cfg.blur_prob)
     return pair_augment(cfg, image_size, mean, std, blur, (0.0, cfg.solarize_prob))
