@@ -73,7 +73,7 @@ def record(plan_dir: Path) -> str:
     lines = [f"# Evidence: `{plan_dir.name}`", "",
              f"Written by `python scripts/evidence.py {plan_dir}` from the run folders.", "",
              "| row | encoder's recipe (" + ", ".join(RECORD_KEYS) + ") | top-1 % [95%] | "
-             "top-5 % [95%] | vs random | labelled | kNN top-1 % | final NT-Xent |",
+             "top-5 % [95%] | vs random | labelled | kNN top-1 % | final loss |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in probes.items():
         res = r["res"]
@@ -91,6 +91,8 @@ def record(plan_dir: Path) -> str:
         elif pre:
             c = found[pre]["cfg"]["config"]
             recipe = ", ".join(f"{_with_defaults('pretrain', c).get(k)}" for k in RECORD_KEYS)
+            if c.get("method", "simclr") != "simclr":  # its own loss and recipe: named first
+                recipe = f"{c['method']}: {recipe}"
             knn = f"{found[pre]['res'].get('knn_top1', float('nan')):.1f}"
             loss = f"{found[pre]['res'].get('final_loss', float('nan')):.3f}"
         floor = floors.get(shape(r))

@@ -36,6 +36,17 @@ def test_bench_table_names_the_unit_and_the_numerics():
     assert "augment" in table and "two views" in table and out["precision"] in table
 
 
+def test_width_builds_the_benchmarked_encoder_at_that_width_and_is_recorded():
+    """--width 32 times the half-width encoder the CPU plans train: its stem has 32 channels."""
+    ns = _ns("--width", "32")
+    assert ns.width == 32
+    inp = bench.make_inputs(bench.Setup(batch_size=4, width=ns.width))
+    parts = bench.simclr_parts(inp, "byol")
+    assert parts.model.encoder.conv1.out_channels == 32 and inp.cfg.width == 32
+    out = bench.run_bench(bench.Setup(batch_size=4, width=32), repeats=1, steps=1, warmup=0, only=["augment"])
+    assert out["width"] == 32 and "width 32" in bench.format_table(out)
+
+
 def _ns(*argv: str) -> argparse.Namespace:
     p = argparse.ArgumentParser()
     bench.add_arguments(p)

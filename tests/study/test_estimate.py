@@ -104,10 +104,19 @@ def test_each_stage_is_timed_by_its_own_step_at_the_runs_shape(tmp_path, monkeyp
     assert (seen[-1][1].image_size, seen[-1][1].batch_size) == (16, 64) and len(seen) == 3
     assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 2.0 + 45000 * 0.5 / 64)
     assert "at 16 px, batch 64" in basis
+    # a half-width encoder (the CPU plans') is timed at its own width, and the width's scaling in
+    # the work units cancels as the area's does
+    sec, basis = est.seconds(_Run(small.replace(width=32), tmp_path / "half"))
+    assert seen[-1][1].cfg.width == 32 and len(seen) == 4
+    assert sec == pytest.approx(estimate.NOTEBOOK_OVERHEAD_S + 2.0 + 45000 * 0.5 / 64)
+    assert "at 16 px, batch 64, width 32" in basis
     # a probe behind the ImageNet stem at 64 px: its convolutions see 16 px, timed there at the cap
-    assert estimate.step_shape({"encoder": "imagenet", "image_size": 64, "dataset": "cifar100"}) == (16, 128)
-    assert estimate.step_shape({"image_size": 64, "dataset": "cifar100", "batch_size": 32}) == (64, 32)
-    assert estimate.step_shape({"dataset": "tiny-imagenet"}) == (64, estimate.MEASURE_BATCH)
+    assert estimate.step_shape({"encoder": "imagenet", "image_size": 64, "dataset": "cifar100"}) == (16, 128, 64)
+    assert estimate.step_shape({"image_size": 64, "dataset": "cifar100", "batch_size": 32}) == (64, 32, 64)
+    assert estimate.step_shape({"dataset": "tiny-imagenet"}) == (64, estimate.MEASURE_BATCH, 64)
+    # the CPU plans' half-width encoder is timed at its own width; an ImageNet encoder is ResNet-18's
+    assert estimate.step_shape({"dataset": "cifar100", "width": 32}) == (32, estimate.MEASURE_BATCH, 32)
+    assert estimate.step_shape({"encoder": "imagenet", "dataset": "cifar100", "width": 32})[2] == 64
 
 
 def test_importing_plans_does_not_import_torch():

@@ -56,6 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"batch {q['batch_size']}, {q['repeats']} repeats")
     p.add_argument("--batch-size", type=int, default=None, help="images per step")
     p.add_argument("--image-size", type=int, default=32, choices=(16, 32, 64))
+    p.add_argument("--width", type=int, default=64, choices=(8, 16, 32, 64, 128),
+                   help="the encoder's first-stage channels (64: ResNet-18; the CPU plans use 32)")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
     p.add_argument("--channels-last", type=parse_bool, default=True)
     p.add_argument("--compile", type=parse_bool, default=False)
@@ -300,6 +302,7 @@ def run_bench(setup: Setup, *, repeats: int = 5, steps: int = 3, warmup: int = 2
                            "torch": torch.__version__, "threads": torch.get_num_threads(),
                            "precision": inp.rt.precision, "channels_last": inp.rt.channels_last,
                            "compile": compile, "batch_size": batch_size, "image_size": image_size,
+                           "width": setup.width,
                            "unit": "images/s (a SimCLR image is two views)", "results": {}}
     res = out["results"]
     if {"model_step", "simclr_step"} & set(only):
@@ -343,7 +346,8 @@ def device_name(dev: torch.device) -> str:
 def format_table(out: dict) -> str:
     lines = [f"device {out['device']} ({out['device_name']}), torch {out['torch']}, "
              f"{out['threads']} threads, {out['precision']}, channels_last={out['channels_last']}, "
-             f"compile={out['compile']}, batch {out['batch_size']}, {out['image_size']} px",
+             f"compile={out['compile']}, batch {out['batch_size']}, {out['image_size']} px, "
+             f"width {out.get('width', 64)}",
              f"{'case':<22}{'images/s':>12}{'ms/step':>10}"]
     for name, r in out["results"].items():
         lines.append(f"{name:<22}{r['images_per_s']:>12.1f}{r['ms_per_step']:>10.1f}")
@@ -357,7 +361,7 @@ def main(ns: argparse.Namespace) -> int:
     opts = resolve_options(ns)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the result alone
         setup = Setup(batch_size=opts["batch_size"], image_size=ns.image_size, precision=ns.precision,
-                      channels_last=ns.channels_last, compile=ns.compile, device=ns.device)
+                      channels_last=ns.channels_last, compile=ns.compile, device=ns.device, width=ns.width)
         out = run_bench(setup, repeats=opts["repeats"], steps=opts["steps"], warmup=opts["warmup"],
                         only=opts["only"])
     out["profile"] = "full" if ns.full else "quick"

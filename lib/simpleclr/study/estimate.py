@@ -82,13 +82,16 @@ def _imagenet_stem(cfg: dict) -> bool:
     return cfg.get("stem") == "imagenet" or weights.startswith("imagenet")
 
 
-def step_shape(cfg: dict) -> tuple[int, int]:
-    """(side, batch) at which a run's step is timed: the side its convolutions see past the stem
-    (a quarter of the input behind the ImageNet stem, which downsamples by 4; the CIFAR stem keeps
-    it) and its batch up to :data:`MEASURE_BATCH` (a probe has none: that many)."""
+def step_shape(cfg: dict) -> tuple[int, int, int]:
+    """(side, batch, width) at which a run's step is timed: the side its convolutions see past the
+    stem (a quarter of the input behind the ImageNet stem, which downsamples by 4; the CIFAR stem
+    keeps it), its batch up to :data:`MEASURE_BATCH` (a probe has none: that many) and its
+    encoder's width (a half-width encoder's step is not a quarter of a full one's: the heads, the
+    augmentation and the optimizer do not shrink with it)."""
     size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
     side = max(1, round(size / (4 if _imagenet_stem(cfg) else 1)))
-    return side, min(int(cfg.get("batch_size") or MEASURE_BATCH), MEASURE_BATCH)
+    width = RESNET18_WIDTH if _imagenet_stem(cfg) else int(cfg.get("width") or RESNET18_WIDTH)
+    return side, min(int(cfg.get("batch_size") or MEASURE_BATCH), MEASURE_BATCH), width
 
 
 def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> Optional[float]:
@@ -224,31 +227,35 @@ class Estimator:
         return None, ""
 
     def measure(self, precision: str = "auto", stage: str = "supervised",
-                shape: tuple[int, int] = (32, MEASURE_BATCH), method: str = "simclr") -> tuple[float, float]:
+                shape: tuple[int, int, int] = (32, MEASURE_BATCH, RESNET18_WIDTH),
+                method: str = "simclr") -> tuple[float, float]:
         """(seconds per work unit of ``stage``'s training step at ``shape``, one-off warm-up
         seconds) here, timed now.
 
         :mod:`simpleclr.study.bench`'s step of ``method`` for ``stage="pretrain"`` (each method is
         priced by its own step: a target network's forward, its EMA and a queue included), its
-        supervised step otherwise, on a batch of ``shape = (side, batch)`` images, once per precision, step and
-        shape. The seconds per image are divided by the side's area relative to 32 px, so that
-        :func:`work_units` (which multiplies by it) gives back this shape's own seconds. The first
+        supervised step otherwise, on a batch of ``shape = (side, batch, width)`` images at that
+        encoder width, once per precision, step and shape. The seconds per image are divided by the
+        side's area relative to 32 px and the width's square relative to 64, so that
+        :func:`work_units` (which multiplies by both) gives back this shape's own seconds. The first
         three steps (oneDNN's kernel preparation, paid again by every fresh notebook) are the
         warm-up; the median of three more gives the rate.
         """
         kind = "pretrain" if stage == "pretrain" else "supervised"
-        key = f"{precision}/{kind if kind != 'pretrain' else method}/{shape[0]}px/{shape[1]}"
+        side, batch, width = shape
+        key = f"{precision}/{kind if kind != 'pretrain' else method}/{side}px/{batch}/w{width}"
         if key not in self._measured:
             from . import bench
 
-            side, batch = shape
-            inp = bench.make_inputs(bench.Setup(batch_size=batch, image_size=side, precision=precision))
+            inp = bench.make_inputs(bench.Setup(batch_size=batch, image_size=side, precision=precision,
+                                                width=width))
             if kind != "pretrain":
                 case = bench.supervised_case(inp)
             else:
                 case = bench.simclr_case(inp) if method == "simclr" else bench.method_case(inp, method)
             timing = bench.time_steps(case, inp.rt.device, warmup=3, repeats=3, steps=1)
-            self._measured[key] = (timing.seconds / batch / (side / 32) ** 2, timing.warmup_s)
+            scale = (side / 32) ** 2 * (width / RESNET18_WIDTH) ** 2
+            self._measured[key] = (timing.seconds / batch / scale, timing.warmup_s)
         return self._measured[key]
 
     def seconds(self, spec: RunLike) -> tuple[Optional[float], str]:
@@ -271,9 +278,10 @@ class Estimator:
             rate, warmup = self.measure(cfg.get("precision", "auto"), stage, shape, method)
             overhead += warmup if stage != "linear_eval" else warmup / 3
             step = METHOD_TITLES[method] if stage == "pretrain" else "supervised"
-            per_second = 1 / (rate * (shape[0] / 32) ** 2)
+            per_second = 1 / (rate * (shape[0] / 32) ** 2 * (shape[2] / RESNET18_WIDTH) ** 2)
             basis = (f"timed the {step} step now ({per_second:.0f} img/s at {shape[0]} px, batch "
-                     f"{shape[1]}, {warmup:.0f} s warm-up)")
+                     f"{shape[1]}{'' if shape[2] == RESNET18_WIDTH else f', width {shape[2]}'}, "
+                     f"{warmup:.0f} s warm-up)")
         return overhead + units * rate * left, f"{basis}; {work_text(stage, cfg)}"
 
     @staticmethod
