@@ -68,7 +68,8 @@ tensorboard: install
 # docs/evidence.md: the recipe comparison, the learning curves and the one-factor-at-a-time
 # ablation with a second seed, on the real CIFAR-100; then the transfer rows' curves on Tiny
 # ImageNet, the 16 px against 32 px pilot, the short-budget recipe pilot and the width pilot (hours on a CPU;
-# finished runs are skipped, so it resumes), and the quick plan's own runs; then the page and its
+# finished runs are skipped, so it resumes), the quick plan's own runs and the six methods with the
+# learning curves of the two below the floor; then the page and its
 # figures from the run folders.
 evidence: install
 	$(VENV)/bin/simpleclr plan run recipe --report-dir outputs/recipe
@@ -80,13 +81,15 @@ evidence: install
 	$(VENV)/bin/simpleclr plan run pilot-width --report-dir outputs/pilot-width
 	$(VENV)/bin/simpleclr plan run quick
 	$(VENV)/bin/simpleclr plan run methods-quick
+	$(VENV)/bin/simpleclr plan run methods-length --devices cpu,cpu
 	(cat docs/evidence-head.md; $(PY) scripts/evidence.py outputs/recipe outputs/curves outputs/ablation \
 	  --curves --figure docs/evidence-curves.png --ablation recipe/published; echo; \
 	  $(PY) scripts/evidence.py outputs/curves-tiny outputs/resolution --curves --resolution \
 	  --figure docs/evidence-transfer.png; echo; $(PY) scripts/evidence.py outputs/pilot-short \
 	  --pilot pilot-short/base --pilot pilot-short/super-lr0.1; echo; $(PY) scripts/evidence.py \
 	  outputs/pilot-width --pilot pilot-width/w64-s312; echo; $(PY) scripts/evidence.py outputs/quick; \
-	  echo; $(PY) scripts/evidence.py outputs/methods-quick --methods) \
+	  echo; $(PY) scripts/evidence.py outputs/methods-quick --methods; \
+	  echo; $(PY) scripts/evidence.py outputs/methods-length --methods) \
 	  > docs/evidence.md.tmp \
 	  && mv docs/evidence.md.tmp docs/evidence.md
 

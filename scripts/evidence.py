@@ -52,10 +52,19 @@ def runs(plan_dir: Path) -> dict[str, dict]:
 
 
 def _encoder_run(run: dict, found: dict[str, dict], stage: str = "pretrain") -> Optional[str]:
-    """The run folder (of ``stage``) in the same plan whose encoder a probe read, if any."""
-    enc = str(run["cfg"]["config"].get("encoder") or "")
-    name = Path(enc).name
+    """The run folder (of ``stage``) in the same plan whose encoder a probe read, if any: the run
+    itself, or a checkpoint it kept (``<run>/checkpoints/epoch<N>.pt``, a length series' point)."""
+    enc = Path(str(run["cfg"]["config"].get("encoder") or ""))
+    name = enc.parent.parent.name if enc.parent.name == "checkpoints" else enc.name
     return name if name in found and found[name]["cfg"]["stage"] == stage else None
+
+
+def _kept_epoch(run: dict) -> Optional[int]:
+    """The epoch of the kept checkpoint a probe read (``.../checkpoints/epoch<N>.pt``), else None."""
+    enc = Path(str(run["cfg"]["config"].get("encoder") or ""))
+    if enc.parent.name == "checkpoints" and enc.stem.startswith("epoch") and enc.stem[5:].isdigit():
+        return int(enc.stem[5:])
+    return None
 
 
 def record(plan_dir: Path) -> str:
@@ -93,6 +102,8 @@ def record(plan_dir: Path) -> str:
             recipe = ", ".join(f"{_with_defaults('pretrain', c).get(k)}" for k in RECORD_KEYS)
             if c.get("method", "simclr") != "simclr":  # its own loss and recipe: named first
                 recipe = f"{c['method']}: {recipe}"
+            if _kept_epoch(r) is not None:
+                recipe += f" (its checkpoint at epoch {_kept_epoch(r)} of {c.get('epochs')})"
             knn = f"{found[pre]['res'].get('knn_top1', float('nan')):.1f}"
             loss = f"{found[pre]['res'].get('final_loss', float('nan')):.3f}"
         floor = floors.get(shape(r))
@@ -554,6 +565,52 @@ def _plan_clock(plan_dir: Path) -> tuple[float, str, str]:
     return wall, " / ".join(cpus), " / ".join(prec)
 
 
+def _length_lines(plan_dir: Path) -> list[str]:
+    """A length series per pretraining run whose kept checkpoints were probed: each point's top-1
+    and its paired difference to the random encoder probed alike (the floor of its width), the
+    pretraining's kNN monitor at that epoch beside it; the run's own (final) probe last."""
+    found = runs(plan_dir)
+    floors = {(_with_defaults("linear_eval", r["cfg"]["config"]).get("width")): n for n, r in found.items()
+              if r["cfg"]["stage"] == "linear_eval" and r["cfg"]["config"].get("encoder") == "random"}
+    series: dict[str, list[tuple[float, str]]] = {}
+    for name, r in found.items():
+        pre = _encoder_run(r, found) if r["cfg"]["stage"] == "linear_eval" else None
+        if pre:
+            epoch = _kept_epoch(r) or found[pre]["cfg"]["config"].get("epochs")
+            series.setdefault(pre, []).append((float(epoch), name))
+    series = {p: pts for p, pts in series.items() if any(_kept_epoch(found[n]) for _, n in pts)}
+    if not series:
+        return []
+    lines = ["### Against length", "",
+             "Each pretraining's kept checkpoints (points of one cosine schedule, not finished shorter "
+             "runs) probed alike; the difference to the random encoder is McNemar's exact test on the "
+             "same test images.", "",
+             "| pretraining | method | epoch | steps | top-1 % [95%] | minus random floor (paired) | "
+             "kNN top-1 % at that epoch |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for pre, pts in series.items():
+        cfg, folder = found[pre]["cfg"]["config"], plan_dir / pre
+        knn = {int(m["epoch"]): m.get("knn_top1") for m in _metrics(folder) if m.get("knn_top1") is not None}
+        per_epoch = (found[pre]["res"].get("steps") or 0) / max(1, cfg.get("epochs") or 1)
+        floor = floors.get(_with_defaults("pretrain", cfg).get("width"))
+        for epoch, name in sorted(pts):
+            res = found[name]["res"]
+            t = stats.wilson(res["top1"], res["n_test"])
+            versus = "" if floor is None else _paired_text(_correct(plan_dir / name, res),
+                                                           _correct(plan_dir / floor, found[floor]["res"]))
+            k = knn.get(int(epoch))
+            lines.append(f"| {pre} | {cfg.get('method', 'simclr')} | {epoch:g} | {epoch * per_epoch:,.0f} | "
+                         f"{t.text()} | {versus} | {'' if k is None else f'{k:.1f}'} |")
+    return lines + [""]
+
+
+def _metrics(folder: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
+
+
 def methods_section(plan_dirs: list[Path]) -> str:
     """Each self-supervised method's probe, from the report's own methods table
     (simpleclr.report.methods): top-1 with its interval, the paired tests against the random
@@ -587,6 +644,7 @@ def methods_section(plan_dirs: list[Path]) -> str:
             pre = "" if math.isnan(r["pretrain_s"]) else f"{r['steps']} steps, {r['pretrain_s'] / 60:.1f} min"
             lines.append(f"| {r['name']} | {top1} | {r['vs_floor_text']} | {r['vs_super_text']} | {cv} | "
                          f"{knn} | {pre} |")
+        lines += _length_lines(plan_dir)
         wall, cpu, prec = _plan_clock(plan_dir)
         lines += ["", rm.methods_verdict(study, df), "",
                   f"The plan's {sum(r.done for r in study.runs.values())} finished runs took "

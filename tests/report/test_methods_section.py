@@ -123,3 +123,38 @@ def test_the_evidence_page_gives_each_methods_paired_gains_and_the_plans_compute
     assert rm.methods_verdict(study, df) in text
     wall = sum(json.loads(p.read_text()).get("wall_time_s", 0) for p in study.plan_dir.glob("*/result.json"))
     assert wall > 0 and f"took {wall / 60:.1f} min of run time in all" in text
+
+
+LENGTH_PLAN = METHODS_PLAN.replace('''  pretrain: {epochs: 2, warmup_epochs: 0}''', '''  pretrain: {epochs: 2, warmup_epochs: 0, keep_epochs: [1]}''') + '''  - name: simclr-e1
+    notebook: linear_eval
+    params: {encoder: "{runs.simclr-pre}/checkpoints/epoch1.pt"}
+'''
+
+
+def test_a_kept_checkpoints_probe_is_a_length_point_not_another_seed(tmp_path):
+    """methods-length's shape: a probe of a kept checkpoint stays out of the methods table (SimCLR
+    keeps one seed) and the evidence page lists it by epoch with its paired gain over the floor
+    and the kNN monitor at that epoch; a pretraining with no kept probe has no length series."""
+    import importlib.util
+    from pathlib import Path
+
+    from helpers.studyfolders import fake_predictions
+    from simpleclr.report import stats
+
+    spec = importlib.util.spec_from_file_location(
+        "evidence", Path(__file__).resolve().parents[2] / "scripts" / "evidence.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    plan = build_study(tmp_path, LENGTH_PLAN, {"random": (5.0, 20.0), "super": (40.0, 70.0), "simclr": (20.0, 50.0),
+                                                "byol": (30.0, 60.0), "vicreg": (25.0, 55.0), "simclr-e1": (12.0, 40.0)})
+    study = load_study(tmp_path / "outputs" / plan.name)
+    df = rm.methods_table(study)
+    assert df.loc["simclr", "seeds"] == 1 and df.loc["simclr", "top1"] == 20.0
+    text = ev.methods_section([study.plan_dir])
+    rows = [line for line in text.split("### Against length")[1].splitlines() if line.startswith("| simclr-pre")]
+    floor = fake_predictions(5.0, 20.0).correct()
+    early = stats.paired(fake_predictions(12.0, 40.0).correct(), floor)
+    assert rows[0].startswith(f"| simclr-pre | simclr | 1 | 10 | {stats.wilson(12.0, 200).text()} | "
+                              f"{early.verdict}: {early.text(unit=' points')} | 10.0 |")
+    assert rows[1].startswith("| simclr-pre | simclr | 2 | 20 | ") and rows[1].endswith("| 20.0 |")
+    assert len(rows) == 2 and "| byol-pre |" not in text.split("### Against length")[1]
