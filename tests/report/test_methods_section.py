@@ -125,7 +125,8 @@ def test_the_evidence_page_gives_each_methods_paired_gains_and_the_plans_compute
     assert wall > 0 and f"took {wall / 60:.1f} min of run time in all" in text
 
 
-LENGTH_PLAN = METHODS_PLAN.replace('''  pretrain: {epochs: 2, warmup_epochs: 0}''', '''  pretrain: {epochs: 2, warmup_epochs: 0, keep_epochs: [1]}''') + '''  - name: simclr-e1
+KEPT = "  pretrain: {epochs: 2, warmup_epochs: 0, keep_epochs: [1]}"
+LENGTH_PLAN = METHODS_PLAN.replace("  pretrain: {epochs: 2, warmup_epochs: 0}", KEPT) + '''  - name: simclr-e1
     notebook: linear_eval
     params: {encoder: "{runs.simclr-pre}/checkpoints/epoch1.pt"}
 '''
@@ -145,8 +146,9 @@ def test_a_kept_checkpoints_probe_is_a_length_point_not_another_seed(tmp_path):
         "evidence", Path(__file__).resolve().parents[2] / "scripts" / "evidence.py")
     ev = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ev)
-    plan = build_study(tmp_path, LENGTH_PLAN, {"random": (5.0, 20.0), "super": (40.0, 70.0), "simclr": (20.0, 50.0),
-                                                "byol": (30.0, 60.0), "vicreg": (25.0, 55.0), "simclr-e1": (12.0, 40.0)})
+    results = {"random": (5.0, 20.0), "super": (40.0, 70.0), "simclr": (20.0, 50.0), "byol": (30.0, 60.0),
+               "vicreg": (25.0, 55.0), "simclr-e1": (12.0, 40.0)}
+    plan = build_study(tmp_path, LENGTH_PLAN, results)
     study = load_study(tmp_path / "outputs" / plan.name)
     df = rm.methods_table(study)
     assert df.loc["simclr", "seeds"] == 1 and df.loc["simclr", "top1"] == 20.0
