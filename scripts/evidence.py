@@ -644,12 +644,12 @@ def methods_section(plan_dirs: list[Path]) -> str:
             pre = "" if math.isnan(r["pretrain_s"]) else f"{r['steps']} steps, {r['pretrain_s'] / 60:.1f} min"
             lines.append(f"| {r['name']} | {top1} | {r['vs_floor_text']} | {r['vs_super_text']} | {cv} | "
                          f"{knn} | {pre} |")
-        lines += _length_lines(plan_dir)
+        lines += [""] + _length_lines(plan_dir)
         wall, cpu, prec = _plan_clock(plan_dir)
         lines += ["", rm.methods_verdict(study, df), "",
                   f"The plan's {sum(r.done for r in study.runs.values())} finished runs took "
-                  f"{wall / 60:.1f} min of run time in all (notebook start-up between runs not "
-                  f"counted) on {cpu}, {prec}.", ""]
+                  f"{wall / 60:.1f} min of run time in all (summed over workers where several ran "
+                  f"side by side; notebook start-up between runs not counted) on {cpu}, {prec}.", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -90,7 +90,7 @@ def methods_table(study: Study) -> pd.DataFrame:
                      "floor_verdict": floor.verdict if floor else "",
                      "vs_super": gap.diff if gap else math.nan, "vs_super_text": _paired_text(gap),
                      "knn_top1": sum(knn) / len(knn) if knn else math.nan,
-                     "steps": pres[0].config.get("steps") if pres else None,
+                     "steps": (pres[0].config.get("steps") or (pres[0].result or {}).get("steps")) if pres else None,
                      "pretrain_s": sum(wall) / len(wall) if wall else math.nan,
                      "seeds": len(done), "missing": len(runs) - len(done)})
     return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
