@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 from simpleclr.report import stats
+from simpleclr.runs.rundir import RunDir
 
 RECIPE_KEYS = ("lr", "weight_decay", "jitter_strength", "temperature", "batch_size", "steps",
                "image_size")
@@ -554,10 +555,9 @@ def pilot_section(plan_dirs: list[Path], reference: str) -> str:
 
 
 # ---- self-supervised methods side by side --------------------------------------------------------
-def _plan_clock(plan_dir: Path) -> tuple[float, str, str]:
-    """A plan folder's compute: the sum of its finished runs' wall times, and the CPU and
-    precision they ran on (joined where they differ)."""
-    found = runs(plan_dir)
+def _plan_clock(found: dict[str, dict]) -> tuple[float, str, str]:
+    """A plan folder's compute (its :func:`runs`): the sum of its finished runs' wall times, and
+    the CPU and precision they ran on (joined where they differ)."""
     wall = sum(float(r["res"].get("wall_time_s") or 0.0) for r in found.values())
     cpus = sorted({str(((r["cfg"].get("provenance") or {}).get("hardware") or {}).get("cpu")) for r in found.values()})
     prec = sorted({str((r["res"].get("runtime") or {}).get("precision", r["cfg"]["config"].get("precision")))
@@ -565,11 +565,10 @@ def _plan_clock(plan_dir: Path) -> tuple[float, str, str]:
     return wall, " / ".join(cpus), " / ".join(prec)
 
 
-def _length_lines(plan_dir: Path) -> list[str]:
+def _length_lines(plan_dir: Path, found: dict[str, dict]) -> list[str]:
     """A length series per pretraining run whose kept checkpoints were probed: each point's top-1
     and its paired difference to the random encoder probed alike (the floor of its width), the
     pretraining's kNN monitor at that epoch beside it; the run's own (final) probe last."""
-    found = runs(plan_dir)
     floors = {(_with_defaults("linear_eval", r["cfg"]["config"]).get("width")): n for n, r in found.items()
               if r["cfg"]["stage"] == "linear_eval" and r["cfg"]["config"].get("encoder") == "random"}
     series: dict[str, list[tuple[float, str]]] = {}
@@ -590,7 +589,8 @@ def _length_lines(plan_dir: Path) -> list[str]:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for pre, pts in series.items():
         cfg, folder = found[pre]["cfg"]["config"], plan_dir / pre
-        knn = {int(m["epoch"]): m.get("knn_top1") for m in _metrics(folder) if m.get("knn_top1") is not None}
+        knn = {int(m["epoch"]): m["knn_top1"] for m in RunDir(folder).read_metrics()
+               if m.get("knn_top1") is not None}
         per_epoch = (found[pre]["res"].get("steps") or 0) / max(1, cfg.get("epochs") or 1)
         floor = floors.get(_with_defaults("pretrain", cfg).get("width"))
         for epoch, name in sorted(pts):
@@ -602,13 +602,6 @@ def _length_lines(plan_dir: Path) -> list[str]:
             lines.append(f"| {pre} | {cfg.get('method', 'simclr')} | {epoch:g} | {epoch * per_epoch:,.0f} | "
                          f"{t.text()} | {versus} | {'' if k is None else f'{k:.1f}'} |")
     return lines + [""]
-
-
-def _metrics(folder: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    except (OSError, ValueError):
-        return []
 
 
 def methods_section(plan_dirs: list[Path]) -> str:
@@ -644,8 +637,9 @@ def methods_section(plan_dirs: list[Path]) -> str:
             pre = "" if math.isnan(r["pretrain_s"]) else f"{r['steps']} steps, {r['pretrain_s'] / 60:.1f} min"
             lines.append(f"| {r['name']} | {top1} | {r['vs_floor_text']} | {r['vs_super_text']} | {cv} | "
                          f"{knn} | {pre} |")
-        lines += [""] + _length_lines(plan_dir)
-        wall, cpu, prec = _plan_clock(plan_dir)
+        found = runs(plan_dir)
+        lines += [""] + _length_lines(plan_dir, found)
+        wall, cpu, prec = _plan_clock(found)
         lines += ["", rm.methods_verdict(study, df), "",
                   f"The plan's {sum(r.done for r in study.runs.values())} finished runs took "
                   f"{wall / 60:.1f} min of run time in all (summed over workers where several ran "

@@ -20,7 +20,7 @@ import pandas as pd
 from ..config import METHOD_NAMES, METHOD_TITLES
 from . import stats
 from .model import RunInfo, Study
-from .tables import fmt_seconds, paired_runs
+from .tables import fmt_seconds, mean_std, paired_runs
 
 __all__ = ["method_probes", "methods_table", "methods_display", "methods_verdict"]
 
@@ -77,21 +77,19 @@ def methods_table(study: Study) -> pd.DataFrame:
         width = runs[0].config.get("width", 64)
         floor = paired_runs(done, _floor(study, width)) if done else None
         gap = paired_runs(done, [s for s in supers if s.done]) if done else None
-        cv = [r.result.get("val_top1") for r in done if r.result.get("val_top1") is not None]
-        knn = [p.result.get("knn_top1") for p in pres if p.done and p.result.get("knn_top1") is not None]
-        wall = [p.result.get("wall_time_s") for p in pres if p.done and p.result.get("wall_time_s")]
+        trained = [p for p in pres if p.done]
         base, _, data = method.partition("@")
         rows.append({"method": method, "pretrained_on": data or runs[0].config.get("dataset"),
                      "name": METHOD_TITLES.get(base, base) + (f" (pretrained on {data})" if data else ""),
                      "top1": ci.value if ci else math.nan, "low": ci.low if ci else math.nan,
                      "high": ci.high if ci else math.nan,
-                     "cv_top1": sum(cv) / len(cv) if cv else math.nan,
+                     "cv_top1": mean_std([r.result.get("val_top1") for r in done])[0],
                      "vs_floor": floor.diff if floor else math.nan, "vs_floor_text": _paired_text(floor),
                      "floor_verdict": floor.verdict if floor else "",
                      "vs_super": gap.diff if gap else math.nan, "vs_super_text": _paired_text(gap),
-                     "knn_top1": sum(knn) / len(knn) if knn else math.nan,
+                     "knn_top1": mean_std([p.result.get("knn_top1") for p in trained])[0],
                      "steps": (pres[0].config.get("steps") or (pres[0].result or {}).get("steps")) if pres else None,
-                     "pretrain_s": sum(wall) / len(wall) if wall else math.nan,
+                     "pretrain_s": mean_std([p.result.get("wall_time_s") or None for p in trained])[0],
                      "seeds": len(done), "missing": len(runs) - len(done)})
     return pd.DataFrame(rows).set_index("method") if rows else pd.DataFrame()
 

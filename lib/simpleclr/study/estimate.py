@@ -94,6 +94,12 @@ def step_shape(cfg: dict) -> tuple[int, int, int]:
     return side, min(int(cfg.get("batch_size") or MEASURE_BATCH), MEASURE_BATCH), width
 
 
+def work_scale(side: float, width: int) -> float:
+    """A step's multiply-adds relative to ResNet-18 at 32 px: the area its convolutions see and
+    the width squared (what :func:`work_units` multiplies by and a timed rate is divided by)."""
+    return (side / 32) ** 2 * (width / RESNET18_WIDTH) ** 2
+
+
 def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -> Optional[float]:
     """Compute a run costs, in ResNet-18 training-image passes at 32 px (a forward pass: 1/3).
 
@@ -109,7 +115,7 @@ def work_units(stage: str, cfg: dict, sizes: Optional[tuple[int, int]] = None) -
     n_train, n_test = sizes
     size = cfg.get("image_size") or native_size(cfg.get("dataset", ""))
     width = cfg.get("width", RESNET18_WIDTH)
-    area = (size / (4 if _imagenet_stem(cfg) else 1) / 32) ** 2 * (width / RESNET18_WIDTH) ** 2
+    area = work_scale(size / (4 if _imagenet_stem(cfg) else 1), width)
     if stage == "pretrain":
         return pretrain_images(cfg, n_train) * area
     if stage == "supervised":
@@ -254,8 +260,7 @@ class Estimator:
             else:
                 case = bench.simclr_case(inp) if method == "simclr" else bench.method_case(inp, method)
             timing = bench.time_steps(case, inp.rt.device, warmup=3, repeats=3, steps=1)
-            scale = (side / 32) ** 2 * (width / RESNET18_WIDTH) ** 2
-            self._measured[key] = (timing.seconds / batch / scale, timing.warmup_s)
+            self._measured[key] = (timing.seconds / batch / work_scale(side, width), timing.warmup_s)
         return self._measured[key]
 
     def seconds(self, spec: RunLike) -> tuple[Optional[float], str]:
@@ -278,7 +283,7 @@ class Estimator:
             rate, warmup = self.measure(cfg.get("precision", "auto"), stage, shape, method)
             overhead += warmup if stage != "linear_eval" else warmup / 3
             step = METHOD_TITLES[method] if stage == "pretrain" else "supervised"
-            per_second = 1 / (rate * (shape[0] / 32) ** 2 * (shape[2] / RESNET18_WIDTH) ** 2)
+            per_second = 1 / (rate * work_scale(shape[0], shape[2]))
             basis = (f"timed the {step} step now ({per_second:.0f} img/s at {shape[0]} px, batch "
                      f"{shape[1]}{'' if shape[2] == RESNET18_WIDTH else f', width {shape[2]}'}, "
                      f"{warmup:.0f} s warm-up)")
